@@ -1,0 +1,42 @@
+"""Installs vit_jax: the Vision Transformer family in JAX/Flax."""
+
+import setuptools
+
+# Ranges that install and pass the test suite together (checked 2026-11 on Python 3.11).
+INSTALL_REQUIRES = [
+    'absl-py>=2.1,<3',
+    'flax>=0.11,<0.13',
+    'jax>=0.7,<0.11',
+    'ml-collections>=1.0,<2',
+    'numpy>=1.26,<3',
+    'optax>=0.2.5,<0.3',
+    'orbax-checkpoint>=0.11,<0.13',
+    'pillow>=10,<14',
+    'scikit-learn>=1.5,<2',  # carries the embedded digits data and the example photographs
+    'scipy>=1.13,<2',
+    # TensorFlow only feeds the input pipeline on the host; the CPU build keeps it off accelerators.
+    'tensorflow-cpu>=2.18,<2.22',
+    'tensorflow-datasets>=4.9.8,<4.10',
+]
+
+EXTRAS_REQUIRE = {
+    'test': [
+        'pytest>=8,<10',
+        'pytest-xdist>=3.6,<4',
+    ],
+    'gpu': ['jax[cuda12]>=0.7,<0.11'],
+    'tpu': ['jax[tpu]>=0.7,<0.11'],
+}
+
+setuptools.setup(
+    name='vit_jax',
+    version='0.1.0',
+    description='Vision Transformer (ViT) in JAX/Flax: models, released checkpoints, sharded training.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.11',
+    packages=setuptools.find_packages(include=['vit_jax', 'vit_jax.*']),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

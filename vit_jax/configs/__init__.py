@@ -1,0 +1,1 @@
+"""Model variant configs (`vit_jax.configs.models`)."""

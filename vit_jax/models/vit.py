@@ -1,0 +1,280 @@
+"""The Vision Transformer (Dosovitskiy et al., arXiv:2010.11929), numerically as the official code.
+
+image [b, h, w, 3] -> (ResNet stem) -> patch embedding [b, gh*gw, width] -> [cls] -> posemb
+-> Encoder (pre-LayerNorm blocks: attention, MLP) -> encoder_norm -> pool -> [pre_logits] -> head
+
+The parameter tree is the official Linen tree (`embedding`, `cls`, `Transformer/posembed_input`,
+`Transformer/encoderblock_{i}/{LayerNorm_0,MultiHeadDotProductAttention_0,LayerNorm_1,
+MlpBlock_0}`, `Transformer/encoder_norm`, `pre_logits`, `head`), big_vision's `MAPHead_0` for
+MAP pooling, and `Transformer/encoderblock` (layers stacked on axis 0) when `scan=True`.
+"""
+
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models import attention
+from vit_jax.models import posemb as posemb_lib
+from vit_jax.models import resnet
+
+Dtype = Any
+
+CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
+POSEMBS = ('learn', 'sincos2d')
+REMAT_POLICIES = {
+    'none': None,  # no rematerialisation
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    'dots': jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
+}
+
+
+class MlpBlock(nn.Module):
+  """Dense(mlp_dim) -> GELU -> dropout -> Dense(width) -> dropout, on [b, tokens, width]."""
+
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  gelu_approximate: bool = True  # tanh form, as the official model
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
+    dense = lambda features, name: nn.Dense(  # pylint: disable=g-long-lambda
+        features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6), name=name)
+    x = dense(self.mlp_dim, 'Dense_0')(inputs)
+    x = nn.gelu(x, approximate=self.gelu_approximate)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    x = dense(inputs.shape[-1], 'Dense_1')(x)
+    return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), on [b, tokens, width].
+
+  `drop_path_rate` (stochastic depth, per example) may be None, a float, or a traced scalar
+  (one per layer when scanned). Returns `(x, None)` so the same block serves `nn.scan`.
+  """
+
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  gelu_approximate: bool = True
+  dtype: Dtype = jnp.float32
+
+  def _drop_path(self, y: jnp.ndarray, rate, deterministic: bool) -> jnp.ndarray:
+    if deterministic or rate is None or (isinstance(rate, float) and rate == 0.0):
+      return y
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (y.shape[0], 1, 1))
+    return jnp.where(mask, y / keep, 0).astype(y.dtype)
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool):
+    if inputs.ndim != 3:
+      raise ValueError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
+    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(inputs)
+    y = attention.MultiHeadAttention(
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
+    y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
+    x = inputs + self._drop_path(y, drop_path_rate, deterministic)
+
+    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_1')(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+                 gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+                 name='MlpBlock_0')(y, deterministic=deterministic)
+    return x + self._drop_path(y, drop_path_rate, deterministic), None
+
+
+class Encoder(nn.Module):
+  """Position embedding, `num_layers` blocks and the final LayerNorm: [b, t, w] -> [b, t, w].
+
+  `grid_shape` is the patch grid (for sincos2d); `num_prefix_tokens` counts the cls token in front
+  (its learned posemb is the first row, as the official model; its sincos posemb is zero).
+  """
+
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  add_position_embedding: bool = True
+  posemb: str = 'learn'
+  grid_shape: Optional[tuple[int, int]] = None
+  num_prefix_tokens: int = 0
+  stochastic_depth: float = 0.0
+  scan: bool = False
+  remat: str = 'none'
+  gelu_approximate: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    if x.ndim != 3:
+      raise ValueError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
+    if self.add_position_embedding:
+      if self.posemb == 'learn':
+        x = posemb_lib.AddPositionEmbs(name='posembed_input')(x)
+      else:
+        grid = posemb_lib.posemb_sincos_2d(*self.grid_shape, x.shape[-1])
+        prefix = jnp.zeros((1, self.num_prefix_tokens, x.shape[-1]), jnp.float32)
+        x = x + jnp.concatenate([prefix, grid], axis=1).astype(x.dtype)
+      x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+
+    block_kwargs = dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        gelu_approximate=self.gelu_approximate, dtype=self.dtype)
+    block = Encoder1DBlock
+    if self.remat != 'none':
+      # Arguments: (self, inputs, drop_path_rate, deterministic); `deterministic` is static.
+      block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan,
+                       static_argnums=(3,))
+
+    # Stochastic depth grows linearly from 0 at the first block to the rate at the last.
+    rates = None
+    if self.stochastic_depth > 0:
+      rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
+               for i in range(self.num_layers)]
+    if self.scan:
+      stack = nn.scan(
+          block, variable_axes={'params': 0, 'intermediates': 0},
+          split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast),
+          length=self.num_layers)
+      x, _ = stack(name='encoderblock', **block_kwargs)(
+          x, None if rates is None else jnp.asarray(rates), not train)
+    else:
+      for layer in range(self.num_layers):
+        x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
+            x, None if rates is None else rates[layer], not train)
+    return nn.LayerNorm(dtype=self.dtype, name='encoder_norm')(x)
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling (big_vision): a learned probe attends over [b, t, w] -> [b, w]."""
+
+  num_heads: int
+  mlp_dim: int
+  gelu_approximate: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
+    probe = jnp.tile(probe.astype(x.dtype), [x.shape[0], 1, 1])
+    x = attention.MultiHeadAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True)
+    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(x)
+    x = x + MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
+                     dtype=self.dtype, name='MlpBlock_0')(y, deterministic=True)
+    return x[:, 0]
+
+
+def _get(config: Any, field: str, default: Any = None) -> Any:
+  """Reads `field` from a ConfigDict, dict or attribute object."""
+  if isinstance(config, Mapping) or hasattr(config, 'get'):
+    return config.get(field, default)
+  return getattr(config, field, default)
+
+
+class VisionTransformer(nn.Module):
+  """ViT taking the official config fields; returns logits [b, classes] ([b, t, classes] unpooled).
+
+  Official fields: `patches.size`, `hidden_size`, `transformer.{mlp_dim, num_heads, num_layers,
+  dropout_rate, attention_dropout_rate}`, `classifier`, `representation_size`,
+  `resnet.{num_layers, width_factor}`, `head_bias_init`, `model_name`. Our fields default to the
+  official behaviour: `posemb` ('learn' | 'sincos2d'), `stochastic_depth` (max drop-path rate),
+  `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
+  `gelu_approximate`. Images are NHWC in [-1, 1].
+  """
+
+  num_classes: Optional[int]
+  patches: Any
+  transformer: Any
+  hidden_size: int
+  resnet: Optional[Any] = None
+  representation_size: Optional[int] = None
+  classifier: str = 'token'
+  head_bias_init: float = 0.
+  encoder: type[nn.Module] = Encoder
+  model_name: Optional[str] = None
+  posemb: str = 'learn'
+  stochastic_depth: float = 0.0
+  dtype: Dtype = jnp.float32
+  scan: bool = False
+  remat: str = 'none'
+  gelu_approximate: bool = True
+
+  def _check_fields(self):
+    for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
+                                  ('posemb', self.posemb, POSEMBS),
+                                  ('remat', self.remat, tuple(REMAT_POLICIES))):
+      if value not in allowed:
+        raise ValueError(f'{field}={value!r} is not supported; expected one of {allowed}.')
+    if not 0.0 <= self.stochastic_depth < 1.0:
+      raise ValueError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    self._check_fields()
+    if inputs.ndim != 4:
+      raise ValueError(f'VisionTransformer expects images [batch, height, width, channels], '
+                       f'got shape {inputs.shape}.')
+    x = inputs.astype(self.dtype)
+
+    if self.resnet is not None:
+      x = resnet.resnet_stem(x, num_layers=tuple(_get(self.resnet, 'num_layers')),
+                             width_factor=_get(self.resnet, 'width_factor', 1), dtype=self.dtype)
+
+    patch_size = tuple(_get(self.patches, 'size'))
+    height, width = x.shape[1:3]
+    if height % patch_size[0] or width % patch_size[1]:
+      stem = 'the ResNet stem output' if self.resnet is not None else 'the image'
+      raise ValueError(
+          f'{stem} size {height}x{width} is not divisible by patches.size={patch_size}; '
+          f'use an image size that is a multiple of the (effective) patch size.')
+    # A strided convolution is the paper's "linear projection of flattened patches".
+    x = nn.Conv(features=self.hidden_size, kernel_size=patch_size, strides=patch_size,
+                padding='VALID', dtype=self.dtype, name='embedding')(x)
+    n, gh, gw, c = x.shape
+    x = jnp.reshape(x, [n, gh * gw, c])
+
+    with_token = self.classifier in ('token', 'token_unpooled')
+    if self.transformer is not None:
+      if with_token:
+        cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
+        x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), [n, 1, 1]), x], axis=1)
+      x = self.encoder(
+          name='Transformer', **self.transformer, posemb=self.posemb, grid_shape=(gh, gw),
+          num_prefix_tokens=int(with_token), stochastic_depth=self.stochastic_depth,
+          scan=self.scan, remat=self.remat, gelu_approximate=self.gelu_approximate,
+          dtype=self.dtype)(x, train=train)
+
+    if self.classifier == 'token':
+      x = x[:, 0]
+    elif self.classifier == 'gap':
+      x = jnp.mean(x, axis=1)
+    elif self.classifier == 'map':
+      x = MAPHead(num_heads=_get(self.transformer, 'num_heads'),
+                  mlp_dim=_get(self.transformer, 'mlp_dim'),
+                  gelu_approximate=self.gelu_approximate, dtype=self.dtype)(x)
+
+    # The head runs in float32 whatever the compute dtype: logits feed the loss.
+    x = x.astype(jnp.float32)
+    if self.representation_size is not None:
+      x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
+    if self.num_classes:
+      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                   bias_init=nn.initializers.constant(self.head_bias_init), name='head')(x)
+    return x
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter tree (works on `jax.eval_shape` outputs too)."""
+  return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+
