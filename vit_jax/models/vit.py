@@ -31,6 +31,18 @@ REMAT_POLICIES = {
 }
 
 
+def drop_path(y: jnp.ndarray, rate, make_rng) -> jnp.ndarray:
+  """Stochastic depth: zeroes a residual branch [b, ...] per example with probability `rate`.
+
+  Kept examples are scaled by 1 / (1 - rate). `rate` may be None/0 (identity) or traced.
+  """
+  if rate is None or (isinstance(rate, (int, float)) and rate == 0):
+    return y
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(make_rng('dropout'), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+  return jnp.where(mask, y / keep, 0).astype(y.dtype)
+
+
 class MlpBlock(nn.Module):
   """Dense(mlp_dim) -> GELU -> dropout -> Dense(width) -> dropout, on [b, tokens, width]."""
 
@@ -65,13 +77,6 @@ class Encoder1DBlock(nn.Module):
   gelu_approximate: bool = True
   dtype: Dtype = jnp.float32
 
-  def _drop_path(self, y: jnp.ndarray, rate, deterministic: bool) -> jnp.ndarray:
-    if deterministic or rate is None or (isinstance(rate, float) and rate == 0.0):
-      return y
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (y.shape[0], 1, 1))
-    return jnp.where(mask, y / keep, 0).astype(y.dtype)
-
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool):
     if inputs.ndim != 3:
@@ -81,13 +86,14 @@ class Encoder1DBlock(nn.Module):
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
-    x = inputs + self._drop_path(y, drop_path_rate, deterministic)
+    drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
+    x = inputs + drop(y)
 
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_1')(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
                  gelu_approximate=self.gelu_approximate, dtype=self.dtype,
                  name='MlpBlock_0')(y, deterministic=deterministic)
-    return x + self._drop_path(y, drop_path_rate, deterministic), None
+    return x + drop(y), None
 
 
 class Encoder(nn.Module):

@@ -1,0 +1,323 @@
+"""Released `.npz` checkpoints: read, map onto a model, resample, write back.
+
+A drop-in for the official `vit_jax.checkpoint` (`load`, `load_pretrained`, `inspect_params`,
+`recover_tree`, `interpolate_posembed`). Every file is read with `allow_pickle=False`.
+
+`load` returns the *canonical* tree: the official Linen layout of `VisionTransformer(scan=False)`.
+It accepts
+- the files released with the paper (pre-Linen names: `MultiHeadDotProductAttention_1`,
+  `LayerNorm_2`, `MlpBlock_3`; GroupNorm scales shaped [1, 1, 1, C]; cls+posemb combined),
+- big_vision files (`params/` prefix, top-level `pos_embedding` without the cls row, layers
+  stacked in `Transformer/encoderblock`, MAP heads, inlined MAP probes).
+"""
+
+import collections
+import logging
+import math
+import re
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from etils import epath
+import flax
+import ml_collections
+import numpy as np
+import scipy.ndimage
+
+from vit_jax.configs import models as model_configs
+from vit_jax.models import layout
+
+POSEMB_PATH = ('Transformer', 'posembed_input', 'pos_embedding')
+
+# Pre-Linen (released) names of the encoder block's children, by Linen name.
+_RELEASED_BLOCK_NAMES = {
+    'LayerNorm_0': 'LayerNorm_0',
+    'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
+    'LayerNorm_1': 'LayerNorm_2',
+    'MlpBlock_0': 'MlpBlock_3',
+}
+_GROUPNORM = re.compile(r'^gn(\d+|_root|_proj)$')
+_NUMBERED = re.compile(r'^(.*)_(\d+)$')
+
+
+def flatten(tree: Mapping[str, Any], sep: str = '/') -> dict[str, Any]:
+  """Nested dict -> {'a/b/c': leaf}."""
+  return {sep.join(path): leaf for path, leaf in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def recover_tree(keys: Iterable[str], values: Iterable[Any]) -> dict[str, Any]:
+  """{'a/b': x} style flat names and leaves -> nested dict."""
+  return flax.traverse_util.unflatten_dict(
+      {tuple(key.split('/')): value for key, value in zip(keys, values)})
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+  """The flat name -> array contents of an `.npz` file; never unpickles."""
+  path = epath.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'Checkpoint file not found: {path}')
+  try:
+    with path.open('rb') as f, np.load(f, allow_pickle=False) as archive:
+      return {name: archive[name] for name in archive.files}
+  except ValueError as e:  # object arrays need pickle: not a parameter file we read
+    raise ValueError(f'{path} holds pickled objects, which are never loaded: {e}') from e
+  except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: truncated or not an npz
+    raise ValueError(f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}).') from e
+
+
+def convert_pre_linen(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """Renumbers `Type_N` children per type, in order of N (pre-Linen numbered across types).
+
+  `{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3}` becomes
+  `{LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0}`. Idempotent on Linen
+  trees.
+  """
+  if not isinstance(tree, Mapping):
+    return tree
+  by_type = collections.defaultdict(list)
+  for name in tree:
+    match = _NUMBERED.match(name)
+    if match:
+      by_type[match.group(1)].append((int(match.group(2)), name))
+  renamed = {}
+  for prefix, numbered in by_type.items():
+    for new_index, (_, name) in enumerate(sorted(numbered)):
+      renamed[name] = f'{prefix}_{new_index}'
+  return {renamed.get(name, name): convert_pre_linen(child) for name, child in tree.items()}
+
+
+def _fix_groupnorm(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """GroupNorm scale/bias [1, 1, 1, C] (pre-Linen) -> [C]."""
+  flat = flax.traverse_util.flatten_dict(tree)
+  for path, value in flat.items():
+    if len(path) > 1 and _GROUPNORM.match(path[-2]) and path[-1] in ('scale', 'bias'):
+      flat[path] = value.reshape(-1)
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+def _is_square(n: int) -> bool:
+  return n > 0 and math.isqrt(n)**2 == n
+
+
+def canonicalize(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """Any supported file layout -> the canonical (official Linen, per-layer) tree."""
+  tree = dict(tree)
+  for wrapper in (('params',), ('opt', 'target')):  # big_vision / old trainer checkpoints
+    node = tree
+    for key in wrapper:
+      node = node.get(key, {}) if isinstance(node, Mapping) else {}
+    if node and 'Transformer' in node:
+      tree = dict(node)
+  tree = _fix_groupnorm(convert_pre_linen(tree))
+  if 'Transformer' not in tree:
+    raise ValueError(f'Not a ViT checkpoint: no "Transformer" entry among {sorted(tree)}.')
+  tree = layout.unstack_encoder_blocks(tree)
+  encoder = dict(tree['Transformer'])
+
+  # big_vision adds the posemb to the patches, then prepends cls: the same as a zero posemb row
+  # for cls in the official layout. Older big_vision kept it under Transformer/pos_embedding.
+  posemb = tree.pop('pos_embedding', None)
+  if posemb is None:
+    posemb = encoder.pop('pos_embedding', None)
+  if posemb is not None:
+    if 'cls' in tree and not _is_square(posemb.shape[1] - 1):
+      posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+    encoder['posembed_input'] = {'pos_embedding': posemb}
+
+  # MAP heads inlined at the top during big_vision's ViT-G work.
+  if 'probe' in tree:
+    tree['MAPHead_0'] = {name: tree.pop(name) for name in
+                         ('probe', 'MultiHeadDotProductAttention_0', 'LayerNorm_0', 'MlpBlock_0')}
+  tree['Transformer'] = encoder
+  # The official drop-head variant stores an empty `pre_logits`.
+  if 'pre_logits' in tree and not tree['pre_logits']:
+    del tree['pre_logits']
+  return tree
+
+
+def load(path: str) -> dict[str, Any]:
+  """Reads a released or big_vision `.npz` into the canonical parameter tree (numpy leaves)."""
+  flat = read_npz(path)
+  if not flat:
+    raise ValueError(f'{path} holds no arrays.')
+  return canonicalize(recover_tree(flat.keys(), flat.values()))
+
+
+def to_released_layout(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Canonical or scanned tree -> flat {name: array} with the paper's released (pre-Linen) names."""
+  tree = layout.unstack_encoder_blocks(flax.core.unfreeze(params))
+  flat = {}
+  for path, value in flax.traverse_util.flatten_dict(tree).items():
+    path = list(path)
+    if len(path) > 2 and path[0] == 'Transformer' and path[1].startswith('encoderblock_'):
+      path[2] = _RELEASED_BLOCK_NAMES.get(path[2], path[2])
+    value = np.asarray(value)
+    if len(path) > 1 and _GROUPNORM.match(path[-2]) and path[-1] in ('scale', 'bias'):
+      value = value.reshape(1, 1, 1, -1)
+    flat['/'.join(path)] = value
+  return flat
+
+
+def save(params: Mapping[str, Any], path: str) -> None:
+  """Writes params as an `.npz` in the released layout (readable by the official `load`)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    np.savez(f, **to_released_layout(params))
+
+
+def inspect_params(*, params, expected, fail_if_extra=True, fail_if_missing=True):
+  """Checks `params` has the keys of `expected` (the official API); returns `params`."""
+  missing = sorted(set(flatten(expected)) - set(flatten(params)))
+  extra = sorted(set(flatten(params)) - set(flatten(expected)))
+  if (missing and fail_if_missing) or (extra and fail_if_extra):
+    raise ValueError(f'Parameters do not match the model.\n  missing: {missing}\n'
+                     f'  unexpected: {extra}')
+  return params
+
+
+def _grid(num_tokens: int, grid: Optional[Sequence[int]], what: str) -> tuple[int, int]:
+  if grid is not None:
+    if grid[0] * grid[1] != num_tokens:
+      raise ValueError(f'{what} grid {tuple(grid)} does not hold {num_tokens} position embeddings.')
+    return int(grid[0]), int(grid[1])
+  if not _is_square(num_tokens):
+    raise ValueError(f'{what} posemb has {num_tokens} patch positions, which is not a square grid; '
+                     f'pass its (height, width) grid explicitly.')
+  side = math.isqrt(num_tokens)
+  return side, side
+
+
+def resample_posemb(posemb: np.ndarray, new_grid: Sequence[int], *, num_prefix_tokens: int,
+                    old_grid: Optional[Sequence[int]] = None) -> np.ndarray:
+  """[1, prefix + gh*gw, D] -> [1, prefix + new_h*new_w, D]: bilinear on the grid, prefix kept.
+
+  The grid is resampled as the official code does (`scipy.ndimage.zoom`, order 1, corners
+  aligned); the old grid defaults to a square and may be given for non-square grids.
+  """
+  prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+  old_h, old_w = _grid(grid.shape[0], old_grid, 'Checkpoint')
+  new_h, new_w = int(new_grid[0]), int(new_grid[1])
+  if (old_h, old_w) != (new_h, new_w):
+    logging.info('Resampling position embeddings from %dx%d to %dx%d.', old_h, old_w, new_h, new_w)
+    grid = scipy.ndimage.zoom(grid.reshape(old_h, old_w, -1),
+                              (new_h / old_h, new_w / old_w, 1), order=1)
+  return np.concatenate([prefix, grid.reshape(1, new_h * new_w, -1)], axis=1)
+
+
+def interpolate_posembed(posemb, num_tokens: int, has_class_token: bool) -> np.ndarray:
+  """The official signature: resample to `num_tokens` (cls included) on a square grid."""
+  prefix = int(has_class_token)
+  new_grid = _grid(num_tokens - prefix, None, 'Requested')
+  return resample_posemb(np.asarray(posemb), new_grid, num_prefix_tokens=prefix)
+
+
+def load_pretrained(*, pretrained_path: str, init_params: Mapping[str, Any],
+                    model_config: Any, dont_load: Sequence[str] = (), reset_head: bool = True,
+                    grid_shape: Optional[Sequence[int]] = None,
+                    pretrained_grid_shape: Optional[Sequence[int]] = None) -> Any:
+  """Maps a pretrained checkpoint onto a model for fine-tuning; returns a tree like `init_params`.
+
+  As the official code: the head is reset to `init_params` (`reset_head`), `pre_logits` is
+  dropped when the model has no representation layer, and position embeddings are resampled to
+  the model's grid (the cls row kept; `grid_shape`/`pretrained_grid_shape` for non-square grids).
+  `dont_load` regexes (over names like `head/kernel`) take those entries from `init_params`.
+  Anything else that does not fit raises one ValueError listing missing, unexpected and
+  mis-shaped entries with their shapes.
+  """
+  del model_config  # Everything needed is in the two trees; kept for the official signature.
+  restored = load(pretrained_path)
+  init_is_frozen = isinstance(init_params, flax.core.FrozenDict)
+  init_tree = flax.core.unfreeze(init_params)
+  init_scanned = 'encoderblock' in init_tree.get('Transformer', {})
+  init_flat = flatten(layout.unstack_encoder_blocks(init_tree))
+
+  take_from_init = [re.compile(pattern) for pattern in dont_load]
+  if reset_head:
+    take_from_init.append(re.compile(r'^head/'))
+  from_init = lambda key: any(p.match(key) for p in take_from_init)  # pylint: disable=unnecessary-lambda-assignment
+
+  # Position embeddings: adapt the cls row, then the grid.
+  posemb_key = '/'.join(POSEMB_PATH)
+  restored_flat = flatten(restored)
+  if posemb_key in restored_flat and posemb_key in init_flat and not from_init(posemb_key):
+    old_prefix, new_prefix = int('cls' in restored_flat), int('cls' in init_flat)
+    posemb = restored_flat[posemb_key]
+    if old_prefix > new_prefix:
+      posemb = posemb[:, 1:]
+    elif new_prefix > old_prefix:
+      posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+    new_tokens = init_flat[posemb_key].shape[1] - new_prefix
+    restored_flat[posemb_key] = resample_posemb(
+        posemb, _grid(new_tokens, grid_shape, 'Model'), num_prefix_tokens=new_prefix,
+        old_grid=pretrained_grid_shape)
+
+  if 'pre_logits/kernel' not in init_flat:
+    restored_flat = {k: v for k, v in restored_flat.items() if not k.startswith('pre_logits/')}
+
+  missing = [k for k in init_flat if k not in restored_flat and not from_init(k)]
+  unexpected = [k for k in restored_flat if k not in init_flat and not from_init(k)]
+  misshaped = [f'{k}: checkpoint {tuple(restored_flat[k].shape)} vs model '
+               f'{tuple(init_flat[k].shape)}' for k in init_flat
+               if k in restored_flat and not from_init(k)
+               and tuple(restored_flat[k].shape) != tuple(init_flat[k].shape)]
+  if missing or unexpected or misshaped:
+    show = lambda keys: '\n'.join(f'    {k}' for k in keys) or '    (none)'  # pylint: disable=unnecessary-lambda-assignment
+    raise ValueError(
+        f'Checkpoint {pretrained_path} does not fit the model.\n'
+        f'  missing from the checkpoint:\n{show(missing)}\n'
+        f'  unexpected in the checkpoint:\n{show(unexpected)}\n'
+        f'  mis-shaped:\n{show(misshaped)}\n'
+        'Pass dont_load=[regex, ...] to take such entries from the initial parameters.')
+
+  merged = {}
+  for key, init_value in init_flat.items():
+    value = init_value if from_init(key) else restored_flat[key]
+    merged[tuple(key.split('/'))] = np.asarray(value).astype(init_value.dtype)
+  tree = flax.traverse_util.unflatten_dict(merged)
+  if init_scanned:
+    tree = layout.stack_encoder_blocks(tree)
+  return flax.core.freeze(tree) if init_is_frozen else tree
+
+
+def infer_model_config(params: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[int]]:
+  """Reads the architecture off a canonical tree's shapes -> (model config, num_classes).
+
+  Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem and class
+  count come from the shapes; dropout rates are 0. `model_name` is the matching variant's name
+  when one matches, else 'custom'.
+  """
+  tree = canonicalize(params) if 'Transformer' in params else params
+  encoder = tree['Transformer']
+  depth = layout.num_encoder_layers(tree)
+  block = encoder['encoderblock_0']
+  query_kernel = block['MultiHeadDotProductAttention_0']['query']['kernel']
+  embedding_kernel = tree['embedding']['kernel']
+
+  config = ml_collections.ConfigDict()
+  config.model_name = 'custom'
+  config.patches = ml_collections.ConfigDict({'size': tuple(embedding_kernel.shape[:2])})
+  config.hidden_size = int(embedding_kernel.shape[-1])
+  config.transformer = ml_collections.ConfigDict(dict(
+      mlp_dim=int(block['MlpBlock_0']['Dense_0']['kernel'].shape[-1]),
+      num_heads=int(query_kernel.shape[1]), num_layers=depth,
+      attention_dropout_rate=0.0, dropout_rate=0.0))
+  config.classifier = 'map' if 'MAPHead_0' in tree else 'token' if 'cls' in tree else 'gap'
+  config.representation_size = (int(tree['pre_logits']['kernel'].shape[-1])
+                                if 'pre_logits' in tree else None)
+  if 'conv_root' in tree:
+    stages = []
+    while f'block{len(stages) + 1}' in tree:
+      stages.append(len(tree[f'block{len(stages) + 1}']))
+    config.resnet = ml_collections.ConfigDict(dict(
+        num_layers=tuple(stages), width_factor=tree['conv_root']['kernel'].shape[-1] / 64))
+  if 'posembed_input' not in encoder:
+    config.posemb = 'sincos2d'
+
+  comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
+  without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment
+  for name, known in model_configs.MODEL_CONFIGS.items():
+    if without_dropout(comparable(known)) == comparable(config):
+      config.model_name = name
+      break
+  num_classes = int(tree['head']['kernel'].shape[-1]) if 'head' in tree else None
+  return config, num_classes
