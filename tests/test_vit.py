@@ -212,7 +212,8 @@ def test_dropout_and_stochastic_depth_only_in_training():
     model = models.VisionTransformer(num_classes=5, stochastic_depth=0.3, scan=scan, **config)
     images = jnp.ones((4, 16, 16, 3))
     params = _init(model, images)
-    run = lambda train, seed: model.apply(  # pylint: disable=g-long-lambda
+    apply = jax.jit(model.apply, static_argnames='train')
+    run = lambda train, seed: apply(  # pylint: disable=g-long-lambda
         {'params': params}, images, train=train, rngs={'dropout': jax.random.key(seed)})
     np.testing.assert_array_equal(run(False, 0), run(False, 1))
     assert not np.allclose(run(True, 0), run(True, 1))

@@ -89,7 +89,8 @@ def _fix_groupnorm(tree: Mapping[str, Any]) -> dict[str, Any]:
   """GroupNorm scale/bias [1, 1, 1, C] (pre-Linen) -> [C]."""
   flat = flax.traverse_util.flatten_dict(tree)
   for path, value in flat.items():
-    if len(path) > 1 and _GROUPNORM.match(path[-2]) and path[-1] in ('scale', 'bias'):
+    if (len(path) > 1 and _GROUPNORM.match(path[-2]) and path[-1] in ('scale', 'bias')
+        and len(value.shape) > 1):
       flat[path] = value.reshape(-1)
   return flax.traverse_util.unflatten_dict(flat)
 
