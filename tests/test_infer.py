@@ -1,0 +1,81 @@
+"""The inference command: checkpoint -> architecture -> predictions on image files."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import randomize
+from vit_jax import checkpoint
+from vit_jax import infer
+from vit_jax import models
+
+CONFIG = ml_collections.ConfigDict(dict(
+    model_name='tiny', patches={'size': (8, 8)}, hidden_size=16,
+    transformer=dict(mlp_dim=24, num_heads=4, num_layers=2, dropout_rate=0.0,
+                     attention_dropout_rate=0.0), classifier='token', representation_size=None))
+
+
+@pytest.fixture
+def saved(tmp_path):
+  model = models.VisionTransformer(num_classes=6, **CONFIG)
+  params = randomize(model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)), train=False)['params'])
+  checkpoint.save(params, str(tmp_path / 'tiny.npz'))
+  rng = np.random.default_rng(0)
+  paths = []
+  for i in range(2):
+    path = tmp_path / f'image{i}.png'
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    paths.append(str(path))
+  return model, params, str(tmp_path / 'tiny.npz'), paths
+
+
+def test_predictions_equal_the_model_on_the_same_pixels(saved):
+  model, params, path, images = saved
+  predictions = infer.run(checkpoint_path=path, image_paths=images, top_k=3)
+  pixels = np.stack([infer.load_image(p, 32) for p in images])  # native size read off posemb
+  probabilities = np.asarray(jax.nn.softmax(model.apply({'params': params}, pixels, train=False)))
+  for prediction, row in zip(predictions, probabilities):
+    assert prediction.classes == list(np.argsort(-row)[:3])
+    np.testing.assert_allclose(prediction.probabilities, np.sort(row)[::-1][:3], rtol=1e-5)
+
+
+def test_other_resolution_resamples_the_position_embeddings(saved):
+  _, _, path, images = saved
+  model, params, size = infer.build(None, path, 48, 1000)
+  assert size == 48
+  assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 37, 16)
+  assert len(infer.run(checkpoint_path=path, image_paths=images, image_size=48)[0].classes) == 5
+  assert model.num_classes == 6
+
+
+def test_native_image_size_of_variants():
+  for name, size in (('ViT-B_16', 224), ('R50+ViT-B_16', 224), ('R+ViT-Ti_16', 224)):
+    config = models.get_model(name, num_classes=3)
+    shapes = jax.eval_shape(lambda c=config: c.init(
+        jax.random.key(0), jnp.ones((1, 224, 224, 3)), train=False))['params']
+    inferred, _ = checkpoint.infer_model_config(shapes)
+    assert infer.native_image_size(shapes, inferred) == size, name
+
+
+def test_missing_image_and_missing_arguments(tmp_path, saved):
+  with pytest.raises(FileNotFoundError, match='missing.png'):
+    infer.load_image(str(tmp_path / 'missing.png'), 32)
+  (tmp_path / 'broken.png').write_bytes(b'not an image')
+  with pytest.raises(ValueError, match='Cannot decode image .*broken.png'):
+    infer.load_image(str(tmp_path / 'broken.png'), 32)
+  with pytest.raises(ValueError, match='--model'):
+    infer.build(None, None, None, 10)
+
+
+def test_command_line_smoke_run():
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.infer', '--model=testing', '--num_classes=4', '--top_k=2'],
+      capture_output=True, text=True, timeout=300, check=True)
+  assert 'china.jpg' in result.stdout
+  assert result.stdout.count('0.2500  class') == 2  # zero head: uniform over 4 classes

@@ -1,0 +1,145 @@
+r"""Classifies images with a ViT: a released `.npz` checkpoint or a freshly initialised variant.
+
+  python -m vit_jax.infer --checkpoint=ViT-B_16.npz --image=cat.jpg --labels=imagenet.txt
+  python -m vit_jax.infer --model=ViT-B_16 --image=cat.jpg     # random weights: a smoke test
+
+Without `--model` the architecture is read off the checkpoint's parameter shapes; without
+`--image_size` the checkpoint's own resolution is used (position embeddings are resampled
+otherwise). Without `--image` the photograph that ships with scikit-learn is used.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax.configs import models as model_configs
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A released or exported .npz file.')
+_MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
+                             '--checkpoint when omitted.')
+_IMAGE = flags.DEFINE_list('image', None, 'Image files (comma separated). Default: an example '
+                           'photograph shipped with scikit-learn.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Square input resolution. Default: the '
+                                   "checkpoint's own, else 224.")
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of a randomly initialised model.')
+_LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per line.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
+
+
+@dataclasses.dataclass
+class Prediction:
+  image: str
+  classes: list[int]
+  probabilities: list[float]
+
+
+def example_image() -> str:
+  """Path of a photograph bundled with scikit-learn (no download)."""
+  import sklearn.datasets  # pylint: disable=g-import-not-at-top
+  return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images', 'china.jpg')
+
+
+def load_image(path: str, image_size: int) -> np.ndarray:
+  """RGB image resized to [image_size, image_size, 3] with values in [-1, 1]."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'Image not found: {path}')
+  try:
+    with Image.open(path) as image:
+      image = image.convert('RGB').resize((image_size, image_size), Image.BILINEAR)
+  except OSError as e:
+    raise ValueError(f'Cannot decode image {path}: {e}') from e
+  return np.asarray(image, np.float32) / 127.5 - 1.0
+
+
+def native_image_size(params, config) -> Optional[int]:
+  """The square resolution a checkpoint was trained at, from its posemb grid and patch stride."""
+  encoder = params['Transformer']
+  if 'posembed_input' not in encoder:
+    return None
+  tokens = encoder['posembed_input']['pos_embedding'].shape[1] - int('cls' in params)
+  side = math.isqrt(tokens)
+  if side * side != tokens:
+    return None
+  stride = config.patches.size[0]
+  if config.get('resnet') is not None:
+    stride *= 4 * 2**max(len(config.resnet.num_layers) - 1, 0)
+  return side * stride
+
+
+def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],
+          num_classes: int, seed: int = 0):
+  """(model, params, image_size) from a checkpoint and/or a variant name."""
+  if checkpoint_path is None:
+    if model_name is None:
+      raise ValueError('Pass --model=<variant> or --checkpoint=<file.npz>.')
+    model = models.get_model(model_name, num_classes=num_classes)
+    image_size = image_size or 224
+    params = jax.jit(model.init, static_argnames='train')(
+        jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
+    return model, params, image_size
+
+  restored = checkpoint.load(checkpoint_path)
+  inferred, classes = checkpoint.infer_model_config(restored)
+  config = model_configs.get_config(model_name) if model_name else inferred
+  model = models.VisionTransformer(num_classes=classes, **config)
+  native = native_image_size(restored, inferred) or 224
+  image_size = image_size or native
+  if image_size == native:
+    return model, restored, image_size
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False))['params']
+  params = checkpoint.load_pretrained(pretrained_path=checkpoint_path, init_params=shapes,
+                                      model_config=config, reset_head=False)
+  return model, params, image_size
+
+
+def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k (class indices, probabilities), each [batch, k]."""
+  logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(params, images)
+  probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  k = min(top_k, probabilities.shape[-1])
+  values, indices = jax.lax.top_k(probabilities, k)
+  return np.asarray(indices), np.asarray(values)
+
+
+def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),
+        image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
+  model, params, image_size = build(model_name, checkpoint_path, image_size, num_classes, seed)
+  image_paths = list(image_paths) or [example_image()]
+  images = np.stack([load_image(path, image_size) for path in image_paths])
+  indices, values = classify(model, params, images, top_k)
+  return [Prediction(path, idx.tolist(), val.tolist())
+          for path, idx, val in zip(image_paths, indices, values)]
+
+
+def main(argv):
+  del argv
+  labels = None
+  if _LABELS.value:
+    with open(_LABELS.value, encoding='utf-8') as f:
+      labels = [line.strip() for line in f]
+  predictions = run(model_name=_MODEL.value, checkpoint_path=_CHECKPOINT.value,
+                    image_paths=_IMAGE.value or (), image_size=_IMAGE_SIZE.value,
+                    num_classes=_NUM_CLASSES.value, top_k=_TOP_K.value)
+  if _CHECKPOINT.value is None:
+    print(f'{_MODEL.value}: randomly initialised (no --checkpoint); its head starts at zero, so '
+          'every class is equally likely until it is trained or a checkpoint is loaded.')
+  for prediction in predictions:
+    print(prediction.image)
+    for index, probability in zip(prediction.classes, prediction.probabilities):
+      name = labels[index] if labels and index < len(labels) else f'class {index}'
+      print(f'  {probability:7.4f}  {name}')
+
+
+if __name__ == '__main__':
+  app.run(main)
