@@ -22,3 +22,29 @@ def randomize(params, seed: int = 0, scale: float = 0.5):
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope='session')
+def digits_data_dir(tmp_path_factory):
+  """A tfds data_dir holding the digits dataset at 32px, built once per test session."""
+  from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  digits.builder(32, data_dir=data_dir).download_and_prepare(file_format='array_record')
+  return data_dir
+
+
+def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
+  """root/<split>/<class>/*.png with `counts` = {split: {class: n}}; pixel values encode ids."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  paths = []
+  for split, classes in counts.items():
+    for class_name, n in classes.items():
+      folder = root / split / class_name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        path = folder / f'{i:04d}.{fmt}'
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+  return paths

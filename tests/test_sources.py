@@ -1,0 +1,90 @@
+"""Sources: tfds by name and split expression, image folders (bad files), config dispatch."""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_image_folder
+from vit_jax.data import digits
+from vit_jax.data import sources
+
+
+def _read(source, index):
+  return {k: v.numpy() for k, v in source.lookup(tf.constant(index, tf.int64)).items()}
+
+
+def test_slice_split():
+  sizes = {'train': 1000, 'test': 7}
+  assert sources.slice_split('train', sizes) == ('train', 0, 1000)
+  assert sources.slice_split('train[:98%]', sizes) == ('train', 0, 980)
+  assert sources.slice_split('train[98%:]', sizes) == ('train', 980, 1000)
+  assert sources.slice_split('train[10:-10]', sizes) == ('train', 10, 990)
+  with pytest.raises(ValueError, match="Split 'validation' not found; available splits"):
+    sources.slice_split('validation', sizes)
+  with pytest.raises(ValueError, match='Cannot parse split'):
+    sources.slice_split('train[::2]', sizes)
+
+
+def test_tfds_source_by_name_and_split_expression(digits_data_dir):
+  source = sources.tfds_source('digits/32px', 'train[:10%]', data_dir=digits_data_dir)
+  assert source.num_examples == 135 and source.class_names[3] == '3'
+  example = _read(source, 5)
+  image = tf.io.decode_image(example['image']).numpy()  # encoded bytes: decoded in the pipeline
+  expected = digits.builder(32, data_dir=digits_data_dir).as_data_source('train')[5]
+  np.testing.assert_array_equal(image, expected['image'])
+  assert example['label'] == expected['label']
+
+
+def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
+  with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
+    sources.tfds_source('no_such_dataset', 'train')
+  with pytest.raises(ValueError, match="Split 'validation' not found"):
+    sources.tfds_source('digits/32px', 'validation', data_dir=digits_data_dir)
+  with pytest.raises(ValueError, match="'digits/16px' is not prepared"):
+    sources.tfds_source('digits/16px', 'train', data_dir=str(tmp_path))
+  tfrecord_dir = str(tmp_path / 'tfrecord')
+  digits.builder(16, data_dir=tfrecord_dir).download_and_prepare(file_format='tfrecord')
+  with pytest.raises(ValueError, match='file_format=array_record'):
+    sources.tfds_source('digits/16px', 'train', data_dir=tfrecord_dir)
+
+
+def test_folder_source_classes_and_order(tmp_path):
+  write_image_folder(tmp_path, {'train': {'cat': 3, 'dog': 2}, 'test': {'cat': 1, 'dog': 1}})
+  source = sources.folder_source(str(tmp_path), 'train')
+  assert source.class_names == ['cat', 'dog'] and source.num_examples == 5
+  assert [_read(source, i)['label'] for i in range(5)] == [0, 0, 0, 1, 1]
+  sliced = sources.folder_source(str(tmp_path), 'train[2:4]')
+  assert sliced.num_examples == 2 and _read(sliced, 0)['image'] == _read(source, 2)['image']
+
+
+def test_folder_source_skips_and_names_corrupt_images(tmp_path, caplog):
+  write_image_folder(tmp_path, {'train': {'a': 2, 'b': 2}})
+  good = (tmp_path / 'train' / 'b' / '0000.png').read_bytes()
+  (tmp_path / 'train' / 'a' / 'broken.png').write_bytes(b'\x89PNG not really')
+  (tmp_path / 'train' / 'b' / 'cut.png').write_bytes(good[:len(good) // 2])
+  with caplog.at_level(logging.WARNING):
+    source = sources.folder_source(str(tmp_path), 'train')
+  assert source.num_examples == 4
+  assert sorted(p.split('/')[-1] for p in source.skipped_files) == ['broken.png', 'cut.png']
+  assert '2 of 6 images' in caplog.text and 'broken.png' in caplog.text
+  with pytest.raises(ValueError, match='2 of 6 images .* cannot be decoded'):
+    sources.folder_source(str(tmp_path), 'train', strict=True)
+
+
+def test_folder_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match='Image folder not found'):
+    sources.folder_source(str(tmp_path / 'nowhere'), 'train')
+  (tmp_path / 'train' / 'empty_class').mkdir(parents=True)
+  with pytest.raises(ValueError, match='No images'):
+    sources.folder_source(str(tmp_path), 'train')
+  with pytest.raises(ValueError, match=r"Split 'test' not found in .*found: \['train'\]"):
+    sources.folder_source(str(tmp_path), 'test')
+
+
+def test_from_config_dispatch(digits_data_dir, tmp_path):
+  source = sources.from_config({'name': 'digits', 'split': 'test', 'data_dir': digits_data_dir})
+  assert source.num_examples == 450 and source.num_classes == 10
+  with pytest.raises(ValueError, match='data.root'):
+    sources.from_config({'name': 'folder', 'split': 'train'})

@@ -1,0 +1,1 @@
+"""Input pipeline: sources (tfds, image folders, digits), preprocessing ops, global batches."""

@@ -1,0 +1,208 @@
+"""Sources -> per-process tf.data batches -> global `jax.Array`s on the mesh.
+
+Training order is a pure function of (seed, epoch, position): each process owns a contiguous,
+disjoint block of the split (as `tfds.even_splits`), shuffles it with a stateless permutation per
+epoch, and draws augmentation randomness from a seed made of (run seed, position in its stream).
+The iterator's state is just that position, so restoring it replays exactly the batches an
+uninterrupted run would have produced.
+
+Evaluation covers the whole split: every process pads its block to the same number of batches
+and a `mask` marks real examples, so metrics are exact for any split size and device count.
+"""
+
+import math
+import queue
+import threading
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from vit_jax.data import sources as sources_lib
+
+Batch = dict[str, Any]
+Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
+
+
+def process_range(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
+  """[start, stop) of this process's block: sizes differ by at most one (as tfds.even_splits)."""
+  return (num_examples * process_index // process_count,
+          num_examples * (process_index + 1) // process_count)
+
+
+def local_batch_size(global_batch: int, process_count: int, device_count: int) -> int:
+  """Per-process batch; the global batch must split evenly over processes and devices."""
+  if global_batch <= 0 or global_batch % device_count or global_batch % process_count:
+    raise ValueError(
+        f'batch_size={global_batch} must be a positive multiple of the device count '
+        f'({device_count}) and the process count ({process_count}).')
+  return global_batch // process_count
+
+
+def check_image_size(image_size: int, model_config) -> None:
+  """Fails early when the input size does not split into the model's patches."""
+  patch = tuple(model_config.patches.size)
+  stride = 1
+  if model_config.get('resnet') is not None:
+    stride = 4 * 2**max(len(model_config.resnet.num_layers) - 1, 0)
+  for side, p in zip((image_size, image_size), patch):
+    if side % (p * stride):
+      raise ValueError(f'Image size {image_size} is not divisible by the effective patch size '
+                       f'{p * stride} (patches.size={patch}'
+                       f'{f", ResNet stem stride {stride}" if stride > 1 else ""}).')
+
+
+def _example_seed(seed: int, position, process_index: int):
+  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
+  return tf.random.experimental.stateless_fold_in(base, process_index)
+
+
+def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_batch: int,
+                  seed: int, position: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
+  """Infinite batches of this process's block, starting `position` examples into its stream."""
+  start, stop = process_range(source.num_examples, process_index, process_count)
+  size = stop - start
+  if size == 0:
+    raise ValueError(f'{source.name} has {source.num_examples} examples: none left for process '
+                     f'{process_index} of {process_count}.')
+  first_epoch, offset = divmod(position, size)
+
+  def epoch_order(epoch):
+    epoch_seed = tf.random.experimental.stateless_fold_in(
+        tf.stack([tf.constant(seed, tf.int64), epoch]), process_index)
+    return tf.data.Dataset.from_tensor_slices(
+        tf.random.experimental.stateless_shuffle(tf.range(start, stop, dtype=tf.int64),
+                                                 epoch_seed))
+
+  indices = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order).skip(offset)
+  positions = tf.data.Dataset.range(position, 2**62)
+
+  def load(position, index):
+    return preprocess(source.lookup(index), _example_seed(seed, position, process_index))
+
+  dataset = tf.data.Dataset.zip(positions, indices).map(
+      load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_batch: int,
+                 process_index: int = 0, process_count: int = 1) -> tuple[tf.data.Dataset, int]:
+  """(batches with a float `mask`, number of batches): the whole block, padded, no drops.
+
+  Every process yields the same number of batches (collectives need it); padding examples
+  are zeros with mask 0.
+  """
+  if source.num_examples == 0:
+    raise ValueError(f'{source.name} is empty.')
+  start, stop = process_range(source.num_examples, process_index, process_count)
+  largest_block = math.ceil(source.num_examples / process_count)
+  num_batches = math.ceil(largest_block / local_batch)
+
+  def load(index):
+    example = preprocess(source.lookup(index), _example_seed(0, index, process_index))
+    return {**example, 'mask': tf.constant(1.0)}
+
+  dataset = tf.data.Dataset.range(start, stop).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  spec = dataset.element_spec
+  unknown = {k: s.shape for k, s in spec.items() if not s.shape.is_fully_defined()}
+  if unknown:
+    raise ValueError(f'Eval preprocessing must give fixed shapes to pad the last batch; got '
+                     f'{unknown} (end it with resize/central_crop).')
+  padding = tf.data.Dataset.from_tensors(
+      {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}).repeat(
+          num_batches * local_batch - (stop - start))
+  dataset = dataset.concatenate(padding).batch(local_batch, drop_remainder=True)
+  return dataset.prefetch(tf.data.AUTOTUNE), num_batches
+
+
+def to_global(batch: Batch, sharding: Optional[jax.sharding.Sharding]) -> Batch:
+  """Process-local numpy batch -> global arrays sharded on the batch axis (or numpy if None)."""
+  if sharding is None:
+    return batch
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    if value.dtype.kind in 'OSU':
+      raise ValueError(f'Batch entry {key!r} holds {value.dtype} values, which cannot go to a '
+                       'device; decode or drop it in preprocessing.')
+    out[key] = jax.make_array_from_process_local_data(sharding, value)
+  return out
+
+
+def eval_batches(dataset: tf.data.Dataset, sharding=None) -> Iterator[Batch]:
+  """Global (or numpy) batches of an eval dataset."""
+  for batch in dataset.as_numpy_iterator():
+    yield to_global(batch, sharding)
+
+
+class TrainIterator:
+  """Training batches with a restorable position; converts and prefetches on a thread.
+
+  `get_state()` is `{'position': examples of this process's stream handed out so far}`:
+  what the caller has received, not what the pipeline has read ahead.
+  """
+
+  def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], *, local_batch: int,
+               sharding: Optional[jax.sharding.Sharding] = None, prefetch: int = 2,
+               position: int = 0):
+    self._make_dataset = make_dataset
+    self._local_batch = local_batch
+    self._sharding = sharding
+    self._prefetch = prefetch
+    self._thread = None
+    self._start(position)
+
+  def _start(self, position: int):
+    self.close()
+    self._position = position
+    self._queue = queue.Queue(maxsize=max(self._prefetch, 1))
+    self._stop = threading.Event()
+    numpy_batches = self._make_dataset(position).as_numpy_iterator()
+
+    def produce(q, stop):
+      try:
+        for batch in numpy_batches:
+          item = to_global(batch, self._sharding)
+          while not stop.is_set():
+            try:
+              q.put(item, timeout=0.1)
+              break
+            except queue.Full:
+              continue
+          if stop.is_set():
+            return
+        q.put(StopIteration())
+      except Exception as e:  # pylint: disable=broad-except
+        q.put(e)  # surfaced to the consumer on its next call
+
+    self._thread = threading.Thread(target=produce, args=(self._queue, self._stop), daemon=True)
+    self._thread.start()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    item = self._queue.get()
+    if isinstance(item, StopIteration):
+      raise item
+    if isinstance(item, Exception):
+      raise item
+    self._position += self._local_batch
+    return item
+
+  def get_state(self) -> dict[str, int]:
+    return {'position': self._position}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    """Continues from a saved `get_state()`: the next batch is the one that followed it."""
+    if set(state) != {'position'} or int(state['position']) < 0:
+      raise ValueError(f'Not a data-iterator state: {state!r}; expected {{"position": int >= 0}}.')
+    self._start(int(state['position']))
+
+  def close(self):
+    if self._thread is not None:
+      self._stop.set()
+      self._thread.join(timeout=5)
+      self._thread = None

@@ -1,0 +1,247 @@
+"""Preprocessing ops named in the config, composed with `|` as in big_vision:
+
+  'decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|value_range(-1, 1)|onehot(1000)'
+
+Each op maps an example dict (`image`, `label`, ...) to a new one inside tf.data. Random ops are
+stateless: they draw from a per-example seed (derived from the run seed and the example's
+position in the stream), so augmentation is reproducible and independent of parallelism.
+"""
+
+import ast
+from typing import Callable
+
+import tensorflow as tf
+
+from vit_jax.data import randaugment as randaugment_lib
+
+Example = dict[str, tf.Tensor]
+Op = Callable[[Example, tf.Tensor], Example]
+OPS: dict[str, Callable[..., Op]] = {}
+
+
+def register(name: str):
+  """Adds an op factory `f(*args, **kwargs) -> op(example, seed)` under `name`."""
+  def wrap(factory):
+    OPS[name] = factory
+    return factory
+  return wrap
+
+
+def _size(size) -> tuple[int, int]:
+  return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _to_uint8(image):
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _decode(data, channels=3):
+  if data.dtype == tf.string:
+    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+  else:
+    image = data
+    if image.shape.rank == 2:
+      image = image[:, :, None]
+  image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, channels]),
+                  lambda: image) if channels == 3 else image
+  return tf.ensure_shape(image, [None, None, channels])
+
+
+@register('decode')
+def decode(channels: int = 3) -> Op:
+  """Encoded bytes (or an already decoded array) -> uint8 [h, w, channels]."""
+  def op(example, seed):
+    del seed
+    return {**example, 'image': _decode(example['image'], channels)}
+  return op
+
+
+def _crop_window(shape, seed, area_min, area_max, aspect_min, aspect_max):
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.zeros([0, 0, 4], tf.float32), seed=seed,
+      area_range=(area_min / 100, area_max / 100), aspect_ratio_range=(aspect_min, aspect_max),
+      min_object_covered=0, use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
+@register('inception_crop')
+def inception_crop(size, area_min: float = 5, area_max: float = 100, aspect_min: float = 3 / 4,
+                   aspect_max: float = 4 / 3, method: str = 'bilinear') -> Op:
+  """Random crop of area_min..area_max percent and aspect range, resized to `size`."""
+  def op(example, seed):
+    image = example['image']
+    begin, crop = _crop_window(tf.shape(image), seed, area_min, area_max, aspect_min, aspect_max)
+    image = tf.slice(image, begin, crop)
+    return {**example, 'image': _to_uint8(tf.image.resize(image, _size(size), method))}
+  return op
+
+
+@register('decode_jpeg_and_inception_crop')
+def decode_jpeg_and_inception_crop(size, area_min: float = 5, area_max: float = 100,
+                                   aspect_min: float = 3 / 4, aspect_max: float = 4 / 3,
+                                   method: str = 'bilinear') -> Op:
+  """`decode|inception_crop(...)` fused: JPEGs decode only the crop window (much faster)."""
+  def op(example, seed):
+    data = example['image']
+
+    def jpeg():
+      shape = tf.image.extract_jpeg_shape(data)
+      begin, crop = _crop_window(shape, seed, area_min, area_max, aspect_min, aspect_max)
+      window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
+      return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+
+    def other():
+      image = _decode(data)
+      begin, crop = _crop_window(tf.shape(image), seed, area_min, area_max, aspect_min, aspect_max)
+      return tf.slice(image, begin, crop)
+
+    image = tf.cond(tf.io.is_jpeg(data), jpeg, other) if data.dtype == tf.string else other()
+    image = tf.ensure_shape(image, [None, None, 3])
+    return {**example, 'image': _to_uint8(tf.image.resize(image, _size(size), method))}
+  return op
+
+
+@register('resize')
+def resize(size, method: str = 'bilinear') -> Op:
+  """Resizes to `size` (int or (h, w)) ignoring the aspect ratio."""
+  def op(example, seed):
+    del seed
+    resized = tf.image.resize(example['image'], _size(size), method)
+    return {**example, 'image': _to_uint8(resized)}
+  return op
+
+
+@register('resize_small')
+def resize_small(size: int, method: str = 'bilinear') -> Op:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+  def op(example, seed):
+    del seed
+    image = example['image']
+    height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    scale = size / tf.minimum(height, width)
+    new = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
+    return {**example, 'image': _to_uint8(tf.image.resize(image, new, method))}
+  return op
+
+
+@register('central_crop')
+def central_crop(size) -> Op:
+  """Crops the central `size` window."""
+  height, width = _size(size)
+
+  def op(example, seed):
+    del seed
+    image = example['image']
+    top = (tf.shape(image)[0] - height) // 2
+    left = (tf.shape(image)[1] - width) // 2
+    return {**example, 'image': tf.image.crop_to_bounding_box(image, top, left, height, width)}
+  return op
+
+
+@register('random_crop')
+def random_crop(size) -> Op:
+  """Crops a uniformly placed `size` window."""
+  height, width = _size(size)
+
+  def op(example, seed):
+    image = example['image']
+    crop = tf.image.stateless_random_crop(image, [height, width, tf.shape(image)[-1]], seed)
+    return {**example, 'image': crop}
+  return op
+
+
+@register('flip_lr')
+def flip_lr() -> Op:
+  """Mirrors left-right with probability 1/2."""
+  def op(example, seed):
+    return {**example, 'image': tf.image.stateless_random_flip_left_right(example['image'], seed)}
+  return op
+
+
+@register('randaug')
+def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
+  """RandAugment on uint8 images (see randaugment.py)."""
+  def op(example, seed):
+    return {**example, 'image': randaugment_lib.randaugment(
+        example['image'], seed, num_layers, magnitude)}
+  return op
+
+
+@register('value_range')
+def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: float = 255) -> Op:
+  """Maps [in_min, in_max] linearly onto [vmin, vmax] as float32 (the ViT's [-1, 1])."""
+  def op(example, seed):
+    del seed
+    image = tf.cast(example['image'], tf.float32)
+    image = vmin + (image - in_min) * (vmax - vmin) / (in_max - in_min)
+    return {**example, 'image': image}
+  return op
+
+
+@register('normalize')
+def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> Op:
+  """(image / 255 - mean) / std per channel (ImageNet statistics by default)."""
+  def op(example, seed):
+    del seed
+    image = tf.cast(example['image'], tf.float32) / 255.0
+    return {**example, 'image': (image - tf.constant(mean)) / tf.constant(std)}
+  return op
+
+
+@register('onehot')
+def onehot(depth: int, smoothing: float = 0.0, key: str = 'label',
+           key_result: str = 'labels') -> Op:
+  """Integer label -> float32 [depth] target, label-smoothed: 1 - s + s/depth and s/depth."""
+  def op(example, seed):
+    del seed
+    target = tf.one_hot(example[key], depth, dtype=tf.float32)
+    return {**example, key_result: target * (1.0 - smoothing) + smoothing / depth}
+  return op
+
+
+@register('keep')
+def keep(*keys: str) -> Op:
+  """Drops every entry but `keys`."""
+  def op(example, seed):
+    del seed
+    missing = [k for k in keys if k not in example]
+    if missing:
+      raise ValueError(f'keep{keys}: example has no {missing}; it has {sorted(example)}.')
+    return {k: example[k] for k in keys}
+  return op
+
+
+def _parse_op(text: str) -> tuple[str, list, dict]:
+  try:
+    call = ast.parse(text.strip(), mode='eval').body
+  except SyntaxError as e:
+    raise ValueError(f'Cannot parse preprocessing op {text!r}: {e.msg}.') from e
+  if isinstance(call, ast.Name):
+    return call.id, [], {}
+  if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+    raise ValueError(f'Preprocessing op {text!r} should look like name or name(args).')
+  try:
+    args = [ast.literal_eval(a) for a in call.args]
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+  except ValueError as e:
+    raise ValueError(f'Arguments of preprocessing op {text!r} must be literals.') from e
+  return call.func.id, args, kwargs
+
+
+def parse(spec: str) -> Callable[[Example, tf.Tensor], Example]:
+  """'op1(...)|op2|...' -> fn(example, seed): each random op gets its own seed from `seed`."""
+  ops = []
+  for index, text in enumerate(t for t in spec.split('|') if t.strip()):
+    name, args, kwargs = _parse_op(text)
+    if name not in OPS:
+      raise ValueError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
+    try:
+      ops.append((index, OPS[name](*args, **kwargs)))
+    except TypeError as e:
+      raise ValueError(f'Bad arguments for preprocessing op {text.strip()!r}: {e}.') from e
+
+  def apply(example, seed):
+    for index, op in ops:
+      example = op(example, tf.random.experimental.stateless_fold_in(seed, index))
+    return example
+  return apply

@@ -1,0 +1,175 @@
+"""RandAugment (Cubuk et al., arXiv:1909.13719) in TF ops, stateless: same seed, same image.
+
+The op list, magnitude mappings and the per-call application probability (uniform in [0.2, 0.8])
+follow the TF EfficientNet implementation that big_vision's ImageNet recipes use; pixel constants
+written there for 224px (translate 100, cutout 40) are scaled to the image size here.
+Works on uint8 [h, w, 3] images.
+"""
+
+import math
+
+import tensorflow as tf
+
+MAX_LEVEL = 10.0
+FILL = 128
+
+
+def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+  """degenerate + factor * (image - degenerate), clipped to [0, 255]; uint8 in and out."""
+  degenerate, image = tf.cast(degenerate, tf.float32), tf.cast(image, tf.float32)
+  return tf.cast(tf.clip_by_value(degenerate + factor * (image - degenerate), 0, 255), tf.uint8)
+
+
+def _grey(image):
+  return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+
+
+def autocontrast(image, _):
+  def channel(x):
+    lo, hi = tf.cast(tf.reduce_min(x), tf.float32), tf.cast(tf.reduce_max(x), tf.float32)
+    scaled = (tf.cast(x, tf.float32) - lo) * 255.0 / tf.maximum(hi - lo, 1e-6)
+    return tf.where(hi > lo, tf.cast(tf.clip_by_value(scaled, 0, 255), tf.uint8), x)
+  return tf.stack([channel(image[..., c]) for c in range(3)], -1)
+
+
+def equalize(image, _):
+  def channel(x):
+    histogram = tf.histogram_fixed_width(tf.cast(x, tf.int32), [0, 255], nbins=256)
+    nonzero = tf.boolean_mask(histogram, histogram != 0)
+    step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
+    lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
+    lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
+    return tf.where(step == 0, x, tf.cast(tf.gather(lut, tf.cast(x, tf.int32)), tf.uint8))
+  return tf.stack([channel(image[..., c]) for c in range(3)], -1)
+
+
+def invert(image, _):
+  return 255 - image
+
+
+def posterize(image, level):
+  shift = tf.cast(8 - tf.cast(level / MAX_LEVEL * 4, tf.int32), tf.uint8)
+  return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
+
+
+def solarize(image, level):
+  threshold = tf.cast(level / MAX_LEVEL * 256, tf.int32)
+  return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+
+
+def solarize_add(image, level):
+  added = tf.clip_by_value(tf.cast(image, tf.int32) + tf.cast(level / MAX_LEVEL * 110, tf.int32),
+                           0, 255)
+  return tf.where(image < 128, tf.cast(added, tf.uint8), image)
+
+
+def _enhance_factor(level):
+  return level / MAX_LEVEL * 1.8 + 0.1
+
+
+def color(image, level):
+  return _blend(_grey(image), image, _enhance_factor(level))
+
+
+def contrast(image, level):
+  mean = tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32))
+  return _blend(tf.fill(tf.shape(image), mean), image, _enhance_factor(level))
+
+
+def brightness(image, level):
+  return _blend(tf.zeros_like(image), image, _enhance_factor(level))
+
+
+def sharpness(image, level):
+  kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
+  smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], 'VALID')
+  smooth = tf.cast(tf.clip_by_value(tf.round(smooth[0]), 0, 255), tf.uint8)
+  # Borders keep their original pixels.
+  smooth = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
+  mask = tf.pad(tf.ones_like(smooth[1:-1, 1:-1]), [[1, 1], [1, 1], [0, 0]])
+  degenerate = tf.where(mask == 1, smooth, image)
+  return _blend(degenerate, image, _enhance_factor(level))
+
+
+def _transform(image, matrix):
+  """Projective transform (output -> input pixel map, 8 numbers), nearest, grey fill."""
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=tf.cast(matrix, tf.float32)[None],
+      output_shape=tf.stack([height, width]), fill_value=float(FILL), interpolation='NEAREST',
+      fill_mode='CONSTANT')
+  return out[0]
+
+
+def rotate(image, level, sign):
+  radians = sign * level / MAX_LEVEL * 30.0 * math.pi / 180.0
+  height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+  cos, sin = tf.cos(radians), tf.sin(radians)
+  x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+  y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+  return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
+
+
+def shear_x(image, level, sign):
+  return _transform(image, [1.0, sign * level / MAX_LEVEL * 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def shear_y(image, level, sign):
+  return _transform(image, [1.0, 0.0, 0.0, sign * level / MAX_LEVEL * 0.3, 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_x(image, level, sign):
+  pixels = sign * level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[1], tf.float32)
+  return _transform(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def translate_y(image, level, sign):
+  pixels = sign * level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[0], tf.float32)
+  return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0])
+
+
+def cutout(image, level, seed):
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  pad = tf.cast(level / MAX_LEVEL * 40.0 / 224.0 * tf.cast(tf.minimum(height, width), tf.float32),
+                tf.int32)
+  centre = tf.random.stateless_uniform([2], seed, [0, 0], tf.stack([height, width]), tf.int32)
+  rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+  inside = ((tf.abs(rows - centre[0]) <= pad) & (tf.abs(cols - centre[1]) <= pad))[..., None]
+  return tf.where(inside, tf.constant(FILL, tf.uint8), image)
+
+
+OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
+       'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
+       'Cutout', 'SolarizeAdd')
+
+
+def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int = 2,
+                magnitude: float = 10.0) -> tf.Tensor:
+  """Applies `num_layers` ops drawn uniformly from OPS, each with probability in [0.2, 0.8]."""
+  image = tf.convert_to_tensor(image)
+  if image.dtype != tf.uint8:
+    raise ValueError(f'randaug expects uint8 images, got {image.dtype}; put it before '
+                     'value_range/normalize.')
+  level = tf.constant(float(magnitude))
+  for layer in range(num_layers):
+    seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, layer), 4)
+    op_index = tf.random.stateless_uniform([], seeds[0], 0, len(OPS), tf.int32)
+    sign = tf.where(tf.random.stateless_uniform([], seeds[1]) < 0.5, -1.0, 1.0)
+    probability = tf.random.stateless_uniform([], seeds[2], 0.2, 0.8)
+    apply = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seeds[2], 1)) < probability
+    branches = [
+        lambda: autocontrast(image, level), lambda: equalize(image, level),
+        lambda: invert(image, level), lambda: rotate(image, level, sign),
+        lambda: posterize(image, level), lambda: solarize(image, level),
+        lambda: color(image, level), lambda: contrast(image, level),
+        lambda: brightness(image, level), lambda: sharpness(image, level),
+        lambda: shear_x(image, level, sign), lambda: shear_y(image, level, sign),
+        lambda: translate_x(image, level, sign), lambda: translate_y(image, level, sign),
+        lambda: cutout(image, level, seeds[3]), lambda: solarize_add(image, level),
+    ]
+    augmented = tf.switch_case(op_index, branches)
+    augmented = tf.ensure_shape(augmented, image.shape)
+    image = tf.where(apply, augmented, image)
+  return image

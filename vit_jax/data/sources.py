@@ -1,0 +1,200 @@
+"""Random-access example sources: tfds datasets, image folders and the embedded digits.
+
+A `Source` maps an example index (a TF scalar) to `{'image': encoded bytes or uint8 [h, w, c],
+'label': int32}` inside a tf.data graph. Random access is what makes the input order a pure
+function of (seed, epoch, position), so a restored iterator continues exactly (see pipeline.py).
+tfds datasets are read through `tfds` data sources, which need the ArrayRecord file format.
+"""
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import re
+from typing import Callable, Optional, Sequence
+
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+
+
+@dataclasses.dataclass
+class Source:
+  """`num_examples` examples readable by index; `lookup` runs inside tf.data graphs."""
+
+  name: str
+  num_examples: int
+  class_names: Sequence[str]
+  lookup: Callable[[tf.Tensor], dict[str, tf.Tensor]]
+  skipped_files: Sequence[str] = ()
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+_SLICE = re.compile(r'^(\w+)(?:\[(-?\d*%?):(-?\d*%?)\])?$')
+
+
+def slice_split(split: str, sizes: dict[str, int]) -> tuple[str, int, int]:
+  """'train[10%:90%]' or 'train[:500]' -> (split name, start, stop) given split sizes."""
+  match = _SLICE.match(split.replace(' ', ''))
+  if not match:
+    raise ValueError(f'Cannot parse split {split!r}; expected e.g. "train", "train[:98%]", '
+                     '"validation[100:200]".')
+  name, start, stop = match.groups()
+  if name not in sizes:
+    raise ValueError(f'Split {name!r} not found; available splits: {sorted(sizes)}.')
+  size = sizes[name]
+
+  def bound(text, default):
+    if not text:
+      return default
+    value = round(size * int(text[:-1]) / 100) if text.endswith('%') else int(text)
+    return max(0, min(size, value + size if value < 0 else value))
+
+  return name, bound(start, 0), bound(stop, size)
+
+
+def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
+                prepare: bool = False, image_key: str = 'image',
+                label_key: str = 'label') -> Source:
+  """A tfds dataset split (slicing allowed), prepared in the ArrayRecord format.
+
+  With `prepare=True` the dataset is built first (`download_and_prepare`: from local files for
+  manually downloaded datasets such as imagenet2012, or downloading where allowed).
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f'Unknown tfds dataset {name!r}: {str(e).splitlines()[0]}') from e
+  if prepare:
+    builder.download_and_prepare(file_format='array_record')
+  if not builder.is_prepared():
+    raise ValueError(
+        f'tfds dataset {name!r} is not prepared under {builder.data_dir_root}; build it first '
+        f'(tfds build {name} --file_format=array_record --data_dir=...) or set prepare=True.')
+  return _builder_source(builder, split, image_key, label_key)
+
+
+def _builder_source(builder, split: str, image_key: str, label_key: str) -> Source:
+  sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
+  slice_split(split, sizes)  # clear error for a missing split or a bad slice
+  features = builder.info.features
+  for key in (image_key, label_key):
+    if key not in features:
+      raise ValueError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
+  encoded = isinstance(features[image_key], tfds.features.Image)
+  try:
+    data = builder.as_data_source(
+        split, decoders={image_key: tfds.decode.SkipDecoding()} if encoded else None)
+  except (NotImplementedError, ValueError) as e:
+    raise ValueError(
+        f'{builder.name} split {split!r} cannot be read by index: {e}. Random access needs the '
+        f'ArrayRecord format: tfds build {builder.name} --file_format=array_record') from e
+
+  image_dtype = tf.string if encoded else tf.uint8
+
+  def read(index):
+    example = data[int(index)]
+    return example[image_key], example[label_key]
+
+  def lookup(index):
+    image, label = tf.numpy_function(read, [index], (image_dtype, tf.int64), stateful=False)
+    image.set_shape([] if encoded else [None, None, None])
+    return {'image': image, 'label': tf.cast(tf.reshape(label, []), tf.int32)}
+
+  label_feature = features[label_key]
+  names = (label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
+           else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
+  return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,
+                lookup=lookup)
+
+
+def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] = None) -> Source:
+  """The embedded digits dataset, built offline on first use (a few seconds)."""
+  from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
+  builder = digits.builder(image_size, data_dir=data_dir)
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format='array_record')
+  return _builder_source(builder, split, 'image', 'label')
+
+
+def _is_decodable(path: str) -> bool:
+  try:
+    with Image.open(path) as image:
+      image.draft('RGB', (64, 64))  # JPEG: decode at reduced scale, still reads every block
+      image.load()
+    return True
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    return False
+
+
+def folder_source(root: str, split: str, *, strict: bool = False,
+                  num_threads: int = 8) -> Source:
+  """Images laid out as `root/<split>/<class>/*.jpg|png|...`; classes are the sorted folder names.
+
+  Every file is test-decoded once at startup: undecodable ones are skipped, counted and named in
+  a warning, or raise when `strict`.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f'Image folder not found: {root}')
+  splits = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  name = split.split('[', 1)[0]
+  if name not in splits:
+    raise ValueError(f'Split {name!r} not found in {root}; found: {splits}.')
+  split_dir = os.path.join(root, name)
+  class_names = sorted(d for d in os.listdir(split_dir)
+                       if os.path.isdir(os.path.join(split_dir, d)))
+  files, labels = [], []
+  for label, class_name in enumerate(class_names):
+    class_dir = os.path.join(split_dir, class_name)
+    for file_name in sorted(os.listdir(class_dir)):
+      if file_name.lower().endswith(IMAGE_EXTENSIONS):
+        files.append(os.path.join(class_dir, file_name))
+        labels.append(label)
+  if not files:
+    raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found under '
+                     f'{split_dir}/<class>/.')
+
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    decodable = list(pool.map(_is_decodable, files))
+  skipped = [path for path, ok in zip(files, decodable) if not ok]
+  if skipped:
+    message = f'{len(skipped)} of {len(files)} images under {split_dir} cannot be decoded: ' + (
+        ', '.join(skipped[:20]) + (' ...' if len(skipped) > 20 else ''))
+    if strict:
+      raise ValueError(message)
+    logging.warning('%s (skipped)', message)
+    files = [f for f, ok in zip(files, decodable) if ok]
+    labels = [l for l, ok in zip(labels, decodable) if ok]
+
+  _, start, stop = slice_split(split, {name: len(files)})
+  paths = tf.constant(files[start:stop])
+  label_table = tf.constant(labels[start:stop], tf.int32)
+
+  def lookup(index):
+    return {'image': tf.io.read_file(tf.gather(paths, index)),
+            'label': tf.gather(label_table, index)}
+
+  return Source(name=f'folder:{split_dir}', num_examples=stop - start, class_names=class_names,
+                lookup=lookup, skipped_files=skipped)
+
+
+def from_config(data) -> Source:
+  """A source from a config dict: `name` ('digits', 'folder' with `root`, or a tfds name),
+  `split`, and optionally `data_dir`, `prepare`, `image_size` (digits), `strict` (folders)."""
+  name, split = data['name'], data['split']
+  if name == 'digits':
+    return digits_source(split, image_size=data.get('image_size', 32),
+                         data_dir=data.get('data_dir'))
+  if name == 'folder':
+    if not data.get('root'):
+      raise ValueError('data.name="folder" needs data.root=<folder with <split>/<class>/ images>.')
+    return folder_source(data['root'], split, strict=data.get('strict', False))
+  return tfds_source(name, split, data_dir=data.get('data_dir'),
+                     prepare=data.get('prepare', False),
+                     image_key=data.get('image_key', 'image'),
+                     label_key=data.get('label_key', 'label'))
