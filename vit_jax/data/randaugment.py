@@ -133,9 +133,11 @@ def cutout(image, level, seed):
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   pad = tf.cast(level / MAX_LEVEL * 40.0 / 224.0 * tf.cast(tf.minimum(height, width), tf.float32),
                 tf.int32)
-  centre = tf.random.stateless_uniform([2], seed, [0, 0], tf.stack([height, width]), tf.int32)
+  row_seed, col_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  centre_row = tf.random.stateless_uniform([], row_seed, 0, height, tf.int32)
+  centre_col = tf.random.stateless_uniform([], col_seed, 0, width, tf.int32)
   rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
-  inside = ((tf.abs(rows - centre[0]) <= pad) & (tf.abs(cols - centre[1]) <= pad))[..., None]
+  inside = ((tf.abs(rows - centre_row) <= pad) & (tf.abs(cols - centre_col) <= pad))[..., None]
   return tf.where(inside, tf.constant(FILL, tf.uint8), image)
 
 
