@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     'orbax-checkpoint>=0.11,<0.13',
     'pillow>=10,<14',
     'scikit-learn>=1.5,<2',  # carries the embedded digits data and the example photographs
+    'importlib_resources>=6',  # used by tensorflow-datasets, not declared by it
     'scipy>=1.13,<2',
     # TensorFlow only feeds the input pipeline on the host; the CPU build keeps it off accelerators.
     'tensorflow-cpu>=2.18,<2.22',
