@@ -47,9 +47,11 @@ class MultiHeadAttention(nn.Module):
     project = functools.partial(
         nn.DenseGeneral, features=(self.num_heads, width // self.num_heads), axis=-1,
         dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
-    query = project(name='query')(inputs_q)
-    key = project(name='key')(inputs_kv)
-    value = project(name='value')(inputs_kv)
+    # Logical names: a no-op unless the trainer sets axis rules (tensor parallelism over heads).
+    heads_axes = ('batch', 'length', 'act_heads', None)
+    query = nn.with_logical_constraint(project(name='query')(inputs_q), heads_axes)
+    key = nn.with_logical_constraint(project(name='key')(inputs_kv), heads_axes)
+    value = nn.with_logical_constraint(project(name='value')(inputs_kv), heads_axes)
 
     dropout_active = not deterministic and self.dropout_rate > 0
     if dropout_active or self.is_mutable_collection('intermediates'):

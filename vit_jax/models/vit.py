@@ -57,6 +57,7 @@ class MlpBlock(nn.Module):
         features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6), name=name)
     x = dense(self.mlp_dim, 'Dense_0')(inputs)
+    x = nn.with_logical_constraint(x, ('batch', 'length', 'act_mlp'))
     x = nn.gelu(x, approximate=self.gelu_approximate)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = dense(inputs.shape[-1], 'Dense_1')(x)
@@ -81,6 +82,7 @@ class Encoder1DBlock(nn.Module):
   def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool):
     if inputs.ndim != 3:
       raise ValueError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
+    inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(inputs)
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,

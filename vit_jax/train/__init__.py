@@ -1,0 +1,1 @@
+"""Training math: state, optimizer, losses, the train and eval steps."""

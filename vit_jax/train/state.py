@@ -1,0 +1,53 @@
+"""TrainState and its sharded creation: initialised directly into its shards, never whole."""
+
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. `rng` is raw key data (uint32[2]): portable through checkpoints."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  ema_params: Optional[Any] = None
+
+
+def state_shardings(abstract_state: TrainState, mesh: jax.sharding.Mesh, layout: str) -> TrainState:
+  """Shardings for every leaf of a state: params by the layout table, optimizer state and EMA
+  like their parameters, counters and rng replicated."""
+  params = partitioning.param_shardings(abstract_state.params, mesh, layout)
+  replicated = mesh_lib.replicated(mesh)
+  return TrainState(
+      step=replicated, params=params,
+      opt_state=partitioning.like_params(abstract_state.opt_state, abstract_state.params, params,
+                                         mesh),
+      rng=replicated,
+      ema_params=None if abstract_state.ema_params is None else params)
+
+
+def create(model, tx: optax.GradientTransformation, *, image_shape: tuple[int, ...], seed: int,
+           mesh: jax.sharding.Mesh, layout: str,
+           ema: bool = False) -> tuple[TrainState, TrainState]:
+  """(state, shardings): initialised by a jit whose outputs are already sharded, so no host or
+  device ever holds the whole model (a ViT-G initialises on devices that each hold a slice)."""
+  def init(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    params = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)['params']
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=state_rng, ema_params=params if ema else None)
+
+  rng = jax.random.PRNGKey(seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = state_shardings(abstract, mesh, layout)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings

@@ -1,0 +1,172 @@
+"""The train and eval steps as pure functions, and their jitted, sharded forms.
+
+`train_step(state, batch) -> (state, metrics)`: dropout/mixup randomness is
+`fold_in(state.rng, step)`; gradients may be accumulated over micro-batches; a step whose loss or
+gradient is not finite leaves the state unchanged and reports `finite = 0`, so the loop can stop
+with the step's number while the state (and the last checkpoint) stay good.
+
+`eval_step(params, batch) -> sums`: masked loss and correct counts summed per shard under
+`shard_map` and reduced with `psum`, exact over padded batches.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import optax
+
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
+from vit_jax.train import losses
+from vit_jax.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+Mixer = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def _tree_norm(tree) -> jax.Array:
+  return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
+                    loss: str = 'softmax_xent', label_smoothing: float = 0.0,
+                    micro_batches: int = 1, ema_decay: Optional[float] = None,
+                    schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
+                    mixer: Optional[Mixer] = None,
+                    grad_reduce: Optional[Callable[[Any], Any]] = None):
+  """A pure train step. `grad_reduce` (e.g. a pmean) is applied to gradients and metrics in the
+  explicit data-parallel variant; GSPMD needs none."""
+  loss_fn = losses.get_loss(loss)
+  reduce = grad_reduce or (lambda x: x)
+
+  def forward(params, images, labels, rng):
+    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
+    per_example = loss_fn(logits, labels, label_smoothing)
+    return jnp.mean(per_example), jnp.mean(losses.correct(logits, labels))
+
+  grad_fn = jax.value_and_grad(forward, has_aux=True)
+
+  def train_step(state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng, mix_rng = jax.random.split(rng)
+    images, labels = batch['image'], batch['labels']
+    if mixer is not None:
+      images, labels = mixer(mix_rng, images, labels)
+
+    if micro_batches == 1:
+      (loss_value, accuracy), grads = grad_fn(state.params, images, labels, dropout_rng)
+    else:
+      if images.shape[0] % micro_batches:
+        raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
+                         'micro-batches.')
+      split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
+
+      def accumulate(carry, inputs):
+        index, micro_images, micro_labels = inputs
+        (value, acc), grads = grad_fn(state.params, micro_images, micro_labels,
+                                      jax.random.fold_in(dropout_rng, index))
+        return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
+
+      zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, state.params))
+      (loss_value, accuracy, grads), _ = jax.lax.scan(
+          accumulate, zeros, (jnp.arange(micro_batches), split(images), split(labels)))
+      loss_value, accuracy = loss_value / micro_batches, accuracy / micro_batches
+      grads = jax.tree.map(lambda g: g / micro_batches, grads)
+
+    grads, loss_value, accuracy = reduce((grads, loss_value, accuracy))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = _tree_norm(grads)
+    finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+
+    ema_params = state.ema_params
+    if ema_params is not None:
+      decay = ema_decay if ema_decay is not None else 0.9999
+      ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                           rng=state.rng, ema_params=ema_params)
+    # A non-finite step changes nothing but the flag: the loop raises, naming the step.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {'loss': loss_value, 'accuracy': accuracy, 'grad_norm': grad_norm,
+               'param_norm': _tree_norm(params), 'finite': finite.astype(jnp.float32)}
+    if schedule is not None:
+      metrics['learning_rate'] = schedule(state.step)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, *, loss: str = 'softmax_xent'):
+  """eval_step(params, batch) -> {'loss_sum', 'correct', 'count'} over the global batch."""
+  loss_fn = losses.get_loss(loss)
+  batch_spec = P(mesh_lib.BATCH_AXES)
+
+  @functools.partial(jax.shard_map, mesh=mesh, in_specs=(batch_spec, batch_spec, batch_spec),
+                     out_specs=P())
+  def masked_sums(logits, labels, mask):
+    local = {'loss_sum': jnp.sum(loss_fn(logits, labels) * mask),
+             'correct': jnp.sum(losses.correct(logits, labels) * mask),
+             'count': jnp.sum(mask)}
+    return jax.lax.psum(local, mesh_lib.BATCH_AXES)
+
+  def eval_step(params, batch: Batch):
+    logits = model.apply({'params': params}, batch['image'], train=False)
+    return masked_sums(logits, batch['labels'], batch['mask'].astype(jnp.float32))
+
+  return eval_step
+
+
+def jit_train_step(train_step, mesh: jax.sharding.Mesh, shardings: TrainState, layout: str):
+  """train_step under jit: sharded in/out, the old state donated, axis rules and mesh in force."""
+  rules = partitioning.get_rules(layout)
+  batch = mesh_lib.batch_sharding(mesh)
+
+  def step(state, data):
+    with nn.logical_axis_rules(rules):
+      return train_step(state, data)
+
+  jitted = jax.jit(step, in_shardings=(shardings, batch),
+                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+
+  def run(state, data):
+    with jax.set_mesh(mesh):
+      return jitted(state, data)
+  run.jitted = jitted
+  return run
+
+
+def jit_eval_step(eval_step, mesh: jax.sharding.Mesh, param_shardings: Any, layout: str):
+  rules = partitioning.get_rules(layout)
+
+  def step(params, data):
+    with nn.logical_axis_rules(rules):
+      return eval_step(params, data)
+
+  jitted = jax.jit(step, in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh)),
+                   out_shardings=mesh_lib.replicated(mesh))
+
+  def run(params, data):
+    with jax.set_mesh(mesh):
+      return jitted(params, data)
+  return run
+
+
+def make_data_parallel_step(train_step_factory: Callable[..., Callable], mesh: jax.sharding.Mesh):
+  """The explicit data-parallel variant: replicated state, per-shard gradients, `pmean`.
+
+  `train_step_factory(grad_reduce=...)` builds the same step as GSPMD uses; here each shard runs
+  it on its slice of the batch and gradients, loss and accuracy are averaged with `pmean`.
+  """
+  axes = mesh_lib.BATCH_AXES
+  local_step = train_step_factory(grad_reduce=lambda tree: jax.lax.pmean(tree, axes))
+
+  def per_shard(state, batch):
+    new_state, metrics = local_step(state, batch)
+    return new_state, metrics
+
+  return jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(axes)),
+                               out_specs=(P(), P()), check_vma=False),
+                 donate_argnums=(0,))
