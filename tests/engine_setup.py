@@ -1,0 +1,90 @@
+"""Shared tiny model, optimizer config and batches for the engine tests (and the multi-host worker)."""
+
+import flax
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vit_jax import models
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.train import optimizer
+from vit_jax.train import state as state_lib
+from vit_jax.train import step as step_lib
+
+MODEL = dict(model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
+             transformer=dict(mlp_dim=32, num_heads=4, num_layers=2, dropout_rate=0.0,
+                              attention_dropout_rate=0.0),
+             classifier='token', representation_size=None)
+IMAGE_SHAPE = (16, 16, 3)
+NUM_CLASSES = 5
+
+
+def opt_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1, schedule='cosine'),
+      wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0))
+  config.update(overrides)
+  return config
+
+
+def model(**overrides):
+  return models.VisionTransformer(num_classes=NUM_CLASSES, **{**MODEL, **overrides})
+
+
+def batches(num_steps, global_batch=16, seed=0):
+  """The same random batch `num_steps` times: a loss that must fall as the model fits it."""
+  rng = np.random.default_rng(seed)
+  batch = {'image': rng.uniform(-1, 1, (global_batch, *IMAGE_SHAPE)).astype(np.float32),
+           'labels': np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES,
+                                                                        global_batch)]}
+  return [{k: v.copy() for k, v in batch.items()} for _ in range(num_steps)]
+
+
+def abstract_params(vit):
+  return jax.eval_shape(lambda: vit.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)),
+                                         train=False)['params'])
+
+
+def train(mesh_sizes, num_steps=4, layout='fsdp_tp', devices=None, micro_batches=1,
+          local_batches=None, **model_overrides):
+  """Runs `num_steps` GSPMD steps; returns (losses, final params as numpy)."""
+  vit = model(**model_overrides)
+  mesh = mesh_lib.make_mesh(mesh_sizes, devices)
+  tx, schedule = optimizer.build(opt_config(), abstract_params(vit), total_steps=10)
+  state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
+                                      layout=layout)
+  step = step_lib.jit_train_step(
+      step_lib.make_train_step(vit, tx, schedule=schedule, micro_batches=micro_batches), mesh,
+      shardings, layout)
+  sharding = mesh_lib.batch_sharding(mesh)
+  losses = []
+  for i, batch in enumerate(batches(num_steps)):
+    if local_batches is not None:  # multi-host: each process passes its own slice
+      batch = local_batches(batch)
+      data = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+    else:
+      data = jax.device_put(batch, sharding)
+    state, metrics = step(state, data)
+    losses.append(float(metrics['loss']))
+    del i
+  params = jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)),
+                        state.params)
+  return losses, params
+
+
+def assert_params_close(actual, expected):
+  """Equal within float tolerance; the attention key bias (gradient 0 in exact arithmetic:
+  softmax ignores a shift shared by all keys) only within the noise Adam amplifies there."""
+  flat_a = flax.traverse_util.flatten_dict(flax.core.unfreeze(actual), sep='/')
+  flat_e = flax.traverse_util.flatten_dict(flax.core.unfreeze(expected), sep='/')
+  assert flat_a.keys() == flat_e.keys()
+  for path, value in flat_a.items():
+    atol = 2e-3 if path.endswith('key/bias') else 2e-6
+    np.testing.assert_allclose(np.asarray(value), flat_e[path], rtol=2e-4, atol=atol,
+                               err_msg=path)
+
+
+def flat_params(params):
+  return flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
