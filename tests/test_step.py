@@ -126,3 +126,21 @@ def test_eval_step_masked_sums_are_exact():
   assert float(sums['count']) == 11
   np.testing.assert_allclose(float(sums['loss_sum']), losses[:11].sum(), rtol=1e-5)
   assert float(sums['correct']) == correct[:11].sum()
+
+
+def test_ema_tracks_the_parameters():
+  vit = engine_setup.model()
+  mesh = mesh_lib.make_mesh((8, 1, 1))
+  tx, _ = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
+  state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
+                                      mesh=mesh, layout='dp', ema=True)
+  start = jax.tree.map(np.asarray, state.params)
+  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, ema_decay=0.9), mesh,
+                                 shardings, 'dp')
+  for batch in engine_setup.batches(2):
+    state, _ = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))
+  # Two steps from p0: ema = 0.9 (0.9 p0 + 0.1 p1) + 0.1 p2; with lr 0 at step 0, p1 = p0.
+  expected = jax.tree.map(lambda p0, p2: 0.9 * p0 + 0.1 * p2, start,
+                          jax.tree.map(np.asarray, state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.tree.map(np.asarray, state.ema_params), expected)
