@@ -7,6 +7,7 @@ INSTALL_REQUIRES = [
     'absl-py>=2.1,<3',
     'flax>=0.11,<0.13',
     'jax>=0.7,<0.11',
+    'matplotlib>=3.8,<4',  # training curves and analysis figures
     'ml-collections>=1.0,<2',
     'numpy>=1.26,<3',
     'optax>=0.2.5,<0.3',
@@ -18,6 +19,8 @@ INSTALL_REQUIRES = [
     # TensorFlow only feeds the input pipeline on the host; the CPU build keeps it off accelerators.
     'tensorflow-cpu>=2.18,<2.22',
     'tensorflow-datasets>=4.9.8,<4.10',
+    'tensorboard>=2.18,<2.22',  # event files (tensorflow-cpu does not bring it)
+    'tqdm>=4.60',
 ]
 
 EXTRAS_REQUIRE = {

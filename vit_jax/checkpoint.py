@@ -226,7 +226,17 @@ def load_pretrained(*, pretrained_path: str, init_params: Mapping[str, Any],
   mis-shaped entries with their shapes.
   """
   del model_config  # Everything needed is in the two trees; kept for the official signature.
-  restored = load(pretrained_path)
+  return adapt_params(load(pretrained_path), init_params, source=pretrained_path,
+                      dont_load=dont_load, reset_head=reset_head, grid_shape=grid_shape,
+                      pretrained_grid_shape=pretrained_grid_shape)
+
+
+def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
+                 source: str = 'checkpoint', dont_load: Sequence[str] = (),
+                 reset_head: bool = True, grid_shape: Optional[Sequence[int]] = None,
+                 pretrained_grid_shape: Optional[Sequence[int]] = None) -> Any:
+  """`load_pretrained` for a tree already in memory (any supported layout), named `source`."""
+  restored = canonicalize(flax.core.unfreeze(restored))
   init_is_frozen = isinstance(init_params, flax.core.FrozenDict)
   init_tree = flax.core.unfreeze(init_params)
   init_scanned = 'encoderblock' in init_tree.get('Transformer', {})
@@ -264,7 +274,7 @@ def load_pretrained(*, pretrained_path: str, init_params: Mapping[str, Any],
   if missing or unexpected or misshaped:
     show = lambda keys: '\n'.join(f'    {k}' for k in keys) or '    (none)'  # pylint: disable=unnecessary-lambda-assignment
     raise ValueError(
-        f'Checkpoint {pretrained_path} does not fit the model.\n'
+        f'Checkpoint {source} does not fit the model.\n'
         f'  missing from the checkpoint:\n{show(missing)}\n'
         f'  unexpected in the checkpoint:\n{show(unexpected)}\n'
         f'  mis-shaped:\n{show(misshaped)}\n'

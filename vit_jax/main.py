@@ -1,0 +1,64 @@
+r"""The command users launch: training (pretraining or fine-tuning) and evaluation.
+
+  python -m vit_jax.main --config=configs/digits.py --workdir=/tmp/digits
+  python -m vit_jax.main --config=configs/finetune.py:cifar10 --workdir=DIR \
+      --config.init_from=ViT-B_16.npz --config.model_name=ViT-B_16
+  python -m vit_jax.main --mode=eval --config=configs/digits.py --checkpoint=/tmp/digits
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/*.py[:arg]).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, plots.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only '
+                          'evaluate --checkpoint on config.eval_data.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, '--mode=eval: a workdir or an .npz file.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start afresh in a workdir that holds a run '
+                               'of a different config.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of '
+                                   'process 0 (default: auto-detected on TPU/SLURM).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # TensorFlow only feeds the input pipeline: keep it off the accelerators.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+
+  from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  config = _CONFIG.value
+  if _MODE.value == 'eval':
+    if not _CHECKPOINT.value:
+      raise app.UsageError('--mode=eval needs --checkpoint=<workdir or .npz>.')
+    result = loop.evaluate(config, _CHECKPOINT.value)
+    print(f'{_CHECKPOINT.value}: accuracy {result["eval/accuracy"]:.4f}, loss '
+          f'{result["eval/loss"]:.4f} on {int(result["eval/examples"])} examples')
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError('Training needs --workdir=<run directory>.')
+  result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),
+                                   overwrite=_OVERWRITE.value)
+  summary = ', '.join(f'{k} {v:.4f}' for k, v in result.items()
+                      if k.startswith('eval/') and isinstance(v, float))
+  print(f'Run {result["outcome"]} at step {result["step"]}. {summary}'.strip())
+  if result.get('plot'):
+    print(f'Curves: {result["plot"]}')
+  logging.flush()
+
+
+if __name__ == '__main__':
+  app.run(main)
