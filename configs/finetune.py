@@ -1,0 +1,55 @@
+r"""Fine-tuning as in the paper (Appendix B.1.1): `--config=configs/finetune.py:<dataset>`.
+
+SGD with momentum 0.9, batch 512, cosine decay after a short warmup, no weight decay, global-norm
+clipping at 1, 384px, a zero-initialised new head; steps per dataset as the paper; the learning
+rate is the best of the paper's sweep {0.001, 0.003, 0.01, 0.03} for ViT-B/16 (override it with
+--config.lr.base). Start from a released checkpoint:
+
+  python -m vit_jax.main --config=configs/finetune.py:cifar10 --workdir=runs/b16_cifar10 \
+      --config.model_name=ViT-B_16 --config.init_from=imagenet21k/ViT-B_16.npz
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# dataset: (classes, steps, train split, eval split, learning rate)
+DATASETS = {
+    'cifar10': (10, 10_000, 'train[:98%]', 'test', 0.01),
+    'cifar100': (100, 10_000, 'train[:98%]', 'test', 0.01),
+    'imagenet2012': (1000, 20_000, 'train[:99%]', 'validation', 0.03),
+    'oxford_iiit_pet': (37, 500, 'train[:90%]', 'test', 0.003),
+    'oxford_flowers102': (102, 500, 'train[:90%]', 'test', 0.003),
+}
+
+
+def get_config(dataset='cifar10'):
+  if dataset not in DATASETS:
+    raise ValueError(f'Unknown fine-tuning dataset {dataset!r}; expected one of {sorted(DATASETS)}.')
+  classes, steps, train_split, eval_split, lr = DATASETS[dataset]
+  config = common.get_config()
+  config.model_name = 'ViT-B_16'
+  config.num_classes = classes
+  config.image_size = 384
+  config.init_from = None  # set --config.init_from=<released .npz or workdir>
+  config.data = dict(name=dataset, split=train_split, data_dir=None, prepare=False)
+  config.eval_data = dict(name=dataset, split=eval_split, data_dir=None, prepare=False)
+  # The official fine-tuning input: random crop of 5-100% area, flip; eval resizes the image.
+  config.pp_train = (f'decode_jpeg_and_inception_crop(384)|flip_lr|value_range(-1, 1)|'
+                     f'onehot({classes})|keep("image", "labels")')
+  config.pp_eval = f'decode|resize(384)|value_range(-1, 1)|onehot({classes})|keep("image", "labels")'
+  config.batch_size = 512
+  config.eval_batch_size = 512
+  config.total_steps = steps
+  config.optim = dict(name='sgd', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
+                      mu_dtype=None)
+  config.lr = dict(base=lr, schedule='cosine', warmup_steps=min(500, steps // 10), end=0.0,
+                   timescale=10_000)
+  config.wd = 0.0
+  config.grad_clip_norm = 1.0
+  config.eval_every = max(steps // 10, 100)
+  config.checkpoint_every = max(steps // 10, 100)
+  config.micro_batches = 1  # raise it (e.g. 8) when 512 images of 384px do not fit in memory
+  return config

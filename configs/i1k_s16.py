@@ -1,0 +1,42 @@
+r"""big_vision's "Better plain ViT baselines for ImageNet-1k" (Beyer et al., arXiv:2205.01580).
+
+ViT-S/16 with global average pooling and fixed 2-D sin-cos position embeddings, batch 1024,
+90 epochs, Adam lr 1e-3 with 10k warmup and cosine decay, decoupled weight decay 1e-4,
+RandAugment(2, 10), mixup 0.2, no dropout; reaches 76.5% top-1 in the paper (90 epochs).
+
+  python -m vit_jax.main --config=configs/i1k_s16.py --workdir=runs/i1k_s16 \
+      --config.data.data_dir=/data/tfds
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def get_config(epochs='90'):
+  config = common.get_config()
+  config.model_name = 'ViT-S_16'
+  config.model = dict(classifier='gap', posemb='sincos2d')
+  config.num_classes = 1000
+  config.image_size = 224
+  config.data = dict(name='imagenet2012', split='train[:99%]', data_dir=None, prepare=False)
+  config.eval_data = dict(name='imagenet2012', split='validation', data_dir=None, prepare=False)
+  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|'
+                     'value_range(-1, 1)|onehot(1000)|keep("image", "labels")')
+  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot(1000)|'
+                    'keep("image", "labels")')
+  config.batch_size = 1024
+  config.eval_batch_size = 1024
+  config.total_epochs = float(epochs)
+  config.mixup = dict(kind='mixup', alpha=0.2)
+  config.optim = dict(name='adam', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
+                      mu_dtype=None)
+  config.lr = dict(base=1e-3, schedule='cosine', warmup_steps=10_000, end=0.0, timescale=10_000)
+  config.wd = 1e-4
+  config.wd_decoupled = True
+  config.grad_clip_norm = 1.0
+  config.eval_every = 5_000
+  config.checkpoint_every = 2_000
+  return config

@@ -1,0 +1,47 @@
+r"""Pretraining on ImageNet-21k as the paper (Section 4.1, Table 3): ViT-B/16 by default.
+
+Adam (0.9, 0.999), batch 4096, lr 1e-3 with 10k warmup steps and linear decay, weight decay 0.1
+(AdamW style), dropout 0.1, 90 epochs, sigmoid cross-entropy, a representation (pre-logits)
+layer of the model width, 224px. `--config=configs/pretrain_i21k.py:ViT-L_16` for other sizes.
+
+  python -m vit_jax.main --config=configs/pretrain_i21k.py --workdir=runs/i21k_b16 \
+      --config.data.data_dir=/data/tfds --config.mesh='(-1, 8, 1)' --config.layout=fsdp
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def get_config(model_name='ViT-B_16'):
+  config = common.get_config()
+  config.model_name = model_name
+  width = model_configs.get_config(model_name).hidden_size
+  config.model = dict(representation_size=width, head_bias_init=-10.0,
+                      transformer=dict(dropout_rate=0.1))
+  config.num_classes = 21843
+  config.image_size = 224
+  config.data = dict(name='imagenet21k', split='full[102400:]', data_dir=None, prepare=False)
+  config.eval_data = dict(name='imagenet21k', split='full[:102400]', data_dir=None, prepare=False)
+  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|'
+                     'onehot(21843)|keep("image", "labels")')
+  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot(21843)|'
+                    'keep("image", "labels")')
+  config.batch_size = 4096
+  config.eval_batch_size = 4096
+  config.total_epochs = 90
+  config.loss = 'sigmoid_xent'
+  config.optim = dict(name='adam', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
+                      mu_dtype='bfloat16')
+  config.lr = dict(base=1e-3, schedule='linear', warmup_steps=10_000, end=1e-5, timescale=10_000)
+  config.wd = 0.1
+  config.wd_decoupled = False
+  config.grad_clip_norm = 1.0
+  config.eval_every = 10_000
+  config.checkpoint_every = 2_000
+  config.keep_period = 20_000
+  return config

@@ -1,0 +1,209 @@
+"""The runner: outputs, resume (SIGKILL / SIGTERM), fallback, resharding, fine-tuning, eval."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+import tiny_recipe
+from vit_jax import checkpoint as npz_checkpoint
+from vit_jax import checkpointing
+from vit_jax.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def finished(digits_data_dir, tmp_path_factory):
+  """One complete tiny run, shared by the tests that only read it."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  result = loop.train_and_evaluate(tiny_recipe.get_config(digits_data_dir), workdir)
+  return workdir, result
+
+
+def _final_params(workdir, data_dir):
+  setup = loop.build_setup(tiny_recipe.get_config(data_dir), with_train_data=False)
+  restored = checkpointing.Checkpointer(workdir, async_save=False).restore(setup.abstract_state)
+  step, state, data_state, _ = restored
+  return step, jax.tree.map(np.asarray, jax.device_get(state.params)), data_state
+
+
+def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
+  workdir, result = finished
+  assert result['outcome'] == 'completed' and result['step'] == 12
+  assert 0.0 <= result['eval/accuracy'] <= 1.0 and result['eval/examples'] == 50
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '4', '8']
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_steps = [r['step'] for r in rows if 'train/loss' in r]
+  assert train_steps == list(range(1, 13))
+  assert {'train/accuracy', 'train/grad_norm', 'train/param_norm',
+          'train/learning_rate'} <= set(rows[0])
+  assert [r['step'] for r in rows if 'eval/accuracy' in r] == [6, 12]
+  assert json.load(open(os.path.join(workdir, 'config.json')))['total_steps'] == 12
+  assert any(f.startswith('events.out.tfevents') for f in
+             os.listdir(os.path.join(workdir, 'tensorboard')))
+  plot = np.asarray(Image.open(result['plot']).convert('L'))
+  assert plot.shape[0] > 200 and plot.std() > 10  # drawn, not blank
+
+
+def test_eval_mode_reproduces_the_final_eval(finished, digits_data_dir, tmp_path):
+  workdir, result = finished
+  config = tiny_recipe.get_config(digits_data_dir)
+  evaluated = loop.evaluate(config, workdir)
+  assert evaluated['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
+  _, params, _ = _final_params(workdir, digits_data_dir)
+  npz_checkpoint.save(params, str(tmp_path / 'final.npz'))
+  from_npz = loop.evaluate(config, str(tmp_path / 'final.npz'))
+  assert from_npz['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
+  assert from_npz['eval/loss'] == pytest.approx(result['eval/loss'], rel=1e-5)
+
+
+def test_newest_corrupt_checkpoint_falls_back(finished, digits_data_dir, tmp_path, caplog):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(finished[0], workdir)
+  state_dir = os.path.join(workdir, 'checkpoints', '12', 'state')
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as f:
+        f.truncate(max(os.path.getsize(os.path.join(root, name)) // 3, 1))
+  step, _, data_state = _final_params(workdir, digits_data_dir)
+  assert step == 8 and data_state == {'position': 8 * 32}
+  assert 'cannot be restored' in caplog.text and '/12' in caplog.text
+
+
+def test_restore_onto_another_mesh_and_layout(finished, digits_data_dir):
+  workdir, _ = finished
+  _, params, _ = _final_params(workdir, digits_data_dir)
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.mesh, config.layout = (1, 8, 1), 'fsdp'
+  setup = loop.build_setup(config, with_train_data=False)
+  step, state, _, _ = checkpointing.Checkpointer(workdir).restore(setup.abstract_state)
+  assert step == 12
+  kernel = state.params['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel']
+  assert kernel.sharding.spec[0] == 'fsdp'
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.params), params)
+
+
+def test_a_different_config_in_the_workdir_is_refused(finished, digits_data_dir):
+  workdir, _ = finished
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.lr.base = 1.0
+  with pytest.raises(ValueError, match=r"different config \(fields: \['lr.base'\]\).*--overwrite"):
+    loop.train_and_evaluate(config, workdir)
+
+
+def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
+  _, params, _ = _final_params(finished[0], digits_data_dir)
+  npz_checkpoint.save(params, str(tmp_path / 'pre.npz'))
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.num_classes, config.image_size = 4, 24
+  config.pp_train = 'decode|resize(24)|value_range(-1, 1)|onehot(4)|keep("image", "labels")'
+  config.pp_eval = config.pp_train
+  config.lr.base, config.lr.warmup_steps, config.wd = 0.0, 0, 0.0  # no update: see the init
+  config.total_steps = 1
+  config.init_from = str(tmp_path / 'pre.npz')
+  workdir = str(tmp_path / 'ft')
+  loop.train_and_evaluate(config, workdir)
+  _, state, _, _ = checkpointing.Checkpointer(workdir).restore(
+      loop.build_setup(config, with_train_data=False).abstract_state)
+  tuned = jax.tree.map(np.asarray, jax.device_get(state.params))
+  np.testing.assert_array_equal(tuned['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0'][
+      'kernel'], params['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel'])
+  assert tuned['head']['kernel'].shape == (16, 4) and not tuned['head']['kernel'].any()
+  assert tuned['Transformer']['posembed_input']['pos_embedding'].shape == (1, 37, 16)
+
+
+def test_non_finite_loss_stops_with_the_step(digits_data_dir, tmp_path):
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.pp_train = ('decode|resize(16)|value_range(-1, 1, in_max=0)|onehot(10)|'
+                     'keep("image", "labels")')  # divides by zero: inf/nan pixels
+  with pytest.raises(FloatingPointError, match='Non-finite loss or gradient at step 1 '):
+    loop.train_and_evaluate(config, str(tmp_path / 'nan'))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model_name', 'ViT-Q_16', "Unknown model name 'ViT-Q_16'"),
+    ('optim.name', 'lamb', "Unknown optim.name 'lamb'"),
+    ('layout', 'zero', "Unknown sharding layout 'zero'"),
+    ('batch_size', 12, 'batch_size=12 must be a positive multiple of the device count'),
+    ('image_size', 18, 'Image size 18 is not divisible'),
+])
+def test_bad_configs_fail_at_startup(digits_data_dir, tmp_path, field, value, message):
+  config = tiny_recipe.get_config(digits_data_dir)
+  node = config
+  *parents, leaf = field.split('.')
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    loop.build_setup(config)
+
+
+def test_unknown_dataset_and_field(digits_data_dir):
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.data.name = 'no_such_dataset'
+  with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
+    loop.build_setup(config)
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.model = dict(posembed='sincos2d')
+  with pytest.raises(ValueError, match='Unknown field model.posembed'):
+    loop.build_setup(config)
+
+
+def _launch(workdir, data_dir, *extra):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
+       f'--workdir={workdir}', *extra], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+
+def _run_until_step(workdir, data_dir, stop_at, sig):
+  """Starts a run, sends `sig` once it has logged step `stop_at`, returns its output."""
+  proc = _launch(workdir, data_dir)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith(f'step {stop_at}/'):
+      proc.send_signal(sig)
+      break
+  out = proc.communicate(timeout=300)[0]
+  return proc.returncode, ''.join(lines) + out
+
+
+@pytest.fixture(scope='module')
+def reference_run(digits_data_dir, tmp_path_factory):
+  """An uninterrupted command-line run: the final state every resumed run must reproduce."""
+  reference = str(tmp_path_factory.mktemp('reference'))
+  proc = _launch(reference, digits_data_dir)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0, out[-2000:]
+  return _final_params(reference, digits_data_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig, reference_run):
+  stop_at = random.Random(int(time.time())).randint(5, 10)
+  interrupted = str(tmp_path / 'interrupted')
+  code, output = _run_until_step(interrupted, digits_data_dir, stop_at, sig)
+  if sig == signal.SIGTERM:
+    assert code == 0 and 'preempted (SIGTERM)' in output, output[-2000:]
+  else:
+    assert code == -signal.SIGKILL
+  resumed = _launch(interrupted, digits_data_dir)
+  out = resumed.communicate(timeout=300)[0]
+  assert resumed.returncode == 0, out[-2000:]
+  assert 'Resumed from the checkpoint at step' in out
+  ref_step, ref_params, ref_data = reference_run
+  step, params, data = _final_params(interrupted, digits_data_dir)
+  assert step == ref_step == 12 and data == ref_data
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)

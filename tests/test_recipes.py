@@ -1,0 +1,68 @@
+"""The recipes in configs/: they load, name real models and carry the published settings."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vit_jax import models
+from vit_jax.data import pipeline
+from vit_jax.data import preprocess
+from vit_jax.train import loop
+from vit_jax.train import optimizer
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def _recipe(name, *args):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
+@pytest.mark.parametrize('name,args', [('digits', ()), ('finetune', ('cifar10',)),
+                                       ('finetune', ('oxford_iiit_pet',)),
+                                       ('pretrain_i21k', ()), ('pretrain_i21k', ('ViT-L_16',)),
+                                       ('i1k_s16', ())])
+def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
+  config = _recipe(name, *args)
+  model_config = loop.model_config_from(config)
+  pipeline.check_image_size(config.image_size, model_config)
+  preprocess.parse(config.pp_train)
+  preprocess.parse(config.pp_eval)
+  model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3)),
+      train=False))['params']
+  steps = loop._num_steps(config, 1_281_167)  # pylint: disable=protected-access
+  tx, schedule = optimizer.build(config, shapes, steps)
+  assert tx is not None and float(schedule(steps)) <= float(config.lr.base)
+
+
+def test_paper_fine_tuning_settings():
+  for dataset, steps in (('cifar10', 10_000), ('cifar100', 10_000), ('imagenet2012', 20_000),
+                         ('oxford_iiit_pet', 500), ('oxford_flowers102', 500)):
+    config = _recipe('finetune', dataset)
+    assert (config.total_steps, config.batch_size, config.image_size) == (steps, 512, 384)
+    assert (config.optim.name, config.optim.momentum, config.wd, config.grad_clip_norm,
+            config.lr.schedule) == ('sgd', 0.9, 0.0, 1.0, 'cosine')
+    assert config.lr.base in (0.001, 0.003, 0.01, 0.03)
+  with pytest.raises(ValueError, match="Unknown fine-tuning dataset 'mnist'"):
+    _recipe('finetune', 'mnist')
+
+
+def test_pretraining_settings():
+  i21k = _recipe('pretrain_i21k')
+  assert (i21k.batch_size, i21k.lr.base, i21k.lr.warmup_steps, i21k.lr.schedule, i21k.wd,
+          i21k.total_epochs, i21k.loss) == (4096, 1e-3, 10_000, 'linear', 0.1, 90, 'sigmoid_xent')
+  assert loop.model_config_from(i21k).representation_size == 768
+  assert loop.model_config_from(i21k).transformer.dropout_rate == 0.1
+  s16 = _recipe('i1k_s16')
+  model = loop.model_config_from(s16)
+  assert (model.classifier, model.posemb, s16.mixup.alpha, s16.wd, s16.wd_decoupled) == (
+      'gap', 'sincos2d', 0.2, 1e-4, True)
+  assert 'randaug(2, 10)' in s16.pp_train
+  assert loop._num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)  # pylint: disable=protected-access
