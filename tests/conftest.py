@@ -19,6 +19,18 @@ def randomize(params, seed: int = 0, scale: float = 0.5):
   return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
+def tiny_vit_config(**overrides):
+  """A 2-layer, width-16 ViT config with 4x4 patches; `overrides` replace top-level fields."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
+      transformer=dict(mlp_dim=24, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0),
+      classifier='token', representation_size=None))
+  config.update(overrides)
+  return config
+
+
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)

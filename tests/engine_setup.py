@@ -88,3 +88,15 @@ def assert_params_close(actual, expected):
 
 def flat_params(params):
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
+
+
+def state_and_step(sizes, layout, **step_kwargs):
+  """(model, mesh, tx, state, jitted train step) of the tiny model on a fresh mesh."""
+  vit = model()
+  mesh = mesh_lib.make_mesh(sizes)
+  tx, _ = optimizer.build(opt_config(), abstract_params(vit), total_steps=10)
+  state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
+                                      layout=layout, ema='ema_decay' in step_kwargs)
+  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, **step_kwargs), mesh,
+                                 shardings, layout)
+  return vit, mesh, tx, state, step

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import randomize
+from conftest import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax.configs import models as model_configs
@@ -33,14 +34,7 @@ RELEASED_TESTING_KEYS = {
      for p in ('query', 'key', 'value', 'out') for w in ('bias', 'kernel')}
 
 
-def _config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
-      transformer=dict(mlp_dim=24, num_heads=4, num_layers=2, dropout_rate=0.0,
-                       attention_dropout_rate=0.0),
-      classifier='token', representation_size=None))
-  config.update(overrides)
-  return config
+_config = tiny_vit_config
 
 
 HYBRID = dict(patches={'size': (2, 2)}, resnet={'num_layers': (1, 1), 'width_factor': 1})

@@ -81,13 +81,8 @@ def test_giant_model_initialises_directly_into_shards():
 
 
 def test_non_finite_step_leaves_the_state_unchanged():
-  vit = engine_setup.model()
-  mesh = mesh_lib.make_mesh((8, 1, 1))
-  tx, _ = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
-  state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
-                                      mesh=mesh, layout='dp')
+  _, mesh, _, state, step = engine_setup.state_and_step((8, 1, 1), 'dp')
   before = jax.tree.map(np.asarray, state.params)
-  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx), mesh, shardings, 'dp')
   batch = engine_setup.batches(1)[0]
   batch['image'][0, 0, 0, 0] = np.nan
   state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))
@@ -96,12 +91,7 @@ def test_non_finite_step_leaves_the_state_unchanged():
 
 
 def test_activation_constraints_reach_the_compiled_step():
-  vit = engine_setup.model()
-  mesh = mesh_lib.make_mesh((2, 2, 2))
-  tx, _ = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
-  state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
-                                      mesh=mesh, layout='fsdp_tp')
-  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx), mesh, shardings, 'fsdp_tp')
+  _, mesh, _, state, step = engine_setup.state_and_step((2, 2, 2), 'fsdp_tp')
   batch = jax.device_put(engine_setup.batches(1)[0], mesh_lib.batch_sharding(mesh))
   with jax.set_mesh(mesh):
     text = step.jitted.lower(state, batch).as_text()
@@ -129,14 +119,8 @@ def test_eval_step_masked_sums_are_exact():
 
 
 def test_ema_tracks_the_parameters():
-  vit = engine_setup.model()
-  mesh = mesh_lib.make_mesh((8, 1, 1))
-  tx, _ = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
-  state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
-                                      mesh=mesh, layout='dp', ema=True)
+  _, mesh, _, state, step = engine_setup.state_and_step((8, 1, 1), 'dp', ema_decay=0.9)
   start = jax.tree.map(np.asarray, state.params)
-  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, ema_decay=0.9), mesh,
-                                 shardings, 'dp')
   for batch in engine_setup.batches(2):
     state, _ = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))
   # Two steps from p0: ema = 0.9 (0.9 p0 + 0.1 p1) + 0.1 p2; with lr 0 at step 0, p1 = p0.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import randomize
+from conftest import tiny_vit_config
 import numpy_vit
 from vit_jax import models
 from vit_jax.configs import models as model_configs
@@ -65,14 +66,7 @@ def test_every_variant_is_counted():
     assert models.count_params(_param_shapes(model)) == _analytic_count(config), name
 
 
-def _tiny_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
-      transformer=dict(mlp_dim=24, num_heads=4, num_layers=2, dropout_rate=0.0,
-                       attention_dropout_rate=0.0),
-      classifier='token', representation_size=None))
-  config.update(overrides)
-  return config
+_tiny_config = tiny_vit_config
 
 
 def _init(model, images, seed=0):

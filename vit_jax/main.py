@@ -34,12 +34,12 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
 
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
 
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   config = _CONFIG.value
   if _MODE.value == 'eval':
     if not _CHECKPOINT.value:
