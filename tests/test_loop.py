@@ -207,3 +207,12 @@ def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig,
   step, params, data = _final_params(interrupted, digits_data_dir)
   assert step == ref_step == 12 and data == ref_data
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+
+
+def test_a_relative_workdir_works(digits_data_dir, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.total_steps = 4
+  result = loop.train_and_evaluate(config, 'relative/run')
+  assert result['outcome'] == 'completed'
+  assert os.listdir(tmp_path / 'relative' / 'run' / 'checkpoints') == ['4']

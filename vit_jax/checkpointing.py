@@ -26,6 +26,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, max_to_keep: int = 3, keep_period: Optional[int] = None,
                async_save: bool = True):
+    if '://' not in workdir:  # orbax needs absolute local paths (gs://... is left alone)
+      workdir = os.path.abspath(workdir)
     self.directory = epath.Path(workdir) / 'checkpoints'
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, keep_period=keep_period, create=True,

@@ -250,6 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def save(step, wait=False):
     flush()
+    if step in ckpt.steps():  # e.g. re-running a finished run
+      return
     ckpt.save(step, state, batches.get_state(), config_dict, wait=wait)
 
   def run_eval(step):
