@@ -28,6 +28,16 @@ EXTRAS_REQUIRE = {
         'pytest>=8,<10',
         'pytest-xdist>=3.6,<4',
     ],
+    # Exports and their checks: torch pinned to the CPU build these machines carry on disk
+    # (a looser pin pulls several GB of CUDA packages); onnx via torch.onnx (dynamo exporter).
+    'export': [
+        'onnx>=1.17,<2',
+        'onnxruntime>=1.20,<2',
+        'onnxscript>=0.5,<1',
+        'safetensors>=0.4,<1',
+        'torch==2.13.0',
+        'transformers>=4.50,<6',
+    ],
     'gpu': ['jax[cuda12]>=0.7,<0.11'],
     'tpu': ['jax[tpu]>=0.7,<0.11'],
 }

@@ -13,6 +13,7 @@ import pytest
 from conftest import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
+from vit_jax import load
 from vit_jax import models
 
 CONFIG = ml_collections.ConfigDict(dict(
@@ -60,7 +61,7 @@ def test_native_image_size_of_variants():
     shapes = jax.eval_shape(lambda c=config: c.init(
         jax.random.key(0), jnp.ones((1, 224, 224, 3)), train=False))['params']
     inferred, _ = checkpoint.infer_model_config(shapes)
-    assert infer.native_image_size(shapes, inferred) == size, name
+    assert load.native_image_size(shapes, inferred) == size, name
 
 
 def test_missing_image_and_missing_arguments(tmp_path, saved):
@@ -71,6 +72,8 @@ def test_missing_image_and_missing_arguments(tmp_path, saved):
     infer.load_image(str(tmp_path / 'broken.png'), 32)
   with pytest.raises(ValueError, match='--model'):
     infer.build(None, None, None, 10)
+  with pytest.raises(FileNotFoundError, match='expected a workdir or an .npz'):
+    infer.build(None, str(tmp_path / 'nothing.npz'), None, 10)
 
 
 def test_command_line_smoke_run():

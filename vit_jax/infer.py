@@ -9,7 +9,6 @@ otherwise). Without `--image` the photograph that ships with scikit-learn is use
 """
 
 import dataclasses
-import math
 import os
 from typing import Optional, Sequence
 
@@ -20,11 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from vit_jax import checkpoint
+from vit_jax import load
 from vit_jax import models
-from vit_jax.configs import models as model_configs
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A released or exported .npz file.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
                              '--checkpoint when omitted.')
 _IMAGE = flags.DEFINE_list('image', None, 'Image files (comma separated). Default: an example '
@@ -61,45 +59,18 @@ def load_image(path: str, image_size: int) -> np.ndarray:
   return np.asarray(image, np.float32) / 127.5 - 1.0
 
 
-def native_image_size(params, config) -> Optional[int]:
-  """The square resolution a checkpoint was trained at, from its posemb grid and patch stride."""
-  encoder = params['Transformer']
-  if 'posembed_input' not in encoder:
-    return None
-  tokens = encoder['posembed_input']['pos_embedding'].shape[1] - int('cls' in params)
-  side = math.isqrt(tokens)
-  if side * side != tokens:
-    return None
-  stride = config.patches.size[0]
-  if config.get('resnet') is not None:
-    stride *= 4 * 2**max(len(config.resnet.num_layers) - 1, 0)
-  return side * stride
-
-
 def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],
           num_classes: int, seed: int = 0):
-  """(model, params, image_size) from a checkpoint and/or a variant name."""
-  if checkpoint_path is None:
-    if model_name is None:
-      raise ValueError('Pass --model=<variant> or --checkpoint=<file.npz>.')
-    model = models.get_model(model_name, num_classes=num_classes)
-    image_size = image_size or 224
-    params = jax.jit(model.init, static_argnames='train')(
-        jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
-    return model, params, image_size
-
-  restored = checkpoint.load(checkpoint_path)
-  inferred, classes = checkpoint.infer_model_config(restored)
-  config = model_configs.get_config(model_name) if model_name else inferred
-  model = models.VisionTransformer(num_classes=classes, **config)
-  native = native_image_size(restored, inferred) or 224
-  image_size = image_size or native
-  if image_size == native:
-    return model, restored, image_size
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False))['params']
-  params = checkpoint.load_pretrained(pretrained_path=checkpoint_path, init_params=shapes,
-                                      model_config=config, reset_head=False)
+  """(model, params, image_size) from a checkpoint (workdir or .npz) and/or a variant name."""
+  if checkpoint_path is not None:
+    loaded = load.load_model(checkpoint_path, model_name, image_size=image_size)
+    return loaded.model, loaded.params, loaded.image_size
+  if model_name is None:
+    raise ValueError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
+  model = models.get_model(model_name, num_classes=num_classes)
+  image_size = image_size or 224
+  params = jax.jit(model.init, static_argnames='train')(
+      jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
   return model, params, image_size
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import checkpointing
+from vit_jax import load
 from vit_jax import metrics as metrics_lib
 from vit_jax import models
 from vit_jax.configs import models as model_configs
@@ -42,7 +43,7 @@ class Setup:
   model: Any
   model_config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
-  local_batch: int
+  local_batch: Optional[int]
   total_steps: int
   train_source: Optional[sources.Source]
   eval_source: Optional[sources.Source]
@@ -80,11 +81,18 @@ def _num_steps(config, num_examples: Optional[int]) -> int:
   raise ValueError('Set total_steps, or total_epochs with a training dataset.')
 
 
-def build_setup(config: ml_collections.ConfigDict, *, with_train_data: bool = True) -> Setup:
-  """Mesh, sources, model, optimizer and the abstract (sharded) state; fails early and clearly."""
-  mesh = mesh_lib.make_mesh(tuple(config.mesh))
-  local_batch = pipeline.local_batch_size(config.batch_size, jax.process_count(),
-                                          jax.device_count())
+def build_setup(config: ml_collections.ConfigDict, *, with_train_data: bool = True,
+                devices=None) -> Setup:
+  """Mesh, sources, model, optimizer and the abstract (sharded) state; fails early and clearly.
+
+  Without training data (restoring for eval or export) the batch is not checked and `devices`
+  may restrict the mesh (e.g. to one device).
+  """
+  mesh = mesh_lib.make_mesh(tuple(config.mesh), devices)
+  local_batch = None
+  if with_train_data:
+    local_batch = pipeline.local_batch_size(config.batch_size, jax.process_count(),
+                                            jax.device_count())
   model_config = model_config_from(config)
   pipeline.check_image_size(config.image_size, model_config)
   model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
@@ -105,15 +113,7 @@ def build_setup(config: ml_collections.ConfigDict, *, with_train_data: bool = Tr
 def _pretrained_params(setup: Setup, init_params: Any) -> Any:
   """`config.init_from` (a released/big_vision .npz or one of our workdirs) mapped onto the model."""
   path = setup.config.init_from
-  if os.path.isdir(path):
-    other = ml_collections.ConfigDict(json.load(open(os.path.join(path, 'config.json'))))
-    other_setup = build_setup(other, with_train_data=False)
-    restored, _ = checkpointing.latest_params_from_workdir(path, other_setup.abstract_state)
-  elif os.path.exists(path):
-    restored = npz_checkpoint.load(path)
-  else:
-    raise FileNotFoundError(f'init_from={path}: no such .npz file or workdir.')
-  return npz_checkpoint.adapt_params(restored, init_params, source=path,
+  return npz_checkpoint.adapt_params(load.load_model(path).params, init_params, source=path,
                                      dont_load=tuple(setup.config.get('dont_load') or ()))
 
 
@@ -303,25 +303,12 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str) -> dict[st
   """
   if not config.get('eval_data'):
     raise ValueError('--mode=eval needs config.eval_data (name, split).')
-  if os.path.isdir(checkpoint_path):
-    with open(os.path.join(checkpoint_path, 'config.json'), encoding='utf-8') as f:
-      run_config = ml_collections.ConfigDict(json.load(f))
-    setup = build_setup(run_config, with_train_data=False)
-    params, _ = checkpointing.latest_params_from_workdir(checkpoint_path, setup.abstract_state)
-    model, mesh, layout = setup.model, setup.mesh, run_config.layout
-  else:
-    restored = npz_checkpoint.load(checkpoint_path)
-    model_config, num_classes = npz_checkpoint.infer_model_config(restored)
-    model = models.VisionTransformer(num_classes=num_classes, **model_config)
-    mesh, layout = mesh_lib.make_mesh(tuple(config.mesh)), config.layout
-    pipeline.check_image_size(config.image_size, model_config)
-    shapes = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), np.zeros((1, config.image_size, config.image_size, 3), np.float32),
-        train=False)['params'])
-    params = npz_checkpoint.adapt_params(restored, shapes, source=checkpoint_path,
-                                         reset_head=False)
-  shardings = partitioning.param_shardings(params, mesh, layout)
-  params = jax.device_put(params, shardings)
-  eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(model, mesh, loss=config.loss),
-                                     mesh, shardings, layout)
+  loaded = load.load_model(checkpoint_path, image_size=config.image_size)
+  pipeline.check_image_size(config.image_size, loaded.model_config)
+  mesh = mesh_lib.make_mesh(tuple(config.mesh))
+  shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
+  params = jax.device_put(loaded.params, shardings)
+  eval_step = step_lib.jit_eval_step(
+      step_lib.make_eval_step(loaded.model, mesh, loss=config.loss), mesh, shardings,
+      config.layout)
   return evaluate_params(config, mesh, sources.from_config(config.eval_data), params, eval_step)

@@ -1,0 +1,1 @@
+"""Exports: official .npz, timm and Hugging Face safetensors, StableHLO, ONNX."""

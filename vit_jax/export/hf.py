@@ -1,0 +1,63 @@
+"""Hugging Face: a directory `transformers.ViTForImageClassification.from_pretrained` loads.
+
+config.json (sizes, labels, `hidden_act` = `gelu_pytorch_tanh` for our default tanh GELU,
+`layer_norm_eps` 1e-6), model.safetensors, and preprocessor_config.json (inputs scaled to
+[-1, 1], as our models expect: mean 0.5, std 0.5). The model classifies from the cls token, so
+only `classifier='token'` models without a representation layer fit.
+"""
+
+import json
+import os
+from typing import Any, Optional, Sequence
+
+from safetensors import numpy as safetensors_numpy
+
+from vit_jax.export import torch_layouts
+
+
+def hf_config(model_config, num_classes: int, image_size: int,
+              labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
+  patch_h, patch_w = model_config.patches.size
+  if patch_h != patch_w:
+    raise ValueError(f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
+  labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes)]
+  return {
+      'architectures': ['ViTForImageClassification'],
+      'model_type': 'vit',
+      'hidden_size': model_config.hidden_size,
+      'num_hidden_layers': model_config.transformer.num_layers,
+      'num_attention_heads': model_config.transformer.num_heads,
+      'intermediate_size': model_config.transformer.mlp_dim,
+      'hidden_act': 'gelu_pytorch_tanh' if model_config.get('gelu_approximate', True) else 'gelu',
+      'hidden_dropout_prob': 0.0,
+      'attention_probs_dropout_prob': 0.0,
+      'initializer_range': 0.02,
+      'layer_norm_eps': 1e-6,
+      'image_size': image_size,
+      'patch_size': patch_h,
+      'num_channels': 3,
+      'qkv_bias': True,
+      'encoder_stride': patch_h,
+      'id2label': {str(i): name for i, name in enumerate(labels)},
+      'label2id': {name: i for i, name in enumerate(labels)},
+      'dtype': 'float32',
+  }
+
+
+def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
+           labels: Optional[Sequence[str]] = None) -> str:
+  torch_layouts.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
+                                 allow_pre_logits=False)
+  os.makedirs(out_dir, exist_ok=True)
+  config = hf_config(model_config, num_classes, image_size, labels)
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
+  with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
+    json.dump({'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
+               'size': {'height': image_size, 'width': image_size}, 'resample': 2,
+               'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
+               'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}, f, indent=2)
+  safetensors_numpy.save_file(torch_layouts.hf_state_dict(params, model_config, image_size),
+                              os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  return out_dir
