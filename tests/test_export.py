@@ -17,7 +17,7 @@ from conftest import tiny_vit_config
 import tiny_recipe
 from vit_jax import checkpoint
 from vit_jax import models
-from vit_jax.export import __main__ as export_cli
+from vit_jax import export as export_cli
 from vit_jax.export import stablehlo
 from vit_jax.export import timm as timm_export
 from vit_jax.train import loop

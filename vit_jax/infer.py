@@ -17,7 +17,6 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from vit_jax import load
 from vit_jax import models
@@ -45,18 +44,6 @@ def example_image() -> str:
   """Path of a photograph bundled with scikit-learn (no download)."""
   import sklearn.datasets  # pylint: disable=g-import-not-at-top
   return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images', 'china.jpg')
-
-
-def load_image(path: str, image_size: int) -> np.ndarray:
-  """RGB image resized to [image_size, image_size, 3] with values in [-1, 1]."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'Image not found: {path}')
-  try:
-    with Image.open(path) as image:
-      image = image.convert('RGB').resize((image_size, image_size), Image.BILINEAR)
-  except OSError as e:
-    raise ValueError(f'Cannot decode image {path}: {e}') from e
-  return np.asarray(image, np.float32) / 127.5 - 1.0
 
 
 def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],
@@ -87,7 +74,7 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
         image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
   model, params, image_size = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
-  images = np.stack([load_image(path, image_size) for path in image_paths])
+  images = np.stack([load.load_image(path, image_size) for path in image_paths])
   indices, values = classify(model, params, images, top_k)
   return [Prediction(path, idx.tolist(), val.tolist())
           for path, idx, val in zip(image_paths, indices, values)]

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import jax
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from vit_jax import checkpoint
 from vit_jax import models
@@ -84,3 +85,15 @@ def load_model(path: str, model_name: Optional[str] = None, *,
     params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
     native = image_size
   return Loaded(model, params, model_config, num_classes, native)
+
+
+def load_image(path: str, image_size: int) -> np.ndarray:
+  """RGB image resized to [image_size, image_size, 3] with values in [-1, 1]."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'Image not found: {path}')
+  try:
+    with Image.open(path) as image:
+      image = image.convert('RGB').resize((image_size, image_size), Image.BILINEAR)
+  except OSError as e:
+    raise ValueError(f'Cannot decode image {path}: {e}') from e
+  return np.asarray(image, np.float32) / 127.5 - 1.0

@@ -1,1 +1,31 @@
-"""Exports: official .npz, timm and Hugging Face safetensors, StableHLO, ONNX."""
+"""Exports: official .npz, timm and Hugging Face safetensors, StableHLO, ONNX.
+
+`export(checkpoint, fmt, out)` is what `python -m vit_jax.export` runs.
+"""
+
+FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
+
+
+def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
+           labels=None) -> str:
+  """Writes `checkpoint_path` as `fmt` to `out`; returns the path written."""
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_jax import load  # pylint: disable=g-import-not-at-top
+  if fmt not in FORMATS:
+    raise ValueError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
+  loaded = load.load_model(checkpoint_path, model_name, image_size=image_size)
+  args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
+  if fmt == 'npz':
+    checkpoint.save(loaded.params, out)
+    return out
+  if fmt == 'hf':
+    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+    return hf.export(*args, out, labels=labels)
+  if fmt == 'timm':
+    from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
+    return timm.export(*args, out)
+  if fmt == 'stablehlo':
+    from vit_jax.export import stablehlo  # pylint: disable=g-import-not-at-top
+    return stablehlo.export(loaded.model, loaded.params, loaded.image_size, out)
+  from vit_jax.export import onnx  # pylint: disable=g-import-not-at-top
+  return onnx.export(*args, out)

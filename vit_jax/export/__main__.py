@@ -11,39 +11,15 @@ onnx (a .onnx file, via the PyTorch model).
 from absl import app
 from absl import flags
 
-FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
+from vit_jax import export as export_lib
+
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.', required=True)
-_FORMAT = flags.DEFINE_enum('format', None, FORMATS, 'What to write.', required=True)
+_FORMAT = flags.DEFINE_enum('format', None, export_lib.FORMATS, 'What to write.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Output file (npz, onnx) or directory.', required=True)
 _MODEL = flags.DEFINE_string('model', None, 'Variant name for an .npz whose shapes are ambiguous.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Input resolution (default: the '
                                    "checkpoint's own; position embeddings are resampled).")
 _LABELS = flags.DEFINE_string('labels', None, 'Text file of class names (hf: id2label).')
-
-
-def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
-           labels=None) -> str:
-  """Writes `checkpoint_path` as `fmt` to `out`; returns the path written."""
-  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax import load  # pylint: disable=g-import-not-at-top
-  if fmt not in FORMATS:
-    raise ValueError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
-  loaded = load.load_model(checkpoint_path, model_name, image_size=image_size)
-  args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
-  if fmt == 'npz':
-    checkpoint.save(loaded.params, out)
-    return out
-  if fmt == 'hf':
-    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
-    return hf.export(*args, out, labels=labels)
-  if fmt == 'timm':
-    from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
-    return timm.export(*args, out)
-  if fmt == 'stablehlo':
-    from vit_jax.export import stablehlo  # pylint: disable=g-import-not-at-top
-    return stablehlo.export(loaded.model, loaded.params, loaded.image_size, out)
-  from vit_jax.export import onnx  # pylint: disable=g-import-not-at-top
-  return onnx.export(*args, out)
 
 
 def main(argv):
@@ -52,7 +28,7 @@ def main(argv):
   if _LABELS.value:
     with open(_LABELS.value, encoding='utf-8') as f:
       labels = [line.strip() for line in f if line.strip()]
-  path = export(_CHECKPOINT.value, _FORMAT.value, _OUT.value, model_name=_MODEL.value,
+  path = export_lib.export(_CHECKPOINT.value, _FORMAT.value, _OUT.value, model_name=_MODEL.value,
                 image_size=_IMAGE_SIZE.value, labels=labels)
   print(f'Wrote {_FORMAT.value} export to {path}')
 

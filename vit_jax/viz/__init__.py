@@ -1,0 +1,1 @@
+"""Looking inside a ViT: attention maps, rollout, attention distance, posemb and filter figures."""

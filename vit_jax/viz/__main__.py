@@ -1,0 +1,41 @@
+r"""Attention maps and the paper's analysis figures for a checkpoint.
+
+  python -m vit_jax.viz --checkpoint=workdirs/digits --image=photo.jpg --out=viz/
+  python -m vit_jax.viz --checkpoint=ViT-B_16.npz --image=images/ --out=viz/ --image_size=384
+
+Writes, into --out:
+  <image>_rollout.png / .npy   attention rollout overlaid on the input (paper Figure 6), raw map
+  <image>_heads.png            per-layer, per-head attention of the output token to the patches
+  attention_distance.png/.csv  mean attention distance per head vs depth over all images (Fig. 7)
+  posemb_similarity.png        cosine similarity of position embeddings (Fig. 7, centre)
+  embedding_filters.png        first principal components of the patch-embedding filters (Fig. 7)
+"""
+
+from absl import app
+from absl import flags
+
+from vit_jax.viz import report
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.')
+_IMAGE = flags.DEFINE_string('image', None, 'An image file or a folder of images.')
+_OUT = flags.DEFINE_string('out', None, 'Output folder.')
+_MODEL = flags.DEFINE_string('model', None, 'Variant name for an .npz whose shapes are ambiguous.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, "Input resolution (default: the "
+                                   "checkpoint's own; position embeddings are resampled).")
+_MAX_IMAGES = flags.DEFINE_integer('max_images', 64, 'At most this many images from a folder.')
+
+
+def main(argv):
+  del argv
+  for name, flag in (('checkpoint', _CHECKPOINT), ('image', _IMAGE), ('out', _OUT)):
+    if not flag.value:
+      raise app.UsageError(f'--{name} is required.')
+  written = report.run(_CHECKPOINT.value, report.image_paths(_IMAGE.value, _MAX_IMAGES.value),
+                       _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value)
+  for path in [*written.rollouts, *written.head_maps, written.distance_png, written.distance_csv,
+               written.posemb_png, written.filters_png]:
+    print(path)
+
+
+if __name__ == '__main__':
+  app.run(main)
