@@ -1,0 +1,223 @@
+r"""Side by side on this CPU: our train step and forward vs Hugging Face PyTorch and plain JAX.
+
+Same machine, same run, same sizes, same weights (the PyTorch model is our Hugging Face export),
+same thread count, fp32, Adam. Each measurement runs in its own process so that peak memory
+(max RSS) is its own; JAX rows also report XLA's compiled memory analysis. Before timing, the
+three implementations' losses on the same batch are compared (correctness first).
+
+  python experiments/bench/cpu_peers.py [--variants=S/16,B/16] [--batch=8] [--iters=5]
+
+Results: experiments/results/bench_cpu.md and .json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+IMPLS = ('ours', 'plain_jax', 'torch_hf')
+
+
+def _setup(variant: str, batch: int, seed: int = 0):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
+  config = model_configs.get_config(variant)
+  model = models.VisionTransformer(num_classes=1000, **config)
+  params = jax.jit(model.init, static_argnames='train')(
+      jax.random.key(seed), jnp.zeros((1, 224, 224, 3)), train=False)['params']
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(np.asarray, params)
+  params['head']['kernel'] = (0.02 * rng.standard_normal(params['head']['kernel'].shape)).astype(
+      np.float32)
+  images = rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
+  labels = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, batch)]
+  return config, model, params, images, labels
+
+
+def _time(fn, warmup: int, iters: int) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(iters):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, threads: int) -> dict:
+  """One (implementation, train|infer, variant) measurement in this process."""
+  config, model, params, images, labels = _setup(variant, batch)
+  result = {'impl': impl, 'mode': mode, 'variant': variant, 'batch': batch}
+  if impl == 'torch_hf':
+    import torch  # pylint: disable=g-import-not-at-top
+    from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top
+    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as folder:
+      hf.export(params, config, 1000, 224, folder)
+      net = ViTForImageClassification.from_pretrained(folder)
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    targets = torch.from_numpy(labels)
+    loss_fn = lambda: torch.nn.functional.cross_entropy(net(pixel_values=pixels).logits, targets)  # pylint: disable=unnecessary-lambda-assignment
+    if mode == 'train':
+      net.train()
+      opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+      with torch.no_grad():
+        result['loss'] = float(loss_fn())
+
+      def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+    else:
+      net.eval()
+
+      def step():
+        with torch.no_grad():
+          net(pixel_values=pixels)
+  else:
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import optax  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, HERE)
+    import plain_jax  # pylint: disable=g-import-not-at-top
+    layers, patch = config.transformer.num_layers, config.patches.size[0]
+    if impl == 'plain_jax':
+      forward = lambda p, x: plain_jax.forward(p, x, patch, layers)  # pylint: disable=unnecessary-lambda-assignment
+    else:
+      forward = lambda p, x: model.apply({'params': p}, x, train=False)  # pylint: disable=unnecessary-lambda-assignment
+    loss = lambda p, x, y: -jnp.mean(jnp.sum(y * jax.nn.log_softmax(forward(p, x)), -1))  # pylint: disable=unnecessary-lambda-assignment
+    result['loss'] = float(jax.jit(loss)(params, images, labels))
+    if mode == 'train':
+      if impl == 'plain_jax':
+        tx = optax.adam(1e-4)
+
+        def train(p, s, x, y):
+          value, grads = jax.value_and_grad(loss)(p, x, y)
+          updates, s = tx.update(grads, s, p)
+          return optax.apply_updates(p, updates), s, value
+        jitted = jax.jit(train)
+        state = [jax.device_put(params), tx.init(params)]
+        compiled = jitted.lower(state[0], state[1], images, labels).compile()
+
+        def step():
+          state[0], state[1], value = jitted(state[0], state[1], images, labels)
+          value.block_until_ready()
+      else:
+        import ml_collections  # pylint: disable=g-import-not-at-top
+        from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+        from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+        from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+        from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+        opt_config = ml_collections.ConfigDict(dict(
+            optim=dict(name='adam'), lr=dict(base=1e-4, schedule='constant'), grad_clip_norm=None))
+        tx, _ = optimizer.build(opt_config, params, 100)
+        mesh = mesh_lib.make_mesh((1, 1, 1), jax.devices()[:1])
+        _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
+                                          layout='dp')
+        train_state = state_lib.with_params(params, tx, shardings, seed=0)
+        run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, 'dp')
+        data = {'image': jax.device_put(images), 'labels': jax.device_put(labels)}
+        with jax.set_mesh(mesh):
+          compiled = run.jitted.lower(train_state, data).compile()
+        holder = [train_state]
+
+        def step():
+          holder[0], metrics = run(holder[0], data)
+          metrics['loss'].block_until_ready()
+    else:
+      jitted = jax.jit(forward)
+      device_params = jax.device_put(params)
+      compiled = jitted.lower(device_params, images).compile()
+
+      def step():
+        jitted(device_params, images).block_until_ready()
+    analysis = compiled.memory_analysis()
+    result['xla_bytes'] = int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes +
+                              analysis.output_size_in_bytes)
+  result['seconds'] = _time(step, warmup=2, iters=iters)
+  result['images_per_s'] = batch / result['seconds']
+  result['max_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--variants', default='S/16,B/16')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--iters', type=int, default=5)
+  parser.add_argument('--threads', type=int, default=os.cpu_count())
+  parser.add_argument('--one', default=None, help=argparse.SUPPRESS)  # impl:mode:variant
+  parser.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results'))
+  args = parser.parse_args()
+  if args.one:
+    impl, mode, variant = args.one.split(':')
+    print(json.dumps(measure_one(impl, mode, variant, args.batch, args.iters, args.threads)))
+    return
+
+  rows = []
+  for variant in args.variants.split(','):
+    for mode in ('train', 'infer'):
+      for impl in IMPLS:
+        proc = subprocess.run([sys.executable, __file__, f'--one={impl}:{mode}:{variant}',
+                               f'--batch={args.batch}', f'--iters={args.iters}',
+                               f'--threads={args.threads}'], capture_output=True, text=True,
+                              cwd=ROOT, check=False)
+        if proc.returncode:
+          raise RuntimeError(f'{impl} {mode} {variant} failed:\n{proc.stderr[-3000:]}')
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+
+  summary = []
+  for variant in args.variants.split(','):
+    for mode in ('train', 'infer'):
+      by_impl = {r['impl']: r for r in rows if r['variant'] == variant and r['mode'] == mode}
+      losses = [by_impl[i]['loss'] for i in IMPLS if 'loss' in by_impl[i]]
+      agree = max(losses) - min(losses) <= 1e-3 * abs(losses[0]) if losses else None
+      summary.append({
+          'variant': variant, 'mode': mode,
+          'ours_img_s': round(by_impl['ours']['images_per_s'], 2),
+          'torch_img_s': round(by_impl['torch_hf']['images_per_s'], 2),
+          'plain_jax_img_s': round(by_impl['plain_jax']['images_per_s'], 2),
+          'vs_torch': round(by_impl['ours']['images_per_s'] / by_impl['torch_hf']['images_per_s'], 2),
+          'vs_plain_jax': round(by_impl['ours']['images_per_s'] /
+                                by_impl['plain_jax']['images_per_s'], 2),
+          'ours_rss_mb': round(by_impl['ours']['max_rss_mb']),
+          'torch_rss_mb': round(by_impl['torch_hf']['max_rss_mb']),
+          'plain_jax_rss_mb': round(by_impl['plain_jax']['max_rss_mb']),
+          'ours_xla_mb': round(by_impl['ours']['xla_bytes'] / 2**20),
+          'plain_jax_xla_mb': round(by_impl['plain_jax']['xla_bytes'] / 2**20),
+          'losses_agree': agree})
+  machine = f'{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads'
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, 'bench_cpu.json'), 'w') as f:
+    json.dump({'machine': machine, 'batch': args.batch, 'image_size': 224, 'dtype': 'float32',
+               'rows': rows, 'summary': summary}, f, indent=2)
+  lines = [f'# CPU side by side ({machine}), fp32, batch {args.batch}, 224px, Adam', '',
+           '| variant | mode | ours img/s | PyTorch (HF) img/s | plain JAX img/s | ours / PyTorch | '
+           'ours / plain JAX | peak RSS MB (ours / torch / plain) | XLA MB (ours / plain) | '
+           'losses agree |', '|---|---|---|---|---|---|---|---|---|---|']
+  lines += [f'| {s["variant"]} | {s["mode"]} | {s["ours_img_s"]} | {s["torch_img_s"]} | '
+            f'{s["plain_jax_img_s"]} | {s["vs_torch"]}x | {s["vs_plain_jax"]}x | '
+            f'{s["ours_rss_mb"]} / {s["torch_rss_mb"]} / {s["plain_jax_rss_mb"]} | '
+            f'{s["ours_xla_mb"]} / {s["plain_jax_xla_mb"]} | {s["losses_agree"]} |'
+            for s in summary]
+  with open(os.path.join(args.out, 'bench_cpu.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  main()
