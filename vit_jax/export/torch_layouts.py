@@ -63,69 +63,85 @@ def _blocks(params):
   return tree, [tree['Transformer'][f'encoderblock_{i}'] for i in range(depth)]
 
 
-def hf_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
-  """transformers' ViTForImageClassification layout."""
+def _torch_arrays(params: Any, model_config, image_size: int):
+  """(model-level, [per-block]) arrays in PyTorch orientation under neutral role names."""
   tree, blocks = _blocks(params)
-  state = {
-      'vit.embeddings.cls_token': np.asarray(tree['cls']),
-      'vit.embeddings.position_embeddings': position_embedding(tree, model_config, image_size),
-      'vit.embeddings.patch_embeddings.projection.weight':
-          np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy(),
-      'vit.embeddings.patch_embeddings.projection.bias': _bias(tree['embedding']['bias']),
-      'vit.layernorm.weight': _bias(tree['Transformer']['encoder_norm']['scale']),
-      'vit.layernorm.bias': _bias(tree['Transformer']['encoder_norm']['bias']),
-      'classifier.weight': _dense_to_torch(tree['head']['kernel'], 1),
-      'classifier.bias': _bias(tree['head']['bias']),
-  }
-  for i, block in enumerate(blocks):
-    prefix = f'vit.encoder.layer.{i}.'
-    attention = block['MultiHeadDotProductAttention_0']
-    for name in ('query', 'key', 'value'):
-      state[f'{prefix}attention.attention.{name}.weight'] = _dense_to_torch(
-          attention[name]['kernel'], 1)
-      state[f'{prefix}attention.attention.{name}.bias'] = _bias(attention[name]['bias'])
-    state[f'{prefix}attention.output.dense.weight'] = _dense_to_torch(attention['out']['kernel'], 2)
-    state[f'{prefix}attention.output.dense.bias'] = _bias(attention['out']['bias'])
-    mlp = block['MlpBlock_0']
-    state[f'{prefix}intermediate.dense.weight'] = _dense_to_torch(mlp['Dense_0']['kernel'], 1)
-    state[f'{prefix}intermediate.dense.bias'] = _bias(mlp['Dense_0']['bias'])
-    state[f'{prefix}output.dense.weight'] = _dense_to_torch(mlp['Dense_1']['kernel'], 1)
-    state[f'{prefix}output.dense.bias'] = _bias(mlp['Dense_1']['bias'])
-    for ours, theirs in (('LayerNorm_0', 'layernorm_before'), ('LayerNorm_1', 'layernorm_after')):
-      state[f'{prefix}{theirs}.weight'] = _bias(block[ours]['scale'])
-      state[f'{prefix}{theirs}.bias'] = _bias(block[ours]['bias'])
-  return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
-
-
-def timm_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
-  """timm's `VisionTransformer` layout (fused qkv, OIHW patch conv)."""
-  tree, blocks = _blocks(params)
-  state = {
-      'pos_embed': position_embedding(tree, model_config, image_size),
-      'patch_embed.proj.weight': np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy(),
-      'patch_embed.proj.bias': _bias(tree['embedding']['bias']),
+  top = {
+      'cls': np.asarray(tree['cls']) if 'cls' in tree else None,
+      'posemb': position_embedding(tree, model_config, image_size),
+      'patch.weight': np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1),
+      'patch.bias': _bias(tree['embedding']['bias']),
       'norm.weight': _bias(tree['Transformer']['encoder_norm']['scale']),
       'norm.bias': _bias(tree['Transformer']['encoder_norm']['bias']),
       'head.weight': _dense_to_torch(tree['head']['kernel'], 1),
       'head.bias': _bias(tree['head']['bias']),
   }
-  if 'cls' in tree:
-    state['cls_token'] = np.asarray(tree['cls'])
-  for i, block in enumerate(blocks):
-    prefix = f'blocks.{i}.'
-    attention = block['MultiHeadDotProductAttention_0']
-    state[f'{prefix}attn.qkv.weight'] = np.concatenate(
-        [_dense_to_torch(attention[n]['kernel'], 1) for n in ('query', 'key', 'value')], axis=0)
-    state[f'{prefix}attn.qkv.bias'] = np.concatenate(
-        [_bias(attention[n]['bias']) for n in ('query', 'key', 'value')])
-    state[f'{prefix}attn.proj.weight'] = _dense_to_torch(attention['out']['kernel'], 2)
-    state[f'{prefix}attn.proj.bias'] = _bias(attention['out']['bias'])
-    mlp = block['MlpBlock_0']
-    state[f'{prefix}mlp.fc1.weight'] = _dense_to_torch(mlp['Dense_0']['kernel'], 1)
-    state[f'{prefix}mlp.fc1.bias'] = _bias(mlp['Dense_0']['bias'])
-    state[f'{prefix}mlp.fc2.weight'] = _dense_to_torch(mlp['Dense_1']['kernel'], 1)
-    state[f'{prefix}mlp.fc2.bias'] = _bias(mlp['Dense_1']['bias'])
-    for ours, theirs in (('LayerNorm_0', 'norm1'), ('LayerNorm_1', 'norm2')):
-      state[f'{prefix}{theirs}.weight'] = _bias(block[ours]['scale'])
-      state[f'{prefix}{theirs}.bias'] = _bias(block[ours]['bias'])
+  per_block = []
+  for block in blocks:
+    attention, mlp = block['MultiHeadDotProductAttention_0'], block['MlpBlock_0']
+    arrays = {f'{n}.weight': _dense_to_torch(attention[n]['kernel'], 1)
+              for n in ('query', 'key', 'value')}
+    arrays.update({f'{n}.bias': _bias(attention[n]['bias']) for n in ('query', 'key', 'value')})
+    arrays.update({
+        'out.weight': _dense_to_torch(attention['out']['kernel'], 2),
+        'out.bias': _bias(attention['out']['bias']),
+        'fc1.weight': _dense_to_torch(mlp['Dense_0']['kernel'], 1),
+        'fc1.bias': _bias(mlp['Dense_0']['bias']),
+        'fc2.weight': _dense_to_torch(mlp['Dense_1']['kernel'], 1),
+        'fc2.bias': _bias(mlp['Dense_1']['bias']),
+        'norm1.weight': _bias(block['LayerNorm_0']['scale']),
+        'norm1.bias': _bias(block['LayerNorm_0']['bias']),
+        'norm2.weight': _bias(block['LayerNorm_1']['scale']),
+        'norm2.bias': _bias(block['LayerNorm_1']['bias']),
+    })
+    per_block.append(arrays)
+  return top, per_block
+
+
+def _named(top, per_block, top_names, block_prefix, block_names):
+  state = {top_names[role]: value for role, value in top.items()
+           if value is not None and role in top_names}
+  for i, arrays in enumerate(per_block):
+    for role, value in arrays.items():
+      if role in block_names:
+        state[f'{block_prefix.format(i)}{block_names[role]}'] = value
   return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+_HF_TOP = {'cls': 'vit.embeddings.cls_token', 'posemb': 'vit.embeddings.position_embeddings',
+           'patch.weight': 'vit.embeddings.patch_embeddings.projection.weight',
+           'patch.bias': 'vit.embeddings.patch_embeddings.projection.bias',
+           'norm.weight': 'vit.layernorm.weight', 'norm.bias': 'vit.layernorm.bias',
+           'head.weight': 'classifier.weight', 'head.bias': 'classifier.bias'}
+_HF_BLOCK = {**{f'{n}.{w}': f'attention.attention.{n}.{w}' for n in ('query', 'key', 'value')
+                for w in ('weight', 'bias')},
+             'out.weight': 'attention.output.dense.weight',
+             'out.bias': 'attention.output.dense.bias',
+             'fc1.weight': 'intermediate.dense.weight', 'fc1.bias': 'intermediate.dense.bias',
+             'fc2.weight': 'output.dense.weight', 'fc2.bias': 'output.dense.bias',
+             'norm1.weight': 'layernorm_before.weight', 'norm1.bias': 'layernorm_before.bias',
+             'norm2.weight': 'layernorm_after.weight', 'norm2.bias': 'layernorm_after.bias'}
+_TIMM_TOP = {'cls': 'cls_token', 'posemb': 'pos_embed', 'patch.weight': 'patch_embed.proj.weight',
+             'patch.bias': 'patch_embed.proj.bias', 'norm.weight': 'norm.weight',
+             'norm.bias': 'norm.bias', 'head.weight': 'head.weight', 'head.bias': 'head.bias'}
+_TIMM_BLOCK = {'out.weight': 'attn.proj.weight', 'out.bias': 'attn.proj.bias',
+               'fc1.weight': 'mlp.fc1.weight', 'fc1.bias': 'mlp.fc1.bias',
+               'fc2.weight': 'mlp.fc2.weight', 'fc2.bias': 'mlp.fc2.bias',
+               'norm1.weight': 'norm1.weight', 'norm1.bias': 'norm1.bias',
+               'norm2.weight': 'norm2.weight', 'norm2.bias': 'norm2.bias'}
+
+
+def hf_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
+  """transformers' ViTForImageClassification layout."""
+  top, per_block = _torch_arrays(params, model_config, image_size)
+  return _named(top, per_block, _HF_TOP, 'vit.encoder.layer.{}.', _HF_BLOCK)
+
+
+def timm_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
+  """timm's `VisionTransformer` layout (fused qkv in q, k, v order, OIHW patch conv)."""
+  top, per_block = _torch_arrays(params, model_config, image_size)
+  for arrays in per_block:
+    arrays['qkv.weight'] = np.concatenate([arrays[f'{n}.weight'] for n in ('query', 'key', 'value')])
+    arrays['qkv.bias'] = np.concatenate([arrays[f'{n}.bias'] for n in ('query', 'key', 'value')])
+  return _named(top, per_block, _TIMM_TOP, 'blocks.{}.',
+                {**_TIMM_BLOCK, 'qkv.weight': 'attn.qkv.weight', 'qkv.bias': 'attn.qkv.bias'})
