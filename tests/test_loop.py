@@ -216,3 +216,22 @@ def test_a_relative_workdir_works(digits_data_dir, tmp_path, monkeypatch):
   result = loop.train_and_evaluate(config, 'relative/run')
   assert result['outcome'] == 'completed'
   assert os.listdir(tmp_path / 'relative' / 'run' / 'checkpoints') == ['4']
+
+
+def test_fine_tuning_from_one_of_our_workdirs(finished, digits_data_dir, tmp_path):
+  _, params, _ = _final_params(finished[0], digits_data_dir)
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.num_classes = 3
+  config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot(3)|keep("image", "labels")'
+  config.pp_eval = config.pp_train
+  config.lr.base, config.lr.warmup_steps, config.wd, config.total_steps = 0.0, 0, 0.0, 1
+  config.init_from = finished[0]
+  config.dont_load = ('Transformer/encoder_norm/.*',)
+  workdir = str(tmp_path / 'ft_from_run')
+  loop.train_and_evaluate(config, workdir)
+  _, state, _, _ = checkpointing.Checkpointer(workdir).restore(
+      loop.build_setup(config, with_train_data=False).abstract_state)
+  tuned = jax.tree.map(np.asarray, jax.device_get(state.params))
+  np.testing.assert_array_equal(tuned['embedding']['kernel'], params['embedding']['kernel'])
+  assert tuned['head']['kernel'].shape == (16, 3) and not tuned['head']['kernel'].any()
+  np.testing.assert_array_equal(tuned['Transformer']['encoder_norm']['scale'], np.ones(16))
