@@ -36,7 +36,7 @@ def get_config(model_name='ViT-B_16'):
   config.total_epochs = 90
   config.loss = 'sigmoid_xent'
   config.optim = dict(name='adam', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
-                      mu_dtype='bfloat16')
+                      mu_dtype=None)  # 'bfloat16' halves the first moment's memory
   config.lr = dict(base=1e-3, schedule='linear', warmup_steps=10_000, end=1e-5, timescale=10_000)
   config.wd = 0.1
   config.wd_decoupled = False
