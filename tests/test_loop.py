@@ -29,8 +29,10 @@ def finished(digits_data_dir, tmp_path_factory):
   return workdir, result
 
 
-def _final_params(workdir, data_dir):
-  setup = loop.build_setup(tiny_recipe.get_config(data_dir), with_train_data=False)
+def _final_params(workdir, data_dir, total_steps=None):
+  config = tiny_recipe.get_config(data_dir)
+  config.total_steps = total_steps or config.total_steps
+  setup = loop.build_setup(config, with_train_data=False)
   restored = checkpointing.Checkpointer(workdir, async_save=False).restore(setup.abstract_state)
   step, state, data_state, _ = restored
   return step, jax.tree.map(np.asarray, jax.device_get(state.params)), data_state
@@ -159,22 +161,34 @@ def test_unknown_dataset_and_field(digits_data_dir):
     loop.build_setup(config)
 
 
-def _launch(workdir, data_dir, *extra):
+RESUME_STEPS = 40  # long enough for an async checkpoint to be finalized mid-run
+
+
+def _launch(workdir, data_dir):
   return subprocess.Popen(
       [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
-       f'--workdir={workdir}', *extra], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+       f'--workdir={workdir}', f'--config.total_steps={RESUME_STEPS}'], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finalized_steps(workdir):
+  folder = os.path.join(workdir, 'checkpoints')
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit()) if os.path.isdir(
+      folder) else []
 
 
 def _run_until_step(workdir, data_dir, stop_at, sig):
-  """Starts a run, sends `sig` once it has logged step `stop_at`, returns its output."""
+  """Starts a run and sends `sig` once it has logged step `stop_at` or later and at least one
+  (asynchronously written) checkpoint is complete on disk; returns its exit code and output."""
   proc = _launch(workdir, data_dir)
   lines = []
   for line in proc.stdout:
     lines.append(line)
-    if line.startswith(f'step {stop_at}/'):
-      proc.send_signal(sig)
-      break
+    if line.startswith('step ') and '/' in line:
+      step = int(line.split()[1].split('/')[0])
+      if step >= stop_at and _finalized_steps(workdir):
+        proc.send_signal(sig)
+        break
   out = proc.communicate(timeout=300)[0]
   return proc.returncode, ''.join(lines) + out
 
@@ -186,13 +200,13 @@ def reference_run(digits_data_dir, tmp_path_factory):
   proc = _launch(reference, digits_data_dir)
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-2000:]
-  return _final_params(reference, digits_data_dir)
+  return _final_params(reference, digits_data_dir, RESUME_STEPS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
 def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig, reference_run):
-  stop_at = random.Random(int(time.time())).randint(5, 10)
+  stop_at = random.Random(int(time.time())).randint(5, 30)
   interrupted = str(tmp_path / 'interrupted')
   code, output = _run_until_step(interrupted, digits_data_dir, stop_at, sig)
   if sig == signal.SIGTERM:
@@ -202,10 +216,10 @@ def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig,
   resumed = _launch(interrupted, digits_data_dir)
   out = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0, out[-2000:]
-  assert 'Resumed from the checkpoint at step' in out
+  assert 'Resumed from the checkpoint at step' in out, out[-2000:]
   ref_step, ref_params, ref_data = reference_run
-  step, params, data = _final_params(interrupted, digits_data_dir)
-  assert step == ref_step == 12 and data == ref_data
+  step, params, data = _final_params(interrupted, digits_data_dir, RESUME_STEPS)
+  assert step == ref_step == RESUME_STEPS and data == ref_data
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
 
 
