@@ -15,13 +15,14 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 ROOT = os.path.dirname(os.path.dirname(HERE))
 IMPLS = ('ours', 'plain_jax', 'torch_hf')
 
@@ -43,17 +44,6 @@ def _setup(variant: str, batch: int, seed: int = 0):
   images = rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
   labels = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, batch)]
   return config, model, params, images, labels
-
-
-def _time(fn, warmup: int, iters: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, threads: int) -> dict:
@@ -147,7 +137,7 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
     analysis = compiled.memory_analysis()
     result['xla_bytes'] = int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes +
                               analysis.output_size_in_bytes)
-  result['seconds'] = _time(step, warmup=2, iters=iters)
+  result['seconds'] = timing.median_seconds(step, warmup=2, iters=iters)
   result['images_per_s'] = batch / result['seconds']
   result['max_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return result

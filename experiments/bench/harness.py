@@ -18,7 +18,6 @@ Results: experiments/results/bench_<tag>.md and .json. TensorFlow is not importe
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -40,6 +39,7 @@ from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong
 from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import plain_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Dense peak FLOP/s per device by device_kind substring (bf16 / fp32 tensor-core rates).
 PEAKS = {'H200': {'bfloat16': 989e12, 'float32': 494e12}, 'H100': {'bfloat16': 989e12,
@@ -65,16 +65,6 @@ def device_peak(dtype: str) -> tuple[float, str]:
     matmul(a).block_until_ready()
     best = max(best, 2 * size**3 / (time.perf_counter() - start))
   return best * jax.device_count(), 'measured matmul'
-
-
-def _timed(fn, iters: int) -> float:
-  fn()  # warm-up after compilation
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224):
@@ -137,8 +127,8 @@ def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224)
     with jax.set_mesh(mesh):
       forward(holder[0].params, data['image']).block_until_ready()
 
-  train_s = _timed(train_once, iters)
-  infer_s = _timed(infer_once, iters)
+  train_s = timing.median_seconds(train_once, iters=iters)
+  infer_s = timing.median_seconds(infer_once, iters=iters)
   peak, peak_source = device_peak(dtype)
   analytic = flops_lib.forward_flops(config, image_size)
   cost = compiled_forward.cost_analysis()
