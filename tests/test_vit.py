@@ -3,7 +3,6 @@ scan/remat/dtype equivalences, stochastic depth and input validation."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 

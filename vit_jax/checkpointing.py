@@ -42,10 +42,7 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         config=ocp.args.JsonSave(config)), force=True)
     if wait:
-        self._manager.wait_until_finished()
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+      self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -64,17 +61,6 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
                         self.directory, step, type(e).__name__, str(e).splitlines()[0][:300])
-    return None
-
-  def restore_config(self) -> Optional[dict]:
-    """The config saved with the newest checkpoint, without touching the state."""
-    for step in reversed(self.steps()):
-      try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))
-        return dict(restored.config)
-      except Exception:  # pylint: disable=broad-except
-        continue
     return None
 
   def reached_preemption(self, step: int) -> bool:

@@ -20,6 +20,7 @@ from PIL import Image
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax.configs import models as model_configs
+from vit_jax.models import resnet
 
 
 @dataclasses.dataclass
@@ -31,12 +32,6 @@ class Loaded:
   image_size: int  # the resolution the parameters were trained at (posemb grid x patch stride)
 
 
-def stem_stride(model_config) -> int:
-  """Pixels per patch-grid step before the patch embedding: 1, or the ResNet stem's stride."""
-  resnet = model_config.get('resnet')
-  return 1 if resnet is None else 4 * 2**max(len(resnet.num_layers) - 1, 0)
-
-
 def native_image_size(params, model_config) -> Optional[int]:
   """The square resolution a learned posemb was trained at (None for sincos or non-square)."""
   encoder = params['Transformer']
@@ -46,7 +41,7 @@ def native_image_size(params, model_config) -> Optional[int]:
   side = math.isqrt(tokens)
   if side * side != tokens:
     return None
-  return side * model_config.patches.size[0] * stem_stride(model_config)
+  return side * model_config.patches.size[0] * resnet.stem_stride(model_config)
 
 
 def _from_workdir(workdir: str) -> tuple[Any, ml_collections.ConfigDict, int, int]:

@@ -71,7 +71,6 @@ def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224)
   config = model_configs.get_config(variant)
   model = models.VisionTransformer(num_classes=1000, dtype=jnp.dtype(dtype), remat=remat,
                                    scan=scan, **config)
-  reference_model = models.VisionTransformer(num_classes=1000, **config)
   mesh = mesh_lib.make_mesh(LAYOUT_MESH[layout])
   opt = ml_collections.ConfigDict(dict(optim=dict(name='adam'), lr=dict(base=1e-4,
                                                                        schedule='constant'),

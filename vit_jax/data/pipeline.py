@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax.data import sources as sources_lib
+from vit_jax.models import resnet
 
 Batch = dict[str, Any]
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
@@ -43,9 +44,7 @@ def local_batch_size(global_batch: int, process_count: int, device_count: int) -
 def check_image_size(image_size: int, model_config) -> None:
   """Fails early when the input size does not split into the model's patches."""
   patch = tuple(model_config.patches.size)
-  stride = 1
-  if model_config.get('resnet') is not None:
-    stride = 4 * 2**max(len(model_config.resnet.num_layers) - 1, 0)
+  stride = resnet.stem_stride(model_config)
   for side, p in zip((image_size, image_size), patch):
     if side % (p * stride):
       raise ValueError(f'Image size {image_size} is not divisible by the effective patch size '

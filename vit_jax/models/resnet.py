@@ -71,6 +71,13 @@ class ResNetStage(nn.Module):
     return x
 
 
+def stem_stride(model_config) -> int:
+  """Input pixels per feature-map step before the patch embedding: 1 without a ResNet stem,
+  4 for the root (stride-2 conv, stride-2 pool) and x2 for every stage after the first."""
+  resnet = model_config.get('resnet')
+  return 1 if resnet is None else 4 * 2**max(len(resnet['num_layers']) - 1, 0)
+
+
 def resnet_stem(x: jnp.ndarray, *, num_layers: Sequence[int], width_factor: float = 1,
                 dtype: Dtype = jnp.float32) -> jnp.ndarray:
   """Root (7x7/2 conv, GroupNorm, ReLU, 3x3/2 max-pool) and stages: [b, h, w, 3] -> feature map.

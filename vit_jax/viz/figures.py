@@ -1,7 +1,6 @@
 """PNG figures (matplotlib, Agg): overlays, per-head maps, distance scatter, mosaics."""
 
 import csv
-from typing import Sequence
 
 import matplotlib
 

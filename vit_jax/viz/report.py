@@ -35,6 +35,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
   """Computes every figure for `images` (paths) and writes them into `out`."""
   from vit_jax import load  # pylint: disable=g-import-not-at-top
   from vit_jax.models import posemb as posemb_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import resnet  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import analysis  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import figures  # pylint: disable=g-import-not-at-top
 
@@ -42,7 +43,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
   pixels = np.stack([load.load_image(path, size) for path in images])
   prefix = int(config.classifier in ('token', 'token_unpooled'))
-  stride = config.patches.size[0] * load.stem_stride(config)
+  stride = config.patches.size[0] * resnet.stem_stride(config)
   grid = (size // stride, size // stride)
   os.makedirs(out, exist_ok=True)
 
