@@ -5,6 +5,11 @@ same thread count, fp32, Adam. Each measurement runs in its own process so that 
 (max RSS) is its own; JAX rows also report XLA's compiled memory analysis. Before timing, the
 three implementations' losses on the same batch are compared (correctness first).
 
+The same run also measures this machine's ceiling: the best fp32 matmul rate that JAX or PyTorch
+reaches on it (a 2048^3 product and the model's largest GEMM). Dividing a step's analytic FLOPs
+(`vit_jax.flops`) by that rate gives the fastest any implementation could run the step, hence
+the largest ratio over PyTorch that is possible at all; the table prints it beside the target.
+
   python experiments/bench/cpu_peers.py [--variants=S/16,B/16] [--batch=8] [--iters=5]
 
 Results: experiments/results/bench_cpu.md and .json.
@@ -44,6 +49,48 @@ def _setup(variant: str, batch: int, seed: int = 0):
   images = rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
   labels = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, batch)]
   return config, model, params, images, labels
+
+
+def _best_rate(matmul, shapes, repeats: int = 5) -> float:
+  """Best FLOP/s of `matmul(m, k, n)` (returns a timed callable) over shapes and repeats."""
+  import time  # pylint: disable=g-import-not-at-top
+  best = 0.0
+  for m, k, n in shapes:
+    run = matmul(m, k, n)
+    run()
+    for _ in range(repeats):
+      start = time.perf_counter()
+      run()
+      best = max(best, 2 * m * k * n / (time.perf_counter() - start))
+  return best
+
+
+def measure_peak(variants: list[str], batch: int, threads: int) -> dict:
+  """The best dense fp32 matmul rate of JAX and of PyTorch on this machine, same threads."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  shapes = [(2048, 2048, 2048)]
+  for variant in variants:  # the MLP's [batch*tokens, width] x [width, mlp_dim] GEMM
+    config = model_configs.get_config(variant)
+    tokens = (224 // config.patches.size[0])**2 + 1
+    shapes.append((batch * tokens, config.hidden_size, config.transformer.mlp_dim))
+
+  def jax_matmul(m, k, n):
+    a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    product = jax.jit(jnp.matmul)
+    return lambda: product(a, b).block_until_ready()
+
+  def torch_matmul(m, k, n):
+    a, b = torch.ones(m, k), torch.ones(k, n)
+    return lambda: torch.matmul(a, b)
+
+  rates = {'jax': _best_rate(jax_matmul, shapes), 'torch': _best_rate(torch_matmul, shapes)}
+  return {'impl': 'peak', 'gflops_jax': rates['jax'] / 1e9,
+          'gflops_torch': rates['torch'] / 1e9, 'gflops': max(rates.values()) / 1e9,
+          'shapes': shapes}
 
 
 def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, threads: int) -> dict:
@@ -152,30 +199,45 @@ def main():
   parser.add_argument('--one', default=None, help=argparse.SUPPRESS)  # impl:mode:variant
   parser.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results'))
   args = parser.parse_args()
+  variants = args.variants.split(',')
+  if args.one == 'peak':
+    print(json.dumps(measure_peak(variants, args.batch, args.threads)))
+    return
   if args.one:
     impl, mode, variant = args.one.split(':')
     print(json.dumps(measure_one(impl, mode, variant, args.batch, args.iters, args.threads)))
     return
 
+  def run_one(which: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, f'--one={which}', f'--variants={args.variants}',
+                           f'--batch={args.batch}', f'--iters={args.iters}',
+                           f'--threads={args.threads}'], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    if proc.returncode:
+      raise RuntimeError(f'{which} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+  peak = run_one('peak')
+  print(peak, flush=True)
   rows = []
-  for variant in args.variants.split(','):
+  for variant in variants:
     for mode in ('train', 'infer'):
       for impl in IMPLS:
-        proc = subprocess.run([sys.executable, __file__, f'--one={impl}:{mode}:{variant}',
-                               f'--batch={args.batch}', f'--iters={args.iters}',
-                               f'--threads={args.threads}'], capture_output=True, text=True,
-                              cwd=ROOT, check=False)
-        if proc.returncode:
-          raise RuntimeError(f'{impl} {mode} {variant} failed:\n{proc.stderr[-3000:]}')
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        rows.append(run_one(f'{impl}:{mode}:{variant}'))
         print(rows[-1], flush=True)
 
+  from vit_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
+  targets = {'train': 1.5, 'infer': 1.7}
   summary = []
-  for variant in args.variants.split(','):
+  for variant in variants:
+    forward = flops_lib.forward_flops(model_configs.get_config(variant), 224)
     for mode in ('train', 'infer'):
       by_impl = {r['impl']: r for r in rows if r['variant'] == variant and r['mode'] == mode}
       losses = [by_impl[i]['loss'] for i in IMPLS if 'loss' in by_impl[i]]
       agree = max(losses) - min(losses) <= 1e-3 * abs(losses[0]) if losses else None
+      step_flops = (3 if mode == 'train' else 1) * forward * args.batch
+      rate = {i: step_flops / by_impl[i]['seconds'] / 1e9 for i in IMPLS}
       summary.append({
           'variant': variant, 'mode': mode,
           'ours_img_s': round(by_impl['ours']['images_per_s'], 2),
@@ -184,6 +246,10 @@ def main():
           'vs_torch': round(by_impl['ours']['images_per_s'] / by_impl['torch_hf']['images_per_s'], 2),
           'vs_plain_jax': round(by_impl['ours']['images_per_s'] /
                                 by_impl['plain_jax']['images_per_s'], 2),
+          'target_vs_torch': targets[mode],
+          # The fastest possible step runs every FLOP at the measured peak matmul rate.
+          'ceiling_vs_torch': round(peak['gflops'] / rate['torch_hf'], 2),
+          'peak_fraction': {i: round(rate[i] / peak['gflops'], 3) for i in IMPLS},
           'ours_rss_mb': round(by_impl['ours']['max_rss_mb']),
           'torch_rss_mb': round(by_impl['torch_hf']['max_rss_mb']),
           'plain_jax_rss_mb': round(by_impl['plain_jax']['max_rss_mb']),
@@ -194,13 +260,21 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'bench_cpu.json'), 'w') as f:
     json.dump({'machine': machine, 'batch': args.batch, 'image_size': 224, 'dtype': 'float32',
-               'rows': rows, 'summary': summary}, f, indent=2)
+               'peak': peak, 'rows': rows, 'summary': summary}, f, indent=2)
+  pct = lambda x: f'{100 * x:.0f}%'  # pylint: disable=unnecessary-lambda-assignment
   lines = [f'# CPU side by side ({machine}), fp32, batch {args.batch}, 224px, Adam', '',
+           f'Measured fp32 matmul peak in this run: **{peak["gflops"]:.0f} GFLOP/s** (JAX '
+           f'{peak["gflops_jax"]:.0f}, PyTorch {peak["gflops_torch"]:.0f}). "ceiling" is the '
+           'largest ratio over PyTorch any implementation could reach: peak / PyTorch\'s '
+           'achieved FLOP rate.', '',
            '| variant | mode | ours img/s | PyTorch (HF) img/s | plain JAX img/s | ours / PyTorch | '
-           'ours / plain JAX | peak RSS MB (ours / torch / plain) | XLA MB (ours / plain) | '
-           'losses agree |', '|---|---|---|---|---|---|---|---|---|---|']
+           'target | ceiling | ours / plain JAX | % of peak (ours / torch / plain) | '
+           'peak RSS MB (ours / torch / plain) | XLA MB (ours / plain) | losses agree |',
+           '|' + '---|' * 13]
   lines += [f'| {s["variant"]} | {s["mode"]} | {s["ours_img_s"]} | {s["torch_img_s"]} | '
-            f'{s["plain_jax_img_s"]} | {s["vs_torch"]}x | {s["vs_plain_jax"]}x | '
+            f'{s["plain_jax_img_s"]} | {s["vs_torch"]}x | {s["target_vs_torch"]}x | '
+            f'{s["ceiling_vs_torch"]}x | {s["vs_plain_jax"]}x | '
+            f'{" / ".join(pct(s["peak_fraction"][i]) for i in ("ours", "torch_hf", "plain_jax"))} | '
             f'{s["ours_rss_mb"]} / {s["torch_rss_mb"]} / {s["plain_jax_rss_mb"]} | '
             f'{s["ours_xla_mb"]} / {s["plain_jax_xla_mb"]} | {s["losses_agree"]} |'
             for s in summary]
