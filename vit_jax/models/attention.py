@@ -64,19 +64,20 @@ class MultiHeadAttention(nn.Module):
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
+    if self.implementation not in (None, 'fused', 'explicit'):
+      raise ValueError(f"implementation must be None, 'fused' or 'explicit', got "
+                       f'{self.implementation!r}.')
     num_heads, head_dim = self.num_heads, width // self.num_heads
     # One (kernel, bias) per projection, exactly `nn.DenseGeneral`'s parameters.
-    weights = [_HeadsProjection(shape=(width, num_heads, head_dim), dtype=self.dtype,
+    projections = [_HeadsProjection(shape=(width, num_heads, head_dim), dtype=self.dtype,
                                 param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                 name=name)() for name in ('query', 'key', 'value')]
 
     dropout_active = not deterministic and self.dropout_rate > 0
     # On CPU XLA runs the fused call as the same two batched dots; computing them heads-major
-    # ([b, h, t, d]) saves the transposes around them (+6-10% on a ViT-S/16 CPU train step,
-    # experiments/results/cpu_levers.md). Elsewhere the fused call can take cuDNN kernels.
-    if self.implementation not in (None, 'fused', 'explicit'):
-      raise ValueError(f"implementation must be None, 'fused' or 'explicit', got "
-                       f'{self.implementation!r}.')
+    # ([b, h, t, d]) saves the transposes around them (with the fused q/k/v GEMM, +4-10% on a
+    # ViT-S/16 CPU train step, experiments/results/cpu_levers.md). Elsewhere the fused call can
+    # take cuDNN kernels.
     preferred = self.implementation or ('explicit' if jax.default_backend() == 'cpu' else 'fused')
     explicit = (dropout_active or self.is_mutable_collection('intermediates')
                 or preferred == 'explicit')
@@ -86,14 +87,14 @@ class MultiHeadAttention(nn.Module):
                   ('batch', 'length', 'act_heads', None))
     bias_shape = (num_heads, 1, head_dim) if explicit else (1, num_heads, head_dim)
     if inputs_q is inputs_kv:  # self-attention: q, k and v from one [width, 3 * width] GEMM
-      kernel = jnp.stack([k for k, _ in weights])
-      bias = jnp.stack([b.reshape(bias_shape) for _, b in weights])[:, None]
+      kernel = jnp.stack([k for k, _ in projections])
+      bias = jnp.stack([b.reshape(bias_shape) for _, b in projections])[:, None]
       qkv = jnp.einsum(f'btc,schd->s{layout}', inputs_q.astype(self.dtype), kernel) + bias
       query, key, value = qkv[0], qkv[1], qkv[2]
     else:
       query, key, value = (
           jnp.einsum(f'btc,chd->{layout}', inputs.astype(self.dtype), k) + b.reshape(bias_shape)
-          for inputs, (k, b) in zip((inputs_q, inputs_kv, inputs_kv), weights))
+          for inputs, (k, b) in zip((inputs_q, inputs_kv, inputs_kv), projections))
     query, key, value = (nn.with_logical_constraint(t, heads_axes) for t in (query, key, value))
 
     if explicit:
