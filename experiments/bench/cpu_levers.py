@@ -109,7 +109,7 @@ def _build_step(variant: str, change, batch: int):
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  _, model, params, images, labels = cpu_peers._setup(variant, batch)  # pylint: disable=protected-access
+  _, model, params, images, labels = cpu_peers.setup(variant, batch)
   opt_config = ml_collections.ConfigDict(dict(
       optim=dict(name='adam'), lr=dict(base=1e-4, schedule='constant'), grad_clip_norm=None))
   tx, _ = optimizer.build(opt_config, params, 100)

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 IMPLS = ('ours', 'plain_jax', 'torch_hf')
 
 
-def _setup(variant: str, batch: int, seed: int = 0):
+def setup(variant: str, batch: int, seed: int = 0):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -49,20 +49,6 @@ def _setup(variant: str, batch: int, seed: int = 0):
   images = rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
   labels = np.eye(1000, dtype=np.float32)[rng.integers(0, 1000, batch)]
   return config, model, params, images, labels
-
-
-def _best_rate(matmul, shapes, repeats: int = 5) -> float:
-  """Best FLOP/s of `matmul(m, k, n)` (returns a timed callable) over shapes and repeats."""
-  import time  # pylint: disable=g-import-not-at-top
-  best = 0.0
-  for m, k, n in shapes:
-    run = matmul(m, k, n)
-    run()
-    for _ in range(repeats):
-      start = time.perf_counter()
-      run()
-      best = max(best, 2 * m * k * n / (time.perf_counter() - start))
-  return best
 
 
 def measure_peak(variants: list[str], batch: int, threads: int) -> dict:
@@ -87,7 +73,8 @@ def measure_peak(variants: list[str], batch: int, threads: int) -> dict:
     a, b = torch.ones(m, k), torch.ones(k, n)
     return lambda: torch.matmul(a, b)
 
-  rates = {'jax': _best_rate(jax_matmul, shapes), 'torch': _best_rate(torch_matmul, shapes)}
+  rates = {'jax': timing.best_matmul_rate(jax_matmul, shapes),
+           'torch': timing.best_matmul_rate(torch_matmul, shapes)}
   return {'impl': 'peak', 'gflops_jax': rates['jax'] / 1e9,
           'gflops_torch': rates['torch'] / 1e9, 'gflops': max(rates.values()) / 1e9,
           'shapes': shapes}
@@ -95,7 +82,7 @@ def measure_peak(variants: list[str], batch: int, threads: int) -> dict:
 
 def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, threads: int) -> dict:
   """One (implementation, train|infer, variant) measurement in this process."""
-  config, model, params, images, labels = _setup(variant, batch)
+  config, model, params, images, labels = setup(variant, batch)
   result = {'impl': impl, 'mode': mode, 'variant': variant, 'batch': batch}
   if impl == 'torch_hf':
     import torch  # pylint: disable=g-import-not-at-top

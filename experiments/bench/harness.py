@@ -55,15 +55,11 @@ def device_peak(dtype: str) -> tuple[float, str]:
     if name in kind and dtype in peaks:
       return peaks[dtype] * jax.device_count(), f'{name} datasheet'
   # CPU (or unknown): the best dense matmul rate measured now, on all devices.
-  size = 2048
-  a = jnp.ones((size, size), dtype)
-  matmul = jax.jit(lambda x: x @ x)
-  matmul(a).block_until_ready()
-  best = 0.0
-  for _ in range(5):
-    start = time.perf_counter()
-    matmul(a).block_until_ready()
-    best = max(best, 2 * size**3 / (time.perf_counter() - start))
+  def matmul(m, k, n):
+    a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
+    product = jax.jit(jnp.matmul)
+    return lambda: product(a, b).block_until_ready()
+  best = timing.best_matmul_rate(matmul, [(2048, 2048, 2048)])
   return best * jax.device_count(), 'measured matmul'
 
 
