@@ -9,11 +9,7 @@ rate is the best of the paper's sweep {0.001, 0.003, 0.01, 0.03} for ViT-B/16 (o
       --config.model_name=ViT-B_16 --config.init_from=imagenet21k/ViT-B_16.npz
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.configs import common
 
 # dataset: (classes, steps, train split, eval split, learning rate)
 DATASETS = {
@@ -33,20 +29,18 @@ def get_config(dataset='cifar10'):
   config.model_name = 'ViT-B_16'
   config.num_classes = classes
   config.image_size = 384
-  config.init_from = None  # set --config.init_from=<released .npz or workdir>
-  config.data = dict(name=dataset, split=train_split, data_dir=None, prepare=False)
-  config.eval_data = dict(name=dataset, split=eval_split, data_dir=None, prepare=False)
+  # Set --config.init_from=<released .npz or workdir>.
+  config.data.name, config.data.split = dataset, train_split
+  config.eval_data.name, config.eval_data.split = dataset, eval_split
   # The official fine-tuning input: random crop of 5-100% area, flip; eval resizes the image.
-  config.pp_train = (f'decode_jpeg_and_inception_crop(384)|flip_lr|value_range(-1, 1)|'
-                     f'onehot({classes})|keep("image", "labels")')
-  config.pp_eval = f'decode|resize(384)|value_range(-1, 1)|onehot({classes})|keep("image", "labels")'
+  config.pp_train = ('decode_jpeg_and_inception_crop(384)|flip_lr|value_range(-1, 1)|onehot|'
+                     'keep("image", "labels")')
+  config.pp_eval = 'decode|resize(384)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 512
   config.eval_batch_size = 512
   config.total_steps = steps
-  config.optim = dict(name='sgd', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
-                      mu_dtype=None)
-  config.lr = dict(base=lr, schedule='cosine', warmup_steps=min(500, steps // 10), end=0.0,
-                   timescale=10_000)
+  config.optim.name, config.optim.momentum = 'sgd', 0.9
+  config.lr.base, config.lr.schedule, config.lr.warmup_steps = lr, 'cosine', min(500, steps // 10)
   config.wd = 0.0
   config.grad_clip_norm = 1.0
   config.eval_every = max(steps // 10, 100)

@@ -8,11 +8,7 @@ RandAugment(2, 10), mixup 0.2, no dropout; reaches 76.5% top-1 in the paper (90 
       --config.data.data_dir=/data/tfds
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.configs import common
 
 
 def get_config(epochs='90'):
@@ -21,19 +17,18 @@ def get_config(epochs='90'):
   config.model = dict(classifier='gap', posemb='sincos2d')
   config.num_classes = 1000
   config.image_size = 224
-  config.data = dict(name='imagenet2012', split='train[:99%]', data_dir=None, prepare=False)
-  config.eval_data = dict(name='imagenet2012', split='validation', data_dir=None, prepare=False)
+  config.data.name, config.data.split = 'imagenet2012', 'train[:99%]'
+  config.eval_data.name, config.eval_data.split = 'imagenet2012', 'validation'
   config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|'
-                     'value_range(-1, 1)|onehot(1000)|keep("image", "labels")')
-  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot(1000)|'
+                     'value_range(-1, 1)|onehot|keep("image", "labels")')
+  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
                     'keep("image", "labels")')
   config.batch_size = 1024
   config.eval_batch_size = 1024
   config.total_epochs = float(epochs)
-  config.mixup = dict(kind='mixup', alpha=0.2)
-  config.optim = dict(name='adam', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
-                      mu_dtype=None)
-  config.lr = dict(base=1e-3, schedule='cosine', warmup_steps=10_000, end=0.0, timescale=10_000)
+  config.mixup.kind, config.mixup.alpha = 'mixup', 0.2
+  config.optim.name = 'adam'
+  config.lr.base, config.lr.schedule, config.lr.warmup_steps = 1e-3, 'cosine', 10_000
   config.wd = 1e-4
   config.wd_decoupled = True
   config.grad_clip_norm = 1.0

@@ -8,13 +8,8 @@ layer of the model width, 224px. `--config=configs/pretrain_i21k.py:ViT-L_16` fo
       --config.data.data_dir=/data/tfds --config.mesh='(-1, 8, 1)' --config.layout=fsdp
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.configs import common
+from vit_jax.configs import models as model_configs
 
 
 def get_config(model_name='ViT-B_16'):
@@ -25,19 +20,19 @@ def get_config(model_name='ViT-B_16'):
                       transformer=dict(dropout_rate=0.1))
   config.num_classes = 21843
   config.image_size = 224
-  config.data = dict(name='imagenet21k', split='full[102400:]', data_dir=None, prepare=False)
-  config.eval_data = dict(name='imagenet21k', split='full[:102400]', data_dir=None, prepare=False)
-  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|'
-                     'onehot(21843)|keep("image", "labels")')
-  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot(21843)|'
+  config.data.name, config.data.split = 'imagenet21k', 'full[102400:]'
+  config.eval_data.name, config.eval_data.split = 'imagenet21k', 'full[:102400]'
+  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|onehot|'
+                     'keep("image", "labels")')
+  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
                     'keep("image", "labels")')
   config.batch_size = 4096
   config.eval_batch_size = 4096
   config.total_epochs = 90
   config.loss = 'sigmoid_xent'
-  config.optim = dict(name='adam', b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
-                      mu_dtype=None)  # 'bfloat16' halves the first moment's memory
-  config.lr = dict(base=1e-3, schedule='linear', warmup_steps=10_000, end=1e-5, timescale=10_000)
+  config.optim.name = 'adam'  # optim.mu_dtype='bfloat16' halves the first moment's memory
+  config.lr.base, config.lr.schedule, config.lr.warmup_steps, config.lr.end = (
+      1e-3, 'linear', 10_000, 1e-5)
   config.wd = 0.1
   config.wd_decoupled = False
   config.grad_clip_norm = 1.0

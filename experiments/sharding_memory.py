@@ -18,6 +18,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -29,8 +30,7 @@ LAYOUTS = {'dp': (8, 1, 1), 'fsdp': (1, 8, 1), 'fsdp_tp': (1, 4, 2)}
 def measure(model_name: str, batch: int, image_size: int):
   model = models.get_model(model_name, num_classes=1000, scan=True)
   config = ml_collections.ConfigDict(dict(optim=dict(name='adam'), lr=dict(base=1e-3)))
-  abstract_params = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False)['params'])
+  abstract_params = geometry.abstract_params(model, image_size)
   tx, _ = optimizer.build(config, abstract_params, 100)
   rows = []
   for layout, sizes in LAYOUTS.items():
@@ -43,7 +43,7 @@ def measure(model_name: str, batch: int, image_size: int):
                                   opt_state=tx.init(params), rng=jax.random.PRNGKey(0))
 
     abstract = jax.eval_shape(init, jax.random.key(0))
-    shardings = state_lib.state_shardings(abstract, mesh, layout)
+    shardings = state_lib.state_shardings(abstract, tx, mesh, layout)
     state_bytes = sum(
         int(jnp.prod(jnp.array(s.shard_shape(x.shape)))) * x.dtype.itemsize
         for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))

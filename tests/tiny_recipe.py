@@ -1,10 +1,6 @@
 """A seconds-long digits run for the runner tests: `--config=tests/tiny_recipe.py:<data_dir>`."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'configs'))
-import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.configs import common
 
 
 def get_config(data_dir=None):
@@ -14,15 +10,16 @@ def get_config(data_dir=None):
                       transformer=dict(mlp_dim=32, num_heads=2, num_layers=1, dropout_rate=0.1))
   config.num_classes = 10
   config.image_size = 16
-  config.data = dict(name='digits', split='train[:256]', data_dir=data_dir or None)
-  config.eval_data = dict(name='digits', split='test[:50]', data_dir=data_dir or None)
-  config.pp_train = ('decode|inception_crop(16, area_min=60)|value_range(-1, 1)|onehot(10)|'
+  config.data.name, config.data.split, config.data.data_dir = 'digits', 'train[:256]', data_dir
+  config.eval_data.name, config.eval_data.split = 'digits', 'test[:50]'
+  config.eval_data.data_dir = data_dir
+  config.pp_train = ('decode|inception_crop(16, area_min=60)|value_range(-1, 1)|onehot|'
                      'keep("image", "labels")')
-  config.pp_eval = 'decode|resize(16)|value_range(-1, 1)|onehot(10)|keep("image", "labels")'
+  config.pp_eval = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 32
   config.eval_batch_size = 16
   config.total_steps = 12
-  config.lr = dict(base=3e-3, schedule='cosine', warmup_steps=2, end=0.0, timescale=10_000)
+  config.lr.base, config.lr.warmup_steps = 3e-3, 2
   config.wd = 1e-4
   config.wd_decoupled = True
   config.log_every = 1

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
+from vit_jax import param_names
 from vit_jax.configs import models as model_configs
 from vit_jax.models import layout
 
@@ -39,15 +40,12 @@ _GROUPNORM = re.compile(r'^gn(\d+|_root|_proj)$')
 _NUMBERED = re.compile(r'^(.*)_(\d+)$')
 
 
-def flatten(tree: Mapping[str, Any], sep: str = '/') -> dict[str, Any]:
-  """Nested dict -> {'a/b/c': leaf}."""
-  return {sep.join(path): leaf for path, leaf in flax.traverse_util.flatten_dict(tree).items()}
+flatten = param_names.flatten  # the official module's names for them
 
 
 def recover_tree(keys: Iterable[str], values: Iterable[Any]) -> dict[str, Any]:
-  """{'a/b': x} style flat names and leaves -> nested dict."""
-  return flax.traverse_util.unflatten_dict(
-      {tuple(key.split('/')): value for key, value in zip(keys, values)})
+  """{'a/b': x} style flat names and leaves -> nested dict (the official API)."""
+  return param_names.unflatten(dict(zip(keys, values)))
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
@@ -69,7 +67,8 @@ def convert_pre_linen(tree: Mapping[str, Any]) -> dict[str, Any]:
 
   `{LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3}` becomes
   `{LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0}`. Idempotent on Linen
-  trees.
+  trees. (flax.training.checkpoints has the same function, but importing it loads TensorFlow
+  through flax.io: seconds of start-up for every tool that reads an .npz.)
   """
   if not isinstance(tree, Mapping):
     return tree
@@ -242,10 +241,8 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   init_scanned = 'encoderblock' in init_tree.get('Transformer', {})
   init_flat = flatten(layout.unstack_encoder_blocks(init_tree))
 
-  take_from_init = [re.compile(pattern) for pattern in dont_load]
-  if reset_head:
-    take_from_init.append(re.compile(r'^head/'))
-  from_init = lambda key: any(p.match(key) for p in take_from_init)  # pylint: disable=unnecessary-lambda-assignment
+  take_from_init = list(dont_load) + ([r'head/.*'] if reset_head else [])
+  from_init = lambda key: param_names.matches(take_from_init, key)  # pylint: disable=unnecessary-lambda-assignment
 
   # Position embeddings: adapt the cls row, then the grid.
   posemb_key = '/'.join(POSEMB_PATH)

@@ -7,6 +7,8 @@ GELU, softmax) is left out, as is customary for MFU. Training = 3 x forward.
 
 from typing import Optional
 
+from vit_jax.models import geometry
+
 
 def _conv_macs(height: int, width: int, kernel: int, c_in: int, c_out: int, stride: int):
   out_h, out_w = -(-height // stride), -(-width // stride)
@@ -46,7 +48,7 @@ def forward_flops(model_config, image_size: int, num_classes: Optional[int] = 10
                                             model_config.resnet.get('width_factor', 1))
   patches = (side // patch_h) * (side // patch_w)
   macs += patches * patch_h * patch_w * channels * width
-  tokens = patches + int(model_config.get('classifier', 'token') in ('token', 'token_unpooled'))
+  tokens = patches + geometry.num_prefix_tokens(model_config)
   per_layer = tokens * (4 * width * width + 2 * width * mlp) + 2 * tokens * tokens * width
   macs += layers * per_layer
   if model_config.get('classifier') == 'map':
@@ -57,7 +59,7 @@ def forward_flops(model_config, image_size: int, num_classes: Optional[int] = 10
     macs += width * model_config.representation_size
     head_in = model_config.representation_size
   if num_classes:
-    outputs = tokens if model_config.get('classifier') in ('unpooled', 'token_unpooled') else 1
+    outputs = tokens if model_config.get('classifier') in geometry.UNPOOLED_CLASSIFIERS else 1
     macs += outputs * head_in * num_classes
   return 2 * macs
 

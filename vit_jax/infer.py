@@ -12,14 +12,15 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import load
+from vit_jax import cli
 from vit_jax import models
+from vit_jax import trained_model
+from vit_jax.data import images as images_lib
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
@@ -50,7 +51,7 @@ def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size:
           num_classes: int, seed: int = 0):
   """(model, params, image_size) from a checkpoint (workdir or .npz) and/or a variant name."""
   if checkpoint_path is not None:
-    loaded = load.load_model(checkpoint_path, model_name, image_size=image_size)
+    loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
     return loaded.model, loaded.params, loaded.image_size
   if model_name is None:
     raise ValueError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
@@ -74,7 +75,7 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
         image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
   model, params, image_size = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
-  images = np.stack([load.load_image(path, image_size) for path in image_paths])
+  images = np.stack([images_lib.load_image(path, image_size) for path in image_paths])
   indices, values = classify(model, params, images, top_k)
   return [Prediction(path, idx.tolist(), val.tolist())
           for path, idx, val in zip(image_paths, indices, values)]
@@ -100,4 +101,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

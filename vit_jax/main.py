@@ -13,6 +13,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vit_jax import cli
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, plots.')
@@ -36,29 +38,34 @@ def main(argv):
 
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
-  from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
-
   config = _CONFIG.value
+  if _MODE.value == 'eval' and not _CHECKPOINT.value:
+    raise app.UsageError('--mode=eval needs --checkpoint=<workdir or .npz>.')
+  if _MODE.value == 'train' and not _WORKDIR.value:
+    raise app.UsageError('Training needs --workdir=<run directory>.')
+  from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         **distributed.timeouts_from_config(config))
   if _MODE.value == 'eval':
-    if not _CHECKPOINT.value:
-      raise app.UsageError('--mode=eval needs --checkpoint=<workdir or .npz>.')
-    result = loop.evaluate(config, _CHECKPOINT.value)
+    from vit_jax.train import evaluation  # pylint: disable=g-import-not-at-top
+    result = evaluation.evaluate_checkpoint(config, _CHECKPOINT.value)
     print(f'{_CHECKPOINT.value}: accuracy {result["eval/accuracy"]:.4f}, loss '
           f'{result["eval/loss"]:.4f} on {int(result["eval/examples"])} examples')
     return
-  if not _WORKDIR.value:
-    raise app.UsageError('Training needs --workdir=<run directory>.')
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),
                                    overwrite=_OVERWRITE.value)
   summary = ', '.join(f'{k} {v:.4f}' for k, v in result.items()
                       if k.startswith('eval/') and isinstance(v, float))
-  print(f'Run {result["outcome"]} at step {result["step"]}. {summary}'.strip())
+  if result['outcome'] == 'completed':
+    print(f'Run completed at step {result["step"]}. {summary}'.strip())
+  else:
+    print(f'Run {result["outcome"]}: saved; restart the same command to continue.')
   if result.get('plot'):
     print(f'Curves: {result["plot"]}')
   logging.flush()
+  distributed.shutdown()
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

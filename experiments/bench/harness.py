@@ -33,6 +33,7 @@ sys.path.insert(0, HERE)
 
 from vit_jax import flops as flops_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -72,8 +73,7 @@ def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224)
                                                                        schedule='constant'),
                                        grad_clip_norm=None))
   image_shape = (image_size, image_size, 3)
-  abstract_params = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, *image_shape)), train=False)['params'])
+  abstract_params = geometry.abstract_params(model, image_size)
   tx, _ = optimizer.build(opt, abstract_params, 100)
   state, shardings = state_lib.create(model, tx, image_shape=image_shape, seed=0, mesh=mesh,
                                       layout=layout)

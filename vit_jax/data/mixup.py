@@ -49,3 +49,21 @@ def per_shard(mixer: Mixer, mesh: jax.sharding.Mesh, batch_axes: Sequence[str]) 
     return mixer(jax.random.fold_in(rng, shard), images, labels)
 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=(spec, spec))
+
+
+KINDS = {'mixup': mixup, 'cutmix': cutmix}
+
+
+def from_config(mix: dict, mesh: jax.sharding.Mesh,
+                batch_axes: Sequence[str]) -> Mixer | None:
+  """The per-shard mixer of `config.mixup` ({'kind': 'mixup' | 'cutmix' | None, 'alpha'})."""
+  kind = (mix or {}).get('kind')
+  if not kind:
+    return None
+  if kind not in KINDS:
+    raise ValueError(f'config.mixup.kind={kind!r}; expected one of {sorted(KINDS)} or None.')
+  alpha = float(mix.get('alpha', 0.2))
+  if alpha <= 0:
+    raise ValueError(f'config.mixup.alpha must be positive, found {alpha}.')
+  base = KINDS[kind]
+  return per_shard(lambda rng, x, y: base(rng, x, y, alpha), mesh, batch_axes)

@@ -1,10 +1,11 @@
 """Sources -> per-process tf.data batches -> global `jax.Array`s on the mesh.
 
-Training order is a pure function of (seed, epoch, position): each process owns a contiguous,
-disjoint block of the split (as `tfds.even_splits`), shuffles it with a stateless permutation per
-epoch, and draws augmentation randomness from a seed made of (run seed, position in its stream).
-The iterator's state is just that position, so restoring it replays exactly the batches an
-uninterrupted run would have produced.
+Training order is a pure function of (seed, global position), independent of the host count:
+one stateless permutation of the whole split per epoch makes a global stream of examples; global
+batch b is stream positions [b * B, (b + 1) * B) and process p reads the p-th slice of it;
+augmentation randomness is seeded by (run seed, global stream position). The iterator's state is
+the global position (examples of the stream handed out so far), so a checkpoint resumes the same
+batches on 1, 2 or N processes.
 
 Evaluation covers the whole split: every process pads its block to the same number of batches
 and a `mask` marks real examples, so metrics are exact for any split size and device count.
@@ -20,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax.data import sources as sources_lib
-from vit_jax.models import resnet
 
 Batch = dict[str, Any]
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
@@ -41,48 +41,44 @@ def local_batch_size(global_batch: int, process_count: int, device_count: int) -
   return global_batch // process_count
 
 
-def check_image_size(image_size: int, model_config) -> None:
-  """Fails early when the input size does not split into the model's patches."""
-  patch = tuple(model_config.patches.size)
-  stride = resnet.stem_stride(model_config)
-  for side, p in zip((image_size, image_size), patch):
-    if side % (p * stride):
-      raise ValueError(f'Image size {image_size} is not divisible by the effective patch size '
-                       f'{p * stride} (patches.size={patch}'
-                       f'{f", ResNet stem stride {stride}" if stride > 1 else ""}).')
+def _example_seed(seed: int, position):
+  """Augmentation seed of the example at global stream `position`: the same on any host count."""
+  return tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
 
 
-def _example_seed(seed: int, position, process_index: int):
-  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
-  return tf.random.experimental.stateless_fold_in(base, process_index)
-
-
-def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_batch: int,
+def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_batch: int,
                   seed: int, position: int = 0, process_index: int = 0,
                   process_count: int = 1) -> tf.data.Dataset:
-  """Infinite batches of this process's block, starting `position` examples into its stream."""
-  start, stop = process_range(source.num_examples, process_index, process_count)
-  size = stop - start
+  """Infinite batches of this process's slice of each global batch, from global `position`.
+
+  The global stream is one permutation of the whole split per epoch (seeded by (seed, epoch));
+  global batch b is stream positions [b * global_batch, (b + 1) * global_batch), of which process
+  p takes the p-th contiguous slice. Indices are cheap to skip: only this process's examples are
+  read and decoded.
+  """
+  local_batch = local_batch_size(global_batch, process_count, 1)
+  if position % global_batch:
+    raise ValueError(f'Data position {position} is not a whole number of global batches of '
+                     f'{global_batch}.')
+  size = source.num_examples
   if size == 0:
-    raise ValueError(f'{source.name} has {source.num_examples} examples: none left for process '
-                     f'{process_index} of {process_count}.')
+    raise ValueError(f'{source.name} has no examples.')
   first_epoch, offset = divmod(position, size)
 
   def epoch_order(epoch):
-    epoch_seed = tf.random.experimental.stateless_fold_in(
-        tf.stack([tf.constant(seed, tf.int64), epoch]), process_index)
+    epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
     return tf.data.Dataset.from_tensor_slices(
-        tf.random.experimental.stateless_shuffle(tf.range(start, stop, dtype=tf.int64),
-                                                 epoch_seed))
+        tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), epoch_seed))
 
   indices = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order).skip(offset)
   positions = tf.data.Dataset.range(position, 2**62)
+  mine = tf.data.Dataset.zip(positions, indices).batch(local_batch, drop_remainder=True)
+  mine = mine.shard(process_count, process_index).unbatch()
 
   def load(position, index):
-    return preprocess(source.lookup(index), _example_seed(seed, position, process_index))
+    return preprocess(source.lookup(index), _example_seed(seed, position))
 
-  dataset = tf.data.Dataset.zip(positions, indices).map(
-      load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = mine.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -100,7 +96,7 @@ def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_ba
   num_batches = math.ceil(largest_block / local_batch)
 
   def load(index):
-    example = preprocess(source.lookup(index), _example_seed(0, index, process_index))
+    example = preprocess(source.lookup(index), _example_seed(0, index))
     return {**example, 'mask': tf.constant(1.0)}
 
   dataset = tf.data.Dataset.range(start, stop).map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -139,15 +135,15 @@ def eval_batches(dataset: tf.data.Dataset, sharding=None) -> Iterator[Batch]:
 class TrainIterator:
   """Training batches with a restorable position; converts and prefetches on a thread.
 
-  `get_state()` is `{'position': examples of this process's stream handed out so far}`:
-  what the caller has received, not what the pipeline has read ahead.
+  `get_state()` is `{'global_position': examples of the global stream handed out so far}`: what
+  the caller has received, not what the pipeline has read ahead. The same on every process.
   """
 
-  def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], *, local_batch: int,
+  def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], *, global_batch: int,
                sharding: Optional[jax.sharding.Sharding] = None, prefetch: int = 2,
                position: int = 0):
     self._make_dataset = make_dataset
-    self._local_batch = local_batch
+    self._global_batch = global_batch
     self._sharding = sharding
     self._prefetch = prefetch
     self._thread = None
@@ -188,17 +184,35 @@ class TrainIterator:
       raise item
     if isinstance(item, Exception):
       raise item
-    self._position += self._local_batch
+    self._position += self._global_batch
     return item
 
   def get_state(self) -> dict[str, int]:
-    return {'position': self._position}
+    return {'global_position': self._position}
 
   def set_state(self, state: dict[str, int]) -> None:
     """Continues from a saved `get_state()`: the next batch is the one that followed it."""
-    if set(state) != {'position'} or int(state['position']) < 0:
-      raise ValueError(f'Not a data-iterator state: {state!r}; expected {{"position": int >= 0}}.')
-    self._start(int(state['position']))
+    self._start(position_of(state))
+
+  def close(self):
+    if self._thread is not None:
+      self._stop.set()
+      self._thread.join(timeout=5)
+      self._thread = None
+
+
+def position_of(data_state: dict) -> int:
+  """The global stream position of a saved data state.
+
+  Checkpoints written before the order became host-count independent stored `position`: this
+  process's own stream, which is the global one for single-process runs.
+  """
+  if set(data_state) == {'global_position'} and int(data_state['global_position']) >= 0:
+    return int(data_state['global_position'])
+  if set(data_state) == {'position'} and int(data_state['position']) >= 0:
+    return int(data_state['position'])
+  raise ValueError(f'Not a data-iterator state: {data_state!r}; expected '
+                   '{"global_position": int >= 0}.')
 
   def close(self):
     if self._thread is not None:

@@ -8,7 +8,7 @@ position in the stream), so augmentation is reproducible and independent of para
 """
 
 import ast
-from typing import Callable
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -191,7 +191,11 @@ def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> Op:
 @register('onehot')
 def onehot(depth: int, smoothing: float = 0.0, key: str = 'label',
            key_result: str = 'labels') -> Op:
-  """Integer label -> float32 [depth] target, label-smoothed: 1 - s + s/depth and s/depth."""
+  """Integer label -> float32 [depth] target, label-smoothed: 1 - s + s/depth and s/depth.
+
+  In a run's config write `onehot` alone: the depth follows `config.num_classes`, and label
+  smoothing belongs to `config.label_smoothing` (the loss applies it).
+  """
   def op(example, seed):
     del seed
     target = tf.one_hot(example[key], depth, dtype=tf.float32)
@@ -228,13 +232,34 @@ def _parse_op(text: str) -> tuple[str, list, dict]:
   return call.func.id, args, kwargs
 
 
-def parse(spec: str) -> Callable[[Example, tf.Tensor], Example]:
-  """'op1(...)|op2|...' -> fn(example, seed): each random op gets its own seed from `seed`."""
+def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[list, dict]:
+  """`onehot` without a depth takes `num_classes`; a depth that disagrees with it is refused."""
+  depth = args[0] if args else kwargs.get('depth')
+  if depth is None:
+    if num_classes is None:
+      raise ValueError(f'{text.strip()!r} needs a depth (no num_classes to take it from).')
+    return args, {**kwargs, 'depth': num_classes}
+  if num_classes is not None and depth != num_classes:
+    raise ValueError(f'{text.strip()!r} has depth {depth} but config.num_classes is '
+                     f'{num_classes}; write onehot without a depth to follow num_classes.')
+  return args, kwargs
+
+
+def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf.Tensor], Example]:
+  """'op1(...)|op2|...' -> fn(example, seed): each random op gets its own seed from `seed`.
+
+  `num_classes` is the depth of a bare `onehot`. The returned fn's `label_smoothing` attribute
+  is the smoothing its `onehot` applies (0.0 when none).
+  """
   ops = []
+  smoothing = 0.0
   for index, text in enumerate(t for t in spec.split('|') if t.strip()):
     name, args, kwargs = _parse_op(text)
     if name not in OPS:
       raise ValueError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
+    if name == 'onehot':
+      args, kwargs = _onehot_depth(text, args, kwargs, num_classes)
+      smoothing = float(args[1] if len(args) > 1 else kwargs.get('smoothing', 0.0))
     try:
       ops.append((index, OPS[name](*args, **kwargs)))
     except TypeError as e:
@@ -244,4 +269,5 @@ def parse(spec: str) -> Callable[[Example, tf.Tensor], Example]:
     for index, op in ops:
       example = op(example, tf.random.experimental.stateless_fold_in(seed, index))
     return example
+  apply.label_smoothing = smoothing
   return apply

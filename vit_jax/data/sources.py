@@ -17,7 +17,8 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+from vit_jax.data import images
+
 
 
 @dataclasses.dataclass
@@ -152,11 +153,11 @@ def folder_source(root: str, split: str, *, strict: bool = False,
   for label, class_name in enumerate(class_names):
     class_dir = os.path.join(split_dir, class_name)
     for file_name in sorted(os.listdir(class_dir)):
-      if file_name.lower().endswith(IMAGE_EXTENSIONS):
+      if images.is_image_file(file_name):
         files.append(os.path.join(class_dir, file_name))
         labels.append(label)
   if not files:
-    raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found under '
+    raise ValueError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found under '
                      f'{split_dir}/<class>/.')
 
   with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
@@ -188,13 +189,13 @@ def from_config(data) -> Source:
   `split`, and optionally `data_dir`, `prepare`, `image_size` (digits), `strict` (folders)."""
   name, split = data['name'], data['split']
   if name == 'digits':
-    return digits_source(split, image_size=data.get('image_size', 32),
+    return digits_source(split, image_size=data.get('image_size') or 32,
                          data_dir=data.get('data_dir'))
   if name == 'folder':
     if not data.get('root'):
       raise ValueError('data.name="folder" needs data.root=<folder with <split>/<class>/ images>.')
-    return folder_source(data['root'], split, strict=data.get('strict', False))
+    return folder_source(data['root'], split, strict=bool(data.get('strict')))
   return tfds_source(name, split, data_dir=data.get('data_dir'),
-                     prepare=data.get('prepare', False),
-                     image_key=data.get('image_key', 'image'),
-                     label_key=data.get('label_key', 'label'))
+                     prepare=bool(data.get('prepare')),
+                     image_key=data.get('image_key') or 'image',
+                     label_key=data.get('label_key') or 'label')

@@ -10,10 +10,10 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
            labels=None) -> str:
   """Writes `checkpoint_path` as `fmt` to `out`; returns the path written."""
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax import load  # pylint: disable=g-import-not-at-top
+  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise ValueError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
-  loaded = load.load_model(checkpoint_path, model_name, image_size=image_size)
+  loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
   args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
   if fmt == 'npz':
     checkpoint.save(loaded.params, out)

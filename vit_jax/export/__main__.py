@@ -8,9 +8,9 @@ Formats: npz (the official released layout), timm (safetensors + timm_model.json
 onnx (a .onnx file, via the PyTorch model).
 """
 
-from absl import app
 from absl import flags
 
+from vit_jax import cli
 from vit_jax import export as export_lib
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.', required=True)
@@ -34,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

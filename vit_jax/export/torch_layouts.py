@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vit_jax import checkpoint
+from vit_jax.models import geometry
 from vit_jax.models import layout
 
 
@@ -21,7 +22,7 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append('a hybrid ResNet stem (R+ViT)')
   if model_config.classifier == 'map':
     problems.append('a MAP (attention pooling) head')
-  if model_config.classifier in ('unpooled', 'token_unpooled'):
+  if model_config.classifier in geometry.UNPOOLED_CLASSIFIERS:
     problems.append(f'classifier={model_config.classifier!r}')
   if model_config.classifier == 'gap' and not allow_gap:
     problems.append('global average pooling (classifier="gap"): it classifies from the cls token')
@@ -46,13 +47,8 @@ def _bias(bias) -> np.ndarray:
 
 def position_embedding(params: Any, model_config, image_size: int) -> np.ndarray:
   """The posemb as [1, tokens, width], with the fixed sincos table written out when used."""
-  encoder = params['Transformer']
-  if 'posembed_input' in encoder:
-    return np.asarray(encoder['posembed_input']['pos_embedding'])
-  from vit_jax.models import posemb  # pylint: disable=g-import-not-at-top
-  grid = image_size // model_config.patches.size[0]
-  table = posemb.posemb_sincos_2d(grid, grid, model_config.hidden_size)
-  if 'cls' in params:
+  table, prefix_rows = geometry.position_table(params, model_config, image_size)
+  if 'cls' in params and not prefix_rows:  # the fixed table has no cls row: it adds zero
     table = np.concatenate([np.zeros_like(table[:, :1]), table], axis=1)
   return table
 

@@ -6,15 +6,37 @@ from typing import Optional
 import jax
 
 
+def timeouts_from_config(config) -> dict[str, int]:
+  """`config.distributed` -> the runtime's timeouts, in seconds (absent fields keep JAX's)."""
+  fields = {'heartbeat_timeout_s': 'heartbeat_timeout_seconds',
+            'initialization_timeout_s': 'initialization_timeout',
+            'shutdown_timeout_s': 'shutdown_timeout_seconds'}
+  given = config.get('distributed') or {}
+  unknown = sorted(set(given) - set(fields))
+  if unknown:
+    raise ValueError(f'Unknown field(s) config.distributed.{unknown}; known: {sorted(fields)}.')
+  out = {}
+  for field, argument in fields.items():
+    value = given.get(field)
+    if value is not None:
+      if int(value) <= 0:
+        raise ValueError(f'config.distributed.{field} must be a positive number of seconds, '
+                         f'found {value}.')
+      out[argument] = int(value)
+  return out
+
+
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None, *, cpu_collectives: Optional[str] = None,
-               local_device_ids: Optional[list[int]] = None) -> None:
+               local_device_ids: Optional[list[int]] = None, **timeouts) -> None:
   """Joins this process to the job.
 
   With no arguments JAX auto-detects the cluster (TPU pods, SLURM, Open MPI, ...); on a single
   host with nothing to detect it is a no-op. Explicit arguments (e.g. from --coordinator_address,
   --num_processes, --process_id flags) override the detection. `cpu_collectives='gloo'` enables
-  cross-process collectives for CPU devices (tests on one machine).
+  cross-process collectives for CPU devices (tests on one machine). `timeouts` are
+  `heartbeat_timeout_seconds` (a peer silent this long is declared dead and every process
+  exits non-zero, naming it), `initialization_timeout` and `shutdown_timeout_seconds`.
   """
   if cpu_collectives:
     jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
@@ -28,12 +50,18 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                        f'process_id together; missing {missing}.')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
-                               local_device_ids=local_device_ids)
+                               local_device_ids=local_device_ids, **timeouts)
   else:
     try:
-      jax.distributed.initialize()
+      jax.distributed.initialize(**timeouts)
     except (ValueError, RuntimeError) as e:  # nothing to auto-detect: a single-host run
       logging.info('Single-process run (no cluster detected: %s).', e)
       return
   logging.info('Process %d of %d, %d local / %d global devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def shutdown() -> None:
+  """Leaves the job cleanly (a no-op for single-process runs)."""
+  if jax.process_count() > 1:
+    jax.distributed.shutdown()

@@ -1,6 +1,6 @@
 """Logical axes -> mesh axes: one table per parallel layout.
 
-Parameters get logical axis names from their path (`PARAM_AXES`, first regex match wins), so the
+Parameters get logical axis names from their name (`PARAM_AXES`: full match, first row wins), so the
 model's parameter tree stays the plain, released one; activations get logical names through
 `nn.with_logical_constraint` inside the model. A layout preset (`RULES`) maps logical names to
 mesh axes; changing the parallel layout is choosing (or editing) a table, not the model.
@@ -13,28 +13,27 @@ mesh axes; changing the parallel layout is choosing (or editing) a table, not th
 A dimension that does not divide by its mesh axis size stays whole (replicated).
 """
 
-import re
 from typing import Any, Optional, Sequence
 
-import flax
-import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import optax
 
+from vit_jax import param_names
 from vit_jax.parallel import mesh as mesh_lib
 
-# Parameter path regex -> logical axes of the (per-layer) parameter. Scanned parameters get a
-# leading 'layers' axis on top.
+# Parameter name (full match, first row wins; vit_jax.param_names) -> logical axes of the
+# (per-layer) parameter. Scanned parameters get a leading 'layers' axis on top.
 PARAM_AXES: tuple[tuple[str, Optional[tuple[Optional[str], ...]]], ...] = (
-    (r'(^|/)embedding/kernel$', (None, None, None, 'embed')),
-    (r'(^|/)(cls|probe|pos_embedding)$', (None, None, 'embed')),
-    (r'/(query|key|value)/kernel$', ('embed', 'heads', 'kv')),
-    (r'/(query|key|value)/bias$', ('heads', 'kv')),
-    (r'/out/kernel$', ('heads', 'kv', 'embed')),
-    (r'/Dense_0/kernel$', ('embed', 'mlp')),
-    (r'/Dense_0/bias$', ('mlp',)),
-    (r'/Dense_1/kernel$', ('mlp', 'embed')),
-    (r'(^|/)(pre_logits|head)/kernel$', ('embed', None)),
-    (r'(LayerNorm_\d+|encoder_norm)/(scale|bias)$|/out/bias$|/Dense_1/bias$|embedding/bias$',
+    (r'(.*/)?embedding/kernel', (None, None, None, 'embed')),
+    (r'(.*/)?(cls|probe|pos_embedding)', (None, None, 'embed')),
+    (r'.*/(query|key|value)/kernel', ('embed', 'heads', 'kv')),
+    (r'.*/(query|key|value)/bias', ('heads', 'kv')),
+    (r'.*/out/kernel', ('heads', 'kv', 'embed')),
+    (r'.*/Dense_0/kernel', ('embed', 'mlp')),
+    (r'.*/Dense_0/bias', ('mlp',)),
+    (r'.*/Dense_1/kernel', ('mlp', 'embed')),
+    (r'(.*/)?(pre_logits|head)/kernel', ('embed', None)),
+    (r'(.*/)?(LayerNorm_\d+|encoder_norm)/(scale|bias)|.*/(out|Dense_1)/bias|(.*/)?embedding/bias',
      ('embed',)),
     (r'.*', None),  # everything else (ResNet stem, head bias): replicated
 )
@@ -56,17 +55,15 @@ def get_rules(layout: str) -> tuple[tuple[str, Any], ...]:
 
 def logical_axes(path: str, ndim: int) -> tuple[Optional[str], ...]:
   """Logical axes of the parameter at `path` ('Transformer/encoderblock_0/...') with `ndim` dims."""
-  for pattern, axes in PARAM_AXES:
-    if re.search(pattern, path):
-      if axes is None:
-        return (None,) * ndim
-      if ndim == len(axes) + 1:  # stacked by nn.scan
-        return ('layers', *axes)
-      if ndim != len(axes):
-        raise ValueError(f'Parameter {path} has {ndim} dims; the axis table expects '
-                         f'{len(axes)} ({axes}).')
-      return axes
-  raise AssertionError('unreachable: the last pattern matches everything')
+  axes = param_names.lookup(PARAM_AXES, path)
+  if axes is None:
+    return (None,) * ndim
+  if ndim == len(axes) + 1:  # stacked by nn.scan
+    return ('layers', *axes)
+  if ndim != len(axes):
+    raise ValueError(f'Parameter {path} has {ndim} dims; the axis table expects '
+                     f'{len(axes)} ({axes}).')
+  return axes
 
 
 def _mesh_spec(axes: Sequence[Optional[str]], shape: Sequence[int], rules, mesh: Mesh) -> P:
@@ -91,31 +88,16 @@ def _mesh_spec(axes: Sequence[Optional[str]], shape: Sequence[int], rules, mesh:
 def param_shardings(params: Any, mesh: Mesh, layout: str) -> Any:
   """A NamedSharding per parameter (arrays or ShapeDtypeStructs) for `layout` on `mesh`."""
   rules = get_rules(layout)
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
-  shardings = {path: NamedSharding(mesh, _mesh_spec(logical_axes(path, len(leaf.shape)),
-                                                    leaf.shape, rules, mesh))
-               for path, leaf in flat.items()}
-  return flax.traverse_util.unflatten_dict(shardings, sep='/')
+  return param_names.map_names(params, lambda path, leaf: NamedSharding(
+      mesh, _mesh_spec(logical_axes(path, len(leaf.shape)), leaf.shape, rules, mesh)))
 
 
-def like_params(tree: Any, params_like: Any, param_sharding: Any, mesh: Mesh) -> Any:
-  """Shardings for an optimizer-state-like `tree`: entries shaped as a parameter follow it.
-
-  Leaves whose path ends with a parameter's path (optax keeps the parameter tree inside its
-  states) get that parameter's sharding; everything else (counts, scalars) is replicated.
-  """
-  param_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params_like))
-  sharding_flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(param_sharding))
-  by_suffix = {path: (param_flat[path].shape, sharding_flat[path]) for path in param_flat}
+def opt_state_shardings(tx: optax.GradientTransformation, opt_state: Any, params: Any,
+                        param_sharding: Any, mesh: Mesh) -> Any:
+  """Shardings for an optimizer state: each copy of the parameter tree inside it (optax's
+  `tree_map_params`) follows the parameters where the shapes agree (not the factored rows and
+  columns of Adafactor); counts, scalars and the rest are replicated."""
   replicated = mesh_lib.replicated(mesh)
-
-  def pick(key_path, leaf):
-    names = tuple(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                  for k in key_path)
-    for start in range(len(names)):
-      match = by_suffix.get(names[start:])
-      if match and tuple(match[0]) == tuple(leaf.shape):
-        return match[1]
-    return replicated
-
-  return jax.tree_util.tree_map_with_path(pick, tree)
+  return optax.tree_utils.tree_map_params(
+      tx, lambda leaf, param, sharding: sharding if leaf.shape == param.shape else replicated,
+      opt_state, params, param_sharding, transform_non_params=lambda _: replicated)

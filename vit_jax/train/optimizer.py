@@ -14,17 +14,20 @@ Config fields (an ml_collections ConfigDict or dict; defaults in brackets):
   grad_clip_norm        global-norm clipping [None]
   lr_mults              ((regex, multiplier), ...) [()] ; frozen (regex, ...) [()]: mult 0
   layerwise_lr_decay    d: block i of L gets d^(L - i), the stem d^(L + 1), the head 1 [None]
-Parameter names are '/'-joined paths ('Transformer/encoderblock_3/MlpBlock_0/Dense_0/kernel').
+Parameter names are '/'-joined paths ('Transformer/encoderblock_3/MlpBlock_0/Dense_0/kernel');
+`wd_mask`, `lr_mults` and `frozen` select them as vit_jax.param_names does: full match, first
+pattern wins.
 """
 
 import re
 from typing import Any, Callable, Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from vit_jax import param_names
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -78,16 +81,6 @@ def _core(config: Any) -> optax.GradientTransformation:
   raise ValueError(f'Unknown optim.name {name!r}; expected adam, adamw, sgd or adafactor.')
 
 
-def _paths(params: Any) -> dict[tuple[str, ...], str]:
-  return {path: '/'.join(path) for path in flax.traverse_util.flatten_dict(
-      flax.core.unfreeze(params))}
-
-
-def _tree_of(params: Any, value_fn: Callable[[str, Any], Any]) -> Any:
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
-  return flax.traverse_util.unflatten_dict({p: value_fn('/'.join(p), leaf) for p, leaf in flat.items()})
-
-
 def _layer_index(path: str) -> Optional[int]:
   """Block index; -1 for stacked blocks, -2 for the stem, None for the head side."""
   match = re.search(r'encoderblock_(\d+)/', path)
@@ -109,20 +102,15 @@ def lr_multipliers(config: Any, params: Any) -> Optional[Any]:
     return None
   num_layers = None
   if decay:
-    flat = _paths(params)
-    blocks = {int(m.group(1)) for p in flat.values() for m in [re.search(r'encoderblock_(\d+)/', p)] if m}
-    stacked = [leaf.shape[0] for p, leaf in flax.traverse_util.flatten_dict(
-        flax.core.unfreeze(params), sep='/').items() if 'encoderblock/' in p]
+    flat = param_names.flatten(params)
+    blocks = {int(m.group(1)) for p in flat for m in [re.search(r'encoderblock_(\d+)/', p)] if m}
+    stacked = [leaf.shape[0] for p, leaf in flat.items() if 'encoderblock/' in p]
     num_layers = len(blocks) if blocks else (stacked[0] if stacked else 0)
 
   def value(path, leaf):
-    mult = np.float32(1.0)
-    for pattern, factor in mults:
-      if re.fullmatch(pattern, path):
-        mult = np.float32(factor)
-        break
-    if any(re.fullmatch(pattern, path) for pattern in frozen):
+    if param_names.matches(frozen, path):
       return np.float32(0.0)
+    mult = np.float32(param_names.lookup(mults, path, 1.0))
     if decay:
       layer = _layer_index(path)
       if layer == -1:
@@ -134,7 +122,7 @@ def lr_multipliers(config: Any, params: Any) -> Optional[Any]:
         mult = mult * decay ** (num_layers - layer)
     return np.float32(mult)
 
-  return _tree_of(params, value)
+  return param_names.map_names(params, value)
 
 
 def _scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
@@ -157,7 +145,8 @@ def build(config: Any, params: Any, total_steps: int) -> tuple[optax.GradientTra
   wd = float(_get(config, 'wd', 0.0))
   if wd:
     pattern = _get(config, 'wd_mask', r'.*/kernel$')
-    mask = _tree_of(params, lambda path, _: bool(re.fullmatch(pattern, path)))
+    patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern)
+    mask = param_names.select(params, patterns)
     rate = wd / base if _get(config, 'wd_decoupled', False) else wd
     parts.append(optax.add_decayed_weights(rate, mask=mask))
   multipliers = lr_multipliers(config, params)

@@ -22,15 +22,16 @@ class TrainState:
   ema_params: Optional[Any] = None
 
 
-def state_shardings(abstract_state: TrainState, mesh: jax.sharding.Mesh, layout: str) -> TrainState:
+def state_shardings(abstract_state: TrainState, tx: optax.GradientTransformation,
+                    mesh: jax.sharding.Mesh, layout: str) -> TrainState:
   """Shardings for every leaf of a state: params by the layout table, optimizer state and EMA
   like their parameters, counters and rng replicated."""
   params = partitioning.param_shardings(abstract_state.params, mesh, layout)
   replicated = mesh_lib.replicated(mesh)
   return TrainState(
       step=replicated, params=params,
-      opt_state=partitioning.like_params(abstract_state.opt_state, abstract_state.params, params,
-                                         mesh),
+      opt_state=partitioning.opt_state_shardings(tx, abstract_state.opt_state,
+                                                 abstract_state.params, params, mesh),
       rng=replicated,
       ema_params=None if abstract_state.ema_params is None else params)
 
@@ -48,7 +49,7 @@ def abstract(model, tx: optax.GradientTransformation, *, image_shape: tuple[int,
              mesh: jax.sharding.Mesh, layout: str, ema: bool = False) -> tuple[TrainState, TrainState]:
   """(state of ShapeDtypeStructs carrying their shardings, shardings): no memory used."""
   shapes = jax.eval_shape(_initializer(model, tx, image_shape, ema), jax.random.PRNGKey(0))
-  shardings = state_shardings(shapes, mesh, layout)
+  shardings = state_shardings(shapes, tx, mesh, layout)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       shapes, shardings), shardings
 

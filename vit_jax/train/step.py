@@ -95,6 +95,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                'param_norm': _tree_norm(params), 'finite': finite.astype(jnp.float32)}
     if schedule is not None:
       metrics['learning_rate'] = schedule(state.step)
+    if 'stop' in batch:  # every process's stop request, reduced over the global batch
+      metrics['stop'] = jnp.max(batch['stop'])
     return new_state, metrics
 
   return train_step
@@ -171,3 +173,16 @@ def make_data_parallel_step(train_step_factory: Callable[..., Callable], mesh: j
   return jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(axes)),
                                out_specs=(P(), P()), check_vma=False),
                  donate_argnums=(0,))
+
+
+def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
+  """The run's jitted train step: loss, smoothing, micro-batches, EMA, schedule and mixup."""
+  from vit_jax.data import mixup  # pylint: disable=g-import-not-at-top
+  mixer = mixup.from_config(config.get('mixup'), setup.mesh, mesh_lib.BATCH_AXES)
+  micro_batches = int(config.get('micro_batches') or 1)
+  if micro_batches < 1:
+    raise ValueError(f'config.micro_batches must be a positive integer, found {micro_batches}.')
+  step = make_train_step(setup.model, setup.tx, loss=config.loss, label_smoothing=label_smoothing,
+                         micro_batches=micro_batches, ema_decay=config.get('ema_decay'),
+                         schedule=setup.schedule, mixer=mixer)
+  return jit_train_step(step, setup.mesh, setup.shardings, config.layout)

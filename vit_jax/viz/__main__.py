@@ -14,6 +14,8 @@ Writes, into --out:
 from absl import app
 from absl import flags
 
+from vit_jax import cli
+from vit_jax.data import images
 from vit_jax.viz import report
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.')
@@ -30,7 +32,7 @@ def main(argv):
   for name, flag in (('checkpoint', _CHECKPOINT), ('image', _IMAGE), ('out', _OUT)):
     if not flag.value:
       raise app.UsageError(f'--{name} is required.')
-  written = report.run(_CHECKPOINT.value, report.image_paths(_IMAGE.value, _MAX_IMAGES.value),
+  written = report.run(_CHECKPOINT.value, images.image_paths(_IMAGE.value, _MAX_IMAGES.value),
                        _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value)
   for path in [*written.rollouts, *written.head_maps, written.distance_png, written.distance_csv,
                written.posemb_png, written.filters_png]:
@@ -38,4 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

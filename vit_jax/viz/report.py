@@ -17,34 +17,21 @@ class Written:
   filters_png: str
 
 
-def image_paths(image: str, limit: int) -> list[str]:
-  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(image):
-    found = sorted(os.path.join(root, name) for root, _, names in os.walk(image)
-                   for name in names if name.lower().endswith(sources.IMAGE_EXTENSIONS))
-    if not found:
-      raise ValueError(f'No images ({", ".join(sources.IMAGE_EXTENSIONS)}) under {image}.')
-    return found[:limit]
-  if not os.path.exists(image):
-    raise FileNotFoundError(f'Image not found: {image}')
-  return [image]
-
-
 def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optional[str] = None,
         image_size: Optional[int] = None) -> Written:
   """Computes every figure for `images` (paths) and writes them into `out`."""
-  from vit_jax import load  # pylint: disable=g-import-not-at-top
-  from vit_jax.models import posemb as posemb_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import analysis  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import figures  # pylint: disable=g-import-not-at-top
 
-  loaded = load.load_model(checkpoint, model_name, image_size=image_size)
+  loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
-  pixels = np.stack([load.load_image(path, size) for path in images])
-  prefix = int(config.classifier in ('token', 'token_unpooled'))
-  stride = config.patches.size[0] * resnet.stem_stride(config)
-  grid = (size // stride, size // stride)
+  pixels = np.stack([images_lib.load_image(path, size) for path in images])
+  prefix = geometry.num_prefix_tokens(config)
+  stride = geometry.patch_stride(config)[0]
+  grid = geometry.patch_grid(config, size)
   os.makedirs(out, exist_ok=True)
 
   attention = np.concatenate([analysis.attention_weights(loaded.model, params, pixels[i:i + 8])
@@ -65,11 +52,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
       distances, os.path.join(out, 'attention_distance.png'),
       os.path.join(out, 'attention_distance.csv'), size)
 
-  encoder = params['Transformer']
-  if 'posembed_input' in encoder:
-    table, table_prefix = np.asarray(encoder['posembed_input']['pos_embedding']), prefix
-  else:  # fixed sincos2d: no cls row in the table
-    table, table_prefix = posemb_lib.posemb_sincos_2d(*grid, config.hidden_size), 0
+  table, table_prefix = geometry.position_table(params, config, size)
   similarity = analysis.posemb_similarity(table, grid, table_prefix)
   posemb_png = figures.similarity_grid(similarity, os.path.join(out, 'posemb_similarity.png'))
   # The first RGB filters: the patch embedding, or the ResNet root convolution of a hybrid.

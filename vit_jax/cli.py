@@ -1,0 +1,76 @@
+"""What every command line (`main`, `infer`, `export`, `viz`) shares: a user's mistake is one line.
+
+Bad flags, unknown config fields and the `ValueError`s / `FileNotFoundError`s our code raises for
+bad input are printed as `error: ...` on stderr with exit status 2, without a traceback;
+`--traceback` shows it.
+"""
+
+import difflib
+import re
+import sys
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+_TRACEBACK = flags.DEFINE_bool('traceback', False, 'Show the full traceback of an error.')
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               FloatingPointError, app.UsageError)
+
+
+def fail(message: str) -> None:
+  """Prints `error: message` (folded to one line) and exits with status 2."""
+  text = ' '.join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+  print(f'error: {text}', file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_field_error(argv: list[str], error: Exception) -> str:
+  """'--config.x.y=...: unknown field y; nearest: ...' for an override of a field that is absent."""
+  overrides = [a.split('=', 1)[0].lstrip('-') for a in argv if re.match(r'--?\w+\.', a)]
+  missing = re.findall(r"'(\w+)'", str(error))
+  for override in overrides:
+    head, *path = override.split('.')
+    if not path or (missing and path[-1] != missing[0] and missing[0] not in path):
+      continue
+    try:
+      node = flags.FLAGS[head].value
+    except (KeyError, AttributeError):
+      continue
+    for depth, key in enumerate(path):
+      keys = list(node.keys()) if hasattr(node, 'keys') else []
+      if key not in keys:
+        near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+        where = '.'.join([head, *path[:depth]])
+        hint = f'nearest: {", ".join(near)}' if near else f'{where} has {sorted(keys)}'
+        return f'--{override}: {where} has no field {key!r}; {hint}.'
+      node = node[key]
+  return f'unknown config field in {overrides}: {error}'
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with its errors and config-override errors as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(e)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of an absent field
+    fail(_config_field_error(argv, e))
+  except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type
+    fail(e)
+  return []
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """`app.run(main)` with user errors printed as one line (the traceback under --traceback)."""
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except USER_ERRORS as e:
+      if _TRACEBACK.value:
+        raise
+      fail(e)
+
+  app.run(guarded, flags_parser=parse_flags)

@@ -1,0 +1,86 @@
+"""What a training run's checkpoints hold, and reading their parameters alone.
+
+`<workdir>/checkpoints/<step>/` (written by `vit_jax.train.checkpointer` with orbax) holds items:
+- `params`: `{'params': tree[, 'ema_params': tree]}`, so a model loads without the optimizer;
+- `train_state`: `{'step', 'opt_state', 'rng'}`: the rest of the TrainState;
+- `data`: the data-iterator position (JSON); `config`: the run's config (JSON).
+Workdirs written before parameters had an item of their own hold one `state` item (the whole
+TrainState); their parameters are read from it with a partial restore.
+
+Reading needs neither the optimizer, the data nor the training code: shapes and dtypes come from
+the saved metadata and every array is restored as numpy on the host.
+"""
+
+import logging
+import os
+from typing import Any
+
+from etils import epath
+import numpy as np
+import orbax.checkpoint as ocp
+
+PARAMS = 'params'
+TRAIN_STATE = 'train_state'
+DATA = 'data'
+CONFIG = 'config'
+OLD_STATE = 'state'  # the single item of the first layout
+ITEM_NAMES = (PARAMS, TRAIN_STATE, DATA, CONFIG, OLD_STATE)
+
+
+def checkpoints_dir(workdir: str) -> epath.Path:
+  """`<workdir>/checkpoints` as an absolute path (orbax needs one; gs://... is left alone)."""
+  if '://' not in workdir:
+    workdir = os.path.abspath(workdir)
+  return epath.Path(workdir) / 'checkpoints'
+
+
+def _as_numpy(metadata: Any) -> Any:
+  """Restore arguments that bring every array of a metadata tree back as a host numpy array."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+
+
+def _tree(metadata: Any) -> Any:
+  """The plain tree of an item's metadata (orbax wraps it differently across versions)."""
+  return getattr(metadata, 'tree', metadata)
+
+
+def _restore_params(manager: ocp.CheckpointManager, step: int) -> Any:
+  names = set(os.listdir(manager.directory / str(step)))
+  if PARAMS in names:
+    meta = _tree(manager.item_metadata(step)[PARAMS])
+    item = manager.restore(step, args=ocp.args.Composite(**{
+        PARAMS: ocp.args.PyTreeRestore(restore_args=_as_numpy(meta))}))[PARAMS]
+  elif OLD_STATE in names:
+    meta = _tree(manager.item_metadata(step)[OLD_STATE])
+    wanted = {k: meta[k] for k in ('params', 'ema_params') if meta.get(k) is not None}
+    item = manager.restore(step, args=ocp.args.Composite(**{
+        OLD_STATE: ocp.args.PyTreeRestore(item=wanted, restore_args=_as_numpy(wanted),
+                                          partial_restore=True)}))[OLD_STATE]
+  else:
+    raise ValueError(f'holds none of the items {PARAMS!r} or {OLD_STATE!r} (found {sorted(names)})')
+  ema = item.get('ema_params')
+  return ema if ema else item['params']
+
+
+def read(workdir: str) -> tuple[int, Any]:
+  """(step, parameters) of the newest checkpoint under `workdir` that restores.
+
+  EMA parameters when the run kept them. FileNotFoundError when there is none.
+  """
+  directory = checkpoints_dir(workdir)
+  if not directory.exists():
+    raise FileNotFoundError(f'{workdir} holds no checkpoints/ folder: the run saved no step yet.')
+  manager = ocp.CheckpointManager(directory, item_names=ITEM_NAMES,
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        return step, _restore_params(manager, step)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
+                        directory, step, type(e).__name__, str(e).splitlines()[0][:300])
+  finally:
+    manager.close()
+  raise FileNotFoundError(f'No restorable checkpoint under {directory}.')
+

@@ -1,0 +1,105 @@
+"""Training checkpoints with orbax: async, atomic, keep-N, restore onto any mesh, fall back.
+
+Each `<workdir>/checkpoints/<step>/` holds the items `vit_jax.saved_params` describes: the
+parameters (and EMA) on their own, the rest of the TrainState, the data position and the config.
+The state is restored onto whatever shardings the caller asks for (another mesh or device count
+reshards on restore). orbax writes a step to a temporary directory and renames it when complete,
+so a crash mid-save leaves the previous checkpoints as they were; old steps are removed only after
+a new one is finalized. A newest checkpoint that fails to restore is reported and the one before
+it used. Workdirs of the first layout (one `state` item) still resume.
+"""
+
+import logging
+import os
+from typing import Any, NamedTuple, Optional
+
+import orbax.checkpoint as ocp
+
+from vit_jax import saved_params
+from vit_jax.train.state import TrainState
+
+
+class Restored(NamedTuple):
+  step: int
+  state: TrainState
+  data_state: dict
+  config: dict
+
+
+def _params_item(state: TrainState) -> dict:
+  item = {'params': state.params}
+  if state.ema_params is not None:
+    item['ema_params'] = state.ema_params
+  return item
+
+
+def _rest_item(state: TrainState) -> dict:
+  return {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
+
+
+class Checkpointer:
+  """Saves and restores (state, data position, config) under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3, keep_period: Optional[int] = None,
+               async_save: bool = True):
+    self.directory = saved_params.checkpoints_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, keep_period=keep_period, create=True,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=saved_params.ITEM_NAMES)
+
+  def save(self, step: int, state: TrainState, data_state: dict, config: dict, *,
+           wait: bool = False) -> None:
+    """Starts saving (asynchronously unless `wait`); the arrays are copied before returning."""
+    self._manager.save(step, args=ocp.args.Composite(**{
+        saved_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
+        saved_params.TRAIN_STATE: ocp.args.StandardSave(_rest_item(state)),
+        saved_params.DATA: ocp.args.JsonSave(data_state),
+        saved_params.CONFIG: ocp.args.JsonSave(config)}), force=True)
+    if wait:
+      self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def _restore_step(self, step: int, abstract_state: TrainState) -> Restored:
+    names = set(os.listdir(self.directory / str(step)))
+    json_items = {saved_params.DATA: ocp.args.JsonRestore(),
+                  saved_params.CONFIG: ocp.args.JsonRestore()}
+    if saved_params.PARAMS in names:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**{
+          saved_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
+          saved_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
+          **json_items}))
+      params, rest = restored[saved_params.PARAMS], restored[saved_params.TRAIN_STATE]
+      state = TrainState(step=rest['step'], params=params['params'],
+                         opt_state=rest['opt_state'], rng=rest['rng'],
+                         ema_params=params.get('ema_params'))
+    else:  # the first layout: one `state` item
+      restored = self._manager.restore(step, args=ocp.args.Composite(**{
+          saved_params.OLD_STATE: ocp.args.StandardRestore(abstract_state), **json_items}))
+      state = restored[saved_params.OLD_STATE]
+    return Restored(step, state, dict(restored[saved_params.DATA]),
+                    dict(restored[saved_params.CONFIG]))
+
+  def restore(self, abstract_state: TrainState) -> Optional[Restored]:
+    """The newest checkpoint that restores, else None.
+
+    `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with the target shardings.
+    """
+    for step in reversed(self.steps()):
+      try:
+        return self._restore_step(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
+                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:300])
+    return None
+
+  def reached_preemption(self, step: int) -> bool:
+    """True when JAX's preemption sync point is reached (a cluster notice seen by all hosts)."""
+    return self._manager.reached_preemption(step)
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,34 @@
+"""Metric writing: scalars to `<workdir>/metrics.jsonl` and TensorBoard events (process 0 only)."""
+
+import json
+import os
+from typing import Mapping
+
+
+class MetricWriter:
+  """Scalars to `<workdir>/metrics.jsonl` and TensorBoard event files (process 0 only)."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    self._summary = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top  (host-side only)
+      self._tf = tf
+      self._summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    with open(self.jsonl_path, 'a', encoding='utf-8') as f:
+      f.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    with self._summary.as_default(step=int(step)):
+      for name, value in scalars.items():
+        self._tf.summary.scalar(name, value)
+    self._summary.flush()
+
+  def close(self) -> None:
+    if self._summary is not None:
+      self._summary.close()

@@ -1,0 +1,145 @@
+"""One run's parts, wired from its config: the workdir claimed, the state restored or initialised,
+the input continuing at the saved position, the jitted step, the evaluation, the writers and the
+stop request. `loop.py` drives them; nothing here loops.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+
+from vit_jax import checkpoint
+from vit_jax import trained_model
+from vit_jax.data import pipeline
+from vit_jax.data import preprocess
+from vit_jax.data import sources
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.train import checkpointer as checkpointer_lib
+from vit_jax.train import evaluation as evaluation_lib
+from vit_jax.train import metric_writer
+from vit_jax.train import preemption
+from vit_jax.train import progress as progress_lib
+from vit_jax.train import setup as setup_lib
+from vit_jax.train import state as state_lib
+from vit_jax.train import step as step_lib
+from vit_jax.train import workdir as workdir_lib
+from vit_jax.viz import curves
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  workdir: str
+  config_dict: dict
+  setup: setup_lib.Setup
+  state: state_lib.TrainState
+  start_step: int
+  batches: pipeline.TrainIterator
+  train_step: Any
+  evaluation: Optional[evaluation_lib.Evaluation]
+  checkpointer: checkpointer_lib.Checkpointer
+  writer: metric_writer.MetricWriter
+  progress: progress_lib.Progress
+  stops: preemption.StopRequest
+
+  @property
+  def lead(self) -> bool:
+    return jax.process_index() == 0
+
+  def next_batch(self, step: int) -> dict:
+    """The next global batch, carrying this process's stop request."""
+    batch = next(self.batches)
+    local_batch = self.config.batch_size // jax.process_count()
+    batch[preemption.STOP_KEY] = self.stops.flags(step, local_batch,
+                                                  mesh_lib.batch_sharding(self.setup.mesh))
+    return batch
+
+  def save(self, step: int, state: state_lib.TrainState, wait: bool = False) -> None:
+    if step in self.checkpointer.steps():  # e.g. re-running a finished run
+      return
+    self.checkpointer.save(step, state, self.batches.get_state(), self.config_dict, wait=wait)
+
+  def evaluate(self, step: int, state: state_lib.TrainState) -> dict[str, float]:
+    params = state.ema_params if state.ema_params is not None else state.params
+    result = self.evaluation.run(params)
+    self.writer.write(step, result)
+    self.progress.note(f'step {step}: eval accuracy {result["eval/accuracy"]:.4f}, '
+                       f'loss {result["eval/loss"]:.4f} on {int(result["eval/examples"])} examples')
+    return result
+
+  def close(self) -> Optional[str]:
+    """Releases everything; returns the curves PNG (process 0) or None."""
+    self.stops.restore_handlers()
+    self.batches.close()
+    self.checkpointer.close()
+    self.progress.close()
+    self.writer.close()
+    if not self.lead:
+      return None
+    return curves.plot_curves(self.writer.jsonl_path, os.path.join(self.workdir, 'curves.png'))
+
+
+def _pretrained(setup: setup_lib.Setup, init_params: Any) -> Any:
+  """`config.init_from` (a released/big_vision .npz or one of our workdirs) mapped onto the model."""
+  path = setup.config.init_from
+  return checkpoint.adapt_params(trained_model.load(path).params, init_params, source=path,
+                                 dont_load=tuple(setup.config.get('dont_load') or ()))
+
+
+def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer):
+  """(step, state, global data position): the newest valid checkpoint, else a fresh start."""
+  config = setup.config
+  restored = ckpt.restore(setup.abstract_state)
+  if restored is not None:
+    return restored.step, restored.state, pipeline.position_of(restored.data_state)
+  ema = bool(config.get('ema_decay'))
+  state, _ = state_lib.create(setup.model, setup.tx, image_shape=setup.image_shape,
+                              seed=config.seed, mesh=setup.mesh, layout=config.layout, ema=ema)
+  if config.get('init_from'):
+    params = _pretrained(setup, jax.device_get(state.params))
+    state = state_lib.with_params(params, setup.tx, setup.shardings, seed=config.seed, ema=ema)
+  return 0, state, 0
+
+
+def _label_smoothing(config, train_pp) -> float:
+  if train_pp.label_smoothing and config.get('label_smoothing'):
+    raise ValueError(f'Label smoothing is set twice: config.label_smoothing='
+                     f'{config.label_smoothing} and onehot(smoothing={train_pp.label_smoothing}) '
+                     'in config.pp_train; keep config.label_smoothing only.')
+  return float(config.get('label_smoothing') or 0.0)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
+  """Every part of a run, checked before the first step."""
+  config_dict = workdir_lib.config_dict(config)
+  lead = jax.process_index() == 0
+  if lead:
+    workdir_lib.claim(workdir, config_dict, overwrite)
+  train_source = sources.from_config(config.data)
+  setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
+  train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
+  train_step = step_lib.train_step_from_config(
+      config, setup, label_smoothing=_label_smoothing(config, train_pp))
+  evaluation = evaluation_lib.from_config(config, setup.model, setup.mesh, setup.shardings.params)
+  ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
+                                       keep_period=config.get('keep_period'))
+  start_step, state, position = _initial_state(setup, ckpt)
+  if lead and start_step:
+    workdir_lib.drop_metrics_after(workdir, start_step)
+    print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
+
+  def make_dataset(position):
+    return pipeline.train_dataset(
+        train_source, train_pp, global_batch=config.batch_size, seed=config.seed,
+        position=position, process_index=jax.process_index(), process_count=jax.process_count())
+  batches = pipeline.TrainIterator(make_dataset, global_batch=config.batch_size,
+                                   sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
+  return Run(config=config, workdir=workdir, config_dict=config_dict, setup=setup, state=state,
+             start_step=start_step, batches=batches, train_step=train_step,
+             evaluation=evaluation, checkpointer=ckpt,
+             writer=metric_writer.MetricWriter(workdir, enabled=lead),
+             progress=progress_lib.Progress(setup.total_steps, start_step, config.batch_size,
+                                            config.log_every, enabled=lead),
+             stops=preemption.StopRequest(cluster_notice=ckpt.reached_preemption))

@@ -1,0 +1,104 @@
+"""The run directory on the training side: one run per workdir, its config, metrics on resume.
+
+`<workdir>/config.json` is written before the first step; a workdir that holds a run of another
+config is refused (or wiped with `overwrite`). On resume from step S, the metric rows and
+TensorBoard events a killed run wrote past S are dropped, so every step appears once.
+"""
+
+import glob
+import json
+import os
+import shutil
+
+from absl import logging
+import flax
+
+RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png')
+
+
+def config_dict(config) -> dict:
+  """The config as plain JSON data (what `config.json` holds)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
+  """Creates `workdir`, refuses one that holds another config's run, writes `config.json`."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+    if saved != config_dict_:
+      if not overwrite:
+        flat_saved = flax.traverse_util.flatten_dict(saved, sep='.')
+        flat_new = flax.traverse_util.flatten_dict(config_dict_, sep='.')
+        changed = sorted(k for k in set(flat_saved) | set(flat_new)
+                         if flat_saved.get(k) != flat_new.get(k))
+        raise ValueError(f'{workdir} holds a run with a different config (fields: {changed}). '
+                         'Use another --workdir, or --overwrite to start it afresh.')
+      logging.warning('Overwriting the run in %s (its config differs).', workdir)
+      for name in RUN_FILES:
+        target = os.path.join(workdir, name)
+        if os.path.isdir(target):
+          shutil.rmtree(target)
+        elif os.path.exists(target):
+          os.remove(target)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(config_dict_, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _trim_jsonl(path: str, step: int) -> int:
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding='utf-8') as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)['step'] <= step:
+        kept.append(line)
+    except (json.JSONDecodeError, KeyError):  # a row cut short by the kill
+      continue
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+  return len(lines) - len(kept)
+
+
+def _trim_events(folder: str, step: int) -> int:
+  """Rewrites the TensorBoard event files without the events past `step`."""
+  files = sorted(glob.glob(os.path.join(folder, 'events.out.tfevents.*')))
+  if not files:
+    return 0
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (host-side only)
+  dropped = 0
+  for path in files:
+    records, changed = [], False
+    try:
+      for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        event = tf.compat.v1.Event.FromString(record)
+        if event.step > step:
+          changed = True
+          dropped += 1
+        else:
+          records.append(record)
+    except tf.errors.DataLossError:  # a record cut short by the kill
+      changed = True
+    if changed:
+      with tf.io.TFRecordWriter(path + '.tmp') as writer:
+        for record in records:
+          writer.write(record)
+      os.replace(path + '.tmp', path)
+  return dropped
+
+
+def drop_metrics_after(workdir: str, step: int) -> None:
+  """Removes metric rows and TensorBoard events past `step` (written before a kill)."""
+  rows = _trim_jsonl(os.path.join(workdir, 'metrics.jsonl'), step)
+  events = _trim_events(os.path.join(workdir, 'tensorboard'), step)
+  if rows or events:
+    logging.info('Resuming at step %d: dropped %d metric rows and %d events past it.', step,
+                 rows, events)

@@ -1,0 +1,77 @@
+"""What every tool's `--checkpoint` accepts: one of our workdirs or a bare `.npz`, as model + params.
+
+A workdir brings its config (`config.json`) and the parameters of its newest restorable
+checkpoint (EMA parameters when the run kept them); only the model is built: no optimizer, no
+data, nothing from training. A released or big_vision `.npz` brings only parameters: its
+architecture (width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid
+stem, class count) is read off their shapes unless a variant name is given.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from vit_jax import checkpoint
+from vit_jax import saved_params
+from vit_jax.configs import models as model_configs
+from vit_jax.models import build
+from vit_jax.models import geometry
+from vit_jax.models.vit import VisionTransformer
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  model: VisionTransformer
+  params: Any  # canonical (per-layer) tree of numpy arrays
+  model_config: ml_collections.ConfigDict
+  num_classes: Optional[int]
+  image_size: int  # the resolution the parameters are laid out for (posemb grid x patch stride)
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A workdir's `config.json`; a clear error when the run never wrote it."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir} is not a run directory: it has no config.json (a run '
+                            'writes it before its first step; did this one start?).')
+  with open(path, encoding='utf-8') as f:
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}).') from e
+
+
+def _from_workdir(workdir: str) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int]:
+  config = read_run_config(workdir)
+  _, model_config = build.from_run_config(config)
+  _, params = saved_params.read(workdir)
+  return checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size
+
+
+def load(path: str, model_name: Optional[str] = None, *,
+         image_size: Optional[int] = None) -> TrainedModel:
+  """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""
+  if os.path.isdir(path):
+    if model_name:
+      raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')
+    params, model_config, num_classes, native = _from_workdir(path)
+  elif os.path.exists(path):
+    params = checkpoint.load(path)
+    model_config, num_classes = checkpoint.infer_model_config(params)
+    if model_name:
+      model_config = model_configs.get_config(model_name)
+    native = geometry.native_image_size(params, model_config) or 224
+  else:
+    raise FileNotFoundError(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
+  model = VisionTransformer(num_classes=num_classes, **model_config)
+  if image_size and image_size != native:
+    shapes = geometry.abstract_params(model, image_size)
+    params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
+    native = image_size
+  params = jax.tree.map(np.asarray, params)
+  return TrainedModel(model, params, model_config, num_classes, native)

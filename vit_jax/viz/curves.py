@@ -1,0 +1,51 @@
+"""Training curves: `metrics.jsonl` read back and drawn as a PNG (loss and accuracy vs step)."""
+
+import json
+import math
+import os
+from typing import Optional
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(jsonl_path: str, png_path: str) -> Optional[str]:
+  """Training loss/accuracy and eval accuracy against step, as a PNG."""
+  rows = read_jsonl(jsonl_path)
+  if not rows:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def series(key):
+    points = [(r['step'], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+    return ([p[0] for p in points], [p[1] for p in points]) if points else None
+
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  for key, label in (('train/loss', 'train loss'), ('eval/loss', 'eval loss')):
+    if series(key):
+      left.plot(*series(key), label=label, marker='.' if key.startswith('eval') else None)
+  left.set_xlabel('step')
+  left.set_ylabel('loss')
+  left.set_yscale('log')
+  left.legend()
+  for key, label in (('train/accuracy', 'train accuracy'), ('eval/accuracy', 'eval accuracy')):
+    if series(key):
+      right.plot(*series(key), label=label, marker='o' if key.startswith('eval') else None)
+  right.set_xlabel('step')
+  right.set_ylabel('accuracy')
+  right.set_ylim(0, 1)
+  right.grid(alpha=0.3)
+  right.legend()
+  final = series('eval/accuracy')
+  if final:
+    fig.suptitle(f'final eval accuracy {final[1][-1]:.4f}')
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+  return png_path
