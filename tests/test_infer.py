@@ -13,8 +13,9 @@ import pytest
 from conftest import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
-from vit_jax import load
 from vit_jax import models
+from vit_jax.data import images as images_lib
+from vit_jax.models import geometry
 
 CONFIG = ml_collections.ConfigDict(dict(
     model_name='tiny', patches={'size': (8, 8)}, hidden_size=16,
@@ -39,7 +40,7 @@ def saved(tmp_path):
 def test_predictions_equal_the_model_on_the_same_pixels(saved):
   model, params, path, images = saved
   predictions = infer.run(checkpoint_path=path, image_paths=images, top_k=3)
-  pixels = np.stack([load.load_image(p, 32) for p in images])  # native size read off posemb
+  pixels = np.stack([images_lib.load_image(p, 32) for p in images])  # native size read off posemb
   probabilities = np.asarray(jax.nn.softmax(model.apply({'params': params}, pixels, train=False)))
   for prediction, row in zip(predictions, probabilities):
     assert prediction.classes == list(np.argsort(-row)[:3])
@@ -61,15 +62,15 @@ def test_native_image_size_of_variants():
     shapes = jax.eval_shape(lambda c=config: c.init(
         jax.random.key(0), jnp.ones((1, 224, 224, 3)), train=False))['params']
     inferred, _ = checkpoint.infer_model_config(shapes)
-    assert load.native_image_size(shapes, inferred) == size, name
+    assert geometry.native_image_size(shapes, inferred) == size, name
 
 
 def test_missing_image_and_missing_arguments(tmp_path, saved):
   with pytest.raises(FileNotFoundError, match='missing.png'):
-    load.load_image(str(tmp_path / 'missing.png'), 32)
+    images_lib.load_image(str(tmp_path / 'missing.png'), 32)
   (tmp_path / 'broken.png').write_bytes(b'not an image')
   with pytest.raises(ValueError, match='Cannot decode image .*broken.png'):
-    load.load_image(str(tmp_path / 'broken.png'), 32)
+    images_lib.load_image(str(tmp_path / 'broken.png'), 32)
   with pytest.raises(ValueError, match='--model'):
     infer.build(None, None, None, 10)
   with pytest.raises(FileNotFoundError, match='expected a workdir or an .npz'):

@@ -15,8 +15,11 @@ import pytest
 
 import tiny_recipe
 from vit_jax import checkpoint as npz_checkpoint
-from vit_jax import checkpointing
+from vit_jax.data import sources
+from vit_jax.train import checkpointer
+from vit_jax.train import evaluation
 from vit_jax.train import loop
+from vit_jax.train import setup as setup_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,13 +32,21 @@ def finished(digits_data_dir, tmp_path_factory):
   return workdir, result
 
 
+def _restore(workdir, config):
+  setup = setup_lib.build_setup(config)
+  return checkpointer.Checkpointer(workdir, async_save=False).restore(setup.abstract_state)
+
+
 def _final_params(workdir, data_dir, total_steps=None):
   config = tiny_recipe.get_config(data_dir)
   config.total_steps = total_steps or config.total_steps
-  setup = loop.build_setup(config, with_train_data=False)
-  restored = checkpointing.Checkpointer(workdir, async_save=False).restore(setup.abstract_state)
-  step, state, data_state, _ = restored
+  step, state, data_state, _ = _restore(workdir, config)
   return step, jax.tree.map(np.asarray, jax.device_get(state.params)), data_state
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
 
 
 def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
@@ -43,7 +54,7 @@ def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
   assert result['outcome'] == 'completed' and result['step'] == 12
   assert 0.0 <= result['eval/accuracy'] <= 1.0 and result['eval/examples'] == 50
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '4', '8']
-  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  rows = _rows(workdir)
   train_steps = [r['step'] for r in rows if 'train/loss' in r]
   assert train_steps == list(range(1, 13))
   assert {'train/accuracy', 'train/grad_norm', 'train/param_norm',
@@ -59,11 +70,11 @@ def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
 def test_eval_mode_reproduces_the_final_eval(finished, digits_data_dir, tmp_path):
   workdir, result = finished
   config = tiny_recipe.get_config(digits_data_dir)
-  evaluated = loop.evaluate(config, workdir)
+  evaluated = evaluation.evaluate_checkpoint(config, workdir)
   assert evaluated['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   _, params, _ = _final_params(workdir, digits_data_dir)
   npz_checkpoint.save(params, str(tmp_path / 'final.npz'))
-  from_npz = loop.evaluate(config, str(tmp_path / 'final.npz'))
+  from_npz = evaluation.evaluate_checkpoint(config, str(tmp_path / 'final.npz'))
   assert from_npz['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   assert from_npz['eval/loss'] == pytest.approx(result['eval/loss'], rel=1e-5)
 
@@ -72,13 +83,13 @@ def test_newest_corrupt_checkpoint_falls_back(finished, digits_data_dir, tmp_pat
   import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
-  state_dir = os.path.join(workdir, 'checkpoints', '12', 'state')
-  for root, _, files in os.walk(state_dir):
-    for name in files:
-      with open(os.path.join(root, name), 'r+b') as f:
-        f.truncate(max(os.path.getsize(os.path.join(root, name)) // 3, 1))
+  for item in ('params', 'train_state'):
+    for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', '12', item)):
+      for name in files:
+        with open(os.path.join(root, name), 'r+b') as f:
+          f.truncate(max(os.path.getsize(os.path.join(root, name)) // 3, 1))
   step, _, data_state = _final_params(workdir, digits_data_dir)
-  assert step == 8 and data_state == {'position': 8 * 32}
+  assert step == 8 and data_state == {'global_position': 8 * 32}
   assert 'cannot be restored' in caplog.text and '/12' in caplog.text
 
 
@@ -87,8 +98,7 @@ def test_restore_onto_another_mesh_and_layout(finished, digits_data_dir):
   _, params, _ = _final_params(workdir, digits_data_dir)
   config = tiny_recipe.get_config(digits_data_dir)
   config.mesh, config.layout = (1, 8, 1), 'fsdp'
-  setup = loop.build_setup(config, with_train_data=False)
-  step, state, _, _ = checkpointing.Checkpointer(workdir).restore(setup.abstract_state)
+  step, state, _, _ = _restore(workdir, config)
   assert step == 12
   kernel = state.params['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel']
   assert kernel.sharding.spec[0] == 'fsdp'
@@ -108,15 +118,14 @@ def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
   npz_checkpoint.save(params, str(tmp_path / 'pre.npz'))
   config = tiny_recipe.get_config(digits_data_dir)
   config.num_classes, config.image_size = 4, 24
-  config.pp_train = 'decode|resize(24)|value_range(-1, 1)|onehot(4)|keep("image", "labels")'
+  config.pp_train = 'decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd = 0.0, 0, 0.0  # no update: see the init
   config.total_steps = 1
   config.init_from = str(tmp_path / 'pre.npz')
   workdir = str(tmp_path / 'ft')
   loop.train_and_evaluate(config, workdir)
-  _, state, _, _ = checkpointing.Checkpointer(workdir).restore(
-      loop.build_setup(config, with_train_data=False).abstract_state)
+  _, state, _, _ = _restore(workdir, config)
   tuned = jax.tree.map(np.asarray, jax.device_get(state.params))
   np.testing.assert_array_equal(tuned['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0'][
       'kernel'], params['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel'])
@@ -126,7 +135,7 @@ def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
 
 def test_non_finite_loss_stops_with_the_step(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
-  config.pp_train = ('decode|resize(16)|value_range(-1, 1, in_max=0)|onehot(10)|'
+  config.pp_train = ('decode|resize(16)|value_range(-1, 1, in_max=0)|onehot|'
                      'keep("image", "labels")')  # divides by zero: inf/nan pixels
   with pytest.raises(FloatingPointError, match='Non-finite loss or gradient at step 1 '):
     loop.train_and_evaluate(config, str(tmp_path / 'nan'))
@@ -137,7 +146,8 @@ def test_non_finite_loss_stops_with_the_step(digits_data_dir, tmp_path):
     ('optim.name', 'lamb', "Unknown optim.name 'lamb'"),
     ('layout', 'zero', "Unknown sharding layout 'zero'"),
     ('batch_size', 12, 'batch_size=12 must be a positive multiple of the device count'),
-    ('image_size', 18, 'Image size 18 is not divisible'),
+    ('image_size', 18, 'image_size=18 is not a positive multiple'),
+    ('total_steps', -3, 'config.total_steps must be positive, found -3'),
 ])
 def test_bad_configs_fail_at_startup(digits_data_dir, tmp_path, field, value, message):
   config = tiny_recipe.get_config(digits_data_dir)
@@ -147,18 +157,33 @@ def test_bad_configs_fail_at_startup(digits_data_dir, tmp_path, field, value, me
     node = node[parent]
   node[leaf] = value
   with pytest.raises(ValueError, match=message):
-    loop.build_setup(config)
+    setup_lib.build_setup(config)
 
 
-def test_unknown_dataset_and_field(digits_data_dir):
+def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
   config.data.name = 'no_such_dataset'
   with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
-    loop.build_setup(config)
+    sources.from_config(config.data)
   config = tiny_recipe.get_config(digits_data_dir)
   config.model = dict(posembed='sincos2d')
-  with pytest.raises(ValueError, match='Unknown field model.posembed'):
-    loop.build_setup(config)
+  with pytest.raises(ValueError, match='Unknown field model.posembed; did you mean posemb'):
+    setup_lib.build_setup(config)
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.label_smoothing = 0.1
+  config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot(smoothing=0.1)'
+  with pytest.raises(ValueError, match='Label smoothing is set twice'):
+    loop.train_and_evaluate(config, str(tmp_path / 'twice'))
+  assert not os.path.exists(tmp_path / 'twice' / 'checkpoints')
+
+
+def test_epochs_need_only_the_split_size(digits_data_dir):
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.total_steps, config.total_epochs = None, 2.5
+  assert setup_lib.num_steps(config, 256) == 20  # ceil(2.5 * 256 / 32)
+  assert setup_lib.build_setup(config, num_train_examples=256).total_steps == 20
+  with pytest.raises(ValueError, match='total_epochs needs the training split'):
+    setup_lib.build_setup(config)
 
 
 RESUME_STEPS = 40  # long enough for an async checkpoint to be finalized mid-run
@@ -200,27 +225,35 @@ def reference_run(digits_data_dir, tmp_path_factory):
   proc = _launch(reference, digits_data_dir)
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-2000:]
-  return _final_params(reference, digits_data_dir, RESUME_STEPS)
+  return reference
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
 def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig, reference_run):
+  reference_run_dir = reference_run
   stop_at = random.Random(int(time.time())).randint(5, 30)
   interrupted = str(tmp_path / 'interrupted')
   code, output = _run_until_step(interrupted, digits_data_dir, stop_at, sig)
   if sig == signal.SIGTERM:
-    assert code == 0 and 'preempted (SIGTERM)' in output, output[-2000:]
+    assert code == 0 and output.count('preempted at step') == 1, output[-2000:]
   else:
     assert code == -signal.SIGKILL
   resumed = _launch(interrupted, digits_data_dir)
   out = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0, out[-2000:]
   assert 'Resumed from the checkpoint at step' in out, out[-2000:]
-  ref_step, ref_params, ref_data = reference_run
+  ref_step, ref_params, ref_data = _final_params(reference_run_dir, digits_data_dir, RESUME_STEPS)
   step, params, data = _final_params(interrupted, digits_data_dir, RESUME_STEPS)
   assert step == ref_step == RESUME_STEPS and data == ref_data
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  # The metrics read like an uninterrupted run's: every step once, the same values.
+  rows, ref_rows = _rows(interrupted), _rows(reference_run_dir)
+  assert [r['step'] for r in rows] == [r['step'] for r in ref_rows]
+  for row, ref_row in zip(rows, ref_rows):
+    assert row.keys() == ref_row.keys()
+    np.testing.assert_allclose([row[k] for k in sorted(row)], [ref_row[k] for k in sorted(row)],
+                               rtol=1e-6)
 
 
 def test_a_relative_workdir_works(digits_data_dir, tmp_path, monkeypatch):
@@ -236,15 +269,14 @@ def test_fine_tuning_from_one_of_our_workdirs(finished, digits_data_dir, tmp_pat
   _, params, _ = _final_params(finished[0], digits_data_dir)
   config = tiny_recipe.get_config(digits_data_dir)
   config.num_classes = 3
-  config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot(3)|keep("image", "labels")'
+  config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd, config.total_steps = 0.0, 0, 0.0, 1
   config.init_from = finished[0]
   config.dont_load = ('Transformer/encoder_norm/.*',)
   workdir = str(tmp_path / 'ft_from_run')
   loop.train_and_evaluate(config, workdir)
-  _, state, _, _ = checkpointing.Checkpointer(workdir).restore(
-      loop.build_setup(config, with_train_data=False).abstract_state)
+  _, state, _, _ = _restore(workdir, config)
   tuned = jax.tree.map(np.asarray, jax.device_get(state.params))
   np.testing.assert_array_equal(tuned['embedding']['kernel'], params['embedding']['kernel'])
   assert tuned['head']['kernel'].shape == (16, 3) and not tuned['head']['kernel'].any()

@@ -4,7 +4,6 @@ import collections
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -69,12 +68,12 @@ def test_eval_processes_see_every_example_once_in_equal_batch_counts(num_example
 
 
 def _train_iterator(source, spec, *, seed=0, position=0, process_index=0, process_count=1,
-                    local_batch=8, sharding=None):
+                    global_batch=8, sharding=None):
   pp = preprocess.parse(spec)
   make = lambda pos: pipeline.train_dataset(  # pylint: disable=g-long-lambda
-      source, pp, local_batch=local_batch, seed=seed, position=pos,
+      source, pp, global_batch=global_batch, seed=seed, position=pos,
       process_index=process_index, process_count=process_count)
-  return pipeline.TrainIterator(make, local_batch=local_batch, sharding=sharding,
+  return pipeline.TrainIterator(make, global_batch=global_batch, sharding=sharding,
                                 position=position)
 
 
@@ -88,14 +87,14 @@ def test_restored_iterator_gives_bit_identical_batches(digits_data_dir):
   for _ in range(5):
     next(resumed)
   state = resumed.get_state()
-  assert state == {'position': 40}
+  assert state == {'global_position': 40}
   restored = _train_iterator(source, spec, seed=7, sharding=sharding)
   restored.set_state(state)
   for expected in batches[5:]:
     actual = jax.tree.map(np.asarray, next(restored))
     for key in expected:
       np.testing.assert_array_equal(actual[key], expected[key])
-  assert restored.get_state() == {'position': 128}
+  assert restored.get_state() == {'global_position': 128}
   for iterator in (reference, resumed, restored):
     iterator.close()
 
@@ -104,7 +103,7 @@ def test_order_is_a_function_of_seed_epoch_and_position():
   source = _index_source(20)
   first_epochs = []
   for seed in (0, 0, 1):
-    iterator = _train_iterator(source, 'keep("label")', seed=seed, local_batch=5)
+    iterator = _train_iterator(source, 'keep("label")', seed=seed, global_batch=5)
     labels = np.concatenate([next(iterator)['label'] for _ in range(8)])  # 2 epochs
     iterator.close()
     assert sorted(labels[:20]) == sorted(labels[20:]) == list(range(20))  # each epoch: all once
@@ -112,26 +111,29 @@ def test_order_is_a_function_of_seed_epoch_and_position():
     first_epochs.append(labels)
   np.testing.assert_array_equal(first_epochs[0], first_epochs[1])
   assert not np.array_equal(first_epochs[0], first_epochs[2])
-  late = _train_iterator(source, 'keep("label")', seed=0, position=25, local_batch=5)
+  late = _train_iterator(source, 'keep("label")', seed=0, position=25, global_batch=5)
   np.testing.assert_array_equal(next(late)['label'], first_epochs[0][25:30])
   late.close()
 
 
-def test_processes_read_disjoint_blocks():
-  source = _index_source(103)
-  epoch_sets = []
-  for process in range(4):
-    iterator = _train_iterator(source, 'keep("label")', process_index=process, process_count=4,
-                               local_batch=5)
-    labels = np.concatenate([next(iterator)['label'] for _ in range(10)])
+@pytest.mark.parametrize('process_count', [2, 4])
+def test_processes_read_their_slice_of_the_same_global_batches(digits_data_dir, process_count):
+  """Order and augmentation depend on (seed, global position) only, not on the host count."""
+  source = sources.digits_source('train[:20]', data_dir=digits_data_dir)  # epochs of 20
+  spec = 'decode|inception_crop(16)|flip_lr|value_range(-1, 1)|onehot(10)'
+  single = _train_iterator(source, spec, seed=3, global_batch=8)
+  expected = [next(single) for _ in range(6)]  # 2.4 epochs
+  single.close()
+  per_process = []
+  for process in range(process_count):
+    iterator = _train_iterator(source, spec, seed=3, global_batch=8, process_index=process,
+                               process_count=process_count, position=16)
+    per_process.append([next(iterator) for _ in range(4)])
     iterator.close()
-    start, stop = pipeline.process_range(103, process, 4)
-    assert set(labels) == set(range(start, stop))
-    epoch_sets.append(set(labels))
-  for i in range(4):
-    for j in range(i + 1, 4):
-      assert not epoch_sets[i] & epoch_sets[j]
-  assert set().union(*epoch_sets) == set(range(103))
+  for b in range(4):
+    for key in ('image', 'label'):
+      joined = np.concatenate([per_process[p][b][key] for p in range(process_count)])
+      np.testing.assert_array_equal(joined, expected[b + 2][key])
 
 
 def test_startup_checks():
@@ -141,24 +143,19 @@ def test_startup_checks():
     pipeline.local_batch_size(100, 1, 8)
   with pytest.raises(ValueError, match='process count'):
     pipeline.local_batch_size(24, 16, 8)
-  config = ml_collections.ConfigDict({'patches': {'size': (16, 16)}})
-  pipeline.check_image_size(224, config)
-  with pytest.raises(ValueError, match='Image size 200 is not divisible by the effective patch '
-                     'size 16'):
-    pipeline.check_image_size(200, config)
-  hybrid = ml_collections.ConfigDict({'patches': {'size': (1, 1)},
-                                      'resnet': {'num_layers': (3, 4, 9)}})
-  with pytest.raises(ValueError, match='effective patch size 16 .*stride 16'):
-    pipeline.check_image_size(232, hybrid)
-  with pytest.raises(ValueError, match='none left for process 0 of 4'):
-    pipeline.train_dataset(_index_source(2), preprocess.parse('keep("label")'), local_batch=1,
+  with pytest.raises(ValueError, match='Data position 12 is not a whole number of global '
+                     'batches of 8'):
+    pipeline.train_dataset(_index_source(20), preprocess.parse('keep("label")'), global_batch=8,
+                           position=12, seed=0)
+  with pytest.raises(ValueError, match='process count'):
+    pipeline.train_dataset(_index_source(20), preprocess.parse('keep("label")'), global_batch=6,
                            seed=0, process_index=0, process_count=4)
   with pytest.raises(ValueError, match='fixed shapes'):
     ragged = sources.Source('ragged', 3, ['a'], lambda i: {  # pylint: disable=g-long-lambda
         'image': tf.zeros(tf.stack([i + 1, 2, 3]), tf.uint8), 'label': tf.cast(i, tf.int32)})
     pipeline.eval_dataset(ragged, preprocess.parse('value_range()'), local_batch=2)
   with pytest.raises(ValueError, match='Not a data-iterator state'):
-    _train_iterator(_index_source(5), 'keep("label")', local_batch=1).set_state({'step': 3})
+    _train_iterator(_index_source(5), 'keep("label")', global_batch=1).set_state({'step': 3})
 
 
 def test_errors_in_the_pipeline_reach_the_consumer():
@@ -166,6 +163,6 @@ def test_errors_in_the_pipeline_reach_the_consumer():
     bad = tf.io.decode_png(tf.constant(b'garbage'))
     return {'image': bad, 'label': tf.cast(index, tf.int32) + tf.cast(tf.size(bad), tf.int32)}
   iterator = _train_iterator(sources.Source('broken', 4, ['a'], lookup), 'keep("label")',
-                             local_batch=2)
+                             global_batch=2)
   with pytest.raises(tf.errors.InvalidArgumentError):
     next(iterator)

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import pytest
 
 from vit_jax import models
-from vit_jax.data import pipeline
 from vit_jax.data import preprocess
-from vit_jax.train import loop
+from vit_jax.models import build
+from vit_jax.models import geometry
 from vit_jax.train import optimizer
+from vit_jax.train import setup
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -29,15 +30,16 @@ def _recipe(name, *args):
                                        ('i1k_s16', ())])
 def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   config = _recipe(name, *args)
-  model_config = loop.model_config_from(config)
-  pipeline.check_image_size(config.image_size, model_config)
-  preprocess.parse(config.pp_train)
-  preprocess.parse(config.pp_eval)
+  model_config = build.model_config_from(config)
+  geometry.check_image_size(config.image_size, model_config)
+  train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
+  preprocess.parse(config.pp_eval, num_classes=config.num_classes)
+  assert not (train_pp.label_smoothing and config.label_smoothing)  # owned by one place
   model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3)),
       train=False))['params']
-  steps = loop._num_steps(config, 1_281_167)  # pylint: disable=protected-access
+  steps = setup.num_steps(config, 1_281_167)
   tx, schedule = optimizer.build(config, shapes, steps)
   assert tx is not None and float(schedule(steps)) <= float(config.lr.base)
 
@@ -58,11 +60,11 @@ def test_pretraining_settings():
   i21k = _recipe('pretrain_i21k')
   assert (i21k.batch_size, i21k.lr.base, i21k.lr.warmup_steps, i21k.lr.schedule, i21k.wd,
           i21k.total_epochs, i21k.loss) == (4096, 1e-3, 10_000, 'linear', 0.1, 90, 'sigmoid_xent')
-  assert loop.model_config_from(i21k).representation_size == 768
-  assert loop.model_config_from(i21k).transformer.dropout_rate == 0.1
+  assert build.model_config_from(i21k).representation_size == 768
+  assert build.model_config_from(i21k).transformer.dropout_rate == 0.1
   s16 = _recipe('i1k_s16')
-  model = loop.model_config_from(s16)
+  model = build.model_config_from(s16)
   assert (model.classifier, model.posemb, s16.mixup.alpha, s16.wd, s16.wd_decoupled) == (
       'gap', 'sincos2d', 0.2, 1e-4, True)
   assert 'randaug(2, 10)' in s16.pp_train
-  assert loop._num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)  # pylint: disable=protected-access
+  assert setup.num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)

@@ -15,7 +15,7 @@ from absl import flags
 
 _TRACEBACK = flags.DEFINE_bool('traceback', False, 'Show the full traceback of an error.')
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+USER_ERRORS = (ValueError, OSError,
                FloatingPointError, app.UsageError)
 
 
@@ -26,6 +26,18 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def _config_without_overrides(argv: list[str], name: str):
+  """The config file flag `--name=path[:arg]` loaded alone, or None."""
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
+  for arg in argv:
+    if arg.startswith((f'--{name}=', f'-{name}=')):
+      try:
+        return config_flags.ConfigFileFlagParser(name=name).parse(arg.split('=', 1)[1])
+      except Exception:  # pylint: disable=broad-except
+        return None
+  return None
+
+
 def _config_field_error(argv: list[str], error: Exception) -> str:
   """'--config.x.y=...: unknown field y; nearest: ...' for an override of a field that is absent."""
   overrides = [a.split('=', 1)[0].lstrip('-') for a in argv if re.match(r'--?\w+\.', a)]
@@ -34,9 +46,8 @@ def _config_field_error(argv: list[str], error: Exception) -> str:
     head, *path = override.split('.')
     if not path or (missing and path[-1] != missing[0] and missing[0] not in path):
       continue
-    try:
-      node = flags.FLAGS[head].value
-    except (KeyError, AttributeError):
+    node = _config_without_overrides(argv, head)
+    if node is None:
       continue
     for depth, key in enumerate(path):
       keys = list(node.keys()) if hasattr(node, 'keys') else []

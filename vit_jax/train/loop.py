@@ -51,18 +51,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       pending.append((step, metrics))
       # Step s-1's stop flag, reduced over every process, read after step s is queued: all
       # processes read the same value here, so all of them stop after the same step.
-      if previous is not None and preemption.agreed(previous):
-        outcome = f'preempted at step {step} ({run.stops.reason or "another process"})'
-        break
+      stop = previous is not None and preemption.agreed(previous)
       previous = metrics
-      if step % config.log_every == 0:
+      if step % config.log_every == 0 or stop:
         _flush(run, pending)
-      if step % config.checkpoint_every == 0 and step < total:
+      if stop:  # saved first: an evaluation due now comes after, as in an uninterrupted run
+        run.save(step, state, wait=True)
+        outcome = f'preempted at step {step} ({run.stops.reason or "another process"})'
+      elif step % config.checkpoint_every == 0 and step < total:
         _flush(run, pending)
         run.save(step, state)
       if run.evaluation and config.get('eval_every') and step % config.eval_every == 0 \
           and step < total:
         final = run.evaluate(step, state)
+      if stop:
+        break
     _flush(run, pending)
     run.save(step, state, wait=True)
     if outcome == 'completed' and run.evaluation:
