@@ -6,6 +6,7 @@ bad input are printed as `error: ...` on stderr with exit status 2, without a tr
 """
 
 import difflib
+import os
 import re
 import sys
 from typing import Callable
@@ -62,6 +63,11 @@ def _config_field_error(argv: list[str], error: Exception) -> str:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its errors and config-override errors as one line."""
+  for arg in argv[1:]:
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1].split(':', 1)[0]
+      if not os.path.isfile(path):
+        fail(f'{arg}: no recipe file {path} (from {os.getcwd()}).')
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -42,23 +42,23 @@ def _as_numpy(metadata: Any) -> Any:
 
 def _tree(metadata: Any) -> Any:
   """The plain tree of an item's metadata (orbax wraps it differently across versions)."""
+  metadata = getattr(metadata, 'item_metadata', metadata)
   return getattr(metadata, 'tree', metadata)
 
 
-def _restore_params(manager: ocp.CheckpointManager, step: int) -> Any:
-  names = set(os.listdir(manager.directory / str(step)))
-  if PARAMS in names:
-    meta = _tree(manager.item_metadata(step)[PARAMS])
-    item = manager.restore(step, args=ocp.args.Composite(**{
-        PARAMS: ocp.args.PyTreeRestore(restore_args=_as_numpy(meta))}))[PARAMS]
-  elif OLD_STATE in names:
-    meta = _tree(manager.item_metadata(step)[OLD_STATE])
+def _restore_params(step_dir: epath.Path) -> Any:
+  reader = ocp.PyTreeCheckpointer()
+  if (step_dir / PARAMS).exists():
+    meta = _tree(reader.metadata(step_dir / PARAMS))
+    item = reader.restore(step_dir / PARAMS,
+                          args=ocp.args.PyTreeRestore(restore_args=_as_numpy(meta)))
+  elif (step_dir / OLD_STATE).exists():
+    meta = _tree(reader.metadata(step_dir / OLD_STATE))
     wanted = {k: meta[k] for k in ('params', 'ema_params') if meta.get(k) is not None}
-    item = manager.restore(step, args=ocp.args.Composite(**{
-        OLD_STATE: ocp.args.PyTreeRestore(item=wanted, restore_args=_as_numpy(wanted),
-                                          partial_restore=True)}))[OLD_STATE]
+    item = reader.restore(step_dir / OLD_STATE, args=ocp.args.PyTreeRestore(
+        item=wanted, restore_args=_as_numpy(wanted), partial_restore=True))
   else:
-    raise ValueError(f'holds none of the items {PARAMS!r} or {OLD_STATE!r} (found {sorted(names)})')
+    raise ValueError(f'holds neither a {PARAMS!r} nor a {OLD_STATE!r} item')
   ema = item.get('ema_params')
   return ema if ema else item['params']
 
@@ -76,7 +76,7 @@ def read(workdir: str) -> tuple[int, Any]:
   try:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        return step, _restore_params(manager, step)
+        return step, _restore_params(directory / str(step))
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
                         directory, step, type(e).__name__, str(e).splitlines()[0][:300])

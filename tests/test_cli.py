@@ -1,0 +1,50 @@
+"""Every command line prints a user's mistake as one line and exits 2, without a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=240):
+  result = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  return result, errors
+
+
+@pytest.mark.parametrize('args,expected', [
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.totl_steps=1'),
+     "error: --config.totl_steps: config has no field 'totl_steps'; nearest: total_steps"),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.data.roots=/x'),
+     "error: --config.data.roots: config.data has no field 'roots'; nearest: root"),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.lr.bse=1'),
+     "error: --config.lr.bse: config.lr has no field 'bse'; nearest: base."),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.total_steps=-3'),
+     'error: config.total_steps must be positive, found -3.'),
+    (('vit_jax.main', '--config=configs/no_such_recipe.py', '--workdir=W'),
+     'error: --config=configs/no_such_recipe.py: no recipe file configs/no_such_recipe.py'),
+    (('vit_jax.main', '--config=configs/digits.py', '--mode=eval'),
+     'error: --mode=eval needs --checkpoint=<workdir or .npz>.'),
+    (('vit_jax.export', '--checkpoint=no_such_run', '--format=npz', '--out=x.npz'),
+     'error: Checkpoint not found: no_such_run'),
+    (('vit_jax.export', '--checkpoint=no_such_run', '--format=tflite', '--out=x'),
+     'error: flag --format=tflite: value should be one of'),
+    (('vit_jax.infer', '--model=ViT-Q_16'), "error: Unknown model name 'ViT-Q_16'"),
+    (('vit_jax.viz', '--checkpoint=no_such_run', '--image=no_such.png', '--out=o'),
+     'error: Image not found: no_such.png'),
+])
+def test_user_errors_are_one_line(args, expected, tmp_path):
+  result, errors = _run(*args)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
+def test_the_traceback_flag_shows_it():
+  result, _ = _run('vit_jax.infer', '--model=ViT-Q_16', '--traceback')
+  assert result.returncode != 0 and 'Traceback' in result.stderr
+  assert "Unknown model name 'ViT-Q_16'" in result.stderr

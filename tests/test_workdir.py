@@ -1,0 +1,47 @@
+"""The run directory: one config per workdir, and metrics trimmed to the restored step."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from vit_jax.train import metric_writer
+from vit_jax.train import workdir as workdir_lib
+
+
+def test_claim_writes_refuses_and_overwrites(tmp_path):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.claim(workdir, {'lr': {'base': 1.0}, 'seed': 0}, overwrite=False)
+  assert json.load(open(os.path.join(workdir, 'config.json'))) == {'lr': {'base': 1.0}, 'seed': 0}
+  workdir_lib.claim(workdir, {'lr': {'base': 1.0}, 'seed': 0}, overwrite=False)  # same: fine
+  with pytest.raises(ValueError, match=r"different config \(fields: \['lr.base'\]\)"):
+    workdir_lib.claim(workdir, {'lr': {'base': 2.0}, 'seed': 0}, overwrite=False)
+  open(os.path.join(workdir, 'metrics.jsonl'), 'w').write('{"step": 1}\n')
+  workdir_lib.claim(workdir, {'lr': {'base': 2.0}, 'seed': 0}, overwrite=True)
+  assert not os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
+  assert json.load(open(os.path.join(workdir, 'config.json')))['lr']['base'] == 2.0
+
+
+def _event_steps(folder):
+  steps = []
+  for name in sorted(os.listdir(folder)):
+    for record in tf.data.TFRecordDataset(os.path.join(folder, name)).as_numpy_iterator():
+      event = tf.compat.v1.Event.FromString(record)
+      if event.summary.value:
+        steps.append(event.step)
+  return steps
+
+
+def test_rows_and_events_past_the_restored_step_are_dropped(tmp_path):
+  workdir = str(tmp_path)
+  writer = metric_writer.MetricWriter(workdir)
+  for step in range(1, 8):
+    writer.write(step, {'train/loss': 1.0 / step})
+  writer.close()
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write('{"step": 8, "train/lo')  # a row cut short by a kill
+  workdir_lib.drop_metrics_after(workdir, 4)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['step'] for r in rows] == [1, 2, 3, 4] and rows[1]['train/loss'] == 0.5
+  assert _event_steps(os.path.join(workdir, 'tensorboard')) == [1, 2, 3, 4]
