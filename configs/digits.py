@@ -9,9 +9,12 @@ from vit_jax.configs import common
 def get_config():
   config = common.get_config()
   config.model_name = 'ViT-Ti_16'
-  config.model = dict(patches={'size': (4, 4)}, hidden_size=96,
-                      transformer=dict(mlp_dim=192, num_heads=3, num_layers=4,
-                                       dropout_rate=0.0))
+  config.model.patches.size = (4, 4)
+  config.model.hidden_size = 96
+  config.model.transformer.mlp_dim = 192
+  config.model.transformer.num_heads = 3
+  config.model.transformer.num_layers = 4
+  config.model.transformer.dropout_rate = 0.0
   config.num_classes = 10
   config.image_size = 16
   config.data = common.data_source('digits', 'train')

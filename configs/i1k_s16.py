@@ -14,7 +14,7 @@ from vit_jax.configs import common
 def get_config(epochs='90'):
   config = common.get_config()
   config.model_name = 'ViT-S_16'
-  config.model = dict(classifier='gap', posemb='sincos2d')
+  config.model.classifier, config.model.posemb = 'gap', 'sincos2d'
   config.num_classes = 1000
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet2012', 'train[:99%]'

@@ -16,8 +16,9 @@ def get_config(model_name='ViT-B_16'):
   config = common.get_config()
   config.model_name = model_name
   width = model_configs.get_config(model_name).hidden_size
-  config.model = dict(representation_size=width, head_bias_init=-10.0,
-                      transformer=dict(dropout_rate=0.1))
+  config.model.representation_size = width
+  config.model.head_bias_init = -10.0
+  config.model.transformer.dropout_rate = 0.1
   config.num_classes = 21843
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet21k', 'full[102400:]'

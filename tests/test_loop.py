@@ -166,7 +166,7 @@ def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
   with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
     sources.from_config(config.data)
   config = tiny_recipe.get_config(digits_data_dir)
-  config.model = dict(posembed='sincos2d')
+  config.model.posembed = 'sincos2d'
   with pytest.raises(ValueError, match='Unknown field model.posembed; did you mean posemb'):
     setup_lib.build_setup(config)
   config = tiny_recipe.get_config(digits_data_dir)

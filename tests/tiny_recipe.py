@@ -6,8 +6,9 @@ from vit_jax.configs import common
 def get_config(data_dir=None):
   config = common.get_config()
   config.model_name = 'testing'
-  config.model = dict(patches={'size': (4, 4)}, hidden_size=16,
-                      transformer=dict(mlp_dim=32, num_heads=2, num_layers=1, dropout_rate=0.1))
+  config.model.patches.size = (4, 4)
+  config.model.hidden_size = 16
+  config.model.transformer.update(mlp_dim=32, num_heads=2, num_layers=1, dropout_rate=0.1)
   config.num_classes = 10
   config.image_size = 16
   config.data.name, config.data.split, config.data.data_dir = 'digits', 'train[:256]', data_dir

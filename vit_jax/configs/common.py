@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Model: a variant from vit_jax.configs.models, with field overrides.
   config.model_name = 'ViT-B_16'
-  config.model = ml_collections.ConfigDict()
+  config.model = model_overrides()
   config.num_classes = 1000
   config.image_size = 224
   config.init_from = ml_collections.config_dict.placeholder(str)  # released/big_vision .npz, or one of our workdirs
@@ -71,6 +71,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed = ml_collections.ConfigDict(dict(
       heartbeat_timeout_s=40, initialization_timeout_s=300, shutdown_timeout_s=300))
   return config
+
+
+def model_overrides() -> ml_collections.ConfigDict:
+  """Every VisionTransformer field, unset: a set one overrides the `model_name` variant's."""
+  unset = ml_collections.config_dict.placeholder
+  return ml_collections.ConfigDict(dict(
+      patches=dict(size=unset(tuple)), hidden_size=unset(int),
+      transformer=dict(mlp_dim=unset(int), num_heads=unset(int), num_layers=unset(int),
+                       dropout_rate=unset(float), attention_dropout_rate=unset(float)),
+      representation_size=unset(int), classifier=unset(str), head_bias_init=unset(float),
+      posemb=unset(str), stochastic_depth=unset(float), dtype=unset(str), scan=unset(bool),
+      remat=unset(str), gelu_approximate=unset(bool)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

@@ -15,11 +15,24 @@ def _unknown(field: str, known) -> ValueError:
   return ValueError(f'Unknown field {field}; {hint}')
 
 
+def _set_fields(overrides) -> dict:
+  """The fields a config actually sets: unset (None) entries and empty groups dropped."""
+  overrides = overrides.to_dict() if hasattr(overrides, 'to_dict') else dict(overrides)
+  out = {}
+  for key, value in overrides.items():
+    if isinstance(value, dict):
+      value = _set_fields(value)
+      if not value:
+        continue
+    if value is not None:
+      out[key] = value
+  return out
+
+
 def model_config_from(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The variant's fields with `config.model` overrides applied (nested for `transformer`)."""
   model_config = model_configs.get_config(config.model_name)
-  overrides = config.get('model') or {}
-  overrides = overrides.to_dict() if hasattr(overrides, 'to_dict') else dict(overrides)
+  overrides = _set_fields(config.get('model') or {})
   transformer = overrides.pop('transformer', None) or {}
   for key, value in transformer.items():
     if key not in model_config.transformer:

@@ -35,16 +35,23 @@ class Setup:
     return (self.config.image_size, self.config.image_size, 3)
 
 
-def _positive(field: str, value) -> None:
-  if value is not None and not value > 0:
+def _positive(field: str, value, unset=(None,)) -> None:
+  if value not in unset and not value > 0:
     raise ValueError(f'config.{field} must be positive, found {value}.')
 
 
 def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[int]) -> int:
-  """`total_steps`, or `total_epochs` over a split of `num_train_examples` at `batch_size`."""
-  _positive('total_steps', config.get('total_steps'))
-  _positive('total_epochs', config.get('total_epochs'))
+  """`total_steps`, or `total_epochs` over a split of `num_train_examples` at `batch_size`.
+
+  `total_steps=0` counts as unset, so a recipe in steps can be switched to epochs from the
+  command line (`--config.total_steps=0 --config.total_epochs=90`).
+  """
+  _positive('total_steps', config.get('total_steps'), unset=(None, 0))
+  _positive('total_epochs', config.get('total_epochs'), unset=(None, 0))
   _positive('batch_size', config.get('batch_size'))
+  if config.get('total_steps') and config.get('total_epochs'):
+    raise ValueError(f'Set one of config.total_steps ({config.total_steps}) and '
+                     f'config.total_epochs ({config.total_epochs}); set the other to 0.')
   if config.get('total_steps'):
     return int(config.total_steps)
   if config.get('total_epochs'):
