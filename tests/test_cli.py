@@ -17,15 +17,15 @@ def _run(*args, timeout=240):
 
 
 @pytest.mark.parametrize('args,expected', [
-    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.totl_steps=1'),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.totl_steps=1'),
      "error: --config.totl_steps: config has no field 'totl_steps'; nearest: total_steps"),
-    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.data.roots=/x'),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.data.roots=/x'),
      "error: --config.data.roots: config.data has no field 'roots'; nearest: root"),
-    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.lr.bse=1'),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.lr.bse=1'),
      "error: --config.lr.bse: config.lr has no field 'bse'; nearest: base."),
-    (('vit_jax.main', '--config=configs/digits.py', '--workdir=W', '--config.total_steps=-3'),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.total_steps=-3'),
      'error: config.total_steps must be positive, found -3.'),
-    (('vit_jax.main', '--config=configs/no_such_recipe.py', '--workdir=W'),
+    (('vit_jax.main', '--config=configs/no_such_recipe.py', '--workdir=WORKDIR'),
      'error: --config=configs/no_such_recipe.py: no recipe file configs/no_such_recipe.py'),
     (('vit_jax.main', '--config=configs/digits.py', '--mode=eval'),
      'error: --mode=eval needs --checkpoint=<workdir or .npz>.'),
@@ -38,10 +38,11 @@ def _run(*args, timeout=240):
      'error: Image not found: no_such.png'),
 ])
 def test_user_errors_are_one_line(args, expected, tmp_path):
-  result, errors = _run(*args)
+  result, errors = _run(*[a.replace('WORKDIR', str(tmp_path / 'w')) for a in args])
   assert result.returncode == 2, result.stderr[-3000:]
   assert len(errors) == 1 and errors[0].startswith(expected), result.stderr[-3000:]
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'w'), 'a run refused at startup leaves no workdir'
 
 
 def test_the_traceback_flag_shows_it():

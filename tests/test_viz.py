@@ -16,6 +16,7 @@ from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.viz import analysis
+from vit_jax.data import images
 from vit_jax.viz import report
 
 TARGET = 2  # the patch every token is made to attend to
@@ -136,7 +137,7 @@ def test_command_writes_every_figure(tmp_path, kind):
         image_dir / f'img{i}.png')
   out = str(tmp_path / 'viz')
   written = report.run(str(tmp_path / 'model.npz'),
-                       report.image_paths(str(image_dir), 10), out,
+                       images.image_paths(str(image_dir), 10), out,
                        image_size=size if kind == 'gap_sincos' else None)
   assert len(written.rollouts) == len(written.head_maps) == 3
   for path in [*written.rollouts, *written.head_maps, written.distance_png, written.posemb_png,
@@ -156,7 +157,7 @@ def test_command_writes_every_figure(tmp_path, kind):
 
 def test_missing_inputs_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match='nope.png'):
-    report.image_paths(str(tmp_path / 'nope.png'), 1)
+    images.image_paths(str(tmp_path / 'nope.png'), 1)
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='No images'):
-    report.image_paths(str(tmp_path / 'empty'), 1)
+    images.image_paths(str(tmp_path / 'empty'), 1)

@@ -44,8 +44,18 @@ def main(argv):
   if _MODE.value == 'train' and not _WORKDIR.value:
     raise app.UsageError('Training needs --workdir=<run directory>.')
   from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                         **distributed.timeouts_from_config(config))
+  peers = distributed.join(config, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    _run(config)
+  except BaseException:
+    if peers is not None:  # fall silent: the other processes see this one lost and exit too
+      peers.silence()
+    raise
+  distributed.leave(peers)
+  logging.flush()
+
+
+def _run(config) -> None:
   if _MODE.value == 'eval':
     from vit_jax.train import evaluation  # pylint: disable=g-import-not-at-top
     result = evaluation.evaluate_checkpoint(config, _CHECKPOINT.value)
@@ -63,8 +73,6 @@ def main(argv):
     print(f'Run {result["outcome"]}: saved; restart the same command to continue.')
   if result.get('plot'):
     print(f'Curves: {result["plot"]}')
-  logging.flush()
-  distributed.shutdown()
 
 
 if __name__ == '__main__':

@@ -5,9 +5,15 @@ from typing import Optional
 
 import jax
 
+from vit_jax.parallel import watchdog
+
 
 def timeouts_from_config(config) -> dict[str, int]:
-  """`config.distributed` -> the runtime's timeouts, in seconds (absent fields keep JAX's)."""
+  """`config.distributed` -> the runtime's timeouts, in seconds (absent fields keep JAX's).
+
+  JAX's own heartbeat timeout is set to twice `heartbeat_timeout_s`: our watchdog reports a
+  lost peer first, by name; JAX's abort stays as the backstop.
+  """
   fields = {'heartbeat_timeout_s': 'heartbeat_timeout_seconds',
             'initialization_timeout_s': 'initialization_timeout',
             'shutdown_timeout_s': 'shutdown_timeout_seconds'}
@@ -22,7 +28,7 @@ def timeouts_from_config(config) -> dict[str, int]:
       if int(value) <= 0:
         raise ValueError(f'config.distributed.{field} must be a positive number of seconds, '
                          f'found {value}.')
-      out[argument] = int(value)
+      out[argument] = int(value) * (2 if field == 'heartbeat_timeout_s' else 1)
   return out
 
 
@@ -61,7 +67,19 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def shutdown() -> None:
-  """Leaves the job cleanly (a no-op for single-process runs)."""
+def join(config, coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+         process_id: Optional[int] = None) -> Optional[watchdog.PeerWatchdog]:
+  """`initialize` with the config's timeouts, and a dead-peer watchdog when there are peers."""
+  initialize(coordinator_address, num_processes, process_id, **timeouts_from_config(config))
+  if jax.process_count() == 1:
+    return None
+  timeout = (config.get('distributed') or {}).get('heartbeat_timeout_s') or 40
+  return watchdog.PeerWatchdog(timeout)
+
+
+def leave(peer_watchdog: Optional[watchdog.PeerWatchdog]) -> None:
+  """Leaves the job cleanly: marked done for the watchdogs, then JAX's shutdown barrier."""
+  if peer_watchdog is not None:
+    peer_watchdog.stop()
   if jax.process_count() > 1:
     jax.distributed.shutdown()

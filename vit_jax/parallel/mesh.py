@@ -50,7 +50,3 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
-
-def batch_shards(mesh: Mesh) -> int:
-  """How many pieces the batch is split into."""
-  return math.prod(mesh.shape[a] for a in BATCH_AXES)

@@ -115,14 +115,14 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   """Every part of a run, checked before the first step."""
   config_dict = workdir_lib.config_dict(config)
   lead = jax.process_index() == 0
-  if lead:
-    workdir_lib.claim(workdir, config_dict, overwrite)
   train_source = sources.from_config(config.data)
   setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   train_step = step_lib.train_step_from_config(
       config, setup, label_smoothing=_label_smoothing(config, train_pp))
   evaluation = evaluation_lib.from_config(config, setup.model, setup.mesh, setup.shardings.params)
+  if lead:  # only a config that passed every check above claims the workdir
+    workdir_lib.claim(workdir, config_dict, overwrite)
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
                                        keep_period=config.get('keep_period'))
   start_step, state, position = _initial_state(setup, ckpt)

@@ -49,6 +49,24 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
 
   grad_fn = jax.value_and_grad(forward, has_aux=True)
 
+  def accumulate(params, images, labels, dropout_rng):
+    """Mean loss, accuracy and gradients over `micro_batches` equal slices, one at a time."""
+    if images.shape[0] % micro_batches:
+      raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
+                       'micro-batches.')
+    split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
+
+    def add(carry, inputs):
+      index, micro_images, micro_labels = inputs
+      (value, acc), grads = grad_fn(params, micro_images, micro_labels,
+                                    jax.random.fold_in(dropout_rng, index))
+      return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
+
+    zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, params))
+    totals, _ = jax.lax.scan(add, zeros, (jnp.arange(micro_batches), split(images),
+                                          split(labels)))
+    return jax.tree.map(lambda x: x / micro_batches, totals)
+
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(state.rng, state.step)
     dropout_rng, mix_rng = jax.random.split(rng)
@@ -59,22 +77,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     if micro_batches == 1:
       (loss_value, accuracy), grads = grad_fn(state.params, images, labels, dropout_rng)
     else:
-      if images.shape[0] % micro_batches:
-        raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
-                         'micro-batches.')
-      split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
-
-      def accumulate(carry, inputs):
-        index, micro_images, micro_labels = inputs
-        (value, acc), grads = grad_fn(state.params, micro_images, micro_labels,
-                                      jax.random.fold_in(dropout_rng, index))
-        return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
-
-      zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, state.params))
-      (loss_value, accuracy, grads), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(micro_batches), split(images), split(labels)))
-      loss_value, accuracy = loss_value / micro_batches, accuracy / micro_batches
-      grads = jax.tree.map(lambda g: g / micro_batches, grads)
+      loss_value, accuracy, grads = accumulate(state.params, images, labels, dropout_rng)
 
     grads, loss_value, accuracy = reduce((grads, loss_value, accuracy))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

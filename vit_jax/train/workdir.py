@@ -30,8 +30,8 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
       saved = json.load(f)
     if saved != config_dict_:
       if not overwrite:
-        flat_saved = flax.traverse_util.flatten_dict(saved, sep='.')
-        flat_new = flax.traverse_util.flatten_dict(config_dict_, sep='.')
+        flat_saved = flax.traverse_util.flatten_dict(saved, sep='.', keep_empty_nodes=True)
+        flat_new = flax.traverse_util.flatten_dict(config_dict_, sep='.', keep_empty_nodes=True)
         changed = sorted(k for k in set(flat_saved) | set(flat_new)
                          if flat_saved.get(k) != flat_new.get(k))
         raise ValueError(f'{workdir} holds a run with a different config (fields: {changed}). '

@@ -1,0 +1,173 @@
+"""The main job as several real processes on localhost (gloo collectives): agreed stops on
+SIGTERM, a dead peer detected, and the same run on any process count."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import tiny_recipe
+from vit_jax.train import checkpointer
+from vit_jax.train import setup as setup_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 24
+pytestmark = pytest.mark.slow
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+class Job:
+  """`processes` copies of `python -m vit_jax.main`, 4 CPU devices in all, logs in files."""
+
+  def __init__(self, workdir, data_dir, processes, log_dir, extra=()):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={4 // processes}'
+    env['JAX_PLATFORMS'] = 'cpu'
+    self.logs = [os.path.join(log_dir, f'{os.path.basename(workdir)}_{i}_{time.time()}.log')
+                 for i in range(processes)]
+    args = [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
+            f'--workdir={workdir}', f'--config.total_steps={STEPS}', '--config.checkpoint_every=8',
+            '--config.eval_every=12', '--config.distributed.heartbeat_timeout_s=10', *extra]
+    if processes > 1:
+      args += [f'--coordinator_address=localhost:{port}', f'--num_processes={processes}']
+    self.procs = []
+    for i, log in enumerate(self.logs):
+      with open(log, 'w') as out:
+        self.procs.append(subprocess.Popen(
+            args + ([f'--process_id={i}'] if processes > 1 else []), cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, text=True))
+
+  def log(self, i=0):
+    with open(self.logs[i]) as f:
+      return f.read()
+
+  def logged_step(self):
+    steps = [int(l.split()[1].split('/')[0]) for l in self.log(0).splitlines()
+             if l.startswith('step ') and '/' in l.split()[1]]
+    return max(steps, default=0)
+
+  def wait_for_step(self, step, timeout=240):
+    deadline = time.time() + timeout
+    while self.logged_step() < step:
+      assert time.time() < deadline, self.log(0)[-3000:]
+      assert all(p.poll() is None for p in self.procs), self.log(0)[-3000:]
+      time.sleep(0.2)
+
+  def wait(self, timeout=300):
+    try:
+      return [p.wait(timeout=timeout) for p in self.procs]
+    finally:
+      for p in self.procs:  # only the processes this test started, by their handle
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+
+
+def _params_and_rows(workdir, data_dir):
+  config = tiny_recipe.get_config(data_dir)
+  config.total_steps = STEPS
+  restored = checkpointer.Checkpointer(workdir, async_save=False).restore(
+      setup_lib.build_setup(config).abstract_state)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return restored.step, jax.tree.map(np.asarray, jax.device_get(restored.state.params)), rows
+
+
+def _assert_same_run(a, b, rtol):
+  step_a, params_a, rows_a = a
+  step_b, params_b, rows_b = b
+  assert step_a == step_b == STEPS
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-7), params_a,
+               params_b)
+  assert [r['step'] for r in rows_a] == [r['step'] for r in rows_b]
+  for row_a, row_b in zip(rows_a, rows_b):
+    for key in row_a:
+      np.testing.assert_allclose(row_a[key], row_b[key], rtol=rtol, err_msg=key)
+
+
+@pytest.fixture(scope='module')
+def references(digits_data_dir, tmp_path_factory):
+  """Uninterrupted runs on 2 processes x 2 devices and on 1 process x 4 devices."""
+  base = tmp_path_factory.mktemp('references')
+  two = Job(str(base / 'two'), digits_data_dir, 2, str(base))
+  assert two.wait() == [0, 0], two.log(0)[-3000:] + two.log(1)[-3000:]
+  one = Job(str(base / 'one'), digits_data_dir, 1, str(base))
+  assert one.wait() == [0], one.log(0)[-3000:]
+  return (_params_and_rows(str(base / 'two'), digits_data_dir),
+          _params_and_rows(str(base / 'one'), digits_data_dir))
+
+
+def test_one_and_two_processes_train_the_same_model(references):
+  two, one = references
+  _assert_same_run(two, one, rtol=1e-5)
+  assert [r['eval/accuracy'] for r in two[2] if 'eval/accuracy' in r] == \
+      [r['eval/accuracy'] for r in one[2] if 'eval/accuracy' in r]
+
+
+def _preempted_step(job, i):
+  lines = [l for l in job.log(i).splitlines() if 'preempted at step' in l]
+  assert len(lines) == 1, job.log(i)[-3000:]
+  return int(lines[0].split('preempted at step ')[1].split()[0])
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(references, digits_data_dir,
+                                                            tmp_path):
+  workdir = str(tmp_path / 'run')
+  job = Job(workdir, digits_data_dir, 2, str(tmp_path))
+  job.wait_for_step(random.Random(time.time()).randint(3, 14))
+  job.procs[1].send_signal(signal.SIGTERM)
+  assert job.wait() == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
+  step = _preempted_step(job, 0)
+  assert _preempted_step(job, 1) == step and step < STEPS
+  assert max(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+             if d.isdigit()) == step
+  # The checkpoint two processes wrote continues on one process (4 devices) to the same end.
+  resumed = Job(workdir, digits_data_dir, 1, str(tmp_path))
+  assert resumed.wait() == [0], resumed.log(0)[-3000:]
+  assert f'Resumed from the checkpoint at step {step}' in resumed.log(0)
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[1], rtol=1e-5)
+
+
+def test_sigterm_to_both_a_step_apart_then_restart(references, digits_data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  job = Job(workdir, digits_data_dir, 2, str(tmp_path))
+  first = random.Random(time.time()).randint(3, 14)
+  job.wait_for_step(first)
+  job.procs[0].send_signal(signal.SIGTERM)
+  job.wait_for_step(first + 1)
+  job.procs[1].send_signal(signal.SIGTERM)
+  assert job.wait() == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
+  assert _preempted_step(job, 0) == _preempted_step(job, 1)
+  restarted = Job(workdir, digits_data_dir, 2, str(tmp_path))
+  assert restarted.wait() == [0, 0], restarted.log(0)[-3000:]
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[0], rtol=1e-6)
+
+
+def test_a_killed_peer_is_reported_within_the_bound(digits_data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  job = Job(workdir, digits_data_dir, 2, str(tmp_path), extra=('--config.total_steps=2000',))
+  job.wait_for_step(9)  # past the first checkpoint (step 8)
+  job.procs[1].send_signal(signal.SIGKILL)
+  killed_at = time.time()
+  codes = job.wait(timeout=120)
+  elapsed = time.time() - killed_at
+  assert codes[0] == 3 and elapsed < 60, (codes, elapsed, job.log(0)[-3000:])
+  assert 'error: process 1 of 2 stopped responding' in job.log(0)
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+  assert steps and steps[0] >= 8
+  shutil.rmtree(workdir)
