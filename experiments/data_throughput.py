@@ -45,7 +45,7 @@ def write_jpegs(root: str, num_images: int, seed: int = 0) -> None:
 
 
 def measure(source, spec: str, threads: int, batch: int, num_batches: int) -> float:
-  dataset = pipeline.train_dataset(source, preprocess.parse(spec), local_batch=batch, seed=0)
+  dataset = pipeline.train_dataset(source, preprocess.parse(spec), global_batch=batch, seed=0)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1

@@ -229,7 +229,9 @@ def reference_run(digits_data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+# SIGTERM (an agreed stop, saved, restarted to bit-identical parameters and metrics) is tested on
+# two processes in test_multihost_runs.py.
+@pytest.mark.parametrize('sig', [signal.SIGKILL], ids=['SIGKILL'])
 def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig, reference_run):
   reference_run_dir = reference_run
   stop_at = random.Random(int(time.time())).randint(5, 30)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vit_jax import checkpoint
+from vit_jax import export
 from vit_jax import trained_model
 from vit_jax.data import sources
 
@@ -56,7 +57,7 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
   # 2. Fine-tune from that workdir: a new zero head (softmax), no pre-logits, 24px (posemb
   #    resampled from a 4x4 to a 6x6 grid).
   out = _main('vit_jax.main', '--config=configs/digits.py', f'--workdir={finetune}', *COMMON,
-              *data, f'--config.init_from={pretrain}', '--config.total_steps=60',
+              *data, f'--config.init_from={pretrain}', '--config.total_steps=40',
               '--config.image_size=24', '--config.data.image_size=16',
               '--config.pp_train=decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")',
               '--config.pp_eval=decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")',
@@ -77,7 +78,7 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
 
   # 4. Export: npz exactly, Hugging Face to the same logits.
   npz, hf = str(tmp_path / 'tuned.npz'), str(tmp_path / 'hf')
-  _main('vit_jax.export', f'--checkpoint={finetune}', '--format=npz', f'--out={npz}')
+  export.export(finetune, 'npz', npz)  # the function behind the command line used below
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load(npz), tuned.params)
   _main('vit_jax.export', f'--checkpoint={finetune}', '--format=hf', f'--out={hf}')
   from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top

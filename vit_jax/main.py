@@ -47,9 +47,11 @@ def main(argv):
   peers = distributed.join(config, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     _run(config)
-  except BaseException:
-    if peers is not None:  # fall silent: the other processes see this one lost and exit too
-      peers.silence()
+  except BaseException as e:
+    if peers is not None:
+      if not isinstance(e, cli.USER_ERRORS):  # e.g. a collective broken by a lost peer
+        peers.await_verdict()
+      peers.silence()  # fall silent: the other processes see this one lost and exit too
     raise
   distributed.leave(peers)
   logging.flush()

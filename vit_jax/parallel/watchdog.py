@@ -7,7 +7,8 @@ process's own clock) is declared lost: this process prints one line naming it an
 status 3, without waiting for the blocked collective. A coordinator that stops answering is
 process 0 lost. Checkpoints are never touched: orbax finalizes a step atomically, so the newest
 complete one stays intact for the restart. A process that finishes marks itself done first, so
-peers that end a little later are not alarmed.
+peers that end a little later are not alarmed. When a collective fails first (gloo sees the
+closed connection at once), the main thread waits for the watchdog's verdict before giving up.
 """
 
 import logging
@@ -76,6 +77,13 @@ class PeerWatchdog:
         elif now - since > self._timeout and not self._stopped.is_set():
           self._on_lost(f'process {pid} of {self._count}', now - since, self._timeout)
           return
+
+  def await_verdict(self) -> None:
+    """After a collective failed (gloo notices a closed connection at once): waits up to the
+    timeout for the watchdog to name a lost peer, in which case it exits the process."""
+    deadline = time.monotonic() + self._timeout + 2 * self._interval
+    while time.monotonic() < deadline and self._thread.is_alive():
+      time.sleep(min(self._interval, 1.0))
 
   def silence(self) -> None:
     """Stops beating without marking done: peers will report this process lost."""
