@@ -19,8 +19,6 @@ def _run(*args, timeout=240):
 @pytest.mark.parametrize('args,expected', [
     (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.totl_steps=1'),
      "error: --config.totl_steps: config has no field 'totl_steps'; nearest: total_steps"),
-    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.data.roots=/x'),
-     "error: --config.data.roots: config.data has no field 'roots'; nearest: root"),
     (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.lr.bse=1'),
      "error: --config.lr.bse: config.lr has no field 'bse'; nearest: base."),
     (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.total_steps=-3'),

@@ -70,6 +70,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     raise FileNotFoundError(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
   model = VisionTransformer(num_classes=num_classes, **model_config)
   if image_size and image_size != native:
+    geometry.check_image_size(image_size, model_config)
     shapes = geometry.abstract_params(model, image_size)
     params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
     native = image_size
