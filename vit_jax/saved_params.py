@@ -13,7 +13,7 @@ the saved metadata and every array is restored as numpy on the host.
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable, Optional, TypeVar
 
 from etils import epath
 import numpy as np
@@ -25,6 +25,7 @@ DATA = 'data'
 CONFIG = 'config'
 OLD_STATE = 'state'  # the single item of the first layout
 ITEM_NAMES = (PARAMS, TRAIN_STATE, DATA, CONFIG, OLD_STATE)
+T = TypeVar('T')
 
 
 def checkpoints_dir(workdir: str) -> epath.Path:
@@ -63,6 +64,18 @@ def _restore_params(step_dir: epath.Path) -> Any:
   return ema if ema else item['params']
 
 
+def newest_restorable(directory, steps, restore: Callable[[int], T]) -> Optional[tuple[int, T]]:
+  """(step, restore(step)) for the newest of `steps` that restores; each failure is logged and
+  the step before it tried. None when none restores."""
+  for step in sorted(steps, reverse=True):
+    try:
+      return step, restore(step)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
+                      directory, step, type(e).__name__, str(e).splitlines()[0][:300])
+  return None
+
+
 def read(workdir: str) -> tuple[int, Any]:
   """(step, parameters) of the newest checkpoint under `workdir` that restores.
 
@@ -74,13 +87,11 @@ def read(workdir: str) -> tuple[int, Any]:
   manager = ocp.CheckpointManager(directory, item_names=ITEM_NAMES,
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
-    for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        return step, _restore_params(directory / str(step))
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
-                        directory, step, type(e).__name__, str(e).splitlines()[0][:300])
+    found = newest_restorable(directory, manager.all_steps(),
+                              lambda step: _restore_params(directory / str(step)))
   finally:
     manager.close()
-  raise FileNotFoundError(f'No restorable checkpoint under {directory}.')
+  if found is None:
+    raise FileNotFoundError(f'No restorable checkpoint under {directory}.')
+  return found
 

@@ -9,7 +9,6 @@ a new one is finalized. A newest checkpoint that fails to restore is reported an
 it used. Workdirs of the first layout (one `state` item) still resume.
 """
 
-import logging
 import os
 from typing import Any, NamedTuple, Optional
 
@@ -88,13 +87,9 @@ class Checkpointer:
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with the target shardings.
     """
-    for step in reversed(self.steps()):
-      try:
-        return self._restore_step(step, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint %s/%d cannot be restored (%s: %s); trying the previous one.',
-                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:300])
-    return None
+    found = saved_params.newest_restorable(
+        self.directory, self.steps(), lambda step: self._restore_step(step, abstract_state))
+    return None if found is None else found[1]
 
   def reached_preemption(self, step: int) -> bool:
     """True when JAX's preemption sync point is reached (a cluster notice seen by all hosts)."""
