@@ -19,10 +19,17 @@ def get_config():
   config.image_size = 16
   config.data = common.data_source('digits', 'train')
   config.data.image_size = 16
-  config.eval_data = common.data_source('digits', 'test')
-  config.eval_data.image_size = 16
   config.pp_train = 'decode|resize(20)|random_crop(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
-  config.pp_eval = 'decode|resize(20)|central_crop(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
+  # Evaluators: top-1 on the test split, and the paper's few-shot linear probes on digits.
+  config.eval_data = None
+  test = common.data_source('digits', 'test')
+  test.image_size = 16
+  config.evals.eval = common.classification_eval(
+      test, 'decode|resize(20)|central_crop(16)|value_range(-1, 1)|onehot|keep("image", "labels")',
+      every=500)
+  config.evals.fewshot = common.fewshot_eval(
+      {'digits': common.fewshot_dataset('digits', 'train', 'test', image_size=16)},
+      'decode|resize(20)|central_crop(16)|value_range(-1, 1)', every=500, shots=(1, 5, 10))
   config.label_smoothing = 0.1
   config.batch_size = 128
   config.eval_batch_size = 128
@@ -32,6 +39,5 @@ def get_config():
   config.wd = 1e-4
   config.wd_decoupled = True
   config.log_every = 50
-  config.eval_every = 500
   config.checkpoint_every = 500
   return config

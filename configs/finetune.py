@@ -44,6 +44,9 @@ def get_config(dataset='cifar10'):
   config.wd = 0.0
   config.grad_clip_norm = 1.0
   config.eval_every = max(steps // 10, 100)
+  if dataset == 'imagenet2012':  # minival, val, ReaL and v2 instead of the one evaluation
+    config.evals = common.imagenet_evals(config.pp_eval, every=config.eval_every)
+    config.eval_data = None
   config.checkpoint_every = max(steps // 10, 100)
   config.micro_batches = 1  # raise it (e.g. 8) when 512 images of 384px do not fit in memory
   return config

@@ -18,11 +18,13 @@ def get_config(epochs='90'):
   config.num_classes = 1000
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet2012', 'train[:99%]'
-  config.eval_data.name, config.eval_data.split = 'imagenet2012', 'validation'
   config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|'
                      'value_range(-1, 1)|onehot|keep("image", "labels")')
-  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
-                    'keep("image", "labels")')
+  # Evaluators: minival (train[99%:]), val, ReaL and v2, every 5,000 steps and at the end.
+  config.eval_data = None
+  config.evals = common.imagenet_evals(
+      'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|keep("image", "labels")',
+      every=5_000)
   config.batch_size = 1024
   config.eval_batch_size = 1024
   config.total_epochs = float(epochs)
@@ -32,6 +34,5 @@ def get_config(epochs='90'):
   config.wd = 1e-4
   config.wd_decoupled = True
   config.grad_clip_norm = 1.0
-  config.eval_every = 5_000
   config.checkpoint_every = 2_000
   return config

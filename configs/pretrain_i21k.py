@@ -38,6 +38,8 @@ def get_config(model_name='ViT-B_16'):
   config.wd_decoupled = False
   config.grad_clip_norm = 1.0
   config.eval_every = 10_000
+  # Few-shot linear probes watch the representation as pretraining goes (as big_vision does).
+  config.evals = common.fewshot_i21k_monitor(every=10_000)
   config.checkpoint_every = 2_000
   config.keep_period = 20_000
   return config

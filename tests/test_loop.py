@@ -15,9 +15,9 @@ import pytest
 
 import tiny_recipe
 from vit_jax import checkpoint as npz_checkpoint
+from vit_jax import evaluators
 from vit_jax.data import sources
 from vit_jax.train import checkpointer
-from vit_jax.train import evaluation
 from vit_jax.train import loop
 from vit_jax.train import setup as setup_lib
 
@@ -70,11 +70,11 @@ def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
 def test_eval_mode_reproduces_the_final_eval(finished, digits_data_dir, tmp_path):
   workdir, result = finished
   config = tiny_recipe.get_config(digits_data_dir)
-  evaluated = evaluation.evaluate_checkpoint(config, workdir)
+  evaluated = evaluators.evaluate_checkpoint(config, workdir)
   assert evaluated['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   _, params, _ = _final_params(workdir, digits_data_dir)
   npz_checkpoint.save(params, str(tmp_path / 'final.npz'))
-  from_npz = evaluation.evaluate_checkpoint(config, str(tmp_path / 'final.npz'))
+  from_npz = evaluators.evaluate_checkpoint(config, str(tmp_path / 'final.npz'))
   assert from_npz['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   assert from_npz['eval/loss'] == pytest.approx(result['eval/loss'], rel=1e-5)
 

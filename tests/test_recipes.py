@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from vit_jax import evaluators
 from vit_jax import models
 from vit_jax.data import preprocess
 from vit_jax.models import build
@@ -33,7 +34,8 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   model_config = build.model_config_from(config)
   geometry.check_image_size(config.image_size, model_config)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
-  preprocess.parse(config.pp_eval, num_classes=config.num_classes)
+  for entry in evaluators.entries(config).values():
+    preprocess.parse(entry['pp'], num_classes=config.num_classes)
   assert not (train_pp.label_smoothing and config.label_smoothing)  # owned by one place
   model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
   shapes = jax.eval_shape(lambda: model.init(
@@ -68,3 +70,31 @@ def test_pretraining_settings():
       'gap', 'sincos2d', 0.2, 1e-4, True)
   assert 'randaug(2, 10)' in s16.pp_train
   assert setup.num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)
+
+
+def test_imagenet_recipes_evaluate_minival_val_real_and_v2():
+  for config in (_recipe('i1k_s16'), _recipe('finetune', 'imagenet2012')):
+    entries = evaluators.entries(config)
+    found = {name: (e['kind'], e['data']['name'], e['data']['split'], e['data']['label_key'])
+             for name, e in entries.items()}
+    assert found == {
+        'minival': ('classification', 'imagenet2012', 'train[99%:]', 'label'),
+        'val': ('classification', 'imagenet2012', 'validation', 'label'),
+        'real': ('real', 'imagenet2012_real', 'validation', 'real_label'),
+        'v2': ('classification', 'imagenet_v2', 'test', 'label')}
+    assert len({e['pp'] for e in entries.values()}) == 1  # the ImageNet eval input for all
+  assert list(evaluators.entries(_recipe('finetune', 'cifar10'))) == ['eval']
+
+
+def test_pretraining_is_watched_by_few_shot_probes():
+  entries = evaluators.entries(_recipe('pretrain_i21k'))
+  assert entries['fewshot']['shots'] == (1, 5, 10, 25)
+  assert {k: (d['name'], d['train_split'], d['test_split'])
+          for k, d in entries['fewshot']['datasets'].items()} == {
+              'imagenet': ('imagenet2012', 'train[:10%]', 'validation'),
+              'cifar100': ('cifar100', 'train', 'test'),
+              'pets': ('oxford_iiit_pet', 'train', 'test')}
+  assert entries['fewshot_flowers']['shots'] == (1, 5)
+  assert entries['fewshot']['every'] == 10_000
+  digits = evaluators.entries(_recipe('digits'))
+  assert digits['fewshot']['shots'] == (1, 5, 10) and list(digits) == ['eval', 'fewshot']

@@ -19,7 +19,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, plots.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only '
-                          'evaluate --checkpoint on config.eval_data.')
+                          'run every evaluator of the config on --checkpoint.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, '--mode=eval: a workdir or an .npz file.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start afresh in a workdir that holds a run '
                                'of a different config.')
@@ -59,16 +59,16 @@ def main(argv):
 
 def _run(config) -> None:
   if _MODE.value == 'eval':
-    from vit_jax.train import evaluation  # pylint: disable=g-import-not-at-top
-    result = evaluation.evaluate_checkpoint(config, _CHECKPOINT.value)
-    print(f'{_CHECKPOINT.value}: accuracy {result["eval/accuracy"]:.4f}, loss '
-          f'{result["eval/loss"]:.4f} on {int(result["eval/examples"])} examples')
+    import vit_jax.evaluators  # pylint: disable=g-import-not-at-top
+    result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value)
+    for key, value in result.items():
+      print(f'{_CHECKPOINT.value}: {key} {value:.6g}')
     return
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),
                                    overwrite=_OVERWRITE.value)
-  summary = ', '.join(f'{k} {v:.4f}' for k, v in result.items()
-                      if k.startswith('eval/') and isinstance(v, float))
+  summary = ', '.join(f'{k} {v:.4g}' for k, v in result.items()
+                      if '/' in k and isinstance(v, float))
   if result['outcome'] == 'completed':
     print(f'Run completed at step {result["step"]}. {summary}'.strip())
   else:

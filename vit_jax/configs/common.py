@@ -66,6 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.keep_period = ml_collections.config_dict.placeholder(int)
 
+  # Evaluators (vit_jax.evaluators): {name: entry}; see classification_eval, real_eval and
+  # fewshot_eval below. eval_data/pp_eval/eval_every above are the evaluator `eval`.
+  config.evals = ml_collections.ConfigDict()
+
   # Multi-host runtime (vit_jax.parallel.distributed): a peer silent for heartbeat_timeout_s is
   # declared dead and every process exits non-zero, so the scheduler can restart the job.
   config.distributed = ml_collections.ConfigDict(dict(
@@ -92,3 +96,60 @@ def data_source(name: str, split: str) -> ml_collections.ConfigDict:
       image_size=ml_collections.config_dict.placeholder(int),  # digits only
       root=ml_collections.config_dict.placeholder(str), strict=False,  # folders
       image_key='image', label_key='label'))
+
+
+def classification_eval(data: ml_collections.ConfigDict, pp: str, every: int = 1000,
+                        kind: str = 'classification') -> ml_collections.ConfigDict:
+  """A top-1/loss evaluator on a split (kind 'classification'), or ImageNet-ReaL (kind 'real')."""
+  return ml_collections.ConfigDict(dict(
+      kind=kind, every=every, data=data, pp=pp,
+      batch_size=ml_collections.config_dict.placeholder(int)))
+
+
+def fewshot_dataset(name: str, train_split: str, test_split: str,
+                    **source_fields) -> ml_collections.ConfigDict:
+  """One few-shot dataset: shots are drawn from `train_split`, accuracy is on `test_split`."""
+  fields = data_source(name, train_split)
+  del fields['split']
+  fields.update(train_split=train_split, test_split=test_split, **source_fields)
+  return fields
+
+
+def fewshot_eval(datasets: dict, pp: str, every: int = 1000, shots=(1, 5, 10, 25),
+                 holdout_per_class: int = 5) -> ml_collections.ConfigDict:
+  """The paper's few-shot linear probes on `datasets` ({short name: fewshot_dataset(...)})."""
+  return ml_collections.ConfigDict(dict(
+      kind='fewshot', every=every, datasets=datasets, pp=pp, shots=tuple(shots),
+      l2_regs=tuple(2.0 ** i for i in range(-10, 11)), holdout_per_class=holdout_per_class,
+      seed=0, representation='pre_logits',
+      batch_size=ml_collections.config_dict.placeholder(int)))
+
+
+def imagenet_evals(pp: str, every: int) -> ml_collections.ConfigDict:
+  """The ImageNet evaluators: `minival` (train[99%:], held out of training), `val`, `real`
+  (ImageNet-ReaL labels of the validation images) and `v2` (ImageNet-v2 matched-frequency)."""
+  def data(name, split, **fields):
+    source = data_source(name, split)
+    source.update(fields)
+    return source
+  return ml_collections.ConfigDict(dict(
+      minival=classification_eval(data('imagenet2012', 'train[99%:]'), pp, every),
+      val=classification_eval(data('imagenet2012', 'validation'), pp, every),
+      real=classification_eval(data('imagenet2012_real', 'validation', label_key='real_label'),
+                               pp, every, kind='real'),
+      v2=classification_eval(data('imagenet_v2', 'test'), pp, every)))
+
+
+def fewshot_i21k_monitor(every: int) -> ml_collections.ConfigDict:
+  """big_vision's pretraining monitor: probes on ImageNet, CIFAR-100 and Pets (1/5/10/25 shots)
+  and, in its own entry, Flowers (10 training images per class: 1 and 5 shots)."""
+  pp = 'decode|resize(224)|value_range(-1, 1)'
+  return ml_collections.ConfigDict(dict(
+      fewshot=fewshot_eval({
+          'imagenet': fewshot_dataset('imagenet2012', 'train[:10%]', 'validation'),
+          'cifar100': fewshot_dataset('cifar100', 'train', 'test'),
+          'pets': fewshot_dataset('oxford_iiit_pet', 'train', 'test'),
+      }, pp, every),
+      fewshot_flowers=fewshot_eval(
+          {'flowers': fewshot_dataset('oxford_flowers102', 'train', 'test')}, pp, every,
+          shots=(1, 5))))

@@ -193,12 +193,16 @@ def onehot(depth: int, smoothing: float = 0.0, key: str = 'label',
            key_result: str = 'labels') -> Op:
   """Integer label -> float32 [depth] target, label-smoothed: 1 - s + s/depth and s/depth.
 
-  In a run's config write `onehot` alone: the depth follows `config.num_classes`, and label
-  smoothing belongs to `config.label_smoothing` (the loss applies it).
+  A list of labels (ImageNet-ReaL's `real_label`) gives their union, a multi-hot target (all
+  zeros for an empty list). In a run's config write `onehot` alone: the depth follows
+  `config.num_classes`, and label smoothing belongs to `config.label_smoothing` (the loss
+  applies it).
   """
   def op(example, seed):
     del seed
     target = tf.one_hot(example[key], depth, dtype=tf.float32)
+    if target.shape.rank == 2:
+      target = tf.minimum(tf.reduce_sum(target, axis=0), 1.0)
     return {**example, key_result: target * (1.0 - smoothing) + smoothing / depth}
   return op
 

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -97,17 +98,22 @@ def _builder_source(builder, split: str, image_key: str, label_key: str) -> Sour
         f'ArrayRecord format: tfds build {builder.name} --file_format=array_record') from e
 
   image_dtype = tf.string if encoded else tf.uint8
+  label_feature = features[label_key]
+  # A sequence of class labels (ImageNet-ReaL's `real_label`) reads as an int32 list.
+  multi_label = isinstance(label_feature, tfds.features.Sequence)
+  if multi_label:
+    label_feature = label_feature.feature
 
   def read(index):
     example = data[int(index)]
-    return example[image_key], example[label_key]
+    return example[image_key], np.asarray(example[label_key], np.int64)
 
   def lookup(index):
     image, label = tf.numpy_function(read, [index], (image_dtype, tf.int64), stateful=False)
     image.set_shape([] if encoded else [None, None, None])
-    return {'image': image, 'label': tf.cast(tf.reshape(label, []), tf.int32)}
+    label = tf.reshape(label, [-1] if multi_label else [])
+    return {'image': image, 'label': tf.cast(label, tf.int32)}
 
-  label_feature = features[label_key]
   names = (label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
            else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
   return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,

@@ -190,6 +190,18 @@ def _get(config: Any, field: str, default: Any = None) -> Any:
   return getattr(config, field, default)
 
 
+# The outputs a frozen-feature evaluation may read: `pooled` (the encoder output after pooling)
+# and `pre_logits` (after the representation layer when the model has one; else `pooled`). They
+# change neither parameters nor logits.
+REPRESENTATIONS = 'representations'
+
+
+def representations(model: nn.Module, params: Any, images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """{'pooled': [b, d], 'pre_logits': [b, d']} of `images` (inference mode)."""
+  _, state = model.apply({'params': params}, images, train=False, mutable=[REPRESENTATIONS])
+  return state[REPRESENTATIONS]['features'][0]
+
+
 class VisionTransformer(nn.Module):
   """ViT taking the official config fields; returns logits [b, classes] ([b, t, classes] unpooled).
 
@@ -274,8 +286,10 @@ class VisionTransformer(nn.Module):
 
     # The head runs in float32 whatever the compute dtype: logits feed the loss.
     x = x.astype(jnp.float32)
+    pooled = x
     if self.representation_size is not None:
       x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
+    self.sow(REPRESENTATIONS, 'features', {'pooled': pooled, 'pre_logits': x})
     if self.num_classes:
       x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                    bias_init=nn.initializers.constant(self.head_bias_init), name='head')(x)

@@ -1,6 +1,6 @@
 """The training loop, and only the loop: steps, agreed stops, checkpoints, evaluations, metrics.
 
-Everything it runs is built elsewhere: `run.prepare` (state, input, step, evaluation, writers)
+Everything it runs is built elsewhere: `run.prepare` (state, input, step, evaluators, writers)
 from `setup`, `checkpointer`, `preemption`, `workdir`, `metric_writer` and `progress`.
 """
 
@@ -39,7 +39,11 @@ def _flush(run: run_lib.Run, pending: list) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        overwrite: bool = False) -> dict[str, Any]:
-  """Trains (or resumes) in `workdir`; returns the final metrics and how the run ended."""
+  """Trains (or resumes) in `workdir`; returns the final metrics and how the run ended.
+
+  Evaluators run at their `every` and at the final step; a step's due evaluations follow its
+  checkpoint, so a resumed run evaluates at the same steps as an uninterrupted one.
+  """
   run = run_lib.prepare(config, workdir, overwrite=overwrite)
   state, step, total = run.state, run.start_step, run.setup.total_steps
   pending, previous, outcome, final = [], None, 'completed', {}
@@ -61,15 +65,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       elif step % config.checkpoint_every == 0 and step < total:
         _flush(run, pending)
         run.save(step, state)
-      if run.evaluation and config.get('eval_every') and step % config.eval_every == 0 \
-          and step < total:
-        final = run.evaluate(step, state)
+      due = [e for e in run.evaluators if e.due(step, total)]
+      if due and step < total:
+        final = run.evaluate(step, state, due)
       if stop:
         break
     _flush(run, pending)
     run.save(step, state, wait=True)
-    if outcome == 'completed' and run.evaluation:
-      final = run.evaluate(step, state)
+    if outcome == 'completed' and run.evaluators:  # every evaluator runs at the final step
+      final = run.evaluate(step, state, run.evaluators)
   finally:
     plot = run.close()
   return {'outcome': outcome, 'step': step, 'plot': plot, **final}

@@ -1,5 +1,5 @@
 """One run's parts, wired from its config: the workdir claimed, the state restored or initialised,
-the input continuing at the saved position, the jitted step, the evaluation, the writers and the
+the input continuing at the saved position, the jitted step, the evaluators, the writers and the
 stop request. `loop.py` drives them; nothing here loops.
 """
 
@@ -11,13 +11,13 @@ import jax
 import ml_collections
 
 from vit_jax import checkpoint
+from vit_jax import evaluators as evaluators_lib
 from vit_jax import trained_model
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
-from vit_jax.train import evaluation as evaluation_lib
 from vit_jax.train import metric_writer
 from vit_jax.train import preemption
 from vit_jax.train import progress as progress_lib
@@ -38,7 +38,7 @@ class Run:
   start_step: int
   batches: pipeline.TrainIterator
   train_step: Any
-  evaluation: Optional[evaluation_lib.Evaluation]
+  evaluators: list  # of evaluators.base.Evaluator
   checkpointer: checkpointer_lib.Checkpointer
   writer: metric_writer.MetricWriter
   progress: progress_lib.Progress
@@ -61,12 +61,16 @@ class Run:
       return
     self.checkpointer.save(step, state, self.batches.get_state(), self.config_dict, wait=wait)
 
-  def evaluate(self, step: int, state: state_lib.TrainState) -> dict[str, float]:
+  def evaluate(self, step: int, state: state_lib.TrainState, due: list) -> dict[str, float]:
+    """Runs the `due` evaluators (on the EMA parameters when the run keeps them)."""
     params = state.ema_params if state.ema_params is not None else state.params
-    result = self.evaluation.run(params)
+    result, notes = {}, []
+    for evaluator in due:
+      metrics = evaluator.run(params, step)
+      result.update(metrics)
+      notes.append(evaluator.summary(metrics))
     self.writer.write(step, result)
-    self.progress.note(f'step {step}: eval accuracy {result["eval/accuracy"]:.4f}, '
-                       f'loss {result["eval/loss"]:.4f} on {int(result["eval/examples"])} examples')
+    self.progress.note(f'step {step}: ' + '; '.join(notes))
     return result
 
   def close(self) -> Optional[str]:
@@ -120,7 +124,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   train_step = step_lib.train_step_from_config(
       config, setup, label_smoothing=_label_smoothing(config, train_pp))
-  evaluation = evaluation_lib.from_config(config, setup.model, setup.mesh, setup.shardings.params)
+  evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
+                                          setup.shardings.params)
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
@@ -138,7 +143,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
   return Run(config=config, workdir=workdir, config_dict=config_dict, setup=setup, state=state,
              start_step=start_step, batches=batches, train_step=train_step,
-             evaluation=evaluation, checkpointer=ckpt,
+             evaluators=evaluators, checkpointer=ckpt,
              writer=metric_writer.MetricWriter(workdir, enabled=lead),
              progress=progress_lib.Progress(setup.total_steps, start_step, config.batch_size,
                                             config.log_every, enabled=lead),

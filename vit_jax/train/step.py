@@ -105,17 +105,29 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   return train_step
 
 
-def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, *, loss: str = 'softmax_xent'):
-  """eval_step(params, batch) -> {'loss_sum', 'correct', 'count'} over the global batch."""
+def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, *, loss: str = 'softmax_xent',
+                   multi_label: bool = False):
+  """eval_step(params, batch) -> {'loss_sum', 'correct', 'count'} over the global batch.
+
+  With `multi_label` (ImageNet-ReaL) the labels are multi-hot: a prediction is correct when its
+  top-1 class is one of the example's labels, examples without any label are not counted, and
+  no loss is summed.
+  """
   loss_fn = losses.get_loss(loss)
   batch_spec = P(mesh_lib.BATCH_AXES)
 
   @functools.partial(jax.shard_map, mesh=mesh, in_specs=(batch_spec, batch_spec, batch_spec),
                      out_specs=P())
   def masked_sums(logits, labels, mask):
-    local = {'loss_sum': jnp.sum(loss_fn(logits, labels) * mask),
-             'correct': jnp.sum(losses.correct(logits, labels) * mask),
-             'count': jnp.sum(mask)}
+    if multi_label:
+      top1 = jnp.argmax(logits, -1)[:, None]
+      hit = jnp.take_along_axis(labels, top1, axis=-1)[:, 0] > 0
+      mask = mask * (jnp.sum(labels, -1) > 0)
+      local = {'correct': jnp.sum(hit * mask), 'count': jnp.sum(mask)}
+    else:
+      local = {'loss_sum': jnp.sum(loss_fn(logits, labels) * mask),
+               'correct': jnp.sum(losses.correct(logits, labels) * mask),
+               'count': jnp.sum(mask)}
     return jax.lax.psum(local, mesh_lib.BATCH_AXES)
 
   def eval_step(params, batch: Batch):

@@ -21,6 +21,22 @@ def config_dict(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+def changed_fields(saved: dict, new: dict) -> list[str]:
+  """Dotted names of the fields that differ. A field the saved config lacks and the new one
+  leaves unset (None or empty) is a field added to the code since the run began: not a change."""
+  missing = object()
+  flat_saved = flax.traverse_util.flatten_dict(saved, sep='.', keep_empty_nodes=True)
+  flat_new = flax.traverse_util.flatten_dict(new, sep='.', keep_empty_nodes=True)
+  changed = []
+  for key in set(flat_saved) | set(flat_new):
+    old_value, new_value = flat_saved.get(key, missing), flat_new.get(key, missing)
+    added_unset = old_value is missing and (
+        new_value is None or new_value is flax.traverse_util.empty_node)
+    if old_value != new_value and not added_unset:
+      changed.append(key)
+  return sorted(changed)
+
+
 def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   """Creates `workdir`, refuses one that holds another config's run, writes `config.json`."""
   os.makedirs(workdir, exist_ok=True)
@@ -28,12 +44,9 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       saved = json.load(f)
-    if saved != config_dict_:
+    changed = changed_fields(saved, config_dict_)
+    if changed:
       if not overwrite:
-        flat_saved = flax.traverse_util.flatten_dict(saved, sep='.', keep_empty_nodes=True)
-        flat_new = flax.traverse_util.flatten_dict(config_dict_, sep='.', keep_empty_nodes=True)
-        changed = sorted(k for k in set(flat_saved) | set(flat_new)
-                         if flat_saved.get(k) != flat_new.get(k))
         raise ValueError(f'{workdir} holds a run with a different config (fields: {changed}). '
                          'Use another --workdir, or --overwrite to start it afresh.')
       logging.warning('Overwriting the run in %s (its config differs).', workdir)

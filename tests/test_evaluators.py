@@ -1,0 +1,230 @@
+"""Evaluators: few-shot probes against an independent NumPy solution, ReaL against a hand count,
+the same numbers on 1 and 8 devices, config errors before the first step, the old config form."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import tiny_recipe
+from conftest import randomize, tiny_vit_config
+from vit_jax import evaluators
+from vit_jax import models
+from vit_jax.configs import common
+from vit_jax.evaluators import fewshot
+from vit_jax.models import vit
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
+
+import jax
+
+PP = 'decode|resize(16)|value_range(-1, 1)'
+SEED = np.zeros(2, np.int64)  # preprocessing seed (PP draws nothing)
+
+
+def _primal_predictions(x, labels, e, classes, l2):
+  """Ridge regression in its textbook form: W = (XᵀX + λI)⁻¹ XᵀY, with a bias column."""
+  x = np.hstack([x, np.ones((len(x), 1))])
+  e = np.hstack([e, np.ones((len(e), 1))])
+  y = 2.0 * np.eye(classes)[labels] - 1.0
+  w = np.linalg.solve(x.T @ x + l2 * np.eye(x.shape[1]), x.T @ y)
+  return np.argmax(e @ w, -1)
+
+
+@pytest.mark.parametrize('n,d', [(12, 40), (60, 8)])  # the X Xᵀ and the Xᵀ X route
+def test_ridge_equals_the_textbook_solution(rng, n, d):
+  x, e = rng.standard_normal((n, d)), rng.standard_normal((200, d))
+  labels = np.arange(n) % 4
+  l2s = (2.0 ** -10, 1.0, 2.0 ** 10)
+  got = fewshot.ridge_predictions(x, labels, e, 4, l2s)
+  for i, l2 in enumerate(l2s):
+    np.testing.assert_array_equal(got[i], _primal_predictions(x, labels, e, 4, l2))
+
+
+def test_probe_picks_the_l2_on_held_out_examples_only(rng):
+  classes, shots = 3, 4
+  pool_x = rng.standard_normal((classes * shots, 5))
+  pool_y = np.repeat(np.arange(classes), shots)
+  held_x, held_y = rng.standard_normal((30, 5)), rng.integers(0, classes, 30)
+  test_x, test_y = rng.standard_normal((50, 5)), rng.integers(0, classes, 50)
+  l2s = tuple(2.0 ** i for i in range(-4, 5))
+  result = fewshot.probe(np.vstack([pool_x, held_x]), np.concatenate([pool_y, held_y]), test_x,
+                         test_y, (classes, shots), num_classes=classes, shots=(shots,),
+                         l2_regs=l2s, prefix='p/d')
+  held_acc = [np.mean(_primal_predictions(pool_x, pool_y, held_x, classes, l2) == held_y)
+              for l2 in l2s]
+  best = l2s[int(np.argmax(held_acc))]
+  assert result[f'p/d_{shots}shot_l2'] == best
+  expected = np.mean(_primal_predictions(pool_x, pool_y, test_x, classes, best) == test_y)
+  assert result[f'p/d_{shots}shot'] == pytest.approx(expected)
+
+
+def test_shots_are_a_pure_function_of_seed_and_dataset():
+  labels = np.repeat(np.arange(3), 20)
+  names = ['a', 'b', 'c']
+  pool, held = fewshot.select_shots(labels, names, shots=5, holdout=2, seed=0, dataset='x')
+  again = fewshot.select_shots(labels, names, shots=5, holdout=2, seed=0, dataset='x')
+  other = fewshot.select_shots(labels, names, shots=5, holdout=2, seed=0, dataset='y')
+  np.testing.assert_array_equal(pool, again[0])
+  np.testing.assert_array_equal(held, again[1])
+  assert not np.array_equal(pool, other[0])
+  assert all((labels[pool[c]] == c).all() for c in range(3))
+  assert not set(pool.ravel()) & set(held)
+  with pytest.raises(ValueError, match=r"class 'b' \(label 1\) has 3 training examples; "
+                                       r'5 shots \+ 2 held out per class need 7'):
+    fewshot.select_shots(np.array([0] * 9 + [1] * 3 + [2] * 9), names, shots=5, holdout=2,
+                         seed=0, dataset='x')
+
+
+def _model_and_params(classes=10, representation_size=None):
+  model = models.VisionTransformer(num_classes=classes,
+                                   **tiny_vit_config(representation_size=representation_size))
+  params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32),
+                      train=False)['params']
+  return model, randomize(params, seed=1)
+
+
+def _evaluators(config, model, params, mesh_shape):
+  mesh = mesh_lib.make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
+  shardings = partitioning.param_shardings(params, mesh, config.layout)
+  built = evaluators.from_config(config, model, mesh, shardings)
+  return built, jax.device_put(params, shardings)
+
+
+def _fewshot_config(data_dir, **fields):
+  config = tiny_recipe.get_config(data_dir)
+  config.eval_data = None
+  config.evals.fs = common.fewshot_eval(
+      {'digits': common.fewshot_dataset('digits', 'train[:400]', 'test[:90]', image_size=16,
+                                        data_dir=data_dir)}, PP, shots=(1, 3), holdout_per_class=2)
+  config.evals.fs.batch_size = 32
+  config.evals.fs.update(fields)
+  return config
+
+
+def test_fewshot_equals_numpy_on_the_same_features_on_1_and_8_devices(digits_data_dir):
+  config = _fewshot_config(digits_data_dir, representation='pre_logits')
+  model, params = _model_and_params(representation_size=12)
+  results = []
+  for shape in ((1, 1, 1), (8, 1, 1)):
+    (evaluator,), placed = _evaluators(config, model, params, shape)
+    results.append(evaluator.run(placed, step=0))
+  assert results[0] == pytest.approx(results[1], abs=1e-9)
+
+  # The same probe, computed independently: features by a plain apply, shots re-drawn.
+  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
+  image_pp = preprocess.parse(PP)
+
+  def features_and_labels(split):
+    source = sources.digits_source(split, image_size=16, data_dir=digits_data_dir)
+    examples = [source.lookup(i) for i in range(source.num_examples)]
+    images = np.stack([image_pp(ex, SEED)['image'].numpy() for ex in examples])
+    pre_logits = vit.representations(model, params, images)['pre_logits']
+    return np.asarray(pre_logits), np.array([int(ex['label']) for ex in examples])
+
+  train_x, train_y = features_and_labels('train[:400]')
+  test_x, test_y = features_and_labels('test[:90]')
+  pool, held = fewshot.select_shots(train_y, [str(i) for i in range(10)], shots=3, holdout=2,
+                                    seed=0, dataset='digits')
+  for k in (1, 3):
+    l2 = results[0][f'fs/digits_{k}shot_l2']
+    shots = pool[:, :k].ravel()
+    expected = np.mean(_primal_predictions(train_x[shots], train_y[shots], test_x, 10, l2) ==
+                       test_y)
+    assert results[0][f'fs/digits_{k}shot'] == pytest.approx(expected, abs=1e-9), k
+    held_acc = {v: np.mean(_primal_predictions(train_x[shots], train_y[shots], train_x[held], 10,
+                                               v) == train_y[held])
+                for v in config.evals.fs.l2_regs}
+    assert held_acc[l2] == max(held_acc.values())
+
+
+REAL_LABELS = [[0], [1, 2], [], [3], [0, 3], [], [2]]  # hand-made, two images unlabelled
+
+
+def _tiny_real(data_dir):
+  """A tfds dataset shaped like imagenet2012_real: images and a `real_label` list each."""
+  rng = np.random.default_rng(3)
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='tiny_real', version='1.0.0', data_dir=data_dir, file_format='array_record',
+      features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(16, 16, 3)),
+          'real_label': tfds.features.Sequence(tfds.features.ClassLabel(num_classes=4))}),
+      split_datasets={'validation': [
+          (i, {'image': rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), 'real_label': labels})
+          for i, labels in enumerate(REAL_LABELS)]})
+
+
+def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
+  _tiny_real(str(tmp_path))
+  model, params = _model_and_params(classes=4)
+  config = tiny_recipe.get_config(None)
+  config.eval_data, config.num_classes = None, 4
+  data = common.data_source('tiny_real', 'validation')
+  data.data_dir = str(tmp_path)
+  config.evals.real = common.classification_eval(
+      data, PP + '|onehot|keep("image", "labels")', kind='real')
+  config.evals.real.batch_size = 8  # 7 images: one padded slot (and 8 devices, one each)
+  results = []
+  for shape in ((1, 1, 1), (8, 1, 1)):
+    (evaluator,), placed = _evaluators(config, model, params, shape)
+    results.append(evaluator.run(placed, step=0))
+  assert results[0] == results[1]
+
+  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
+  source = sources.tfds_source('tiny_real', 'validation', data_dir=str(tmp_path),
+                               label_key='real_label')
+  image_pp = preprocess.parse(PP)
+  examples = [source.lookup(i) for i in range(7)]  # in the dataset's (shuffled) order
+  images = np.stack([image_pp(ex, SEED)['image'].numpy() for ex in examples])
+  label_sets = [set(ex['label'].numpy().tolist()) for ex in examples]
+  assert sorted(map(sorted, label_sets)) == sorted(REAL_LABELS)
+  top1 = np.argmax(np.asarray(model.apply({"params": params}, images, train=False)), -1)
+  hits = sum(int(int(top1[i]) in labels) for i, labels in enumerate(label_sets) if labels)
+  assert results[0] == {'real/accuracy': hits / 5, 'real/examples': 5.0}
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('kind', 'fewshots', re.escape("config.evals.fs.kind: expected one of ['classification', "
+                                   "'fewshot', 'real'], found 'fewshots'.")),
+    ('shotz', (1,), "config.evals.fs: kind 'fewshot' has no field 'shotz'; nearest: shots."),
+    ('shots', (1, 200), r"config.evals.fs.datasets.digits \(digits:train\[:400\]\): class '0' "
+                        r'\(label 0\) has \d+ training examples; 200 shots \+ 2 held out'),
+    ('representation', 'logits', "config.evals.fs.representation: the model has no output "
+                                  "'logits'; it has \\['pooled', 'pre_logits'\\]."),
+])
+def test_bad_entries_fail_when_built(digits_data_dir, field, value, message):
+  config = _fewshot_config(digits_data_dir)
+  config.evals.fs[field] = value
+  model, params = _model_and_params()
+  with pytest.raises(ValueError, match=message):
+    _evaluators(config, model, params, (1, 1, 1))
+
+
+def test_missing_dataset_and_split_name_the_evaluator(digits_data_dir, tmp_path):
+  config = _fewshot_config(digits_data_dir)
+  config.evals.fs.datasets.digits.test_split = 'valid'
+  model, params = _model_and_params()
+  with pytest.raises(ValueError, match=r"config.evals.fs.datasets.digits: Split 'valid' not "
+                                       r"found; available splits: \['test', 'train'\]"):
+    _evaluators(config, model, params, (1, 1, 1))
+  config = tiny_recipe.get_config(None)
+  config.eval_data = None
+  data = common.data_source('imagenet_v2', 'test')
+  data.data_dir = str(tmp_path)
+  config.evals.v2 = common.classification_eval(data, PP)
+  with pytest.raises(ValueError, match="config.evals.v2.data: tfds dataset 'imagenet_v2' is not "
+                                       'prepared'):
+    _evaluators(config, model, params, (1, 1, 1))
+
+
+def test_the_old_single_evaluation_is_the_entry_eval(digits_data_dir):
+  config = tiny_recipe.get_config(digits_data_dir)
+  entries = evaluators.entries(config)
+  assert list(entries) == ['eval']
+  assert entries['eval']['kind'] == 'classification' and entries['eval']['every'] == 6
+  assert entries['eval']['data']['split'] == 'test[:50]'
+  assert entries['eval']['pp'] == config.pp_eval and entries['eval']['batch_size'] == 16
+  config.evals.eval = common.classification_eval(config.eval_data, config.pp_eval)
+  with pytest.raises(ValueError, match='config.evals.eval and config.eval_data both define'):
+    evaluators.entries(config)

@@ -1,0 +1,80 @@
+"""Evaluators: what a run measures, on a schedule, through one small interface (`base.Evaluator`).
+
+`config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`; any number at
+once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
+(ImageNet-ReaL), `fewshot` (the paper's linear probes). The old single evaluation
+(`config.eval_data`, `pp_eval`, `eval_every`, `eval_batch_size`) is the entry `eval`.
+"""
+
+from typing import Any
+
+import jax
+import ml_collections
+
+from vit_jax import trained_model
+from vit_jax.evaluators import base
+from vit_jax.evaluators import classification
+from vit_jax.evaluators import fewshot
+from vit_jax.models import geometry
+from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
+
+KINDS = {'classification': classification.Classification, 'real': classification.Real,
+         'fewshot': fewshot.FewShot}
+LEGACY_NAME = 'eval'
+
+
+def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
+  """`config.evals` as plain dicts, with the old `eval_data` evaluation as entry `eval`."""
+  found = {name: base.as_dict(entry) for name, entry in (config.get('evals') or {}).items()}
+  eval_data = config.get('eval_data')
+  if eval_data and eval_data.get('name'):
+    if LEGACY_NAME in found:
+      raise ValueError(f'config.evals.{LEGACY_NAME} and config.eval_data both define the '
+                       f'evaluation {LEGACY_NAME!r}; keep one of them.')
+    legacy = {'kind': 'classification', 'data': base.as_dict(eval_data),
+              'pp': config.get('pp_eval'), 'every': config.get('eval_every') or 0}
+    if config.get('eval_batch_size'):
+      legacy['batch_size'] = config.eval_batch_size
+    found = {LEGACY_NAME: legacy, **found}
+  return found
+
+
+def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.Evaluator:
+  kind = entry.get('kind')
+  if kind not in KINDS:
+    raise ValueError(f'config.evals.{name}.kind: expected one of {sorted(KINDS)}, found '
+                     f'{kind!r}.')
+  base.check_fields(name, entry, kind, KINDS[kind].FIELDS)
+  return KINDS[kind](name, entry, context, run_loss=run_loss)
+
+
+def from_config(config: ml_collections.ConfigDict, model, mesh,
+                param_shardings) -> list[base.Evaluator]:
+  """Every evaluator of the run, built and checked (datasets, splits, shots, fields)."""
+  context = base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
+                         layout=config.layout, num_classes=config.num_classes,
+                         batch_size=config.get('eval_batch_size') or config.batch_size)
+  return [build(name, entry, context, config.loss)
+          for name, entry in entries(config).items()]
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str) -> dict[str, float]:
+  """Runs every evaluator of `config` once on a workdir's newest checkpoint or a released .npz.
+
+  A workdir brings its own model (its saved config); an .npz's architecture is read off its
+  shapes, its position embeddings resampled to `config.image_size`.
+  """
+  if not entries(config):
+    raise ValueError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
+                     'found none.')
+  loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
+  geometry.check_image_size(config.image_size, loaded.model_config)
+  mesh = mesh_lib.make_mesh(tuple(config.mesh))
+  shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
+  evaluators = from_config(config, loaded.model, mesh, shardings)
+  params = jax.device_put(loaded.params, shardings)
+  result: dict[str, Any] = {}
+  for evaluator in evaluators:
+    result.update(evaluator.run(params, step=0))
+  return result

@@ -1,0 +1,235 @@
+"""Few-shot linear probes (kind `fewshot`), the paper's protocol for watching pretraining.
+
+Regularised least-squares regression from the frozen representation of k training images per
+class to {-1, 1}^K targets, solved in closed form; top-1 on the test split. For each dataset:
+
+- the shot pool (the largest shot count per class) and `holdout_per_class` further training
+  examples per class are drawn once, a pure function of (seed, dataset name): every evaluation,
+  and every resumed run, uses the same images; smaller shot sets are prefixes of larger ones;
+- features of the pool, the held-out examples and the whole test split come from one pass,
+  sharded over the mesh in padded global batches and gathered;
+- per shot count, the L2 strength is picked from `l2_regs` by accuracy on the held-out training
+  examples (never the test split) and reported beside the test accuracy.
+
+The solve runs in float64 on the host, from one eigendecomposition of the smaller Gram matrix
+(`X Xᵀ` or `Xᵀ X`) that serves every L2 value.
+"""
+
+import zlib
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from vit_jax.data import preprocess
+from vit_jax.data import sources
+from vit_jax.evaluators import base
+from vit_jax.models import vit
+from vit_jax.train import step as step_lib
+
+DEFAULT_SHOTS = (1, 5, 10, 25)
+DEFAULT_L2_REGS = tuple(2.0 ** i for i in range(-10, 11))
+DATASET_FIELDS = ('name', 'train_split', 'test_split', 'data_dir', 'image_size', 'root',
+                  'image_key', 'label_key', 'prepare', 'strict')
+
+
+def ridge_predictions(train_x: np.ndarray, train_labels: np.ndarray, eval_x: np.ndarray,
+                      num_classes: int, l2_regs: Sequence[float]) -> np.ndarray:
+  """[len(l2_regs), len(eval_x)] predicted classes of the closed-form ridge regression (with a
+  bias column) from `train_x` to {-1, 1} one-hot targets, for every L2 value."""
+  x = np.concatenate([train_x, np.ones((len(train_x), 1))], 1).astype(np.float64)
+  e = np.concatenate([eval_x, np.ones((len(eval_x), 1))], 1).astype(np.float64)
+  y = 2.0 * np.eye(num_classes)[train_labels] - 1.0
+  if x.shape[0] <= x.shape[1]:  # W = Xᵀ (X Xᵀ + λI)⁻¹ Y, with X Xᵀ = U S Uᵀ
+    s, u = np.linalg.eigh(x @ x.T)
+    left, right = e @ x.T @ u, u.T @ y
+  else:  # W = (Xᵀ X + λI)⁻¹ Xᵀ Y, with Xᵀ X = V S Vᵀ
+    s, u = np.linalg.eigh(x.T @ x)
+    left, right = e @ u, u.T @ (x.T @ y)
+  s = np.maximum(s, 0.0)
+  return np.stack([np.argmax(left @ (right / (s + l2)[:, None]), -1) for l2 in l2_regs])
+
+
+def select_shots(labels: np.ndarray, class_names: Sequence[str], *, shots: int, holdout: int,
+                 seed: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+  """(pool [classes, shots], held out [classes * holdout]) example indices, drawn per class
+  from a generator seeded with (seed, dataset): the same every time."""
+  rng = np.random.default_rng([seed, zlib.crc32(dataset.encode())])
+  pool, held = [], []
+  for c, class_name in enumerate(class_names):
+    members = np.flatnonzero(labels == c)
+    if len(members) < shots + holdout:
+      raise ValueError(
+          f'class {class_name!r} (label {c}) has {len(members)} training examples; '
+          f'{shots} shots + {holdout} held out per class need {shots + holdout}.')
+    members = rng.permutation(members)
+    pool.append(members[:shots])
+    held.append(members[shots:shots + holdout])
+  return np.stack(pool), np.concatenate(held)
+
+
+def _with_index(source: sources.Source, indices=None) -> sources.Source:
+  """`source` (or its examples at `indices`), each example carrying its position as `index`."""
+  table = None if indices is None else tf.constant(np.asarray(indices, np.int64))
+
+  def lookup(i):
+    example = source.lookup(i if table is None else tf.gather(table, i))
+    return {**example, 'index': tf.cast(i, tf.int32)}
+
+  count = source.num_examples if indices is None else len(indices)
+  return sources.Source(name=source.name, num_examples=count, class_names=source.class_names,
+                        lookup=lookup)
+
+
+def _labels(source: sources.Source) -> np.ndarray:
+  dataset = tf.data.Dataset.range(source.num_examples).map(
+      lambda i: source.lookup(i)['label'], num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+  return np.concatenate([np.asarray(b) for b in dataset.as_numpy_iterator()] or [np.zeros(0)])
+
+
+class FewShot(base.Evaluator):
+  """`<name>/<dataset>_<k>shot` (test top-1) and `<name>/<dataset>_<k>shot_l2` (the chosen L2).
+
+  Fields: `datasets` ({short name: {name, train_split, test_split, and source fields such as
+  data_dir, image_size, root}}), `pp` (image preprocessing with fixed output size, no labels
+  needed), `shots` (default 1, 5, 10, 25), `l2_regs` (default 2^-10 ... 2^10),
+  `holdout_per_class` (default 5: training examples per class that pick the L2), `seed`,
+  `representation` ('pre_logits', the default, or 'pooled': see `vit.REPRESENTATIONS`).
+  """
+
+  FIELDS = ('datasets', 'pp', 'shots', 'l2_regs', 'holdout_per_class', 'seed', 'representation')
+
+  def __init__(self, name: str, entry: Mapping[str, Any], context: base.Context, run_loss=None):
+    del run_loss
+    super().__init__(name, entry, context)
+    self.shots = tuple(int(k) for k in (entry.get('shots') or DEFAULT_SHOTS))
+    if not self.shots or min(self.shots) < 1:
+      raise ValueError(f'config.evals.{name}.shots must be positive integers, found '
+                       f'{self.shots}.')
+    self.l2_regs = tuple(float(v) for v in (entry.get('l2_regs') or DEFAULT_L2_REGS))
+    if not self.l2_regs or min(self.l2_regs) <= 0:
+      raise ValueError(f'config.evals.{name}.l2_regs must be positive, found {self.l2_regs}.')
+    self.holdout = int(entry.get('holdout_per_class', 5))
+    if self.holdout < 1:
+      raise ValueError(f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
+                       f'on those examples), found {self.holdout}.')
+    seed = int(entry.get('seed') or 0)
+    self.representation = entry.get('representation') or 'pre_logits'
+    if not entry.get('pp'):
+      raise ValueError(f'config.evals.{name}.pp: expected an image preprocessing string, '
+                       f'found {entry.get("pp")!r}.')
+    try:
+      image_pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
+    except ValueError as e:
+      raise ValueError(f'config.evals.{name}.pp: {e}') from e
+    self._pp = lambda example, seed: {'image': image_pp(example, seed)['image'],
+                                      'label': example['label'], 'index': example['index']}
+    datasets = base.as_dict(entry.get('datasets') or {})
+    if not datasets:
+      raise ValueError(f'config.evals.{name}.datasets: expected at least one dataset, found none.')
+    self._local_batch = context.local_batch(self.batch_size)
+    self._tasks = {}
+    for short, data in datasets.items():
+      self._tasks[short] = self._task(short, base.as_dict(data), seed)
+    self._step = step_lib.jit_eval_step(self._features_step(), context.mesh,
+                                        context.param_shardings, context.layout)
+    self._check_representation()
+
+  def _task(self, short: str, data: dict, seed: int) -> dict:
+    field = f'datasets.{short}'
+    for key in data:
+      if key not in DATASET_FIELDS:
+        raise ValueError(f'config.evals.{self.name}.{field} has no field {key!r}; fields: '
+                         f'{", ".join(DATASET_FIELDS)}.')
+    for key in ('name', 'train_split', 'test_split'):
+      if not data.get(key):
+        raise ValueError(f'config.evals.{self.name}.{field}.{key}: expected a value, found '
+                         f'{data.get(key)!r}.')
+    common = {k: v for k, v in data.items() if k not in ('train_split', 'test_split')}
+    train = base.source(self.name, field, {**common, 'split': data['train_split']})
+    test = base.source(self.name, field, {**common, 'split': data['test_split']})
+    labels = _labels(train)
+    try:
+      pool, held = select_shots(labels, train.class_names, shots=max(self.shots),
+                                holdout=self.holdout, seed=seed, dataset=short)
+    except ValueError as e:
+      raise ValueError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
+    chosen = np.concatenate([pool.reshape(-1), held])
+    return {'train': _with_index(train, chosen), 'test': _with_index(test), 'pool': pool,
+            'num_classes': train.num_classes, 'labels': labels[chosen]}
+
+  def _features_step(self):
+    model, representation = self.context.model, self.representation
+
+    def features(params, batch):
+      return {'features': vit.representations(model, params, batch['image'])[representation],
+              'label': batch['label'], 'index': batch['index'], 'mask': batch['mask']}
+    return features
+
+  def _check_representation(self):
+    task = next(iter(self._tasks.values()))
+    from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    dataset, _ = pipeline.eval_dataset(task['test'], self._pp, local_batch=1)
+    image = dataset.element_spec['image']
+
+    def shapes(images):
+      params = self.context.model.init(jax.random.key(0), images, train=False)['params']
+      return vit.representations(self.context.model, params, images)
+    found = jax.eval_shape(shapes, jax.ShapeDtypeStruct(image.shape, jnp.float32))
+    if self.representation not in found:
+      raise ValueError(f'config.evals.{self.name}.representation: the model has no output '
+                       f'{self.representation!r}; it has {sorted(found)}.')
+    if len(found[self.representation].shape) != 2:
+      raise ValueError(f'config.evals.{self.name}.representation: {self.representation!r} has '
+                       f'shape {found[self.representation].shape}; a probe needs one vector '
+                       'per image (a pooled classifier).')
+
+  def _features(self, params, source: sources.Source) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of every example of `source`, in index order."""
+    parts = []
+    for batch in base.batches(source, self._pp, self._local_batch, self.context.mesh):
+      parts.append(jax.device_get(self._step(params, batch)))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    keep = out['mask'] > 0
+    order = np.argsort(out['index'][keep], kind='stable')
+    return out['features'][keep][order], out['label'][keep][order]
+
+  def run(self, params: Any, step: int) -> dict[str, float]:
+    del step
+    result = {}
+    for short, task in self._tasks.items():
+      train_x, train_y = self._features(params, task['train'])
+      test_x, test_y = self._features(params, task['test'])
+      result.update(probe(train_x, train_y, test_x, test_y, task['pool'].shape,
+                          num_classes=task['num_classes'], shots=self.shots,
+                          l2_regs=self.l2_regs, prefix=f'{self.name}/{short}'))
+    return result
+
+  def summary(self, metrics: Mapping[str, float]) -> str:
+    parts = []
+    for short in self._tasks:
+      accs = '/'.join(f'{metrics[f"{self.name}/{short}_{k}shot"]:.3f}' for k in self.shots)
+      parts.append(f'{short} {"/".join(map(str, self.shots))}-shot {accs}')
+    return f'{self.name} ' + ', '.join(parts)
+
+
+def probe(train_x, train_y, test_x, test_y, pool_shape, *, num_classes, shots, l2_regs,
+          prefix) -> dict[str, float]:
+  """Accuracies of the probes on the test split. `train_x` holds the pool (class-major,
+  `pool_shape` = [classes, max shots]) followed by the held-out examples."""
+  classes, max_shots = pool_shape
+  pool_x = train_x[:classes * max_shots].reshape(classes, max_shots, -1)
+  pool_y = train_y[:classes * max_shots].reshape(classes, max_shots)
+  held_x, held_y = train_x[classes * max_shots:], train_y[classes * max_shots:]
+  eval_x = np.concatenate([held_x, test_x])
+  result = {}
+  for k in shots:
+    x, y = pool_x[:, :k].reshape(classes * k, -1), pool_y[:, :k].reshape(-1)
+    predictions = ridge_predictions(x, y, eval_x, num_classes, l2_regs)
+    held_acc = np.mean(predictions[:, :len(held_y)] == held_y, axis=1)
+    best = int(np.argmax(held_acc))
+    result[f'{prefix}_{k}shot'] = float(np.mean(predictions[best, len(held_y):] == test_y))
+    result[f'{prefix}_{k}shot_l2'] = float(l2_regs[best])
+  return result
