@@ -23,6 +23,18 @@ def test_claim_writes_refuses_and_overwrites(tmp_path):
   assert json.load(open(os.path.join(workdir, 'config.json')))['lr']['base'] == 2.0
 
 
+def test_a_workdir_from_before_a_new_config_field_still_resumes(tmp_path):
+  """Fields added to the code since a run began (e.g. `evals`, empty by default) are no change;
+  setting one is."""
+  workdir = str(tmp_path / 'run')
+  workdir_lib.claim(workdir, {'seed': 0}, overwrite=False)
+  workdir_lib.claim(workdir, {'seed': 0, 'evals': {}, 'keep_period': None}, overwrite=False)
+  with pytest.raises(ValueError, match=r"\(fields: \['evals.fewshot.kind'\]\)"):
+    workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0}, overwrite=False) or \
+        workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0, 'evals': {'fewshot': {
+            'kind': 'fewshot'}}}, overwrite=False)
+
+
 def _event_steps(folder):
   steps = []
   for name in sorted(os.listdir(folder)):

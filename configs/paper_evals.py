@@ -1,0 +1,45 @@
+r"""The paper's evaluations of one checkpoint, as a report: `--config=configs/paper_evals.py`.
+
+  TFDS_DATA_DIR=/data/tfds python -m vit_jax.main --mode=eval --config=configs/paper_evals.py \
+      --checkpoint=imagenet21k+imagenet2012/ViT-L_16.npz --workdir=reports/l16 \
+      --config.paper_model='ViT-L/16 (I21k)'
+
+Writes `<workdir>/report.md` and `report.json`: ImageNet / ReaL / v2 top-1 (the checkpoint's head
+must be ImageNet's 1,000 classes; `configs/paper_evals.py:no_imagenet` leaves them out), few-shot
+linear probes (1/5/10/25 shots) on ImageNet, CIFAR-100, Pets and Flowers (any checkpoint), and the
+VTAB-1k groups when experiments/vtab.py wrote `vtab.json` into the same workdir. Datasets that are
+not prepared are listed with the command that prepares them; the rest still runs.
+"""
+
+import ml_collections
+
+from vit_jax.configs import common
+
+IMAGENET_PP = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
+               'keep("image", "labels")')
+FEWSHOT_PP = 'decode|resize(224)|value_range(-1, 1)'
+# (tfds name, train split, test split, shots): Flowers-102 has 10 training images per class.
+FEWSHOT = {
+    'imagenet': ('imagenet2012', 'train[:10%]', 'validation', (1, 5, 10, 25)),
+    'cifar100': ('cifar100', 'train', 'test', (1, 5, 10, 25)),
+    'pets': ('oxford_iiit_pet', 'train', 'test', (1, 5, 10, 25)),
+    'flowers': ('oxford_flowers102', 'train', 'test', (1, 5)),
+}
+
+
+def get_config(arg=''):
+  """`arg`: 'no_imagenet' leaves out the ImageNet top-1 evaluations (a head of other classes)."""
+  config = common.get_config()
+  config.model_name = 'ViT-B_16'  # an .npz's architecture is read off its shapes
+  config.num_classes = 1000
+  config.image_size = 224
+  config.paper_model = ml_collections.config_dict.placeholder(str)  # a row of PAPER
+  config.eval_data = None
+  config.batch_size = config.eval_batch_size = 256
+  if arg != 'no_imagenet':
+    config.evals = common.imagenet_evals(IMAGENET_PP, every=0)
+    del config.evals['minival']  # held out of training only in our own ImageNet runs
+  for short, (name, train, test, shots) in FEWSHOT.items():
+    config.evals[f'fewshot_{short}'] = common.fewshot_eval(
+        {short: common.fewshot_dataset(name, train, test)}, FEWSHOT_PP, every=0, shots=shots)
+  return config
