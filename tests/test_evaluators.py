@@ -228,3 +228,56 @@ def test_the_old_single_evaluation_is_the_entry_eval(digits_data_dir):
   config.evals.eval = common.classification_eval(config.eval_data, config.pp_eval)
   with pytest.raises(ValueError, match='config.evals.eval and config.eval_data both define'):
     evaluators.entries(config)
+
+
+def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits_data_dir,
+                                                                          tmp_path):
+  """configs/paper_evals.py with ImageNet top-1 and the ImageNet probe pointed at digits (the
+  only data here); the other datasets are absent and listed; VTAB groups come from vtab.json."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_jax.evaluators import report  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location('paper_evals',
+                                                os.path.join(root, 'configs', 'paper_evals.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  empty = str(tmp_path / 'no_data')
+  for entry in config.evals.values():
+    for data in ([entry.data] if 'data' in entry else list(entry.datasets.values())):
+      data.data_dir = empty
+  config.num_classes, config.image_size, config.batch_size = 10, 16, 32
+  config.evals.val.data.update(name='digits', split='test[:90]', image_size=16,
+                               data_dir=digits_data_dir)
+  config.evals.val.pp = PP + '|onehot|keep("image", "labels")'
+  config.evals.fewshot_imagenet.datasets.imagenet.update(
+      name='digits', train_split='train[:400]', test_split='test[:90]', image_size=16,
+      data_dir=digits_data_dir)
+  config.evals.fewshot_imagenet.update(pp=PP, shots=(1, 3), holdout_per_class=2)
+  model, params = _model_and_params()
+  npz = str(tmp_path / 'model.npz')
+  checkpoint.save(params, npz)
+  result = evaluators.evaluate_checkpoint(config, npz, skip_missing=True)
+  missing = result.pop('missing')
+  assert sorted(missing) == ['fewshot_cifar100', 'fewshot_flowers', 'fewshot_pets', 'real', 'v2']
+  assert 'tfds build cifar100' in missing['fewshot_cifar100']
+  workdir = str(tmp_path / 'report')
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, 'vtab.json'), 'w', encoding='utf-8') as f:
+    json.dump({'groups': {'natural': 0.5, 'specialized': 0.75, 'structured': 0.25},
+               'mean': 0.45, 'complete': False}, f)
+  path = report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)')
+  text = open(path, encoding='utf-8').read()
+  assert f'| ImageNet top-1 | {100 * result["val/accuracy"]:.2f} | 85.30 |' in text
+  assert (f'| imagenet 3-shot linear probe | '
+          f'{100 * result["fewshot_imagenet/imagenet_3shot"]:.2f} | - |') in text
+  assert '| VTAB-1k specialized | 75.00 | - |' in text
+  assert '| VTAB-1k mean (not all 19 tasks) | 45.00 | 72.72 |' in text
+  assert '- fewshot_pets: ' in text and 'tfds build oxford_iiit_pet' in text
+  saved = json.load(open(os.path.join(workdir, 'report.json'), encoding='utf-8'))
+  assert saved['results']['val/accuracy'] == result['val/accuracy']
+  with pytest.raises(ValueError, match=r"config.paper_model: expected one of \["):
+    report.write(workdir, npz, result, missing, 'ViT-Q/16')

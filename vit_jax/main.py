@@ -4,6 +4,8 @@ r"""The command users launch: training (pretraining or fine-tuning) and evaluati
   python -m vit_jax.main --config=configs/finetune.py:cifar10 --workdir=DIR \
       --config.init_from=ViT-B_16.npz --config.model_name=ViT-B_16
   python -m vit_jax.main --mode=eval --config=configs/digits.py --checkpoint=/tmp/digits
+  python -m vit_jax.main --mode=eval --config=configs/paper_evals.py --checkpoint=ViT-B_16.npz \
+      --workdir=reports/b16
 """
 
 import os
@@ -17,7 +19,8 @@ from vit_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/*.py[:arg]).',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, plots.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, plots. '
+                                '--mode=eval: where report.md and report.json go.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only '
                           'run every evaluator of the config on --checkpoint.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, '--mode=eval: a workdir or an .npz file.')
@@ -60,9 +63,19 @@ def main(argv):
 def _run(config) -> None:
   if _MODE.value == 'eval':
     import vit_jax.evaluators  # pylint: disable=g-import-not-at-top
-    result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value)
+    from vit_jax.evaluators import report  # pylint: disable=g-import-not-at-top
+    reporting = bool(_WORKDIR.value)  # a report goes to --workdir; datasets absent are listed
+    result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value,
+                                                    skip_missing=reporting)
+    missing = result.pop('missing', {})
     for key, value in result.items():
       print(f'{_CHECKPOINT.value}: {key} {value:.6g}')
+    for name, why in missing.items():
+      print(f'{name}: not run: {why}')
+    if reporting:
+      path = report.write(os.path.expanduser(_WORKDIR.value), _CHECKPOINT.value, result, missing,
+                          config.get('paper_model'))
+      print(f'Report: {path}')
     return
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),

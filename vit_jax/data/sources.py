@@ -81,14 +81,19 @@ def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
   return _builder_source(builder, split, image_key, label_key)
 
 
-def _builder_source(builder, split: str, image_key: str, label_key: str) -> Source:
+def _builder_source(builder, split: str, image_key: str, label_key: str, *,
+                    label_fn: Optional[Callable[[dict], int]] = None,
+                    image_scale: Optional[int] = None,
+                    class_names: Optional[Sequence[str]] = None) -> Source:
+  """`label_fn(example)` (VTAB's structured tasks) replaces the `label_key` feature;
+  `image_scale` multiplies decoded pixels (dSprites stores 0/1)."""
   sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
   slice_split(split, sizes)  # clear error for a missing split or a bad slice
   features = builder.info.features
-  for key in (image_key, label_key):
+  for key in (image_key,) if label_fn else (image_key, label_key):
     if key not in features:
       raise ValueError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
-  encoded = isinstance(features[image_key], tfds.features.Image)
+  encoded = isinstance(features[image_key], tfds.features.Image) and image_scale is None
   try:
     data = builder.as_data_source(
         split, decoders={image_key: tfds.decode.SkipDecoding()} if encoded else None)
@@ -98,7 +103,7 @@ def _builder_source(builder, split: str, image_key: str, label_key: str) -> Sour
         f'ArrayRecord format: tfds build {builder.name} --file_format=array_record') from e
 
   image_dtype = tf.string if encoded else tf.uint8
-  label_feature = features[label_key]
+  label_feature = None if label_fn else features[label_key]
   # A sequence of class labels (ImageNet-ReaL's `real_label`) reads as an int32 list.
   multi_label = isinstance(label_feature, tfds.features.Sequence)
   if multi_label:
@@ -106,7 +111,11 @@ def _builder_source(builder, split: str, image_key: str, label_key: str) -> Sour
 
   def read(index):
     example = data[int(index)]
-    return example[image_key], np.asarray(example[label_key], np.int64)
+    image = example[image_key]
+    if image_scale is not None:
+      image = (np.asarray(image) * image_scale).astype(np.uint8)
+    label = label_fn(example) if label_fn else example[label_key]
+    return image, np.asarray(label, np.int64)
 
   def lookup(index):
     image, label = tf.numpy_function(read, [index], (image_dtype, tf.int64), stateful=False)
@@ -114,10 +123,52 @@ def _builder_source(builder, split: str, image_key: str, label_key: str) -> Sour
     label = tf.reshape(label, [-1] if multi_label else [])
     return {'image': image, 'label': tf.cast(label, tf.int32)}
 
-  names = (label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
-           else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
+  names = class_names or (
+      label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
+      else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
   return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,
                 lookup=lookup)
+
+
+def concat_sources(parts: Sequence[Source], name: str, class_names: Sequence[str]) -> Source:
+  """One source reading `parts` one after the other."""
+  first, rest = parts[0], parts[1:]
+  if not rest:
+    return dataclasses.replace(first, name=name, class_names=class_names)
+  tail = concat_sources(rest, name, class_names)
+
+  def lookup(index):
+    return tf.cond(index < first.num_examples, lambda: first.lookup(index),
+                   lambda: tail.lookup(index - first.num_examples))
+
+  return Source(name=name, num_examples=first.num_examples + tail.num_examples,
+                class_names=class_names, lookup=lookup)
+
+
+def vtab_source(task_name: str, split: str, *, data_dir: Optional[str] = None,
+                builder=None) -> Source:
+  """A VTAB-1k task's split (`train800`, `val200`, `train800val200`, `test`): see data/vtab.py.
+  `builder` replaces the task's tfds builder (tests pass a synthetic one)."""
+  from vit_jax.data import vtab  # pylint: disable=g-import-not-at-top
+  task = vtab.task(task_name)
+  if builder is None:
+    try:
+      builder = tfds.builder(task.tfds_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise ValueError(f'VTAB task {task_name}: unknown tfds dataset {task.tfds_name!r}: '
+                       f'{str(e).splitlines()[0]}') from e
+    if not builder.is_prepared():
+      raise ValueError(f'VTAB task {task_name}: tfds dataset {task.tfds_name!r} is not prepared '
+                       f'under {builder.data_dir_root}; prepare it with: '
+                       f'{vtab.prepare_command(task, data_dir)}')
+  sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
+  label = task.label if isinstance(task.label, str) else None
+  parts = [_builder_source(builder, part, 'image', label or '',
+                           label_fn=None if label else task.label,
+                           image_scale=task.image_scale)
+           for part in vtab.split_slices(task, split, sizes)]
+  return concat_sources(parts, f'vtab/{task_name}:{split}',
+                        [str(c) for c in range(task.num_classes)])
 
 
 def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] = None) -> Source:
@@ -191,9 +242,12 @@ def folder_source(root: str, split: str, *, strict: bool = False,
 
 
 def from_config(data) -> Source:
-  """A source from a config dict: `name` ('digits', 'folder' with `root`, or a tfds name),
+  """A source from a config dict: `name` ('digits', 'folder' with `root`, 'vtab/<task>', or a
+  tfds name),
   `split`, and optionally `data_dir`, `prepare`, `image_size` (digits), `strict` (folders)."""
   name, split = data['name'], data['split']
+  if name.startswith('vtab/'):
+    return vtab_source(name[len('vtab/'):], split, data_dir=data.get('data_dir'))
   if name == 'digits':
     return digits_source(split, image_size=data.get('image_size') or 32,
                          data_dir=data.get('data_dir'))

@@ -55,15 +55,17 @@ def from_config(config: ml_collections.ConfigDict, model, mesh,
   context = base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
                          layout=config.layout, num_classes=config.num_classes,
                          batch_size=config.get('eval_batch_size') or config.batch_size)
-  return [build(name, entry, context, config.loss)
-          for name, entry in entries(config).items()]
+  return [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str) -> dict[str, float]:
+def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str, *,
+                        skip_missing: bool = False) -> dict[str, float]:
   """Runs every evaluator of `config` once on a workdir's newest checkpoint or a released .npz.
 
   A workdir brings its own model (its saved config); an .npz's architecture is read off its
-  shapes, its position embeddings resampled to `config.image_size`.
+  shapes, its position embeddings resampled to `config.image_size`. With `skip_missing`, an
+  evaluator whose dataset is not prepared is left out and named in the result's
+  `'missing'` entry ({evaluator: the error}) instead of stopping the others.
   """
   if not entries(config):
     raise ValueError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
@@ -72,9 +74,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str)
   geometry.check_image_size(config.image_size, loaded.model_config)
   mesh = mesh_lib.make_mesh(tuple(config.mesh))
   shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
-  evaluators = from_config(config, loaded.model, mesh, shardings)
+  context = base.Context(model=loaded.model, mesh=mesh, param_shardings=shardings,
+                         layout=config.layout, num_classes=config.num_classes,
+                         batch_size=config.get('eval_batch_size') or config.batch_size)
+  built, missing = [], {}
+  for name, entry in entries(config).items():
+    try:
+      built.append(build(name, entry, context, config.loss))
+    except ValueError as e:
+      if not (skip_missing and ('not prepared' in str(e) or 'Unknown tfds dataset' in str(e))):
+        raise
+      missing[name] = str(e)
   params = jax.device_put(loaded.params, shardings)
   result: dict[str, Any] = {}
-  for evaluator in evaluators:
+  for evaluator in built:
     result.update(evaluator.run(params, step=0))
+  if skip_missing:
+    result['missing'] = missing
   return result

@@ -1,0 +1,68 @@
+"""A paper-style report of one checkpoint's evaluations: `report.md` and `report.json`.
+
+Rows: ImageNet top-1 (`val`), ImageNet-ReaL (`real`), ImageNet-v2 (`v2`), few-shot accuracies per
+dataset and shot count (`fewshot*` evaluators), and the VTAB-1k groups when
+experiments/vtab.py has written `vtab.json` into the same directory. Beside each, the paper's
+number for the model the config names (`config.paper_model`), where the paper gives one.
+Evaluations whose dataset is not prepared are listed with the command that prepares it.
+"""
+
+import json
+import os
+from typing import Mapping, Optional
+
+# Table 2 of the paper (fine-tuned models; top-1 %, VTAB: mean over the 19 tasks).
+PAPER = {
+    'ViT-H/14 (JFT)': {'val/accuracy': 88.55, 'real/accuracy': 90.72, 'vtab/mean': 77.63},
+    'ViT-L/16 (JFT)': {'val/accuracy': 87.76, 'real/accuracy': 90.54, 'vtab/mean': 76.28},
+    'ViT-L/16 (I21k)': {'val/accuracy': 85.30, 'real/accuracy': 88.62, 'vtab/mean': 72.72},
+}
+ROWS = (('val/accuracy', 'ImageNet top-1'), ('real/accuracy', 'ImageNet-ReaL top-1'),
+        ('v2/accuracy', 'ImageNet-v2 top-1'))
+
+
+def rows(results: Mapping[str, float], vtab: Optional[dict]) -> list[tuple[str, str, float]]:
+  """(key, description, value in %) for everything measured, in the report's order."""
+  out = [(key, text, 100 * results[key]) for key, text in ROWS if key in results]
+  for key in sorted(k for k in results if k.startswith('fewshot') and k.endswith('shot')):
+    dataset, shots = key.split('/', 1)[1].rsplit('_', 1)
+    out.append((key, f'{dataset} {shots[:-4]}-shot linear probe', 100 * results[key]))
+  for group in ('natural', 'specialized', 'structured'):
+    if vtab and vtab['groups'].get(group) is not None:
+      out.append((f'vtab/{group}', f'VTAB-1k {group}', 100 * vtab['groups'][group]))
+  if vtab and vtab.get('mean') is not None:
+    note = '' if vtab.get('complete') else ' (not all 19 tasks)'
+    out.append(('vtab/mean', f'VTAB-1k mean{note}', 100 * vtab['mean']))
+  return out
+
+
+def write(workdir: str, checkpoint: str, results: Mapping[str, float],
+          missing: Mapping[str, str], paper_model: Optional[str] = None) -> str:
+  """Writes `<workdir>/report.md` and `report.json`; returns the Markdown path."""
+  os.makedirs(workdir, exist_ok=True)
+  vtab_path = os.path.join(workdir, 'vtab.json')
+  vtab = json.load(open(vtab_path, encoding='utf-8')) if os.path.exists(vtab_path) else None
+  if paper_model and paper_model not in PAPER:
+    raise ValueError(f'config.paper_model: expected one of {sorted(PAPER)}, found '
+                     f'{paper_model!r}.')
+  paper = PAPER.get(paper_model or '', {})
+  table = rows(results, vtab)
+  lines = [f'# Evaluation of {checkpoint}', '',
+           f'| evaluation | ours (%) | paper (%){f", {paper_model}" if paper_model else ""} |',
+           '|---|---|---|']
+  for key, text, value in table:
+    theirs = f'{paper[key]:.2f}' if key in paper else '-'
+    lines.append(f'| {text} | {value:.2f} | {theirs} |')
+  if missing:
+    lines += ['', 'Not run: datasets not prepared (prepare them, then run again):', '']
+    lines += [f'- {name}: {why}' for name, why in missing.items()]
+  lines.append('')
+  with open(os.path.join(workdir, 'report.json'), 'w', encoding='utf-8') as f:
+    json.dump({'checkpoint': checkpoint, 'paper_model': paper_model, 'results': dict(results),
+               'rows': [{'key': k, 'evaluation': t, 'ours': v, 'paper': paper.get(k)}
+                        for k, t, v in table],
+               'vtab': vtab, 'missing': dict(missing)}, f, indent=2)
+  path = os.path.join(workdir, 'report.md')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines))
+  return path
