@@ -96,7 +96,7 @@ def _fewshot_config(data_dir, **fields):
   config = tiny_recipe.get_config(data_dir)
   config.eval_data = None
   config.evals.fs = common.fewshot_eval(
-      {'digits': common.fewshot_dataset('digits', 'train[:400]', 'test[:90]', image_size=16,
+      {'digits': common.fewshot_dataset('digits', 'train[:200]', 'test[:60]', image_size=16,
                                         data_dir=data_dir)}, PP, shots=(1, 3), holdout_per_class=2)
   config.evals.fs.batch_size = 32
   config.evals.fs.update(fields)
@@ -123,8 +123,8 @@ def test_fewshot_equals_numpy_on_the_same_features_on_1_and_8_devices(digits_dat
     pre_logits = vit.representations(model, params, images)['pre_logits']
     return np.asarray(pre_logits), np.array([int(ex['label']) for ex in examples])
 
-  train_x, train_y = features_and_labels('train[:400]')
-  test_x, test_y = features_and_labels('test[:90]')
+  train_x, train_y = features_and_labels('train[:200]')
+  test_x, test_y = features_and_labels('test[:60]')
   pool, held = fewshot.select_shots(train_y, [str(i) for i in range(10)], shots=3, holdout=2,
                                     seed=0, dataset='digits')
   for k in (1, 3):
@@ -188,7 +188,7 @@ def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
     ('kind', 'fewshots', re.escape("config.evals.fs.kind: expected one of ['classification', "
                                    "'fewshot', 'real'], found 'fewshots'.")),
     ('shotz', (1,), "config.evals.fs: kind 'fewshot' has no field 'shotz'; nearest: shots."),
-    ('shots', (1, 200), r"config.evals.fs.datasets.digits \(digits:train\[:400\]\): class '0' "
+    ('shots', (1, 200), r"config.evals.fs.datasets.digits \(digits:train\[:200\]\): class '0' "
                         r'\(label 0\) has \d+ training examples; 200 shots \+ 2 held out'),
     ('representation', 'logits', "config.evals.fs.representation: the model has no output "
                                   "'logits'; it has \\['pooled', 'pre_logits'\\]."),
@@ -250,11 +250,11 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
     for data in ([entry.data] if 'data' in entry else list(entry.datasets.values())):
       data.data_dir = empty
   config.num_classes, config.image_size, config.batch_size = 10, 16, 32
-  config.evals.val.data.update(name='digits', split='test[:90]', image_size=16,
+  config.evals.val.data.update(name='digits', split='test[:60]', image_size=16,
                                data_dir=digits_data_dir)
   config.evals.val.pp = PP + '|onehot|keep("image", "labels")'
   config.evals.fewshot_imagenet.datasets.imagenet.update(
-      name='digits', train_split='train[:400]', test_split='test[:90]', image_size=16,
+      name='digits', train_split='train[:200]', test_split='test[:60]', image_size=16,
       data_dir=digits_data_dir)
   config.evals.fewshot_imagenet.update(pp=PP, shots=(1, 3), holdout_per_class=2)
   model, params = _model_and_params()

@@ -16,6 +16,7 @@ import pytest
 import tiny_recipe
 from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import evaluators
+from vit_jax.configs import common
 from vit_jax.data import sources
 from vit_jax.train import checkpointer
 from vit_jax.train import loop
@@ -28,8 +29,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def finished(digits_data_dir, tmp_path_factory):
   """One complete tiny run, shared by the tests that only read it."""
   workdir = str(tmp_path_factory.mktemp('run'))
-  result = loop.train_and_evaluate(tiny_recipe.get_config(digits_data_dir), workdir)
+  result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
   return workdir, result
+
+
+def _finished_config(data_dir):
+  config = tiny_recipe.get_config(data_dir)
+  # A second evaluator on its own schedule, beside the old-form `eval` (every 6).
+  config.evals.probe = common.fewshot_eval(
+      {'digits': common.fewshot_dataset('digits', 'train[:256]', 'test[:50]', image_size=16,
+                                        data_dir=data_dir)},
+      'decode|resize(16)|value_range(-1, 1)', every=4, shots=(1, 2), holdout_per_class=1)
+  return config
 
 
 def _restore(workdir, config):
@@ -60,6 +71,8 @@ def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
   assert {'train/accuracy', 'train/grad_norm', 'train/param_norm',
           'train/learning_rate'} <= set(rows[0])
   assert [r['step'] for r in rows if 'eval/accuracy' in r] == [6, 12]
+  assert [r['step'] for r in rows if 'probe/digits_2shot' in r] == [4, 8, 12]
+  assert 0.0 <= result['probe/digits_1shot'] <= 1.0 and result['probe/digits_2shot_l2'] > 0
   assert json.load(open(os.path.join(workdir, 'config.json')))['total_steps'] == 12
   assert any(f.startswith('events.out.tfevents') for f in
              os.listdir(os.path.join(workdir, 'tensorboard')))
@@ -107,7 +120,7 @@ def test_restore_onto_another_mesh_and_layout(finished, digits_data_dir):
 
 def test_a_different_config_in_the_workdir_is_refused(finished, digits_data_dir):
   workdir, _ = finished
-  config = tiny_recipe.get_config(digits_data_dir)
+  config = _finished_config(digits_data_dir)
   config.lr.base = 1.0
   with pytest.raises(ValueError, match=r"different config \(fields: \['lr.base'\]\).*--overwrite"):
     loop.train_and_evaluate(config, workdir)
@@ -186,7 +199,7 @@ def test_epochs_need_only_the_split_size(digits_data_dir):
     setup_lib.build_setup(config)
 
 
-RESUME_STEPS = 40  # long enough for an async checkpoint to be finalized mid-run
+RESUME_STEPS = 24  # long enough for an async checkpoint to be finalized mid-run
 
 
 def _launch(workdir, data_dir):
@@ -234,7 +247,7 @@ def reference_run(digits_data_dir, tmp_path_factory):
 @pytest.mark.parametrize('sig', [signal.SIGKILL], ids=['SIGKILL'])
 def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig, reference_run):
   reference_run_dir = reference_run
-  stop_at = random.Random(int(time.time())).randint(5, 30)
+  stop_at = random.Random(int(time.time())).randint(5, 14)
   interrupted = str(tmp_path / 'interrupted')
   code, output = _run_until_step(interrupted, digits_data_dir, stop_at, sig)
   if sig == signal.SIGTERM:
