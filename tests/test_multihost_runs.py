@@ -5,6 +5,7 @@ Every job shards the model with fsdp_tp over a (1, 2, 2) mesh of 4 CPU devices: 
 the fsdp axis crosses them, so parameters, optimizer state and the batch are split across
 processes as on a real cluster."""
 
+import importlib.util
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import tiny_recipe
+from vit_jax import evaluators
 from vit_jax.train import checkpointer
 from vit_jax.train import setup as setup_lib
 
@@ -37,14 +39,14 @@ def _free_port():
 class Job:
   """`processes` copies of `python -m vit_jax.main`, 4 CPU devices in all, logs in files."""
 
-  def __init__(self, workdir, data_dir, processes, log_dir, extra=()):
+  def __init__(self, workdir, data_dir, processes, log_dir, extra=(), args=None):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={4 // processes}'
     env['JAX_PLATFORMS'] = 'cpu'
     self.logs = [os.path.join(log_dir, f'{os.path.basename(workdir)}_{i}_{time.time()}.log')
                  for i in range(processes)]
-    args = [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
+    args = list(args) if args else [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
             f'--workdir={workdir}', f'--config.total_steps={STEPS}', '--config.checkpoint_every=8',
             '--config.eval_every=0',  # evaluated at the end only
             '--config.distributed.heartbeat_timeout_s=20',
@@ -99,8 +101,8 @@ def _assert_same_run(a, b, *, exact):
   reduced in another order (gloo vs. in-process): losses and evaluations agree to 1e-5, but Adam
   turns last-bit differences of near-zero gradients into differences of up to ~lr in a few
   parameters, so those are compared at the learning rate's scale."""
-  step_a, params_a, rows_a = a
-  step_b, params_b, rows_b = b
+  step_a, params_a, rows_a = a[:3]
+  step_b, params_b, rows_b = b[:3]
   assert step_a == step_b == STEPS
   atol = 0.0 if exact else 1e-3  # lr 3e-3
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=atol), params_a,
@@ -115,11 +117,11 @@ def _assert_same_run(a, b, *, exact):
 
 @pytest.fixture(scope='module')
 def reference(digits_data_dir, tmp_path_factory):
-  """An uninterrupted run on 2 processes x 2 devices."""
+  """An uninterrupted run on 2 processes x 2 devices: (step, params, metric rows, workdir)."""
   base = tmp_path_factory.mktemp('reference')
   two = Job(str(base / 'two'), digits_data_dir, 2, str(base))
   assert two.wait() == [0, 0], two.log(0)[-3000:] + two.log(1)[-3000:]
-  return _params_and_rows(str(base / 'two'), digits_data_dir)
+  return (*_params_and_rows(str(base / 'two'), digits_data_dir), str(base / 'two'))
 
 
 def _preempted_step(job, i):
@@ -184,3 +186,34 @@ def test_a_killed_peer_is_reported_within_the_bound(digits_data_dir, tmp_path):
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
   assert steps and steps[0] >= 8
   shutil.rmtree(workdir)
+
+
+def test_evaluators_on_two_processes_give_the_one_process_numbers(reference, digits_data_dir,
+                                                                  tmp_path):
+  """--mode=eval with the digits recipe's evaluators (top-1 and few-shot probes) on the reference
+  run, on 2 processes (the fsdp axis across them), equals the same evaluation in this process."""
+  workdir = reference[3]
+  data_flags = [f'--config.evals.eval.data.data_dir={digits_data_dir}',
+                f'--config.evals.fewshot.datasets.digits.data_dir={digits_data_dir}']
+  job = Job(workdir, digits_data_dir, 2, str(tmp_path), args=[
+      sys.executable, '-m', 'vit_jax.main', '--mode=eval', f'--config={ROOT}/configs/digits.py',
+      f'--checkpoint={workdir}', '--config.mesh=(1, 2, 2)', '--config.layout=fsdp_tp',
+      *data_flags])
+  assert job.wait() == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
+  printed = {}
+  for line in job.log(0).splitlines():
+    if line.startswith(f'{workdir}: '):
+      key, value = line[len(workdir) + 2:].split()
+      printed[key] = float(value)
+
+  spec = importlib.util.spec_from_file_location('digits_recipe', f'{ROOT}/configs/digits.py')
+  recipe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recipe)
+  config = recipe.get_config()
+  config.evals.eval.data.data_dir = digits_data_dir
+  config.evals.fewshot.datasets.digits.data_dir = digits_data_dir
+  config.mesh, config.layout = (-1, 2, 2), 'fsdp_tp'
+  here = evaluators.evaluate_checkpoint(config, workdir)
+  assert sorted(printed) == sorted(here) and 'fewshot/digits_10shot' in printed
+  for key, value in here.items():
+    assert printed[key] == pytest.approx(value, rel=1e-5), key
