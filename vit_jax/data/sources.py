@@ -10,7 +10,6 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
-import re
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -19,6 +18,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_jax.data import images
+from vit_jax.data import vtab
+from vit_jax.data.splits import slice_split
 
 
 
@@ -35,29 +36,6 @@ class Source:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
-
-
-_SLICE = re.compile(r'^(\w+)(?:\[(-?\d*%?):(-?\d*%?)\])?$')
-
-
-def slice_split(split: str, sizes: dict[str, int]) -> tuple[str, int, int]:
-  """'train[10%:90%]' or 'train[:500]' -> (split name, start, stop) given split sizes."""
-  match = _SLICE.match(split.replace(' ', ''))
-  if not match:
-    raise ValueError(f'Cannot parse split {split!r}; expected e.g. "train", "train[:98%]", '
-                     '"validation[100:200]".')
-  name, start, stop = match.groups()
-  if name not in sizes:
-    raise ValueError(f'Split {name!r} not found; available splits: {sorted(sizes)}.')
-  size = sizes[name]
-
-  def bound(text, default):
-    if not text:
-      return default
-    value = round(size * int(text[:-1]) / 100) if text.endswith('%') else int(text)
-    return max(0, min(size, value + size if value < 0 else value))
-
-  return name, bound(start, 0), bound(stop, size)
 
 
 def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
@@ -149,7 +127,6 @@ def vtab_source(task_name: str, split: str, *, data_dir: Optional[str] = None,
                 builder=None) -> Source:
   """A VTAB-1k task's split (`train800`, `val200`, `train800val200`, `test`): see data/vtab.py.
   `builder` replaces the task's tfds builder (tests pass a synthetic one)."""
-  from vit_jax.data import vtab  # pylint: disable=g-import-not-at-top
   task = vtab.task(task_name)
   if builder is None:
     try:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from vit_jax.data import splits
+
 GROUPS = ('natural', 'specialized', 'structured')
 SPLITS = ('train800', 'val200', 'train800val200', 'test')
 Example = dict[str, Any]
@@ -108,10 +110,8 @@ def task(name: str) -> Task:
 
 def split_slices(task_: Task, split: str, sizes: dict[str, int]) -> list[str]:
   """The tfds slices (resolved to example counts) that make up a VTAB-1k split."""
-  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
-
   def first(part: str, count: Optional[int]) -> str:
-    name, start, stop = sources.slice_split(part, sizes)
+    name, start, stop = splits.slice_split(part, sizes)
     stop = stop if count is None else min(stop, start + count)
     return f'{name}[{start}:{stop}]'
 
