@@ -9,6 +9,7 @@ import tensorflow as tf
 from conftest import write_image_folder
 from vit_jax.data import digits
 from vit_jax.data import sources
+from vit_jax.data import splits
 
 
 def _read(source, index):
@@ -17,14 +18,14 @@ def _read(source, index):
 
 def test_slice_split():
   sizes = {'train': 1000, 'test': 7}
-  assert sources.slice_split('train', sizes) == ('train', 0, 1000)
-  assert sources.slice_split('train[:98%]', sizes) == ('train', 0, 980)
-  assert sources.slice_split('train[98%:]', sizes) == ('train', 980, 1000)
-  assert sources.slice_split('train[10:-10]', sizes) == ('train', 10, 990)
+  assert splits.slice_split('train', sizes) == ('train', 0, 1000)
+  assert splits.slice_split('train[:98%]', sizes) == ('train', 0, 980)
+  assert splits.slice_split('train[98%:]', sizes) == ('train', 980, 1000)
+  assert splits.slice_split('train[10:-10]', sizes) == ('train', 10, 990)
   with pytest.raises(ValueError, match="Split 'validation' not found; available splits"):
-    sources.slice_split('validation', sizes)
+    splits.slice_split('validation', sizes)
   with pytest.raises(ValueError, match='Cannot parse split'):
-    sources.slice_split('train[::2]', sizes)
+    splits.slice_split('train[::2]', sizes)
 
 
 def test_tfds_source_by_name_and_split_expression(digits_data_dir):

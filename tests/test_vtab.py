@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vit_jax.data import sources
+from vit_jax.data import splits
 from vit_jax.data import vtab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +62,7 @@ def _check_labels(task, builder, split, count):
                              {s: i.num_examples for s, i in builder.info.splits.items()})
   expected = []
   for part in slices:
-    name, start, stop = sources.slice_split(part, {s: len(d) for s, d in data.items()})
+    name, start, stop = splits.slice_split(part, {s: len(d) for s, d in data.items()})
     expected += [int(data[name][i]['expected']) for i in range(start, stop)]
   got = [int(source.lookup(i)['label']) for i in range(source.num_examples)]
   assert got == expected

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from vit_jax.data import images
 from vit_jax.data import vtab
-from vit_jax.data.splits import slice_split
+from vit_jax.data import splits
 
 
 
@@ -66,7 +66,7 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
   """`label_fn(example)` (VTAB's structured tasks) replaces the `label_key` feature;
   `image_scale` multiplies decoded pixels (dSprites stores 0/1)."""
   sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
-  slice_split(split, sizes)  # clear error for a missing split or a bad slice
+  splits.slice_split(split, sizes)  # clear error for a missing split or a bad slice
   features = builder.info.features
   for key in (image_key,) if label_fn else (image_key, label_key):
     if key not in features:
@@ -176,10 +176,10 @@ def folder_source(root: str, split: str, *, strict: bool = False,
   """
   if not os.path.isdir(root):
     raise FileNotFoundError(f'Image folder not found: {root}')
-  splits = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  split_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   name = split.split('[', 1)[0]
-  if name not in splits:
-    raise ValueError(f'Split {name!r} not found in {root}; found: {splits}.')
+  if name not in split_dirs:
+    raise ValueError(f'Split {name!r} not found in {root}; found: {split_dirs}.')
   split_dir = os.path.join(root, name)
   class_names = sorted(d for d in os.listdir(split_dir)
                        if os.path.isdir(os.path.join(split_dir, d)))
@@ -206,7 +206,7 @@ def folder_source(root: str, split: str, *, strict: bool = False,
     files = [f for f, ok in zip(files, decodable) if ok]
     labels = [l for l, ok in zip(labels, decodable) if ok]
 
-  _, start, stop = slice_split(split, {name: len(files)})
+  _, start, stop = splits.slice_split(split, {name: len(files)})
   paths = tf.constant(files[start:stop])
   label_table = tf.constant(labels[start:stop], tf.int32)
 
