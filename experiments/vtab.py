@@ -121,6 +121,8 @@ def main(argv):
   if not f.checkpoint or not f.workdir:
     raise app.UsageError('--checkpoint=<npz or workdir> and --workdir=<dir> are required.')
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(f.checkpoint):
+    raise ValueError(f'Checkpoint not found: {f.checkpoint}')
   for task in f.tasks:
     vtab.task(task)  # an unknown name fails before anything runs
   missing = missing_datasets(f.tasks, f.data_dir)
