@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vit_jax.train import losses
+from vit_jax import losses
 
 
 def _data():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import engine_setup
+from vit_jax.evaluators import step as eval_step_lib
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
 from vit_jax.train import state as state_lib
@@ -106,7 +107,7 @@ def test_eval_step_masked_sums_are_exact():
   params = jax.tree.map(lambda x: x + 0.1, params)
   batch = engine_setup.batches(1)[0]
   batch['mask'] = np.array([1.0] * 11 + [0.0] * 5, np.float32)
-  eval_step = step_lib.jit_eval_step(step_lib.make_eval_step(vit, mesh), mesh,
+  eval_step = eval_step_lib.jit_eval_step(eval_step_lib.make_eval_step(vit, mesh), mesh,
                                      jax.tree.map(lambda _: mesh_lib.replicated(mesh), params), 'dp')
   sums = eval_step(params, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))
   logits = np.asarray(vit.apply({'params': params}, batch['image'], train=False))

@@ -10,7 +10,7 @@ import jax
 
 from vit_jax.data import preprocess
 from vit_jax.evaluators import base
-from vit_jax.train import step as step_lib
+from vit_jax.evaluators import step as step_lib
 
 
 class Classification(base.Evaluator):

@@ -26,8 +26,8 @@ import tensorflow as tf
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.evaluators import base
+from vit_jax.evaluators import step as step_lib
 from vit_jax.models import vit
-from vit_jax.train import step as step_lib
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REGS = tuple(2.0 ** i for i in range(-10, 11))
