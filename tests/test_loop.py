@@ -135,6 +135,7 @@ def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
   config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd = 0.0, 0, 0.0  # no update: see the init
   config.total_steps = 1
+  config.eval_data = None  # the parameters are the point here
   config.init_from = str(tmp_path / 'pre.npz')
   workdir = str(tmp_path / 'ft')
   loop.train_and_evaluate(config, workdir)
@@ -272,16 +273,9 @@ def test_interrupted_run_resumes_bit_identically(digits_data_dir, tmp_path, sig,
                                rtol=1e-6)
 
 
-def test_a_relative_workdir_works(digits_data_dir, tmp_path, monkeypatch):
+def test_fine_tuning_from_one_of_our_workdirs_into_a_relative_one(finished, digits_data_dir,
+                                                                  tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  config = tiny_recipe.get_config(digits_data_dir)
-  config.total_steps = 4
-  result = loop.train_and_evaluate(config, 'relative/run')
-  assert result['outcome'] == 'completed'
-  assert os.listdir(tmp_path / 'relative' / 'run' / 'checkpoints') == ['4']
-
-
-def test_fine_tuning_from_one_of_our_workdirs(finished, digits_data_dir, tmp_path):
   _, params, _ = _final_params(finished[0], digits_data_dir)
   config = tiny_recipe.get_config(digits_data_dir)
   config.num_classes = 3
@@ -290,8 +284,10 @@ def test_fine_tuning_from_one_of_our_workdirs(finished, digits_data_dir, tmp_pat
   config.lr.base, config.lr.warmup_steps, config.wd, config.total_steps = 0.0, 0, 0.0, 1
   config.init_from = finished[0]
   config.dont_load = ('Transformer/encoder_norm/.*',)
-  workdir = str(tmp_path / 'ft_from_run')
-  loop.train_and_evaluate(config, workdir)
+  config.eval_data = None  # the parameters are the point here
+  workdir = 'relative/run'
+  assert loop.train_and_evaluate(config, workdir)['outcome'] == 'completed'
+  assert os.listdir(tmp_path / 'relative' / 'run' / 'checkpoints') == ['1']
   _, state, _, _ = _restore(workdir, config)
   tuned = jax.tree.map(np.asarray, jax.device_get(state.params))
   np.testing.assert_array_equal(tuned['embedding']['kernel'], params['embedding']['kernel'])
