@@ -52,10 +52,14 @@ def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.
 def from_config(config: ml_collections.ConfigDict, model, mesh,
                 param_shardings) -> list[base.Evaluator]:
   """Every evaluator of the run, built and checked (datasets, splits, shots, fields)."""
-  context = base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
-                         layout=config.layout, num_classes=config.num_classes,
-                         batch_size=config.get('eval_batch_size') or config.batch_size)
+  context = _context(config, model, mesh, param_shardings)
   return [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
+
+
+def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings) -> base.Context:
+  return base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
+                      layout=config.layout, num_classes=config.num_classes,
+                      batch_size=config.get('eval_batch_size') or config.batch_size)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str, *,
@@ -74,9 +78,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   geometry.check_image_size(config.image_size, loaded.model_config)
   mesh = mesh_lib.make_mesh(tuple(config.mesh))
   shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
-  context = base.Context(model=loaded.model, mesh=mesh, param_shardings=shardings,
-                         layout=config.layout, num_classes=config.num_classes,
-                         batch_size=config.get('eval_batch_size') or config.batch_size)
+  context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}
   for name, entry in entries(config).items():
     try:
