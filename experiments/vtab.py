@@ -66,9 +66,7 @@ def missing_datasets(tasks: Sequence[str], data_dir: Optional[str]) -> dict[str,
   for task in tasks:
     try:
       sources.vtab_source(task, 'val200', data_dir=data_dir)
-    except ValueError as e:
-      if 'not prepared' not in str(e) and 'Unknown tfds dataset' not in str(e):
-        raise
+    except sources.DatasetMissing:
       missing[task] = vtab.prepare_command(vtab.task(task), data_dir)
   return missing
 

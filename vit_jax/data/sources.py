@@ -23,6 +23,10 @@ from vit_jax.data import splits
 
 
 
+class DatasetMissing(ValueError):
+  """A dataset this machine does not have: unknown to tfds, or not prepared in the data dir."""
+
+
 @dataclasses.dataclass
 class Source:
   """`num_examples` examples readable by index; `lookup` runs inside tf.data graphs."""
@@ -49,11 +53,11 @@ def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f'Unknown tfds dataset {name!r}: {str(e).splitlines()[0]}') from e
+    raise DatasetMissing(f'Unknown tfds dataset {name!r}: {str(e).splitlines()[0]}') from e
   if prepare:
     builder.download_and_prepare(file_format='array_record')
   if not builder.is_prepared():
-    raise ValueError(
+    raise DatasetMissing(
         f'tfds dataset {name!r} is not prepared under {builder.data_dir_root}; build it first '
         f'(tfds build {name} --file_format=array_record --data_dir=...) or set prepare=True.')
   return _builder_source(builder, split, image_key, label_key)
@@ -132,12 +136,12 @@ def vtab_source(task_name: str, split: str, *, data_dir: Optional[str] = None,
     try:
       builder = tfds.builder(task.tfds_name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise ValueError(f'VTAB task {task_name}: unknown tfds dataset {task.tfds_name!r}: '
-                       f'{str(e).splitlines()[0]}') from e
+      raise DatasetMissing(f'VTAB task {task_name}: unknown tfds dataset {task.tfds_name!r}: '
+                           f'{str(e).splitlines()[0]}') from e
     if not builder.is_prepared():
-      raise ValueError(f'VTAB task {task_name}: tfds dataset {task.tfds_name!r} is not prepared '
-                       f'under {builder.data_dir_root}; prepare it with: '
-                       f'{vtab.prepare_command(task, data_dir)}')
+      raise DatasetMissing(f'VTAB task {task_name}: tfds dataset {task.tfds_name!r} is not '
+                           f'prepared under {builder.data_dir_root}; prepare it with: '
+                           f'{vtab.prepare_command(task, data_dir)}')
   sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
   label = task.label if isinstance(task.label, str) else None
   parts = [_builder_source(builder, part, 'image', label or '',

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 
 from vit_jax import trained_model
+from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
 from vit_jax.evaluators import fewshot
@@ -83,8 +84,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   for name, entry in entries(config).items():
     try:
       built.append(build(name, entry, context, config.loss))
-    except ValueError as e:
-      if not (skip_missing and ('not prepared' in str(e) or 'Unknown tfds dataset' in str(e))):
+    except sources.DatasetMissing as e:
+      if not skip_missing:
         raise
       missing[name] = str(e)
   params = jax.device_put(loaded.params, shardings)

@@ -76,8 +76,9 @@ def source(name: str, field: str, data: Mapping[str, Any]) -> sources.Source:
                      f'{dict(data or {})}.')
   try:
     return sources.from_config(data)
-  except ValueError as e:
-    raise ValueError(f'config.evals.{name}.{field}: {e}') from e
+  except ValueError as e:  # named here; a missing dataset stays a DatasetMissing
+    kind = sources.DatasetMissing if isinstance(e, sources.DatasetMissing) else ValueError
+    raise kind(f'config.evals.{name}.{field}: {e}') from e
 
 
 def as_dict(entry) -> dict:
