@@ -23,11 +23,14 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
+from vit_jax import architecture
 from vit_jax import param_names
-from vit_jax.configs import models as model_configs
+from vit_jax.formats import foreign
 from vit_jax.models import layout
+from vit_jax.models import patch_embed
 
 POSEMB_PATH = ('Transformer', 'posembed_input', 'pos_embedding')
+_POSEMB_PREFIX = ('cls', 'dist')  # tokens with a position-table row, in sequence order
 
 # Pre-Linen (released) names of the encoder block's children, by Linen name.
 _RELEASED_BLOCK_NAMES = {
@@ -135,7 +138,14 @@ def canonicalize(tree: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load(path: str) -> dict[str, Any]:
-  """Reads a released or big_vision `.npz` into the canonical parameter tree (numpy leaves)."""
+  """Reads a released or big_vision `.npz` into the canonical parameter tree (numpy leaves).
+
+  timm and Hugging Face files (`.safetensors`, `.bin` through `weights_only=True`, a model
+  directory) are read too (`vit_jax.formats.foreign`); their model fields beyond the shapes
+  come with `foreign.load`.
+  """
+  if foreign.handles(path):
+    return foreign.load(path)[0]
   flat = read_npz(path)
   if not flat:
     raise ValueError(f'{path} holds no arrays.')
@@ -244,20 +254,30 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   take_from_init = list(dont_load) + ([r'head/.*'] if reset_head else [])
   from_init = lambda key: param_names.matches(take_from_init, key)  # pylint: disable=unnecessary-lambda-assignment
 
-  # Position embeddings: adapt the cls row, then the grid.
+  # Position embeddings: adapt the prefix rows (cls, distillation), then the grid.
   posemb_key = '/'.join(POSEMB_PATH)
   restored_flat = flatten(restored)
   if posemb_key in restored_flat and posemb_key in init_flat and not from_init(posemb_key):
-    old_prefix, new_prefix = int('cls' in restored_flat), int('cls' in init_flat)
+    old_names = [n for n in _POSEMB_PREFIX if n in restored_flat]
+    new_names = [n for n in _POSEMB_PREFIX if n in init_flat]
     posemb = restored_flat[posemb_key]
-    if old_prefix > new_prefix:
-      posemb = posemb[:, 1:]
-    elif new_prefix > old_prefix:
-      posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
-    new_tokens = init_flat[posemb_key].shape[1] - new_prefix
+    rows = {n: posemb[:, i:i + 1] for i, n in enumerate(old_names)}
+    zero = np.zeros_like(posemb[:, :1])
+    posemb = np.concatenate([rows.get(n, zero) for n in new_names]
+                            + [posemb[:, len(old_names):]], axis=1)
+    new_tokens = init_flat[posemb_key].shape[1] - len(new_names)
     restored_flat[posemb_key] = resample_posemb(
-        posemb, _grid(new_tokens, grid_shape, 'Model'), num_prefix_tokens=new_prefix,
+        posemb, _grid(new_tokens, grid_shape, 'Model'), num_prefix_tokens=len(new_names),
         old_grid=pretrained_grid_shape)
+
+  # Another patch size (FlexiViT's PI-resize), e.g. B/16 weights into a B/8 model.
+  kernel_key = 'embedding/kernel'
+  if kernel_key in restored_flat and kernel_key in init_flat and not from_init(kernel_key):
+    old_shape, new_shape = restored_flat[kernel_key].shape, init_flat[kernel_key].shape
+    if len(old_shape) == 4 and old_shape[2:] == new_shape[2:] and old_shape[:2] != new_shape[:2]:
+      logging.info('Resampling the patch embedding from %s to %s.', old_shape[:2], new_shape[:2])
+      restored_flat[kernel_key] = patch_embed.resample_patch_embed(
+          restored_flat[kernel_key], new_shape[:2])
 
   if 'pre_logits/kernel' not in init_flat:
     restored_flat = {k: v for k, v in restored_flat.items() if not k.startswith('pre_logits/')}
@@ -288,44 +308,6 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
 
 
 def infer_model_config(params: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[int]]:
-  """Reads the architecture off a canonical tree's shapes -> (model config, num_classes).
-
-  Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem and class
-  count come from the shapes; dropout rates are 0. `model_name` is the matching variant's name
-  when one matches, else 'custom'.
-  """
-  tree = canonicalize(params) if 'Transformer' in params else params
-  encoder = tree['Transformer']
-  depth = layout.num_encoder_layers(tree)
-  block = encoder['encoderblock_0']
-  query_kernel = block['MultiHeadDotProductAttention_0']['query']['kernel']
-  embedding_kernel = tree['embedding']['kernel']
-
-  config = ml_collections.ConfigDict()
-  config.model_name = 'custom'
-  config.patches = ml_collections.ConfigDict({'size': tuple(embedding_kernel.shape[:2])})
-  config.hidden_size = int(embedding_kernel.shape[-1])
-  config.transformer = ml_collections.ConfigDict(dict(
-      mlp_dim=int(block['MlpBlock_0']['Dense_0']['kernel'].shape[-1]),
-      num_heads=int(query_kernel.shape[1]), num_layers=depth,
-      attention_dropout_rate=0.0, dropout_rate=0.0))
-  config.classifier = 'map' if 'MAPHead_0' in tree else 'token' if 'cls' in tree else 'gap'
-  config.representation_size = (int(tree['pre_logits']['kernel'].shape[-1])
-                                if 'pre_logits' in tree else None)
-  if 'conv_root' in tree:
-    stages = []
-    while f'block{len(stages) + 1}' in tree:
-      stages.append(len(tree[f'block{len(stages) + 1}']))
-    config.resnet = ml_collections.ConfigDict(dict(
-        num_layers=tuple(stages), width_factor=tree['conv_root']['kernel'].shape[-1] / 64))
-  if 'posembed_input' not in encoder:
-    config.posemb = 'sincos2d'
-
-  comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
-  without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment
-  for name, known in model_configs.MODEL_CONFIGS.items():
-    if without_dropout(comparable(known)) == comparable(config):
-      config.model_name = name
-      break
-  num_classes = int(tree['head']['kernel'].shape[-1]) if 'head' in tree else None
-  return config, num_classes
+  """Reads the architecture off a tree's shapes -> (model config, num_classes); see
+  `vit_jax.architecture.infer`."""
+  return architecture.infer(canonicalize(params) if 'Transformer' in params else params)

@@ -1,10 +1,11 @@
-"""What every tool's `--checkpoint` accepts: one of our workdirs or a bare `.npz`, as model + params.
+"""What every tool's `--checkpoint` accepts: a workdir, an `.npz`, a timm or Hugging Face checkpoint.
 
 A workdir brings its config (`config.json`) and the parameters of its newest restorable
 checkpoint (EMA parameters when the run kept them); only the model is built: no optimizer, no
 data, nothing from training. A released or big_vision `.npz` brings only parameters: its
 architecture (width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid
-stem, class count) is read off their shapes unless a variant name is given.
+stem, class count) is read off their shapes unless a variant name is given. timm and Hugging Face
+files bring the fields their configs fix beyond the shapes (`vit_jax.formats.foreign`).
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from vit_jax import checkpoint
+from vit_jax.formats import foreign
 from vit_jax import saved_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
@@ -56,7 +58,10 @@ def _from_workdir(workdir: str) -> tuple[Any, ml_collections.ConfigDict, Optiona
 def load(path: str, model_name: Optional[str] = None, *,
          image_size: Optional[int] = None) -> TrainedModel:
   """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""
-  if os.path.isdir(path):
+  if foreign.handles(path):
+    params, model_config, num_classes = foreign.load(path, model_name)
+    native = geometry.native_image_size(params, model_config) or 224
+  elif os.path.isdir(path):
     if model_name:
       raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')
     params, model_config, num_classes, native = _from_workdir(path)

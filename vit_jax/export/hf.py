@@ -12,7 +12,12 @@ from typing import Any, Optional, Sequence
 
 from safetensors import numpy as safetensors_numpy
 
-from vit_jax.export import torch_layouts
+from vit_jax.formats import hf_layout
+from vit_jax.models.vit import activation_name
+from vit_jax.formats import torch_layouts
+
+
+_HF_ACT = {'gelu_tanh': 'gelu_pytorch_tanh', 'gelu': 'gelu', 'quick_gelu': 'quick_gelu'}
 
 
 def hf_config(model_config, num_classes: int, image_size: int,
@@ -28,11 +33,12 @@ def hf_config(model_config, num_classes: int, image_size: int,
       'num_hidden_layers': model_config.transformer.num_layers,
       'num_attention_heads': model_config.transformer.num_heads,
       'intermediate_size': model_config.transformer.mlp_dim,
-      'hidden_act': 'gelu_pytorch_tanh' if model_config.get('gelu_approximate', True) else 'gelu',
+      'hidden_act': _HF_ACT[activation_name(model_config.get('activation'),
+                                            model_config.get('gelu_approximate', True))],
       'hidden_dropout_prob': 0.0,
       'attention_probs_dropout_prob': 0.0,
       'initializer_range': 0.02,
-      'layer_norm_eps': 1e-6,
+      'layer_norm_eps': model_config.get('layer_norm_eps', 1e-6),
       'image_size': image_size,
       'patch_size': patch_h,
       'num_channels': 3,
@@ -57,7 +63,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
                'size': {'height': image_size, 'width': image_size}, 'resample': 2,
                'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
                'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}, f, indent=2)
-  safetensors_numpy.save_file(torch_layouts.hf_state_dict(params, model_config, image_size),
+  safetensors_numpy.save_file(hf_layout.vit_state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   return out_dir

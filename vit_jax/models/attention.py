@@ -57,6 +57,9 @@ class MultiHeadAttention(nn.Module):
   kernel_init: Initializer = nn.initializers.xavier_uniform()
   # None picks per backend (explicit on CPU, fused elsewhere); 'fused' or 'explicit' forces one.
   implementation: Optional[str] = None
+  # LayerNorm of queries and keys over head_dim (`query_norm`, `key_norm`; ViT-22B, timm qk_norm).
+  qk_norm: bool = False
+  layer_norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, *,
@@ -95,6 +98,9 @@ class MultiHeadAttention(nn.Module):
       query, key, value = (
           jnp.einsum(f'btc,chd->{layout}', inputs.astype(self.dtype), k) + b.reshape(bias_shape)
           for inputs, (k, b) in zip((inputs_q, inputs_kv, inputs_kv), projections))
+    if self.qk_norm:
+      query, key = (nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)(t)
+                    for name, t in (('query_norm', query), ('key_norm', key)))
     query, key, value = (nn.with_logical_constraint(t, heads_axes) for t in (query, key, value))
 
     if explicit:

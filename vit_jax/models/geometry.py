@@ -24,9 +24,15 @@ def _get(config: Any, field: str, default: Any = None) -> Any:
   return getattr(config, field, default)
 
 
+def num_posemb_prefix(model_config) -> int:
+  """Tokens before the patches that have a row in the position table: cls, distillation."""
+  with_token = _get(model_config, 'classifier', 'token') in TOKEN_CLASSIFIERS
+  return int(with_token) + int(bool(_get(model_config, 'distilled', False)))
+
+
 def num_prefix_tokens(model_config) -> int:
-  """Tokens before the patch tokens: 1 for a class token, else 0."""
-  return int(_get(model_config, 'classifier', 'token') in TOKEN_CLASSIFIERS)
+  """Tokens before the patch tokens: cls, distillation and register tokens."""
+  return num_posemb_prefix(model_config) + int(_get(model_config, 'num_registers', 0) or 0)
 
 
 def patch_stride(model_config) -> tuple[int, int]:
@@ -67,7 +73,8 @@ def native_image_size(params: Mapping[str, Any], model_config) -> Optional[int]:
   encoder = params['Transformer']
   if 'posembed_input' not in encoder:
     return None
-  tokens = encoder['posembed_input']['pos_embedding'].shape[1] - int('cls' in params)
+  tokens = (encoder['posembed_input']['pos_embedding'].shape[1]
+            - int('cls' in params) - int('dist' in params))
   side = math.isqrt(tokens)
   if side * side != tokens:
     return None
@@ -80,7 +87,7 @@ def position_table(params: Mapping[str, Any], model_config, image_size) -> tuple
   encoder = params['Transformer']
   if 'posembed_input' in encoder:
     table = np.asarray(encoder['posembed_input']['pos_embedding'])
-    return table, num_prefix_tokens(model_config)
+    return table, num_posemb_prefix(model_config)
   rows, columns = patch_grid(model_config, image_size)
   return posemb_lib.posemb_sincos_2d(rows, columns, _get(model_config, 'hidden_size')), 0
 

@@ -23,6 +23,25 @@ Dtype = Any
 
 CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
 POSEMBS = ('learn', 'sincos2d')
+# MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
+# CLIP's quick GELU x * sigmoid(1.702 x).
+ACTIVATIONS = {
+    'gelu_tanh': lambda x: nn.gelu(x, approximate=True),
+    'gelu': lambda x: nn.gelu(x, approximate=False),
+    'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
+# Every block's output (before the final norm) is sown into this collection when it is mutable.
+BLOCK_OUTPUTS = 'block_outputs'
+
+
+def activation_name(activation: Optional[str], gelu_approximate: bool = True) -> str:
+  """The MLP activation: `activation` when set, else the tanh or erf GELU per `gelu_approximate`."""
+  if activation is None:
+    return 'gelu_tanh' if gelu_approximate else 'gelu'
+  if activation not in ACTIVATIONS:
+    raise ValueError(f'activation={activation!r} is not supported; expected one of '
+                     f'{tuple(ACTIVATIONS)}.')
+  return activation
 REMAT_POLICIES = {
     'none': None,  # no rematerialisation
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
@@ -48,7 +67,7 @@ class MlpBlock(nn.Module):
 
   mlp_dim: int
   dropout_rate: float = 0.0
-  gelu_approximate: bool = True  # tanh form, as the official model
+  activation: str = 'gelu_tanh'  # an ACTIVATIONS name; the tanh form is the official model's
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -58,24 +77,40 @@ class MlpBlock(nn.Module):
         bias_init=nn.initializers.normal(stddev=1e-6), name=name)
     x = dense(self.mlp_dim, 'Dense_0')(inputs)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'act_mlp'))
-    x = nn.gelu(x, approximate=self.gelu_approximate)
+    x = ACTIVATIONS[self.activation](x)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = dense(inputs.shape[-1], 'Dense_1')(x)
     return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+
+
+class LayerScale(nn.Module):
+  """Per-channel scale of a residual branch (CaiT, DeiT-III, DINOv2): [..., width] * `scale`."""
+
+  init_value: float
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    scale = self.param('scale', nn.initializers.constant(self.init_value), (x.shape[-1],))
+    return x * scale.astype(x.dtype)
 
 
 class Encoder1DBlock(nn.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), on [b, tokens, width].
 
   `drop_path_rate` (stochastic depth, per example) may be None, a float, or a traced scalar
-  (one per layer when scanned). Returns `(x, None)` so the same block serves `nn.scan`.
+  (one per layer when scanned). `layerscale` (an initial value) scales both branches
+  (`LayerScale_0/1`); `qk_norm` normalises queries and keys per head. Returns `(x, None)` so the
+  same block serves `nn.scan`.
   """
 
   mlp_dim: int
   num_heads: int
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
-  gelu_approximate: bool = True
+  activation: str = 'gelu_tanh'
+  layer_norm_eps: float = 1e-6
+  layerscale: Optional[float] = None
+  qk_norm: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -83,26 +118,36 @@ class Encoder1DBlock(nn.Module):
     if inputs.ndim != 3:
       raise ValueError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
     inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
-    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(inputs)
+    norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # pylint: disable=unnecessary-lambda-assignment
+    scale = lambda y, name: (  # pylint: disable=unnecessary-lambda-assignment
+        y if self.layerscale is None else LayerScale(self.layerscale, name=name)(y))
+    y = norm('LayerNorm_0')(inputs)
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+        qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps,
         name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
-    x = inputs + drop(y)
+    x = inputs + drop(scale(y, 'LayerScale_0'))
 
-    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_1')(x)
+    y = norm('LayerNorm_1')(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
-                 gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+                 activation=self.activation, dtype=self.dtype,
                  name='MlpBlock_0')(y, deterministic=deterministic)
-    return x + drop(y), None
+    x = x + drop(scale(y, 'LayerScale_1'))
+    self.sow(BLOCK_OUTPUTS, 'tokens', x)
+    return x, None
 
 
 class Encoder(nn.Module):
   """Position embedding, `num_layers` blocks and the final LayerNorm: [b, t, w] -> [b, t, w].
 
-  `grid_shape` is the patch grid (for sincos2d); `num_prefix_tokens` counts the cls token in front
-  (its learned posemb is the first row, as the official model; its sincos posemb is zero).
+  `grid_shape` is the patch grid (for sincos2d); `num_prefix_tokens` counts the tokens in front
+  that have a position (cls, distillation; their learned posemb rows come first, as the official
+  model; their sincos posemb is zero). `registers` [1, r, w] are inserted after them once the
+  position embedding is added (DINOv2 with registers: registers have no position). `pre_norm`
+  adds a LayerNorm before the first block (CLIP). With `dynamic_image_size` a learned table of
+  another grid is resampled to this one on the fly.
   """
 
   num_layers: int
@@ -117,26 +162,41 @@ class Encoder(nn.Module):
   stochastic_depth: float = 0.0
   scan: bool = False
   remat: str = 'none'
-  gelu_approximate: bool = True
+  activation: str = 'gelu_tanh'
+  layer_norm_eps: float = 1e-6
+  layerscale: Optional[float] = None
+  qk_norm: bool = False
+  pre_norm: bool = False
+  dynamic_image_size: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, *, train: bool,
+               registers: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     if x.ndim != 3:
       raise ValueError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
     if self.add_position_embedding:
       if self.posemb == 'learn':
-        x = posemb_lib.AddPositionEmbs(name='posembed_input')(x)
+        x = posemb_lib.AddPositionEmbs(
+            grid_shape=self.grid_shape if self.dynamic_image_size else None,
+            num_prefix_tokens=self.num_prefix_tokens, name='posembed_input')(x)
       else:
         grid = posemb_lib.posemb_sincos_2d(*self.grid_shape, x.shape[-1])
         prefix = jnp.zeros((1, self.num_prefix_tokens, x.shape[-1]), jnp.float32)
         x = x + jnp.concatenate([prefix, grid], axis=1).astype(x.dtype)
       x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+    if registers is not None:
+      registers = jnp.tile(registers.astype(x.dtype), [x.shape[0], 1, 1])
+      x = jnp.concatenate(
+          [x[:, :self.num_prefix_tokens], registers, x[:, self.num_prefix_tokens:]], axis=1)
+    if self.pre_norm:
+      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='pre_norm')(x)
 
     block_kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        gelu_approximate=self.gelu_approximate, dtype=self.dtype)
+        attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
+        layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
+        dtype=self.dtype)
     block = Encoder1DBlock
     if self.remat != 'none':
       # Arguments: (self, inputs, drop_path_rate, deterministic); `deterministic` is static.
@@ -150,7 +210,7 @@ class Encoder(nn.Module):
                for i in range(self.num_layers)]
     if self.scan:
       stack = nn.scan(
-          block, variable_axes={'params': 0, 'intermediates': 0},
+          block, variable_axes={'params': 0, 'intermediates': 0, BLOCK_OUTPUTS: 0},
           split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast),
           length=self.num_layers)
       x, _ = stack(name='encoderblock', **block_kwargs)(
@@ -159,7 +219,7 @@ class Encoder(nn.Module):
       for layer in range(self.num_layers):
         x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
             x, None if rates is None else rates[layer], not train)
-    return nn.LayerNorm(dtype=self.dtype, name='encoder_norm')(x)
+    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
 
 
 class MAPHead(nn.Module):
@@ -167,7 +227,8 @@ class MAPHead(nn.Module):
 
   num_heads: int
   mlp_dim: int
-  gelu_approximate: bool = True
+  activation: str = 'gelu_tanh'
+  layer_norm_eps: float = 1e-6
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -177,8 +238,8 @@ class MAPHead(nn.Module):
     x = attention.MultiHeadAttention(
         num_heads=self.num_heads, dtype=self.dtype,
         name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True)
-    y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(x)
-    x = x + MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
+    y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='LayerNorm_0')(x)
+    x = x + MlpBlock(mlp_dim=self.mlp_dim, activation=self.activation,
                      dtype=self.dtype, name='MlpBlock_0')(y, deterministic=True)
     return x[:, 0]
 
@@ -210,7 +271,9 @@ class VisionTransformer(nn.Module):
   `resnet.{num_layers, width_factor}`, `head_bias_init`, `model_name`. Our fields default to the
   official behaviour: `posemb` ('learn' | 'sincos2d'), `stochastic_depth` (max drop-path rate),
   `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
-  `gelu_approximate`. Images are NHWC in [-1, 1].
+  `gelu_approximate`. Fields for other families (README "Model fields"): `activation`,
+  `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
+  `dynamic_image_size`. Images are NHWC in [-1, 1].
   """
 
   num_classes: Optional[int]
@@ -229,6 +292,14 @@ class VisionTransformer(nn.Module):
   scan: bool = False
   remat: str = 'none'
   gelu_approximate: bool = True
+  activation: Optional[str] = None  # an ACTIVATIONS name; None: the GELU `gelu_approximate` picks
+  layer_norm_eps: float = 1e-6
+  layerscale: Optional[float] = None  # LayerScale's initial value; None: no LayerScale
+  qk_norm: bool = False
+  pre_norm: bool = False  # a LayerNorm before the first block (CLIP)
+  num_registers: int = 0  # register tokens after the prefix tokens (DINOv2 with registers)
+  distilled: bool = False  # DeiT's distillation token and second head, averaged at inference
+  dynamic_image_size: bool = False  # resample a learned posemb to any input grid on the fly
 
   def _check_fields(self):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
@@ -238,19 +309,16 @@ class VisionTransformer(nn.Module):
         raise ValueError(f'{field}={value!r} is not supported; expected one of {allowed}.')
     if not 0.0 <= self.stochastic_depth < 1.0:
       raise ValueError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
+    if self.distilled and self.classifier != 'token':
+      raise ValueError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
+    if self.num_registers < 0:
+      raise ValueError(f'num_registers must be >= 0, got {self.num_registers}.')
 
-  @nn.compact
-  def __call__(self, inputs: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    self._check_fields()
-    if inputs.ndim != 4:
-      raise ValueError(f'VisionTransformer expects images [batch, height, width, channels], '
-                       f'got shape {inputs.shape}.')
-    x = inputs.astype(self.dtype)
-
+  def _embed(self, x: jnp.ndarray) -> tuple[jnp.ndarray, tuple[int, int]]:
+    """Images [b, h, w, 3] -> patch tokens [b, gh*gw, width] and the grid (gh, gw)."""
     if self.resnet is not None:
       x = resnet.resnet_stem(x, num_layers=tuple(_get(self.resnet, 'num_layers')),
                              width_factor=_get(self.resnet, 'width_factor', 1), dtype=self.dtype)
-
     patch_size = tuple(_get(self.patches, 'size'))
     height, width = x.shape[1:3]
     if height % patch_size[0] or width % patch_size[1]:
@@ -262,19 +330,36 @@ class VisionTransformer(nn.Module):
     x = nn.Conv(features=self.hidden_size, kernel_size=patch_size, strides=patch_size,
                 padding='VALID', dtype=self.dtype, name='embedding')(x)
     n, gh, gw, c = x.shape
-    x = jnp.reshape(x, [n, gh * gw, c])
+    return jnp.reshape(x, [n, gh * gw, c]), (gh, gw)
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    self._check_fields()
+    if inputs.ndim != 4:
+      raise ValueError(f'VisionTransformer expects images [batch, height, width, channels], '
+                       f'got shape {inputs.shape}.')
+    x, grid = self._embed(inputs.astype(self.dtype))
+    n, _, c = x.shape
 
     with_token = self.classifier in ('token', 'token_unpooled')
+    prefix_names = (('cls',) if with_token else ()) + (('dist',) if self.distilled else ())
     if self.transformer is not None:
-      if with_token:
-        cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
-        x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), [n, 1, 1]), x], axis=1)
+      prefix = [self.param(name, nn.initializers.zeros, (1, 1, c)) for name in prefix_names]
+      x = jnp.concatenate([jnp.tile(t.astype(x.dtype), [n, 1, 1]) for t in prefix] + [x], axis=1)
+      registers = None
+      if self.num_registers:
+        registers = self.param('registers', nn.initializers.normal(stddev=0.02),
+                               (1, self.num_registers, c))
       x = self.encoder(
-          name='Transformer', **self.transformer, posemb=self.posemb, grid_shape=(gh, gw),
-          num_prefix_tokens=int(with_token), stochastic_depth=self.stochastic_depth,
-          scan=self.scan, remat=self.remat, gelu_approximate=self.gelu_approximate,
-          dtype=self.dtype)(x, train=train)
+          name='Transformer', **self.transformer, posemb=self.posemb, grid_shape=grid,
+          num_prefix_tokens=len(prefix_names), stochastic_depth=self.stochastic_depth,
+          scan=self.scan, remat=self.remat,
+          activation=activation_name(self.activation, self.gelu_approximate),
+          layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
+          pre_norm=self.pre_norm, dynamic_image_size=self.dynamic_image_size,
+          dtype=self.dtype)(x, train=train, registers=registers)
 
+    distillation = x[:, 1] if self.distilled else None
     if self.classifier == 'token':
       x = x[:, 0]
     elif self.classifier == 'gap':
@@ -282,7 +367,8 @@ class VisionTransformer(nn.Module):
     elif self.classifier == 'map':
       x = MAPHead(num_heads=_get(self.transformer, 'num_heads'),
                   mlp_dim=_get(self.transformer, 'mlp_dim'),
-                  gelu_approximate=self.gelu_approximate, dtype=self.dtype)(x)
+                  activation=activation_name(self.activation, self.gelu_approximate),
+                  layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)(x)
 
     # The head runs in float32 whatever the compute dtype: logits feed the loss.
     x = x.astype(jnp.float32)
@@ -291,12 +377,16 @@ class VisionTransformer(nn.Module):
       x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
     self.sow(REPRESENTATIONS, 'features', {'pooled': pooled, 'pre_logits': x})
     if self.num_classes:
-      x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                   bias_init=nn.initializers.constant(self.head_bias_init), name='head')(x)
+      head = lambda name: nn.Dense(  # pylint: disable=unnecessary-lambda-assignment
+          self.num_classes, kernel_init=nn.initializers.zeros,
+          bias_init=nn.initializers.constant(self.head_bias_init), name=name)
+      logits = head('head')(x)
+      if self.distilled:  # DeiT: the class and distillation heads, averaged
+        logits = (logits + head('head_dist')(distillation.astype(jnp.float32))) / 2
+      return logits
     return x
 
 
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter tree (works on `jax.eval_shape` outputs too)."""
   return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
-

@@ -1,0 +1,225 @@
+"""Weights in from timm and Hugging Face: each family built in-process with random weights, saved,
+imported, and compared on features and logits; timm layouts through our export round trip."""
+
+import os
+import pickle
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from safetensors import numpy as safetensors_numpy
+import torch
+import transformers
+
+from vit_jax import checkpoint
+from vit_jax import trained_model
+from vit_jax.export import timm as timm_export
+from vit_jax.formats import foreign
+from vit_jax.models import vit
+from vit_jax.models.vit import VisionTransformer
+
+SIZE, PATCH = 32, 8  # a 4x4 patch grid
+COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              image_size=SIZE, patch_size=PATCH, num_channels=3)
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+  """Every parameter drawn at random (zero-initialised tokens and LayerScale included)."""
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for param in model.parameters():
+      param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+  return model.eval()
+
+
+def _images(seed=0, size=SIZE):
+  return np.random.default_rng(seed).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+
+
+def _ours(path, **kwargs):
+  loaded = trained_model.load(str(path), **kwargs)
+  return loaded, loaded.model
+
+
+def _apply(loaded, images, **kwargs):
+  return np.asarray(loaded.model.apply({'params': loaded.params}, images, train=False, **kwargs))
+
+
+def _features(loaded, images):
+  return {k: np.asarray(v) for k, v in vit.representations(
+      loaded.model, loaded.params, images).items()}
+
+
+def _close(ours, theirs, rtol=1e-4):
+  theirs = np.asarray(theirs)
+  scale = np.abs(theirs).max()
+  np.testing.assert_allclose(ours, theirs, atol=rtol * scale, rtol=rtol)
+
+
+def _torch_in(images):
+  return torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+
+
+def test_vit_model_with_pooler(tmp_path):
+  config = transformers.ViTConfig(**COMMON, hidden_act='gelu')
+  model = _randomize(transformers.ViTModel(config))
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.representation_size == 32 and loaded.num_classes is None
+  assert loaded.model_config.activation == 'gelu' and loaded.model_config.layer_norm_eps == 1e-12
+  images = _images()
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  _close(_apply(loaded, images), out.pooler_output)  # tanh(dense(LN(cls)))
+  _close(_features(loaded, images)['pooled'], out.last_hidden_state[:, 0])
+
+
+def test_vit_for_classification_bare_safetensors(tmp_path):
+  """A lone model.safetensors with a config.json beside it, via checkpoint.load too."""
+  config = transformers.ViTConfig(**COMMON, hidden_act='gelu_pytorch_tanh', num_labels=5,
+                                  layer_norm_eps=1e-6)
+  model = _randomize(transformers.ViTForImageClassification(config), seed=1)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path / 'model.safetensors')
+  assert loaded.num_classes == 5 and loaded.model_config.activation == 'gelu_tanh'
+  images = _images(1)
+  with torch.no_grad():
+    logits = model(_torch_in(images)).logits
+  _close(_apply(loaded, images), logits)
+  params = checkpoint.load(str(tmp_path / 'model.safetensors'))
+  np.testing.assert_array_equal(params['head']['kernel'], loaded.params['head']['kernel'])
+
+
+def test_deit_distilled_averages_its_two_heads(tmp_path):
+  config = transformers.DeiTConfig(**COMMON, num_labels=7)
+  model = _randomize(transformers.DeiTForImageClassificationWithTeacher(config), seed=2)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.distilled and loaded.num_classes == 7
+  images = _images(2)
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  _close(_apply(loaded, images), out.logits)  # (cls head + distillation head) / 2
+  assert not np.allclose(out.cls_logits, out.logits, atol=1e-3)
+
+
+@pytest.mark.parametrize('registers', [0, 4])
+def test_dinov2_with_and_without_registers(tmp_path, registers):
+  if registers:
+    config = transformers.Dinov2WithRegistersConfig(**COMMON, num_register_tokens=registers)
+    model = transformers.Dinov2WithRegistersModel(config)
+  else:
+    model = transformers.Dinov2Model(transformers.Dinov2Config(**COMMON))
+  model = _randomize(model, seed=3)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.get('num_registers', 0) == registers
+  assert loaded.model_config.layerscale is not None and loaded.model_config.activation == 'gelu'
+  images = _images(3)
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  _close(_features(loaded, images)['pooled'], out.pooler_output)  # LN(x)[:, 0]
+  # Every token of the final layer, registers included, after the final norm.
+  unpooled = VisionTransformer(num_classes=None, **{**loaded.model_config, 'classifier':
+                                                    'token_unpooled'})
+  tokens = unpooled.apply({'params': loaded.params}, images, train=False)
+  _close(np.asarray(tokens), out.last_hidden_state)
+
+
+def test_siglip_vision_tower_map_head(tmp_path):
+  config = transformers.SiglipVisionConfig(**COMMON)
+  model = _randomize(transformers.SiglipVisionModel(config), seed=4)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.classifier == 'map'
+  assert loaded.model_config.activation == 'gelu_tanh'
+  images = _images(4)
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  _close(_features(loaded, images)['pooled'], out.pooler_output)
+
+
+@pytest.mark.parametrize('with_projection', [False, True])
+def test_clip_vision_tower(tmp_path, with_projection):
+  config = transformers.CLIPVisionConfig(**COMMON, projection_dim=12)
+  cls = (transformers.CLIPVisionModelWithProjection if with_projection
+         else transformers.CLIPVisionModel)
+  model = _randomize(cls(config), seed=5)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.pre_norm and loaded.model_config.activation == 'quick_gelu'
+  assert loaded.model_config.layer_norm_eps == 1e-5
+  images = _images(5)
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  if with_projection:
+    assert loaded.num_classes == 12
+    _close(_apply(loaded, images), out.image_embeds)  # the projection is the (bias-free) head
+  else:
+    _close(_features(loaded, images)['pooled'], out.pooler_output)
+
+
+def _feature_model(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier='token',
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  config.update(overrides)
+  return config
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(layerscale=0.1, qk_norm=True, activation='gelu'),
+    dict(num_registers=2, pre_norm=True, activation='quick_gelu'),
+    dict(distilled=True),
+    dict(classifier='map'),
+    dict(classifier='gap', layer_norm_eps=1e-5),
+], ids=['layerscale_qknorm', 'registers_prenorm', 'distilled', 'map', 'gap'])
+def test_timm_round_trip(tmp_path, overrides):
+  """Our model -> timm export -> import: the same parameters and logits."""
+  config = _feature_model(**overrides)
+  model = VisionTransformer(num_classes=6, **config)
+  params = model.init(jax.random.key(0), _images(), train=False)['params']
+  params = jax.tree.map(  # non-zero tokens, heads and scales
+      lambda x: np.asarray(x) + np.random.default_rng(x.size).normal(0, 0.1, x.shape), params)
+  timm_export.export(params, config, 6, SIZE, str(tmp_path))
+  loaded, _ = _ours(tmp_path / 'model.safetensors')
+  for field, value in overrides.items():
+    if field == 'layerscale':  # the scales themselves are loaded; the initial value is moot
+      assert loaded.model_config.get(field) is not None
+    else:
+      assert loaded.model_config.get(field) == value, field
+  images = _images(6)
+  _close(_apply(loaded, images), model.apply({'params': params}, images, train=False), 1e-5)
+
+
+def test_bad_files_are_refused_with_one_line(tmp_path):
+  # A pickled .bin holding code: never unpickled beyond weights_only.
+  class Evil:
+    def __reduce__(self):
+      return (os.system, ('echo pwned',))
+  path = tmp_path / 'pytorch_model.bin'
+  with open(path, 'wb') as f:
+    pickle.dump({'w': Evil()}, f)
+  with pytest.raises(ValueError, match='pickled code or objects'):
+    foreign.load(str(path))
+  # An unsupported family names the keys it did not understand.
+  safetensors_numpy.save_file({'patch_embed.proj.weight': np.zeros((32, 3, 8, 8), np.float32),
+                               'blocks.0.attn.qkv.weight': np.zeros((96, 32), np.float32),
+                               'blocks.0.mystery.weight': np.zeros(3, np.float32)},
+                              str(tmp_path / 'odd.safetensors'))
+  with pytest.raises(ValueError, match='not understood.*blocks.0.mystery.weight'):
+    foreign.load(str(tmp_path / 'odd.safetensors'))
+  safetensors_numpy.save_file({'foo': np.zeros(3, np.float32)}, str(tmp_path / 'x.safetensors'))
+  with pytest.raises(ValueError, match='neither timm .* nor Hugging Face'):
+    foreign.load(str(tmp_path / 'x.safetensors'))
+
+
+def test_a_model_that_does_not_fit_lists_the_shapes(tmp_path):
+  model = _randomize(transformers.ViTModel(transformers.ViTConfig(**COMMON)))
+  model.save_pretrained(tmp_path)
+  other = VisionTransformer(num_classes=3, **_feature_model(hidden_size=48))
+  init = other.init(jax.random.key(0), _images(), train=False)['params']
+  with pytest.raises(ValueError, match=r'mis-shaped:\n.*embedding/kernel: checkpoint \(8, 8, 3, 32\)'):
+    checkpoint.adapt_params(checkpoint.load(str(tmp_path)), init, source=str(tmp_path))

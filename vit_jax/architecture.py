@@ -1,0 +1,68 @@
+"""A model config read off a canonical parameter tree's shapes (npz, safetensors, Hugging Face).
+
+Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem, class
+count, and the opt-in features whose parameters show (distillation token, registers, LayerScale,
+QK-norm, pre-encoder norm). What shapes cannot show (the activation, LayerNorm epsilon) is left
+at the official defaults for the caller (a foreign format's config) to set.
+"""
+
+from typing import Any, Mapping, Optional
+
+import ml_collections
+
+from vit_jax.configs import models as model_configs
+from vit_jax.models import layout
+
+
+def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[int]]:
+  """Reads the architecture off a canonical tree's shapes -> (model config, num_classes).
+
+  Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem and class
+  count come from the shapes; dropout rates are 0. `model_name` is the matching variant's name
+  when one matches, else 'custom'.
+  """
+  encoder = tree['Transformer']
+  depth = layout.num_encoder_layers(tree)
+  block = encoder['encoderblock_0']
+  query_kernel = block['MultiHeadDotProductAttention_0']['query']['kernel']
+  embedding_kernel = tree['embedding']['kernel']
+
+  config = ml_collections.ConfigDict()
+  config.model_name = 'custom'
+  config.patches = ml_collections.ConfigDict({'size': tuple(embedding_kernel.shape[:2])})
+  config.hidden_size = int(embedding_kernel.shape[-1])
+  config.transformer = ml_collections.ConfigDict(dict(
+      mlp_dim=int(block['MlpBlock_0']['Dense_0']['kernel'].shape[-1]),
+      num_heads=int(query_kernel.shape[1]), num_layers=depth,
+      attention_dropout_rate=0.0, dropout_rate=0.0))
+  config.classifier = 'map' if 'MAPHead_0' in tree else 'token' if 'cls' in tree else 'gap'
+  config.representation_size = (int(tree['pre_logits']['kernel'].shape[-1])
+                                if 'pre_logits' in tree else None)
+  if 'conv_root' in tree:
+    stages = []
+    while f'block{len(stages) + 1}' in tree:
+      stages.append(len(tree[f'block{len(stages) + 1}']))
+    config.resnet = ml_collections.ConfigDict(dict(
+        num_layers=tuple(stages), width_factor=tree['conv_root']['kernel'].shape[-1] / 64))
+  if 'posembed_input' not in encoder:
+    config.posemb = 'sincos2d'
+  # Opt-in features of other families (DeiT, DeiT-III, DINOv2, CLIP), read off their entries.
+  if 'dist' in tree:
+    config.distilled = True
+  if 'registers' in tree:
+    config.num_registers = int(tree['registers'].shape[1])
+  if 'LayerScale_0' in block:
+    config.layerscale = 1.0  # an initial value only: the loaded scales replace it
+  if 'query_norm' in block['MultiHeadDotProductAttention_0']:
+    config.qk_norm = True
+  if 'pre_norm' in encoder:
+    config.pre_norm = True
+
+  comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
+  without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment
+  for name, known in model_configs.MODEL_CONFIGS.items():
+    if without_dropout(comparable(known)) == comparable(config):
+      config.model_name = name
+      break
+  num_classes = int(tree['head']['kernel'].shape[-1]) if 'head' in tree else None
+  return config, num_classes

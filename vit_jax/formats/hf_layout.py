@@ -1,0 +1,159 @@
+"""Hugging Face transformers' vision models: names for the neutral roles, and model fields.
+
+One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
+`ViTForImageClassification`), DeiT (distilled: two heads, averaged), DINOv2 with and without
+registers (LayerScale), CLIP's image tower (pre-encoder norm, quick GELU, the projection as the
+head) and SigLIP / SigLIP 2's image tower (MAP head). Entries under the model's base prefix
+(`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
+"""
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from vit_jax.formats import torch_layouts
+
+
+def _pairs(role: str, name: str) -> dict[str, str]:
+  return {f'{role}.weight': f'{name}.weight', f'{role}.bias': f'{name}.bias'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  top: dict[str, str]  # role -> name under the base prefix
+  heads: dict[str, Any]  # role -> name (or alternatives) at the top of the file
+  block_prefix: str
+  block: dict[str, str]
+  ignored: tuple[str, ...] = ()  # name prefixes that hold nothing of the image model
+  fields: Optional[dict[str, Any]] = None  # model fields every checkpoint of the family has
+
+
+_VIT_TOP = {'cls': 'embeddings.cls_token', 'posemb': 'embeddings.position_embeddings',
+            **_pairs('patch', 'embeddings.patch_embeddings.projection'),
+            **_pairs('norm', 'layernorm'), **_pairs('pre_logits', 'pooler.dense')}
+_VIT_BLOCK = {**_pairs('query', 'attention.attention.query'),
+              **_pairs('key', 'attention.attention.key'),
+              **_pairs('value', 'attention.attention.value'),
+              **_pairs('out', 'attention.output.dense'),
+              **_pairs('fc1', 'intermediate.dense'), **_pairs('fc2', 'output.dense'),
+              **_pairs('norm1', 'layernorm_before'), **_pairs('norm2', 'layernorm_after')}
+_DINO_BLOCK = {**{k: v for k, v in _VIT_BLOCK.items() if not k.startswith(('fc', 'norm'))},
+               **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
+               **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
+               'ls1': 'layer_scale1.lambda1', 'ls2': 'layer_scale2.lambda1'}
+_TOWER_BLOCK = {**_pairs('query', 'self_attn.q_proj'), **_pairs('key', 'self_attn.k_proj'),
+                **_pairs('value', 'self_attn.v_proj'), **_pairs('out', 'self_attn.out_proj'),
+                **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
+                **_pairs('norm1', 'layer_norm1'), **_pairs('norm2', 'layer_norm2')}
+_TOWER_IGNORED = ('text_model.', 'text_projection.', 'logit_scale', 'logit_bias',
+                  'embeddings.position_ids')
+
+_VIT = Family(top=_VIT_TOP, heads=_pairs('head', 'classifier'),
+              block_prefix='encoder.layer.{}.', block=_VIT_BLOCK,
+              ignored=('embeddings.mask_token',))
+_DEIT = dataclasses.replace(
+    _VIT, top={**_VIT_TOP, 'dist': 'embeddings.distillation_token'},
+    heads={'head.weight': ('cls_classifier.weight', 'classifier.weight'),
+           'head.bias': ('cls_classifier.bias', 'classifier.bias'),
+           **_pairs('head_dist', 'distillation_classifier')})
+_DINOV2 = Family(
+    top={**{k: v for k, v in _VIT_TOP.items() if not k.startswith('pre_logits')},
+         'registers': 'embeddings.register_tokens'},
+    heads={}, block_prefix='encoder.layer.{}.', block=_DINO_BLOCK,
+    ignored=('embeddings.mask_token',), fields={'layerscale': 1.0})
+_CLIP = Family(
+    top={'cls': 'embeddings.class_embedding', 'patch.weight': 'embeddings.patch_embedding.weight',
+         'posemb': 'embeddings.position_embedding.weight', **_pairs('pre_norm', 'pre_layrnorm'),
+         **_pairs('norm', 'post_layernorm')},
+    heads={'head.weight': 'visual_projection.weight'}, block_prefix='encoder.layers.{}.',
+    block=_TOWER_BLOCK, ignored=_TOWER_IGNORED, fields={'pre_norm': True})
+_SIGLIP = Family(
+    top={**_pairs('patch', 'embeddings.patch_embedding'),
+         'posemb': 'embeddings.position_embedding.weight', **_pairs('norm', 'post_layernorm'),
+         'map.probe': 'head.probe', 'map.in_proj.weight': 'head.attention.in_proj_weight',
+         'map.in_proj.bias': 'head.attention.in_proj_bias',
+         **_pairs('map.out', 'head.attention.out_proj'), **_pairs('map.norm', 'head.layernorm'),
+         **_pairs('map.fc1', 'head.mlp.fc1'), **_pairs('map.fc2', 'head.mlp.fc2')},
+    heads={}, block_prefix='encoder.layers.{}.', block=_TOWER_BLOCK, ignored=_TOWER_IGNORED)
+
+FAMILIES = {'vit': _VIT, 'deit': _DEIT, 'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
+            'clip': _CLIP, 'clip_vision_model': _CLIP, 'siglip': _SIGLIP,
+            'siglip_vision_model': _SIGLIP}
+# The patch projection's name in each family, for finding the base prefix of a file.
+_PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight', 'embeddings.patch_embedding.weight')
+
+# transformers' `hidden_act` -> our `activation`.
+ACTIVATIONS = {'gelu': 'gelu', 'gelu_pytorch_tanh': 'gelu_tanh', 'gelu_new': 'gelu_tanh',
+               'quick_gelu': 'quick_gelu'}
+
+
+def vision_config(config: Mapping[str, Any]) -> dict[str, Any]:
+  """The image tower's part of a config.json (CLIP and SigLIP nest it under `vision_config`)."""
+  config = dict(config)
+  if 'vision_config' in config:
+    config = {**config['vision_config'],
+              'model_type': config.get('model_type', '') + '_vision_model'}
+  return config
+
+
+def family_of(config: Mapping[str, Any], source: str) -> Family:
+  model_type = vision_config(config).get('model_type')
+  if model_type not in FAMILIES:
+    raise ValueError(f'{source}: Hugging Face model_type {model_type!r} is not supported; '
+                     f'supported: {sorted(FAMILIES)}.')
+  if config.get('use_swiglu_ffn'):
+    raise ValueError(f'{source}: DINOv2 with a SwiGLU MLP (use_swiglu_ffn) is not supported.')
+  return FAMILIES[model_type]
+
+
+def model_fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """Our model fields that a config.json fixes and the shapes cannot show."""
+  config = vision_config(config)
+  family = family_of(config, source)
+  act = config.get('hidden_act', 'gelu')
+  if act not in ACTIVATIONS:
+    raise ValueError(f'{source}: hidden_act={act!r} is not supported; expected one of '
+                     f'{sorted(ACTIVATIONS)}.')
+  fields = {'activation': ACTIVATIONS[act],
+            'layer_norm_eps': float(config.get('layer_norm_eps', 1e-12))}
+  fields.update(family.fields or {})
+  return fields
+
+
+def base_prefix(state: Mapping[str, Any], source: str) -> str:
+  for key in state:
+    for name in _PATCH_NAMES:
+      if key.endswith(name):
+        return key[:-len(name)]
+  raise ValueError(f'{source}: no patch embedding ({" or ".join(_PATCH_NAMES)}) found: not a '
+                   'Hugging Face ViT-family vision model.')
+
+
+def looks_like(state: Mapping[str, Any]) -> bool:
+  return any(key.endswith(name) for key in state for name in _PATCH_NAMES)
+
+
+def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
+              source: str) -> dict[str, Any]:
+  """A transformers state dict -> our canonical tree; ValueError naming what is not understood."""
+  base = base_prefix(state, source)
+  top_names = {role: base + name for role, name in family.top.items()}
+  top_names.update(family.heads)
+  top, per_block, used = torch_layouts.read_roles(
+      state, top_names, base + family.block_prefix, family.block)
+  ignored = tuple(base + p for p in family.ignored) + family.ignored
+  unknown = sorted(k for k in state if k not in used and not k.startswith(ignored))
+  if unknown:
+    raise ValueError(f'{source}: entries not understood for this family: '
+                     f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
+  torch_layouts.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
+  return torch_layouts.from_roles(top, per_block, num_heads)
+
+
+def vit_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
+  """Our canonical tree -> transformers' ViTForImageClassification state dict."""
+  top, per_block = torch_layouts.to_roles(params, model_config, image_size)
+  names = {role: f'vit.{name}' for role, name in _VIT_TOP.items()}
+  names.update(_VIT.heads)
+  return torch_layouts.name_roles(top, per_block, names, 'vit.' + _VIT.block_prefix, _VIT_BLOCK)

@@ -1,0 +1,93 @@
+"""timm's `VisionTransformer` (and `VisionTransformerDistilled`) names for the neutral roles.
+
+Fused `attn.qkv` (q, k, v order), `ls1.gamma`/`ls2.gamma` (LayerScale), `attn.q_norm`/`k_norm`,
+`norm_pre`, `reg_token`, `dist_token` + `head_dist`, and the MAP head as `attn_pool` (latent
+query, `q`, fused `kv`). timm keeps no position for register tokens when its table has no
+prefix rows (`no_embed_class=True`, the DINOv2-with-registers models): then the class token's
+own position row is folded into the token on export, and is zero on import.
+"""
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.formats import torch_layouts
+
+
+def _pairs(role: str, name: str) -> dict[str, str]:
+  return {f'{role}.weight': f'{name}.weight', f'{role}.bias': f'{name}.bias'}
+
+
+TOP = {'cls': 'cls_token', 'dist': 'dist_token', 'registers': 'reg_token', 'posemb': 'pos_embed',
+       **_pairs('patch', 'patch_embed.proj'), **_pairs('pre_norm', 'norm_pre'),
+       **_pairs('norm', 'norm'), **_pairs('head', 'head'), **_pairs('head_dist', 'head_dist'),
+       **_pairs('pre_logits', 'pre_logits.fc'), 'map.probe': 'attn_pool.latent',
+       **_pairs('map.query', 'attn_pool.q'), **_pairs('map.kv', 'attn_pool.kv'),
+       **_pairs('map.out', 'attn_pool.proj'), **_pairs('map.norm', 'attn_pool.norm'),
+       **_pairs('map.fc1', 'attn_pool.mlp.fc1'), **_pairs('map.fc2', 'attn_pool.mlp.fc2')}
+BLOCK_PREFIX = 'blocks.{}.'
+BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
+         **_pairs('q_norm', 'attn.q_norm'), **_pairs('k_norm', 'attn.k_norm'),
+         **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
+         **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
+         'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}
+# Entries that hold nothing of the image model (timm's fc_norm is refused separately).
+IGNORED = ()
+
+
+def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
+  """Our canonical tree -> timm's state dict."""
+  top, per_block = torch_layouts.to_roles(params, model_config, image_size)
+  for arrays in per_block:
+    torch_layouts.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
+  torch_layouts.join_fused(top, 'map.kv', ('map.key', 'map.value'))
+  if 'registers' in top and 'cls' in top:  # no_embed_class: fold the prefix rows into tokens
+    prefix = ('cls', 'dist') if 'dist' in top else ('cls',)
+    for i, name in enumerate(prefix):
+      top[name] = top[name] + top['posemb'][:, i:i + 1]
+    top['posemb'] = top['posemb'][:, len(prefix):]
+  return torch_layouts.name_roles(top, per_block, TOP, BLOCK_PREFIX, BLOCK)
+
+
+def _is_square(n: int) -> bool:
+  return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def to_params(state: dict[str, np.ndarray], source: str,
+              num_heads: Optional[int] = None) -> tuple[dict[str, Any], int]:
+  """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
+  understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
+  timm's sizes by width."""
+  if 'fc_norm.weight' in state:
+    raise ValueError(f'{source}: timm fc_norm (a norm after pooling) has no place in our model.')
+  top, per_block, used = torch_layouts.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
+  unknown = sorted(k for k in state if k not in used and k not in IGNORED)
+  if unknown:
+    raise ValueError(f'{source}: entries not understood as a timm ViT: {", ".join(unknown[:12])}'
+                     f'{" ..." if len(unknown) > 12 else ""}')
+  if 'patch.weight' not in top or not per_block:
+    raise ValueError(f'{source}: not a timm ViT (no patch_embed.proj.weight or blocks.0.*).')
+  width = top['patch.weight'].shape[0]
+  head_dim = per_block[0]['q_norm.weight'].shape[0] if 'q_norm.weight' in per_block[0] else None
+  num_heads = num_heads or (width // head_dim if head_dim else _HEADS_BY_WIDTH.get(width))
+  if not num_heads:
+    raise ValueError(f'{source}: width {width} is not a timm size ({sorted(_HEADS_BY_WIDTH)}); '
+                     'give the head count (timm_model.json "num_heads" or --model).')
+  for arrays in per_block:
+    torch_layouts.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
+  torch_layouts.split_fused(top, 'map.kv', ('map.key', 'map.value'))
+  prefix = [n for n in ('cls', 'dist') if n in top]
+  rows = top['posemb'].shape[1]
+  if prefix and _is_square(rows):  # no_embed_class: the prefix tokens have no position
+    top['posemb'] = np.concatenate(
+        [np.zeros_like(top['posemb'][:, :len(prefix)]), top['posemb']], axis=1)
+  elif not _is_square(rows - len(prefix)):
+    raise ValueError(f'{source}: pos_embed has {rows} rows, which is neither a square patch '
+                     f'grid nor one plus the prefix tokens {prefix}.')
+  return torch_layouts.from_roles(top, per_block, num_heads), num_heads
+
+
+# timm's ViT sizes: width -> heads (tiny, small, medium, base, large, so400m, huge, giant, gigantic).
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16,
+                   1664: 16}

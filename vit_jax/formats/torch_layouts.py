@@ -1,0 +1,245 @@
+"""Our parameters <-> PyTorch ViT state dicts (numpy arrays; torch is not needed for either way).
+
+One neutral table of *roles* sits between our canonical tree and every PyTorch layout: model-level
+roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm.*`, `head.*`,
+`head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
+`out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), all in
+PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
+Face layouts (`formats/timm_layout.py`, `formats/hf_layout.py`) only name these roles.
+"""
+
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.models import geometry
+from vit_jax.models import layout
+
+_LINEAR_BLOCK = ('query', 'key', 'value', 'out', 'fc1', 'fc2')
+_NORM_BLOCK = ('norm1', 'norm2', 'q_norm', 'k_norm')
+
+
+def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
+                     allow_pre_logits: bool, allow_map: bool = False,
+                     allow_features: bool = False) -> None:
+  """Raises a ValueError naming what `fmt` cannot hold."""
+  problems = []
+  if model_config.get('resnet') is not None:
+    problems.append('a hybrid ResNet stem (R+ViT)')
+  if model_config.classifier == 'map' and not allow_map:
+    problems.append('a MAP (attention pooling) head')
+  if model_config.classifier in geometry.UNPOOLED_CLASSIFIERS:
+    problems.append(f'classifier={model_config.classifier!r}')
+  if model_config.classifier == 'gap' and not allow_gap:
+    problems.append('global average pooling (classifier="gap"): it classifies from the cls token')
+  if model_config.get('representation_size') and not allow_pre_logits:
+    problems.append('a representation (pre_logits) layer')
+  if not allow_features:
+    features = [f for f in ('layerscale', 'qk_norm', 'pre_norm', 'num_registers', 'distilled')
+                if model_config.get(f)]
+    if features:
+      problems.append(f'{", ".join(features)} (export to timm instead)')
+  if 'head' not in params:
+    problems.append('no classification head')
+  if problems:
+    raise ValueError(f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
+
+
+def _dense_to_torch(kernel, in_axes: int) -> np.ndarray:
+  """A kernel whose first `in_axes` axes are inputs ([D, H, Dh]: 1; [H, Dh, D]: 2) -> [out, in]."""
+  kernel = np.asarray(kernel)
+  fan_in = int(np.prod(kernel.shape[:in_axes]))
+  return kernel.reshape(fan_in, -1).T.copy()
+
+
+def _bias(bias) -> np.ndarray:
+  return np.asarray(bias).reshape(-1).copy()
+
+
+def position_embedding(params: Any, model_config, image_size: int) -> np.ndarray:
+  """The posemb as [1, tokens, width], with the fixed sincos table written out when used."""
+  table, prefix_rows = geometry.position_table(params, model_config, image_size)
+  missing = geometry.num_posemb_prefix(model_config) - prefix_rows
+  if missing:  # the fixed table has no prefix rows: they add zero
+    table = np.concatenate([np.zeros_like(table[:, :1])] * missing + [table], axis=1)
+  return table
+
+
+def _linear(arrays: dict, role: str, dense: Any, in_axes: int = 1) -> None:
+  arrays[f'{role}.weight'] = _dense_to_torch(dense['kernel'], in_axes)
+  arrays[f'{role}.bias'] = _bias(dense['bias'])
+
+
+def _norm(arrays: dict, role: str, norm: Any) -> None:
+  arrays[f'{role}.weight'] = _bias(norm['scale'])
+  arrays[f'{role}.bias'] = _bias(norm['bias'])
+
+
+def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
+  arrays = {}
+  for name in ('query', 'key', 'value'):
+    _linear(arrays, f'{prefix}{name}', attention[name])
+  _linear(arrays, f'{prefix}out', attention['out'], in_axes=2)
+  for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
+    if ours in attention:
+      _norm(arrays, f'{prefix}{role}', attention[ours])
+  return arrays
+
+
+def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dict]]:
+  """(model-level roles, [per-block roles]) of a canonical or scanned tree."""
+  tree = layout.unstack_encoder_blocks(params)
+  encoder = tree['Transformer']
+  top = {name: np.asarray(tree[name]) for name in ('cls', 'dist', 'registers') if name in tree}
+  top['posemb'] = position_embedding(tree, model_config, image_size)
+  top['patch.weight'] = np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy()
+  top['patch.bias'] = _bias(tree['embedding']['bias'])
+  _norm(top, 'norm', encoder['encoder_norm'])
+  if 'pre_norm' in encoder:
+    _norm(top, 'pre_norm', encoder['pre_norm'])
+  for name in ('head', 'head_dist', 'pre_logits'):
+    if name in tree:
+      _linear(top, name, tree[name])
+  if 'MAPHead_0' in tree:
+    head = tree['MAPHead_0']
+    top['map.probe'] = np.asarray(head['probe'])
+    top.update(_attention_roles(head['MultiHeadDotProductAttention_0'], 'map.'))
+    _norm(top, 'map.norm', head['LayerNorm_0'])
+    _linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
+    _linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
+
+  per_block = []
+  for i in range(layout.num_encoder_layers(tree)):
+    block = encoder[f'encoderblock_{i}']
+    arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
+    _linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
+    _linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
+    _norm(arrays, 'norm1', block['LayerNorm_0'])
+    _norm(arrays, 'norm2', block['LayerNorm_1'])
+    for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
+      if ours in block:
+        arrays[role] = _bias(block[ours]['scale'])
+    per_block.append(arrays)
+  return top, per_block
+
+
+def _dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
+                      kind: str = 'plain') -> dict[str, np.ndarray]:
+  """[out, in] (+ bias) -> our kernel: plain [in, out]; 'heads' [in, H, Dh]; 'out' [H, Dh, out]."""
+  weight = np.asarray(arrays[f'{role}.weight'], np.float32)
+  bias = arrays.get(f'{role}.bias')
+  bias = np.zeros(weight.shape[0], np.float32) if bias is None else np.asarray(bias, np.float32)
+  kernel = weight.T
+  if kind == 'heads':
+    kernel = kernel.reshape(kernel.shape[0], num_heads, -1)
+    bias = bias.reshape(num_heads, -1)
+  elif kind == 'out':
+    kernel = kernel.reshape(num_heads, -1, kernel.shape[-1])
+  return {'kernel': np.ascontiguousarray(kernel), 'bias': bias}
+
+
+def _norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
+  return {'scale': np.asarray(arrays[f'{role}.weight'], np.float32),
+          'bias': np.asarray(arrays[f'{role}.bias'], np.float32)}
+
+
+def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dict:
+  out = {name: _dense_from_torch(arrays, f'{prefix}{name}', num_heads, 'heads')
+         for name in ('query', 'key', 'value')}
+  out['out'] = _dense_from_torch(arrays, f'{prefix}out', num_heads, 'out')
+  for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
+    if f'{prefix}{role}.weight' in arrays:
+      out[ours] = _norm_from_torch(arrays, f'{prefix}{role}')
+  return out
+
+
+def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, Any]:
+  """The canonical tree from (model-level roles, [per-block roles]): `to_roles` reversed."""
+  patch = np.asarray(top['patch.weight'], np.float32)
+  tree = {'embedding': {
+      'kernel': np.ascontiguousarray(patch.transpose(2, 3, 1, 0)),
+      'bias': np.asarray(top.get('patch.bias', np.zeros(patch.shape[0])), np.float32)}}
+  for name in ('cls', 'dist', 'registers'):
+    if name in top:
+      tree[name] = np.asarray(top[name], np.float32).reshape(1, -1, patch.shape[0])
+  posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
+  encoder = {'posembed_input': {'pos_embedding': posemb},
+             'encoder_norm': _norm_from_torch(top, 'norm')}
+  if 'pre_norm.weight' in top:
+    encoder['pre_norm'] = _norm_from_torch(top, 'pre_norm')
+  for i, arrays in enumerate(per_block):
+    block = {
+        'LayerNorm_0': _norm_from_torch(arrays, 'norm1'),
+        'MultiHeadDotProductAttention_0': _attention_from_roles(arrays, num_heads),
+        'LayerNorm_1': _norm_from_torch(arrays, 'norm2'),
+        'MlpBlock_0': {'Dense_0': _dense_from_torch(arrays, 'fc1'),
+                       'Dense_1': _dense_from_torch(arrays, 'fc2')},
+    }
+    for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
+      if role in arrays:
+        block[ours] = {'scale': np.asarray(arrays[role], np.float32)}
+    encoder[f'encoderblock_{i}'] = block
+  tree['Transformer'] = encoder
+  for name in ('head', 'head_dist', 'pre_logits'):
+    if f'{name}.weight' in top:
+      tree[name] = _dense_from_torch(top, name)
+  if 'map.probe' in top:
+    tree['MAPHead_0'] = {
+        'probe': np.asarray(top['map.probe'], np.float32).reshape(1, 1, -1),
+        'MultiHeadDotProductAttention_0': _attention_from_roles(top, num_heads, 'map.'),
+        'LayerNorm_0': _norm_from_torch(top, 'map.norm'),
+        'MlpBlock_0': {'Dense_0': _dense_from_torch(top, 'map.fc1'),
+                       'Dense_1': _dense_from_torch(top, 'map.fc2')}}
+  return tree
+
+
+def name_roles(top: dict, per_block: list[dict], top_names: dict[str, str], block_prefix: str,
+               block_names: dict[str, str]) -> dict[str, np.ndarray]:
+  """Roles -> a state dict under a layout's names (roles without a name there are left out)."""
+  state = {top_names[role]: value for role, value in top.items() if role in top_names}
+  for i, arrays in enumerate(per_block):
+    for role, value in arrays.items():
+      if role in block_names:
+        state[f'{block_prefix.format(i)}{block_names[role]}'] = value
+  return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+def read_roles(state: dict[str, np.ndarray], top_names: dict[str, str], block_prefix: str,
+               block_names: dict[str, str]) -> tuple[dict, list[dict], set[str]]:
+  """A state dict -> (model-level roles, [per-block roles], the names used): `name_roles`
+  reversed; blocks are counted from 0 while `block_prefix.format(i)` names any entry. A role may
+  name alternatives (a tuple): the first present is taken."""
+  used = set()
+  top = {}
+  for role, names in top_names.items():
+    for name in (names,) if isinstance(names, str) else names:  # alternatives, first found
+      if name in state:
+        top[role] = np.asarray(state[name])
+        used.add(name)
+        break
+  per_block = []
+  while any(k.startswith(block_prefix.format(len(per_block))) for k in state):
+    prefix, arrays = block_prefix.format(len(per_block)), {}
+    for role, name in block_names.items():
+      if prefix + name in state:
+        arrays[role] = np.asarray(state[prefix + name])
+        used.add(prefix + name)
+    per_block.append(arrays)
+  return top, per_block, used
+
+
+def split_fused(arrays: dict, fused: str, roles: tuple[str, ...]) -> None:
+  """A fused projection (timm `qkv`, PyTorch `in_proj`) -> one role per part, in place."""
+  for suffix in ('weight', 'bias'):
+    value = arrays.pop(f'{fused}.{suffix}', None)
+    if value is not None:
+      for role, part in zip(roles, np.split(np.asarray(value), len(roles), axis=0)):
+        arrays[f'{role}.{suffix}'] = part
+
+
+def join_fused(arrays: dict, fused: str, roles: tuple[str, ...]) -> None:
+  """`split_fused` reversed: the parts concatenated into `fused`, in place."""
+  for suffix in ('weight', 'bias'):
+    parts = [arrays.pop(f'{role}.{suffix}') for role in roles if f'{role}.{suffix}' in arrays]
+    if parts:
+      arrays[f'{fused}.{suffix}'] = np.concatenate(parts, axis=0)

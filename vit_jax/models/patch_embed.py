@@ -1,0 +1,34 @@
+"""Patch-embedding kernels at another patch size: FlexiViT's pseudo-inverse resize (PI-resize).
+
+Beyer et al., "FlexiViT: One Model for All Patch Sizes" (arXiv:2212.08013), Sec. 3.4: with B the
+matrix of a bilinear resize of a patch from p x p to q x q pixels (resize(x) = B x), the kernel
+w' = pinv(B^T) w gives <B x, w'> = <x, w> for every patch x when q >= p (upsampling), and the
+least-squares best such kernel when q < p. Used to load B/16 weights into B/8 or B/32 models.
+"""
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+
+def resize_matrix(old: Sequence[int], new: Sequence[int]) -> np.ndarray:
+  """B [new_h * new_w, old_h * old_w]: the bilinear (antialiased) resize of a flattened patch."""
+  old, new = tuple(int(s) for s in old), tuple(int(s) for s in new)
+  basis = np.eye(old[0] * old[1], dtype=np.float32).reshape(-1, *old)
+  resized = jax.vmap(lambda e: jax.image.resize(e, new, 'bilinear', antialias=True))(basis)
+  return np.asarray(resized, np.float64).reshape(old[0] * old[1], -1).T
+
+
+def resample_patch_embed(kernel: np.ndarray, new_size: Sequence[int]) -> np.ndarray:
+  """Kernel [ph, pw, channels, width] -> [new_h, new_w, channels, width] by PI-resize."""
+  kernel = np.asarray(kernel)
+  if kernel.ndim != 4:
+    raise ValueError(f'A patch-embedding kernel is [ph, pw, channels, width], got {kernel.shape}.')
+  old_size, new_size = kernel.shape[:2], tuple(int(s) for s in new_size)
+  if tuple(old_size) == new_size:
+    return kernel
+  resize = resize_matrix(old_size, new_size)  # [new, old]
+  flat = kernel.reshape(old_size[0] * old_size[1], -1).astype(np.float64)
+  new = np.linalg.pinv(resize.T) @ flat
+  return new.reshape(*new_size, *kernel.shape[2:]).astype(kernel.dtype)
