@@ -40,3 +40,30 @@ def test_learned_posemb_is_added_and_initialised_normal():
   assert abs(float(params['pos_embedding'].std()) - 0.02) < 0.002
   out = module.apply({'params': params}, x + 1.0)
   np.testing.assert_allclose(out, 1.0 + np.broadcast_to(params['pos_embedding'], (2, 50, 64)))
+
+
+def test_dynamic_image_size_resamples_the_table_on_the_fly():
+  """A model initialised at 16x16 runs on 32x32 and 16x24 inputs; the same as resampling first."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_vit_config  # pylint: disable=g-import-not-at-top
+  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  model = VisionTransformer(num_classes=3, **tiny_vit_config(dynamic_image_size=True))
+  params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32), train=False)['params']
+  params = jax.tree.map(lambda x: x + rng.normal(0, 0.1, x.shape).astype(np.float32), params)
+  static = VisionTransformer(num_classes=3, **tiny_vit_config())
+  for size in ((32, 32), (16, 24)):
+    images = rng.uniform(-1, 1, (2, *size, 3)).astype(np.float32)
+    grid = (size[0] // 4, size[1] // 4)
+    table = params['Transformer']['posembed_input']['pos_embedding']
+    resampled = {**params, 'Transformer': {**params['Transformer'], 'posembed_input': {
+        'pos_embedding': posemb.resize_grid(table, grid, num_prefix_tokens=1)}}}
+    np.testing.assert_allclose(model.apply({'params': params}, images, train=False),
+                               static.apply({'params': resampled}, images, train=False),
+                               rtol=1e-5, atol=1e-6)
+  # The stored table keeps its shape and trains: gradients reach it through the resampling.
+  grads = jax.grad(lambda p: model.apply({'params': p}, images, train=False).sum())(params)
+  assert grads['Transformer']['posembed_input']['pos_embedding'].shape == (1, 17, 16)
+  assert np.abs(grads['Transformer']['posembed_input']['pos_embedding']).sum() > 0
+  with pytest.raises(ValueError, match='dynamic_image_size=True'):
+    static.apply({'params': params}, images, train=False)

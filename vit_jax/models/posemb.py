@@ -68,10 +68,11 @@ class AddPositionEmbs(nn.Module):
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     if inputs.ndim != 3:
       raise ValueError(f'AddPositionEmbs expects [batch, tokens, width], got {inputs.shape}.')
-    if self.grid_shape is not None and self.has_variable('params', 'pos_embedding'):
-      # The stored table keeps its own shape; flax's shape check is for creating it.
+    if self.has_variable('params', 'pos_embedding'):
+      # The stored table keeps its own shape (flax's shape check is for creating it).
       posemb = self.get_variable('params', 'pos_embedding')
-      posemb = resize_grid(posemb, self.grid_shape, self.num_prefix_tokens)
+      if self.grid_shape is not None:
+        posemb = resize_grid(posemb, self.grid_shape, self.num_prefix_tokens)
     else:
       posemb = self.param('pos_embedding', self.posemb_init, (1, *inputs.shape[1:]),
                           self.param_dtype)
