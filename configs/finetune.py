@@ -7,6 +7,12 @@ rate is the best of the paper's sweep {0.001, 0.003, 0.01, 0.03} for ViT-B/16 (o
 
   python -m vit_jax.main --config=configs/finetune.py:cifar10 --workdir=runs/b16_cifar10 \
       --config.model_name=ViT-B_16 --config.init_from=imagenet21k/ViT-B_16.npz
+
+Your own images (`folder`): a folder of `<class>/*.jpg` or `{train,val,test}/<class>/*`; the class
+count and names come from it and, without a val/ folder, 10% of each class is held out:
+
+  python -m vit_jax.main --config=configs/finetune.py:folder --config.data.root=/data/pets \
+      --config.init_from=ViT-B_16.npz --workdir=runs/pets
 """
 
 from vit_jax.configs import common
@@ -18,24 +24,34 @@ DATASETS = {
     'imagenet2012': (1000, 20_000, 'train[:99%]', 'validation', 0.03),
     'oxford_iiit_pet': (37, 500, 'train[:90%]', 'test', 0.003),
     'oxford_flowers102': (102, 500, 'train[:90%]', 'test', 0.003),
+    # Your own images: classes from the folder; the small-dataset setting of Pets and Flowers.
+    'folder': (None, 500, 'train', 'val', 0.003),
 }
 
 
-def get_config(dataset='cifar10'):
+def get_config(arg='cifar10'):
+  """`<dataset>` or `<dataset>,<resolution>` (default 384, the paper's; e.g. `folder,224`)."""
+  dataset, _, size = arg.partition(',')
   if dataset not in DATASETS:
     raise ValueError(f'Unknown fine-tuning dataset {dataset!r}; expected one of {sorted(DATASETS)}.')
+  if size and not size.isdigit():
+    raise ValueError(f'The resolution after the comma must be a number of pixels, got {size!r}.')
+  size = int(size or 384)
   classes, steps, train_split, eval_split, lr = DATASETS[dataset]
   config = common.get_config()
   config.model_name = 'ViT-B_16'
   config.num_classes = classes
-  config.image_size = 384
+  config.image_size = size
   # Set --config.init_from=<released .npz or workdir>.
   config.data.name, config.data.split = dataset, train_split
   config.eval_data.name, config.eval_data.split = dataset, eval_split
+  if dataset == 'folder':  # --config.data.root=... sets both (one reference)
+    config.eval_data.root = config.data.get_ref('root')
+    config.eval_data.strict = config.data.get_ref('strict')
   # The official fine-tuning input: random crop of 5-100% area, flip; eval resizes the image.
-  config.pp_train = ('decode_jpeg_and_inception_crop(384)|flip_lr|value_range(-1, 1)|onehot|'
+  config.pp_train = (f'decode_jpeg_and_inception_crop({size})|flip_lr|value_range(-1, 1)|onehot|'
                      'keep("image", "labels")')
-  config.pp_eval = 'decode|resize(384)|value_range(-1, 1)|onehot|keep("image", "labels")'
+  config.pp_eval = f'decode|resize({size})|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 512
   config.eval_batch_size = 512
   config.total_steps = steps
@@ -48,5 +64,5 @@ def get_config(dataset='cifar10'):
     config.evals = common.imagenet_evals(config.pp_eval, every=config.eval_every)
     config.eval_data = None
   config.checkpoint_every = max(steps // 10, 100)
-  config.micro_batches = 1  # raise it (e.g. 8) when 512 images of 384px do not fit in memory
+  config.micro_batches = 1  # raise it (e.g. 8) when 512 images do not fit in memory
   return config

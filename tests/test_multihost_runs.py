@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
+
 import tiny_recipe
 from vit_jax import evaluators
 from vit_jax.train import checkpointer
@@ -42,7 +44,8 @@ class Job:
   def __init__(self, workdir, data_dir, processes, log_dir, extra=(), args=None):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={4 // processes}'
+    env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={4 // processes} '
+                        f'{conftest.TEST_XLA_FLAGS}')
     env['JAX_PLATFORMS'] = 'cpu'
     self.logs = [os.path.join(log_dir, f'{os.path.basename(workdir)}_{i}_{time.time()}.log')
                  for i in range(processes)]

@@ -30,7 +30,8 @@ _IMAGE = flags.DEFINE_list('image', None, 'Image files (comma separated). Defaul
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Square input resolution. Default: the '
                                    "checkpoint's own, else 224.")
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of a randomly initialised model.')
-_LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per line.')
+_LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per line (default: '
+                               "the checkpoint's own, e.g. a workdir's labels.txt).")
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
 
 
@@ -39,6 +40,7 @@ class Prediction:
   image: str
   classes: list[int]
   probabilities: list[float]
+  names: Optional[list[str]] = None  # class names, when the checkpoint stores them (labels.txt)
 
 
 def example_image() -> str:
@@ -49,17 +51,17 @@ def example_image() -> str:
 
 def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],
           num_classes: int, seed: int = 0):
-  """(model, params, image_size) from a checkpoint (workdir or .npz) and/or a variant name."""
+  """(model, params, image_size, class names or None) from a checkpoint and/or a variant name."""
   if checkpoint_path is not None:
     loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
-    return loaded.model, loaded.params, loaded.image_size
+    return loaded.model, loaded.params, loaded.image_size, loaded.labels
   if model_name is None:
     raise ValueError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
   model = models.get_model(model_name, num_classes=num_classes)
   image_size = image_size or 224
   params = jax.jit(model.init, static_argnames='train')(
       jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
-  return model, params, image_size
+  return model, params, image_size, None
 
 
 def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,11 +75,13 @@ def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray,
 
 def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),
         image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
-  model, params, image_size = build(model_name, checkpoint_path, image_size, num_classes, seed)
+  model, params, image_size, labels = build(model_name, checkpoint_path, image_size, num_classes,
+                                            seed)
   image_paths = list(image_paths) or [example_image()]
   images = np.stack([images_lib.load_image(path, image_size) for path in image_paths])
   indices, values = classify(model, params, images, top_k)
-  return [Prediction(path, idx.tolist(), val.tolist())
+  return [Prediction(path, idx.tolist(), val.tolist(),
+                     [labels[i] for i in idx.tolist()] if labels else None)
           for path, idx, val in zip(image_paths, indices, values)]
 
 
@@ -95,8 +99,10 @@ def main(argv):
           'every class is equally likely until it is trained or a checkpoint is loaded.')
   for prediction in predictions:
     print(prediction.image)
-    for index, probability in zip(prediction.classes, prediction.probabilities):
-      name = labels[index] if labels and index < len(labels) else f'class {index}'
+    for rank, (index, probability) in enumerate(zip(prediction.classes,
+                                                    prediction.probabilities)):
+      name = (labels[index] if labels and index < len(labels) else
+              prediction.names[rank] if prediction.names else f'class {index}')
       print(f'  {probability:7.4f}  {name}')
 
 

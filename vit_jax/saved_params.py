@@ -25,6 +25,7 @@ DATA = 'data'
 CONFIG = 'config'
 OLD_STATE = 'state'  # the single item of the first layout
 ITEM_NAMES = (PARAMS, TRAIN_STATE, DATA, CONFIG, OLD_STATE)
+LABELS_FILE = 'labels.txt'  # beside config.json: the class names, one a line, in label order
 T = TypeVar('T')
 
 

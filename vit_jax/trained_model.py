@@ -33,6 +33,7 @@ class TrainedModel:
   model_config: ml_collections.ConfigDict
   num_classes: Optional[int]
   image_size: int  # the resolution the parameters are laid out for (posemb grid x patch stride)
+  labels: Optional[list[str]] = None  # class names: a workdir's labels.txt, a HF id2label
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -80,4 +81,22 @@ def load(path: str, model_name: Optional[str] = None, *,
     params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
     native = image_size
   params = jax.tree.map(np.asarray, params)
-  return TrainedModel(model, params, model_config, num_classes, native)
+  return TrainedModel(model, params, model_config, num_classes, native,
+                      labels=read_labels(path, num_classes))
+
+
+def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:
+  """Class names stored with a checkpoint: a workdir's labels.txt or a Hugging Face config's
+  id2label (ignored unless there is one name per class)."""
+  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  names = None
+  labels_path = os.path.join(folder, saved_params.LABELS_FILE)
+  config_path = os.path.join(folder, 'config.json')
+  if os.path.isfile(labels_path):
+    with open(labels_path, encoding='utf-8') as f:
+      names = [line.rstrip('\n') for line in f if line.strip()]
+  elif foreign.handles(path) and os.path.isfile(config_path):
+    with open(config_path, encoding='utf-8') as f:
+      id2label = json.load(f).get('id2label') or {}
+    names = [id2label.get(str(i), '') for i in range(len(id2label))]
+  return names if names and num_classes and len(names) == num_classes else None

@@ -6,18 +6,14 @@ function of (seed, epoch, position), so a restored iterator continues exactly (s
 tfds datasets are read through `tfds` data sources, which need the ArrayRecord file format.
 """
 
-import concurrent.futures
 import dataclasses
-import logging
-import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vit_jax.data import images
+from vit_jax.data import folders
 from vit_jax.data import vtab
 from vit_jax.data import splits
 
@@ -161,65 +157,23 @@ def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] =
   return _builder_source(builder, split, 'image', 'label')
 
 
-def _is_decodable(path: str) -> bool:
-  try:
-    with Image.open(path) as image:
-      image.draft('RGB', (64, 64))  # JPEG: decode at reduced scale, still reads every block
-      image.load()
-    return True
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-    return False
-
-
-def folder_source(root: str, split: str, *, strict: bool = False,
-                  num_threads: int = 8) -> Source:
-  """Images laid out as `root/<split>/<class>/*.jpg|png|...`; classes are the sorted folder names.
-
-  Every file is test-decoded once at startup: undecodable ones are skipped, counted and named in
-  a warning, or raise when `strict`.
-  """
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f'Image folder not found: {root}')
-  split_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+def folder_source(root: str, split: str, *, strict: bool = False) -> Source:
+  """Images under `root` (`<class>/*` or `{train,val,test}/<class>/*`: see data/folders.py);
+  `split` is a split name with an optional slice (`train[:50%]`). Classes are the sorted class
+  folders. Every file is test-decoded once at startup: undecodable ones are skipped, counted and
+  named in a warning, or raise when `strict`."""
   name = split.split('[', 1)[0]
-  if name not in split_dirs:
-    raise ValueError(f'Split {name!r} not found in {root}; found: {split_dirs}.')
-  split_dir = os.path.join(root, name)
-  class_names = sorted(d for d in os.listdir(split_dir)
-                       if os.path.isdir(os.path.join(split_dir, d)))
-  files, labels = [], []
-  for label, class_name in enumerate(class_names):
-    class_dir = os.path.join(split_dir, class_name)
-    for file_name in sorted(os.listdir(class_dir)):
-      if images.is_image_file(file_name):
-        files.append(os.path.join(class_dir, file_name))
-        labels.append(label)
-  if not files:
-    raise ValueError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found under '
-                     f'{split_dir}/<class>/.')
-
-  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-    decodable = list(pool.map(_is_decodable, files))
-  skipped = [path for path, ok in zip(files, decodable) if not ok]
-  if skipped:
-    message = f'{len(skipped)} of {len(files)} images under {split_dir} cannot be decoded: ' + (
-        ', '.join(skipped[:20]) + (' ...' if len(skipped) > 20 else ''))
-    if strict:
-      raise ValueError(message)
-    logging.warning('%s (skipped)', message)
-    files = [f for f, ok in zip(files, decodable) if ok]
-    labels = [l for l, ok in zip(labels, decodable) if ok]
-
-  _, start, stop = splits.slice_split(split, {name: len(files)})
-  paths = tf.constant(files[start:stop])
-  label_table = tf.constant(labels[start:stop], tf.int32)
+  found = folders.drop_undecodable(folders.read_split(root, name), strict=strict)
+  _, start, stop = splits.slice_split(split, {name: len(found.files)})
+  paths = tf.constant(found.files[start:stop])
+  label_table = tf.constant(found.labels[start:stop], tf.int32)
 
   def lookup(index):
     return {'image': tf.io.read_file(tf.gather(paths, index)),
             'label': tf.gather(label_table, index)}
 
-  return Source(name=f'folder:{split_dir}', num_examples=stop - start, class_names=class_names,
-                lookup=lookup, skipped_files=skipped)
+  return Source(name=f'folder:{found.description}', num_examples=stop - start,
+                class_names=found.class_names, lookup=lookup, skipped_files=found.skipped)
 
 
 def from_config(data) -> Source:
@@ -234,7 +188,8 @@ def from_config(data) -> Source:
                          data_dir=data.get('data_dir'))
   if name == 'folder':
     if not data.get('root'):
-      raise ValueError('data.name="folder" needs data.root=<folder with <split>/<class>/ images>.')
+      raise ValueError('data.name="folder" needs data.root=<folder of <class>/ or '
+                       '{train,val,test}/<class>/ images>.')
     return folder_source(data['root'], split, strict=bool(data.get('strict')))
   return tfds_source(name, split, data_dir=data.get('data_dir'),
                      prepare=bool(data.get('prepare')),

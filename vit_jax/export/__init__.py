@@ -20,7 +20,7 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
     return out
   if fmt == 'hf':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
-    return hf.export(*args, out, labels=labels)
+    return hf.export(*args, out, labels=labels or loaded.labels)
   if fmt == 'timm':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
     return timm.export(*args, out)

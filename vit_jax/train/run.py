@@ -115,11 +115,26 @@ def _label_smoothing(config, train_pp) -> float:
   return float(config.get('label_smoothing') or 0.0)
 
 
+def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source) -> None:
+  """`num_classes` unset (None) takes the training source's class count (an image folder's
+  class folders); a folder whose count disagrees with a set one is refused."""
+  found = train_source.num_classes
+  if config.get('num_classes') is None:
+    if not found:
+      raise ValueError(f'config.num_classes is unset and {train_source.name} names no classes; '
+                       'set --config.num_classes.')
+    config.num_classes = found
+  elif config.data.get('name') == 'folder' and config.num_classes != found:
+    raise ValueError(f'config.num_classes={config.num_classes} but {train_source.name} has '
+                     f'{found} class folders; drop --config.num_classes to take them from it.')
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step."""
-  config_dict = workdir_lib.config_dict(config)
   lead = jax.process_index() == 0
   train_source = sources.from_config(config.data)
+  _class_count(config, train_source)
+  config_dict = workdir_lib.config_dict(config)
   setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   train_step = step_lib.train_step_from_config(
@@ -128,6 +143,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
                                           setup.shardings.params)
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
+    workdir_lib.write_labels(workdir, train_source.class_names)
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
                                        keep_period=config.get('keep_period'))
   start_step, state, position = _initial_state(setup, ckpt)

@@ -1,6 +1,6 @@
 """The run directory on the training side: one run per workdir, its config, metrics on resume.
 
-`<workdir>/config.json` is written before the first step; a workdir that holds a run of another
+`<workdir>/config.json` (and `labels.txt`, the class names) is written before the first step; a workdir that holds a run of another
 config is refused (or wiped with `overwrite`). On resume from step S, the metric rows and
 TensorBoard events a killed run wrote past S are dropped, so every step appears once.
 """
@@ -13,7 +13,10 @@ import shutil
 from absl import logging
 import flax
 
-RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png')
+from vit_jax import saved_params
+
+RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png',
+             saved_params.LABELS_FILE)
 
 
 def config_dict(config) -> dict:
@@ -60,6 +63,16 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(config_dict_, f, indent=2)
   os.replace(tmp, path)
+
+
+def write_labels(workdir: str, class_names) -> None:
+  """`labels.txt`: the class names in label order, one a line (read by infer and the exports)."""
+  if not class_names:
+    return
+  path = os.path.join(workdir, saved_params.LABELS_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.writelines(f'{name}\n' for name in class_names)
+  os.replace(path + '.tmp', path)
 
 
 def _trim_jsonl(path: str, step: int) -> int:
