@@ -223,3 +223,19 @@ def test_a_model_that_does_not_fit_lists_the_shapes(tmp_path):
   init = other.init(jax.random.key(0), _images(), train=False)['params']
   with pytest.raises(ValueError, match=r'mis-shaped:\n.*embedding/kernel: checkpoint \(8, 8, 3, 32\)'):
     checkpoint.adapt_params(checkpoint.load(str(tmp_path)), init, source=str(tmp_path))
+
+
+def test_init_from_a_foreign_checkpoint_names_the_fields_to_set(tmp_path):
+  """Fine-tuning from a CLIP tower: the run's model must take its activation, norms and
+  pre-norm; a run that does not is refused before it starts, naming the flags."""
+  from vit_jax.train import run  # pylint: disable=g-import-not-at-top
+  model = _randomize(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**COMMON)))
+  model.save_pretrained(tmp_path)
+  config = ml_collections.ConfigDict({'init_from': str(tmp_path)})
+  ours = _feature_model()
+  with pytest.raises(ValueError, match=r'add --config.model.activation=quick_gelu '
+                     r'--config.model.layer_norm_eps=1e-05 --config.model.pre_norm=True'):
+    run._load_pretrained(config, ours)  # pylint: disable=protected-access
+  ours.update(activation='quick_gelu', layer_norm_eps=1e-5, pre_norm=True)
+  loaded = run._load_pretrained(config, ours)  # pylint: disable=protected-access
+  assert loaded.model_config.pre_norm

@@ -52,8 +52,8 @@ def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
 
 
 def test_folder_source_classes_and_order(tmp_path):
-  write_image_folder(tmp_path, {'train': {'cat': 3, 'dog': 2}, 'test': {'cat': 1, 'dog': 1}})
-  source = sources.folder_source(str(tmp_path), 'train')
+  write_image_folder(tmp_path, {'train': {'cat': 3, 'dog': 2}, 'val': {'cat': 1, 'dog': 1}})
+  source = sources.folder_source(str(tmp_path), 'train')  # a val/ folder: nothing held out
   assert source.class_names == ['cat', 'dog'] and source.num_examples == 5
   assert [_read(source, i)['label'] for i in range(5)] == [0, 0, 0, 1, 1]
   sliced = sources.folder_source(str(tmp_path), 'train[2:4]')
@@ -61,7 +61,7 @@ def test_folder_source_classes_and_order(tmp_path):
 
 
 def test_folder_source_skips_and_names_corrupt_images(tmp_path, caplog):
-  write_image_folder(tmp_path, {'train': {'a': 2, 'b': 2}})
+  write_image_folder(tmp_path, {'train': {'a': 2, 'b': 2}, 'val': {'a': 1, 'b': 1}})
   good = (tmp_path / 'train' / 'b' / '0000.png').read_bytes()
   (tmp_path / 'train' / 'a' / 'broken.png').write_bytes(b'\x89PNG not really')
   (tmp_path / 'train' / 'b' / 'cut.png').write_bytes(good[:len(good) // 2])
@@ -78,6 +78,9 @@ def test_folder_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match='Image folder not found'):
     sources.folder_source(str(tmp_path / 'nowhere'), 'train')
   (tmp_path / 'train' / 'empty_class').mkdir(parents=True)
+  with pytest.raises(ValueError, match='1 class folder.*needs at least 2'):
+    sources.folder_source(str(tmp_path), 'train')
+  (tmp_path / 'train' / 'another').mkdir(parents=True)
   with pytest.raises(ValueError, match='No images'):
     sources.folder_source(str(tmp_path), 'train')
   with pytest.raises(ValueError, match=r"Split 'test' not found in .*found: \['train'\]"):

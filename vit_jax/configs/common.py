@@ -86,7 +86,10 @@ def model_overrides() -> ml_collections.ConfigDict:
                        dropout_rate=unset(float), attention_dropout_rate=unset(float)),
       representation_size=unset(int), classifier=unset(str), head_bias_init=unset(float),
       posemb=unset(str), stochastic_depth=unset(float), dtype=unset(str), scan=unset(bool),
-      remat=unset(str), gelu_approximate=unset(bool)))
+      remat=unset(str), gelu_approximate=unset(bool), activation=unset(str),
+      layer_norm_eps=unset(float), layerscale=unset(float), qk_norm=unset(bool),
+      pre_norm=unset(bool), num_registers=unset(int), distilled=unset(bool),
+      dynamic_image_size=unset(bool)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

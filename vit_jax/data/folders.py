@@ -90,7 +90,7 @@ def read_split(root: str, split_name: str) -> FolderSplit:
       d in top for d in SPLIT_FOLDERS['val'])
   if split_name != 'train' and not found and not held_out:
     raise ValueError(f'Split {split_name!r} not found in {root}: expected a folder '
-                     f'{" or ".join(wanted)}/; found {top}.')
+                     f'{" or ".join(wanted)}/; found: {top}.')
   if found and split_name != 'train':
     directory = os.path.join(root, found[0])
     extra = sorted(set(_subdirs(directory)) - set(class_names))

@@ -12,10 +12,12 @@ import ml_collections
 
 from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
+from vit_jax import saved_params
 from vit_jax import trained_model
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
+from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
 from vit_jax.train import metric_writer
@@ -85,14 +87,39 @@ class Run:
     return curves.plot_curves(self.writer.jsonl_path, os.path.join(self.workdir, 'curves.png'))
 
 
-def _pretrained(setup: setup_lib.Setup, init_params: Any) -> Any:
-  """`config.init_from` (a released/big_vision .npz or one of our workdirs) mapped onto the model."""
-  path = setup.config.init_from
-  return checkpoint.adapt_params(trained_model.load(path).params, init_params, source=path,
-                                 dont_load=tuple(setup.config.get('dont_load') or ()))
+# Model fields a checkpoint fixes that its shapes may not show (foreign files, workdirs).
+_FAMILY_FIELDS = ('activation', 'layer_norm_eps', 'pre_norm', 'qk_norm', 'num_registers',
+                  'distilled', 'layerscale')
 
 
-def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer):
+def _family_fields(model_config) -> dict[str, Any]:
+  get = model_config.get
+  return {'activation': vit.activation_name(get('activation'), get('gelu_approximate', True)),
+          'layer_norm_eps': get('layer_norm_eps') or 1e-6, 'pre_norm': bool(get('pre_norm')),
+          'qk_norm': bool(get('qk_norm')), 'num_registers': int(get('num_registers') or 0),
+          'distilled': bool(get('distilled')), 'layerscale': get('layerscale') is not None}
+
+
+def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained_model.TrainedModel:
+  """`config.init_from` loaded; a checkpoint whose family fields (activation, norms, tokens)
+  differ from the run's model is refused naming the flags that make them agree."""
+  path = config.init_from
+  loaded = trained_model.load(path)
+  if path.endswith('.npz'):  # released files carry shapes only: the run's fields stand
+    return loaded
+  theirs, ours = _family_fields(loaded.model_config), _family_fields(model_config)
+  differ = [f for f in _FAMILY_FIELDS if theirs[f] != ours[f]]
+  if differ:
+    value = lambda f: (loaded.model_config.get(f) if f == 'layerscale' else theirs[f])  # pylint: disable=unnecessary-lambda-assignment
+    flags = ' '.join(f'--config.model.{f}={value(f)}' for f in differ)
+    raise ValueError(f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
+                     f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
+                     f'add {flags}')
+  return loaded
+
+
+def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
+                   pretrained: Optional[trained_model.TrainedModel]):
   """(step, state, global data position): the newest valid checkpoint, else a fresh start."""
   config = setup.config
   restored = ckpt.restore(setup.abstract_state)
@@ -102,7 +129,10 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer):
   state, _ = state_lib.create(setup.model, setup.tx, image_shape=setup.image_shape,
                               seed=config.seed, mesh=setup.mesh, layout=config.layout, ema=ema)
   if config.get('init_from'):
-    params = _pretrained(setup, jax.device_get(state.params))
+    pretrained = pretrained or _load_pretrained(config, setup.model_config)
+    params = checkpoint.adapt_params(pretrained.params, jax.device_get(state.params),
+                                     source=config.init_from,
+                                     dont_load=tuple(config.get('dont_load') or ()))
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=config.seed, ema=ema)
   return 0, state, 0
 
@@ -141,12 +171,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
       config, setup, label_smoothing=_label_smoothing(config, train_pp))
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
                                           setup.shardings.params)
+  pretrained = None
+  if config.get('init_from') and not saved_params.checkpoints_dir(workdir).exists():
+    pretrained = _load_pretrained(config, setup.model_config)  # checked before the claim
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
                                        keep_period=config.get('keep_period'))
-  start_step, state, position = _initial_state(setup, ckpt)
+  start_step, state, position = _initial_state(setup, ckpt, pretrained)
   if lead and start_step:
     workdir_lib.drop_metrics_after(workdir, start_step)
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
