@@ -126,3 +126,12 @@ def test_finetune_on_a_folder_end_to_end(tmp_path):
   out = export.export(workdir, 'hf', str(tmp_path / 'hf'))
   with open(os.path.join(out, 'config.json'), encoding='utf-8') as f:
     assert json.load(f)['id2label'] == {'0': 'blue', '1': 'green', '2': 'red'}
+
+
+def test_worker_processes_find_the_same_corrupt_files(tmp_path, monkeypatch):
+  root = _make_folder(tmp_path / 'pool', per_class=5)
+  with open(os.path.join(root, 'red', 'cut.jpg'), 'wb') as f:
+    f.write(open(os.path.join(root, 'red', '000.jpg'), 'rb').read()[:100])
+  files = folders.read_split(root, 'val').files + [os.path.join(root, 'red', 'cut.jpg')]
+  monkeypatch.setattr(folders, '_PARALLEL_FROM', 0)
+  assert folders.check_decodable(files, processes=2) == [True] * (len(files) - 1) + [False]

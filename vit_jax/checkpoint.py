@@ -240,6 +240,36 @@ def load_pretrained(*, pretrained_path: str, init_params: Mapping[str, Any],
                       pretrained_grid_shape=pretrained_grid_shape)
 
 
+def _adapt_posemb(restored_flat, init_flat, from_init, grid_shape, pretrained_grid_shape):
+  """The position table onto the model's, in place: prefix rows (cls, distillation) by name,
+  then the grid resampled."""
+  posemb_key = '/'.join(POSEMB_PATH)
+  if posemb_key not in restored_flat or posemb_key not in init_flat or from_init(posemb_key):
+    return
+  old_names = [n for n in _POSEMB_PREFIX if n in restored_flat]
+  new_names = [n for n in _POSEMB_PREFIX if n in init_flat]
+  posemb = restored_flat[posemb_key]
+  rows = {n: posemb[:, i:i + 1] for i, n in enumerate(old_names)}
+  zero = np.zeros_like(posemb[:, :1])
+  posemb = np.concatenate([rows.get(n, zero) for n in new_names]
+                          + [posemb[:, len(old_names):]], axis=1)
+  new_tokens = init_flat[posemb_key].shape[1] - len(new_names)
+  restored_flat[posemb_key] = resample_posemb(
+      posemb, _grid(new_tokens, grid_shape, 'Model'), num_prefix_tokens=len(new_names),
+      old_grid=pretrained_grid_shape)
+
+
+def _adapt_patch_kernel(restored_flat, init_flat, from_init):
+  """Another patch size (FlexiViT's PI-resize, e.g. B/16 weights into a B/8 model), in place."""
+  key = 'embedding/kernel'
+  if key not in restored_flat or key not in init_flat or from_init(key):
+    return
+  old_shape, new_shape = restored_flat[key].shape, init_flat[key].shape
+  if len(old_shape) == 4 and old_shape[2:] == new_shape[2:] and old_shape[:2] != new_shape[:2]:
+    logging.info('Resampling the patch embedding from %s to %s.', old_shape[:2], new_shape[:2])
+    restored_flat[key] = patch_embed.resample_patch_embed(restored_flat[key], new_shape[:2])
+
+
 def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
                  source: str = 'checkpoint', dont_load: Sequence[str] = (),
                  reset_head: bool = True, grid_shape: Optional[Sequence[int]] = None,
@@ -251,33 +281,12 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   init_scanned = 'encoderblock' in init_tree.get('Transformer', {})
   init_flat = flatten(layout.unstack_encoder_blocks(init_tree))
 
-  take_from_init = list(dont_load) + ([r'head/.*'] if reset_head else [])
+  take_from_init = list(dont_load) + ([r'head(_dist)?/.*'] if reset_head else [])
   from_init = lambda key: param_names.matches(take_from_init, key)  # pylint: disable=unnecessary-lambda-assignment
 
-  # Position embeddings: adapt the prefix rows (cls, distillation), then the grid.
-  posemb_key = '/'.join(POSEMB_PATH)
   restored_flat = flatten(restored)
-  if posemb_key in restored_flat and posemb_key in init_flat and not from_init(posemb_key):
-    old_names = [n for n in _POSEMB_PREFIX if n in restored_flat]
-    new_names = [n for n in _POSEMB_PREFIX if n in init_flat]
-    posemb = restored_flat[posemb_key]
-    rows = {n: posemb[:, i:i + 1] for i, n in enumerate(old_names)}
-    zero = np.zeros_like(posemb[:, :1])
-    posemb = np.concatenate([rows.get(n, zero) for n in new_names]
-                            + [posemb[:, len(old_names):]], axis=1)
-    new_tokens = init_flat[posemb_key].shape[1] - len(new_names)
-    restored_flat[posemb_key] = resample_posemb(
-        posemb, _grid(new_tokens, grid_shape, 'Model'), num_prefix_tokens=len(new_names),
-        old_grid=pretrained_grid_shape)
-
-  # Another patch size (FlexiViT's PI-resize), e.g. B/16 weights into a B/8 model.
-  kernel_key = 'embedding/kernel'
-  if kernel_key in restored_flat and kernel_key in init_flat and not from_init(kernel_key):
-    old_shape, new_shape = restored_flat[kernel_key].shape, init_flat[kernel_key].shape
-    if len(old_shape) == 4 and old_shape[2:] == new_shape[2:] and old_shape[:2] != new_shape[:2]:
-      logging.info('Resampling the patch embedding from %s to %s.', old_shape[:2], new_shape[:2])
-      restored_flat[kernel_key] = patch_embed.resample_patch_embed(
-          restored_flat[kernel_key], new_shape[:2])
+  _adapt_posemb(restored_flat, init_flat, from_init, grid_shape, pretrained_grid_shape)
+  _adapt_patch_kernel(restored_flat, init_flat, from_init)
 
   if 'pre_logits/kernel' not in init_flat:
     restored_flat = {k: v for k, v in restored_flat.items() if not k.startswith('pre_logits/')}
