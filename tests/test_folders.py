@@ -130,8 +130,8 @@ def test_finetune_on_a_folder_end_to_end(tmp_path):
 
 def test_worker_processes_find_the_same_corrupt_files(tmp_path, monkeypatch):
   root = _make_folder(tmp_path / 'pool', per_class=5)
-  with open(os.path.join(root, 'red', 'cut.jpg'), 'wb') as f:
-    f.write(open(os.path.join(root, 'red', '000.jpg'), 'rb').read()[:100])
-  files = folders.read_split(root, 'val').files + [os.path.join(root, 'red', 'cut.jpg')]
+  files = folders.read_split(root, 'val').files + [os.path.join(root, 'cut.jpg')]
+  with open(files[-1], 'wb') as f:
+    f.write(open(files[0], 'rb').read()[:100])
   monkeypatch.setattr(folders, '_PARALLEL_FROM', 0)
   assert folders.check_decodable(files, processes=2) == [True] * (len(files) - 1) + [False]
