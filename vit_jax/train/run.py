@@ -21,6 +21,7 @@ from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
 from vit_jax.train import metric_writer
+from vit_jax.train import plan as plan_lib
 from vit_jax.train import preemption
 from vit_jax.train import progress as progress_lib
 from vit_jax.train import setup as setup_lib
@@ -164,7 +165,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   lead = jax.process_index() == 0
   train_source = sources.from_config(config.data)
   _class_count(config, train_source)
-  config_dict = workdir_lib.config_dict(config)
+  config_dict = workdir_lib.config_dict(config)  # as given ('auto' fields stay 'auto')
+  config, memory_plan = plan_lib.resolve(config)
+  if lead and memory_plan is not None:
+    print(memory_plan.table(), flush=True)
   setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   train_step = step_lib.train_step_from_config(

@@ -1,0 +1,78 @@
+"""The memory planner: budgets on CPU pick the expected micro-batches and remat policy, and
+the numbers are the compiled step's own memory analysis."""
+
+import dataclasses
+
+import pytest
+
+import tiny_recipe
+from vit_jax.train import plan
+
+MICRO = (1, 2)
+
+
+def _config(**fields):
+  config = tiny_recipe.get_config()
+  config.model.transformer.num_layers, config.model.scan = 2, True
+  config.image_size, config.batch_size, config.mesh = 32, 64, (8, 1, 1)
+  config.update(fields)
+  return config
+
+
+def _auto(budget_bytes):
+  config = _config(micro_batches='auto', device_memory_gb=budget_bytes / plan.GIB)
+  config.model.remat = 'auto'
+  return plan.resolve(config)
+
+
+@pytest.fixture(scope='module')
+def measured():
+  """Every (micro_batches, remat) the budgets below choose among, compiled and measured once."""
+  config = _config()
+  return {(m, r): plan.measure(config, m, r) for m in MICRO for r in plan.REMAT_ORDER}
+
+
+@pytest.fixture
+def compiled_once(measured, monkeypatch):
+  """`resolve` reads the fixture's measurements instead of compiling each choice again."""
+  monkeypatch.setattr(plan, 'measure', lambda config, m, r, budget=None: dataclasses.replace(
+      measured[(m, r)], budget=budget))
+  monkeypatch.setattr(plan, '_micro_batch_counts', lambda config: list(MICRO))
+
+
+def test_micro_batches_and_remat_trade_memory(measured):
+  for remat in plan.REMAT_ORDER:
+    assert measured[(1, remat)].temporaries > measured[(2, remat)].temporaries
+  assert measured[(1, 'full')].temporaries < measured[(1, 'none')].temporaries / 2
+  # The state is the same whatever the choice: parameters and Adam's two moments.
+  assert len({(p.parameters, p.optimizer_state) for p in measured.values()}) == 1
+  one = measured[(1, 'none')]
+  assert 2 * one.parameters <= one.optimizer_state <= 2 * one.parameters + 64
+  assert one.batch == 64 // 8 * (32 * 32 * 3 + 10) * 4  # this device's slice, float32
+
+
+def test_auto_takes_the_first_plan_that_fits(measured, compiled_once):
+  order = [(m, r) for m in MICRO for r in plan.REMAT_ORDER]
+  one = lambda remat: measured[(1, remat)].total  # pylint: disable=unnecessary-lambda-assignment
+  for budget in sorted({p.total for p in measured.values()}):
+    expected = next(choice for choice in order if measured[choice].total <= budget)
+    chosen, chosen_plan = _auto(budget)
+    assert (chosen.micro_batches, chosen.model.remat) == expected, budget
+    assert chosen_plan.total == measured[expected].total  # the compiled step's own analysis
+  # Just below the lightest plan at one micro-batch, but above a heavier remat there: that one.
+  first_remat = next(r for r in plan.REMAT_ORDER[1:]
+                     if measured[(1, r)].total < measured[(1, 'none')].total)
+  chosen, _ = _auto(measured[(1, 'none')].total - 1)
+  assert chosen.micro_batches == 1 and chosen.model.remat == first_remat
+  assert "micro_batches=1, remat='none'" in measured[(1, 'none')].table()
+
+
+def test_a_budget_nothing_fits_is_refused_with_the_numbers(compiled_once):
+  config = _config(micro_batches=1, device_memory_gb=1000 / plan.GIB)
+  config.model.remat = 'auto'
+  with pytest.raises(ValueError, match=r'No plan fits in 0.00 MiB per device: the smallest tried '
+                     r'\(micro_batches=1, remat=.full.\) needs [\d.]+ MiB \([\d.]+ MiB over: '
+                     r'parameters [\d.]+ MiB, optimizer state'):
+    plan.resolve(config)
+  with pytest.raises(ValueError, match='device_memory_gb must be positive'):
+    plan.resolve(_config(device_memory_gb=-1.0))

@@ -1,0 +1,39 @@
+r"""The memory plan of a run, without training: what the trainer checks before step 1.
+
+  python -m vit_jax.plan --config=configs/i1k_s16.py --config.device_memory_gb=80 \
+      --config.micro_batches=auto --config.model.remat=auto
+
+Prints, per device, the parameters, optimizer state, batch, activations and temporaries of the
+compiled train step (XLA's memory analysis) for the configured choice, or for the one `auto`
+picks; exits with one line when nothing fits.
+"""
+
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from vit_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/*.py[:arg]).',
+                                          lock_config=False)
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  from vit_jax.train import plan  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  if config.get('num_classes') is None:
+    raise ValueError('config.num_classes is unset (a folder recipe takes it from the folder); '
+                     'set --config.num_classes to plan without reading the data.')
+  config, chosen = plan.resolve(config)
+  if chosen is None:  # no 'auto' field and no known budget: the configured choice, measured
+    chosen = plan.measure(config, int(config.micro_batches or 1),
+                          config.model.get('remat') or 'none')
+  print(chosen.table())
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  cli.run(main)
