@@ -239,3 +239,11 @@ def test_init_from_a_foreign_checkpoint_names_the_fields_to_set(tmp_path):
   ours.update(activation='quick_gelu', layer_norm_eps=1e-5, pre_norm=True)
   loaded = run._load_pretrained(config, ours)  # pylint: disable=protected-access
   assert loaded.model_config.pre_norm
+
+
+def test_timm_names_give_our_variants():
+  assert foreign.variant_of_timm_name('vit_base_patch16_224.augreg_in21k') == 'B/16'
+  assert foreign.variant_of_timm_name('deit_small_distilled_patch16_224') == 'S/16'
+  assert foreign.variant_of_timm_name('vit_large_patch14_dinov2.lvd142m') == 'L/14'
+  assert foreign.variant_of_timm_name('vit_so400m_patch14_siglip_384') == 'So400m/14'
+  assert foreign.variant_of_timm_name('resnet50') is None

@@ -12,6 +12,7 @@ and the shapes cannot (activation, LayerNorm epsilon).
 import json
 import os
 import pickle
+import re
 from typing import Any, Optional
 
 import ml_collections
@@ -143,12 +144,27 @@ def _timm_fields(spec: Optional[dict], model_name: Optional[str]) -> dict[str, A
   return {'activation': act, 'layer_norm_eps': 1e-6}
 
 
+# timm's size words -> ours (`vit_base_patch16_224`, `deit_small_distilled_patch16_224`, ...).
+_TIMM_SIZE_WORDS = {'tiny': 'Ti', 'small': 'S', 'medium': 'M', 'base': 'B', 'large': 'L',
+                    'so400m': 'So400m', 'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
+_TIMM_NAME = re.compile(r'^(?:vit|deit|deit3)_([a-z0-9]+)_(?:distilled_)?patch(\d+)')
+
+
+def variant_of_timm_name(name: Optional[str]) -> Optional[str]:
+  """Our short variant name (`B/16`) for a timm model name, or None when it names none."""
+  match = _TIMM_NAME.match((name or '').lower())
+  if not match or match.group(1) not in _TIMM_SIZE_WORDS:
+    return None
+  return f'{_TIMM_SIZE_WORDS[match.group(1)]}/{match.group(2)}'
+
+
 def load(path: str, model_name: Optional[str] = None
          ) -> tuple[dict[str, Any], ml_collections.ConfigDict, Optional[int]]:
   """(canonical params, model config, class count) of a timm or Hugging Face checkpoint.
 
-  `model_name` may be one of our variant names (its shapes replace the inferred ones), a
-  transformers `model_type` for a bare file without its config.json, or a timm model name.
+  `model_name` may be one of our variant names or a timm model name (`vit_base_patch16_224`:
+  its sizes replace the inferred ones, its activation hints are used), or a transformers
+  `model_type` for a bare file without its config.json.
   """
   state = read_state_dict(path)
   hf_config = _side_file(path, 'config.json')
@@ -175,8 +191,10 @@ def load(path: str, model_name: Optional[str] = None
                      f'entries; first entries: {", ".join(sorted(state)[:8])}.')
   model_config, num_classes = architecture.infer(params)
   model_config.transformer.num_heads = int(heads)
-  if model_name in model_configs.MODEL_CONFIGS:
-    named = model_configs.get_config(model_name)
+  variant = model_name if model_name in model_configs.MODEL_CONFIGS else variant_of_timm_name(
+      model_name)
+  if variant:
+    named = model_configs.get_config(variant)
     named.update({k: v for k, v in model_config.items()
                   if k not in named or k in ('classifier', 'representation_size')})
     model_config = named
