@@ -75,8 +75,14 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
   mine = tf.data.Dataset.zip(positions, indices).batch(local_batch, drop_remainder=True)
   mine = mine.shard(process_count, process_index).unbatch()
 
-  def load(position, index):
-    return preprocess(source.lookup(index), _example_seed(seed, position))
+  if source.lookup_many is not None:  # read a batch of records per call, then one by one
+    mine = mine.batch(local_batch).map(
+        lambda positions, indices: (positions, source.lookup_many(indices)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    load = lambda position, example: preprocess(example, _example_seed(seed, position))  # pylint: disable=unnecessary-lambda-assignment
+  else:
+    load = lambda position, index: preprocess(  # pylint: disable=unnecessary-lambda-assignment
+        source.lookup(index), _example_seed(seed, position))
 
   dataset = mine.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -32,6 +32,9 @@ class Source:
   class_names: Sequence[str]
   lookup: Callable[[tf.Tensor], dict[str, tf.Tensor]]
   skipped_files: Sequence[str] = ()
+  # The same for a vector of indices in one call, where a source reads faster that way (tfds:
+  # one Python call per batch instead of per example); None: the pipeline uses `lookup`.
+  lookup_many: Optional[Callable[[tf.Tensor], dict[str, tf.Tensor]]] = None
 
   @property
   def num_classes(self) -> int:
@@ -107,11 +110,25 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
     label = tf.reshape(label, [-1] if multi_label else [])
     return {'image': image, 'label': tf.cast(label, tf.int32)}
 
+  lookup_many = None
+  if encoded and not multi_label and label_fn is None:  # the common case: JPEG bytes, a class
+    def read_many(indices):
+      examples = data.__getitems__([int(i) for i in indices])
+      return (np.array([e[image_key] for e in examples], dtype=object),
+              np.array([e[label_key] for e in examples], np.int64))
+
+    def lookup_many(indices):
+      images, labels = tf.numpy_function(read_many, [indices], (tf.string, tf.int64),
+                                         stateful=False)
+      images.set_shape([None])
+      labels.set_shape([None])
+      return {'image': images, 'label': tf.cast(labels, tf.int32)}
+
   names = class_names or (
       label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
       else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
   return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,
-                lookup=lookup)
+                lookup=lookup, lookup_many=lookup_many)
 
 
 def convert_command(builder) -> str:
