@@ -89,7 +89,6 @@ def _rate(iterator, examples_per_item: int, items: int) -> float:
 
 
 def measure(source, threads: int, batch: int, num_batches: int) -> dict[str, float]:
-  n = batch * num_batches
   pp = preprocess.parse(TRAIN)
   if source.lookup_many is not None:  # one read call per batch of records
     lookup = tf.data.Dataset.range(source.num_examples).repeat().batch(batch).map(
@@ -116,7 +115,6 @@ def measure(source, threads: int, batch: int, num_batches: int) -> dict[str, flo
     rates['global'] = _rate(iter(batches), batch, num_batches)
   finally:
     batches.close()
-  del n
   return rates
 
 

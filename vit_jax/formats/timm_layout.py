@@ -32,8 +32,6 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
          **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
          **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
          'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}
-# Entries that hold nothing of the image model (timm's fc_norm is refused separately).
-IGNORED = ()
 
 
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
@@ -62,7 +60,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
   if 'fc_norm.weight' in state:
     raise ValueError(f'{source}: timm fc_norm (a norm after pooling) has no place in our model.')
   top, per_block, used = torch_layouts.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
-  unknown = sorted(k for k in state if k not in used and k not in IGNORED)
+  unknown = sorted(k for k in state if k not in used)
   if unknown:
     raise ValueError(f'{source}: entries not understood as a timm ViT: {", ".join(unknown[:12])}'
                      f'{" ..." if len(unknown) > 12 else ""}')

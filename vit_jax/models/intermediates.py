@@ -7,6 +7,7 @@ for it costs nothing when the collection is not mutable. Works for per-layer and
 from typing import Any, Optional, Sequence
 
 import flax
+import flax.linen as nn
 import jax.numpy as jnp
 
 from vit_jax.models import geometry
@@ -38,14 +39,10 @@ def forward_intermediates(model: vit.VisionTransformer, params: Any, images: jnp
     selected = [blocks[i] for i in chosen]
   except IndexError as e:
     raise ValueError(f'indices {list(chosen)} out of range for {len(blocks)} blocks.') from e
-  if norm:
-    final = params['Transformer']['encoder_norm']
-    eps = model.layer_norm_eps
-    def layer_norm(x):
-      mean = x.mean(-1, keepdims=True)
-      var = ((x - mean) ** 2).mean(-1, keepdims=True)
-      return (x - mean) / jnp.sqrt(var + eps) * final['scale'] + final['bias']
-    selected = [layer_norm(x) for x in selected]
+  if norm:  # the model's own final LayerNorm, with its parameters
+    final_norm = nn.LayerNorm(epsilon=model.layer_norm_eps, dtype=model.dtype)
+    variables = {'params': params['Transformer']['encoder_norm']}
+    selected = [final_norm.apply(variables, x) for x in selected]
   if output == 'nhwc':
     fields = {f: getattr(model, f) for f in
               ('patches', 'resnet', 'classifier', 'distilled', 'num_registers')}

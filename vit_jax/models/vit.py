@@ -42,6 +42,8 @@ def activation_name(activation: Optional[str], gelu_approximate: bool = True) ->
     raise ValueError(f'activation={activation!r} is not supported; expected one of '
                      f'{tuple(ACTIVATIONS)}.')
   return activation
+
+
 REMAT_POLICIES = {
     'none': None,  # no rematerialisation
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
