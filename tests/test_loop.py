@@ -132,6 +132,7 @@ def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
   config.num_classes, config.image_size = 4, 24
   config.pp_train = 'decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")'
+  config.pp_device = ''  # all preprocessing on the host
   config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd = 0.0, 0, 0.0  # no update: see the init
   config.total_steps = 1
@@ -151,6 +152,7 @@ def test_non_finite_loss_stops_with_the_step(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
   config.pp_train = ('decode|resize(16)|value_range(-1, 1, in_max=0)|onehot|'
                      'keep("image", "labels")')  # divides by zero: inf/nan pixels
+  config.pp_device = ''  # all preprocessing on the host
   with pytest.raises(FloatingPointError, match='Non-finite loss or gradient at step 1 '):
     loop.train_and_evaluate(config, str(tmp_path / 'nan'))
 
@@ -186,6 +188,7 @@ def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
   config.label_smoothing = 0.1
   config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot(smoothing=0.1)'
+  config.pp_device = ''  # all preprocessing on the host
   with pytest.raises(ValueError, match='Label smoothing is set twice'):
     loop.train_and_evaluate(config, str(tmp_path / 'twice'))
   assert not os.path.exists(tmp_path / 'twice' / 'checkpoints')
@@ -280,6 +283,7 @@ def test_fine_tuning_from_one_of_our_workdirs_into_a_relative_one(finished, digi
   config = tiny_recipe.get_config(digits_data_dir)
   config.num_classes = 3
   config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
+  config.pp_device = ''  # all preprocessing on the host
   config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd, config.total_steps = 0.0, 0, 0.0, 1
   config.init_from = finished[0]

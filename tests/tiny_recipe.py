@@ -14,8 +14,9 @@ def get_config(data_dir=None):
   config.data.name, config.data.split, config.data.data_dir = 'digits', 'train[:256]', data_dir
   config.eval_data.name, config.eval_data.split = 'digits', 'test[:50]'
   config.eval_data.data_dir = data_dir
-  config.pp_train = ('decode|inception_crop(16, area_min=60)|value_range(-1, 1)|onehot|'
-                     'keep("image", "labels")')
+  # RandAugment on the devices (as the i1k recipe): the resume and multi-host tests cover it.
+  config.pp_train = 'decode|inception_crop(16, area_min=60)|onehot|keep("image", "labels")'
+  config.pp_device = 'randaug(2, 5)|value_range(-1, 1)'
   config.pp_eval = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 32
   config.eval_batch_size = 16

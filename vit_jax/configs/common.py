@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_data = data_source('imagenet2012', 'train[99%:]')
   config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|onehot'
   config.pp_eval = 'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot'
+  # Preprocessing on the accelerator, inside the train step (vit_jax.data.device_pp): randaug,
+  # flip_lr, value_range, normalize on the uint8 images pp_train ships. Empty: all on the host.
+  config.pp_device = ''
   config.batch_size = 512  # global: independent of the device count
   config.eval_batch_size = 512
   config.total_steps = ml_collections.config_dict.placeholder(int)

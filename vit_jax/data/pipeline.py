@@ -48,8 +48,11 @@ def _example_seed(seed: int, position):
 
 def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_batch: int,
                   seed: int, position: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
+                  process_count: int = 1, with_position: bool = False) -> tf.data.Dataset:
   """Infinite batches of this process's slice of each global batch, from global `position`.
+
+  `with_position` adds each example's global stream position (uint32, modulo 2**32) as
+  `position`: the device preprocessing (device_pp.py) seeds its randomness with it.
 
   The global stream is one permutation of the whole split per epoch (seeded by (seed, epoch));
   global batch b is stream positions [b * global_batch, (b + 1) * global_batch), of which process
@@ -75,14 +78,19 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
   mine = tf.data.Dataset.zip(positions, indices).batch(local_batch, drop_remainder=True)
   mine = mine.shard(process_count, process_index).unbatch()
 
+  def transform(position, example):
+    example = preprocess(example, _example_seed(seed, position))
+    if with_position:
+      example = {**example, 'position': tf.cast(position % 2**32, tf.uint32)}
+    return example
+
   if source.lookup_many is not None:  # read a batch of records per call, then one by one
     mine = mine.batch(local_batch).map(
         lambda positions, indices: (positions, source.lookup_many(indices)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-    load = lambda position, example: preprocess(example, _example_seed(seed, position))  # pylint: disable=unnecessary-lambda-assignment
+    load = transform
   else:
-    load = lambda position, index: preprocess(  # pylint: disable=unnecessary-lambda-assignment
-        source.lookup(index), _example_seed(seed, position))
+    load = lambda position, index: transform(position, source.lookup(index))  # pylint: disable=unnecessary-lambda-assignment
 
   dataset = mine.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -219,9 +227,3 @@ def position_of(data_state: dict) -> int:
     return int(data_state['position'])
   raise ValueError(f'Not a data-iterator state: {data_state!r}; expected '
                    '{"global_position": int >= 0}.')
-
-  def close(self):
-    if self._thread is not None:
-      self._stop.set()
-      self._thread.join(timeout=5)
-      self._thread = None

@@ -7,11 +7,11 @@ stateless: they draw from a per-example seed (derived from the run seed and the 
 position in the stream), so augmentation is reproducible and independent of parallelism.
 """
 
-import ast
 from typing import Callable, Optional
 
 import tensorflow as tf
 
+from vit_jax.data import pp_spec
 from vit_jax.data import randaugment as randaugment_lib
 
 Example = dict[str, tf.Tensor]
@@ -160,7 +160,9 @@ def flip_lr() -> Op:
 
 @register('randaug')
 def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
-  """RandAugment on uint8 images (see randaugment.py)."""
+  """RandAugment on uint8 images (see randaugment.py); magnitude in [0, 20]."""
+  num_layers, magnitude = pp_spec.check_randaug(num_layers, magnitude)
+
   def op(example, seed):
     return {**example, 'image': randaugment_lib.randaugment(
         example['image'], seed, num_layers, magnitude)}
@@ -219,23 +221,6 @@ def keep(*keys: str) -> Op:
   return op
 
 
-def _parse_op(text: str) -> tuple[str, list, dict]:
-  try:
-    call = ast.parse(text.strip(), mode='eval').body
-  except SyntaxError as e:
-    raise ValueError(f'Cannot parse preprocessing op {text!r}: {e.msg}.') from e
-  if isinstance(call, ast.Name):
-    return call.id, [], {}
-  if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-    raise ValueError(f'Preprocessing op {text!r} should look like name or name(args).')
-  try:
-    args = [ast.literal_eval(a) for a in call.args]
-    kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-  except ValueError as e:
-    raise ValueError(f'Arguments of preprocessing op {text!r} must be literals.') from e
-  return call.func.id, args, kwargs
-
-
 def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[list, dict]:
   """`onehot` without a depth takes `num_classes`; a depth that disagrees with it is refused."""
   depth = args[0] if args else kwargs.get('depth')
@@ -257,8 +242,8 @@ def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf
   """
   ops = []
   smoothing = 0.0
-  for index, text in enumerate(t for t in spec.split('|') if t.strip()):
-    name, args, kwargs = _parse_op(text)
+  for index, text in enumerate(pp_spec.ops(spec)):
+    name, args, kwargs = pp_spec.parse_op(text)
     if name not in OPS:
       raise ValueError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
     if name == 'onehot':

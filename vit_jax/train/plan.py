@@ -14,7 +14,6 @@ import math
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -102,12 +101,7 @@ def measure(config: ml_collections.ConfigDict, micro_batches: int, remat: str,
   setup = setup_lib.build_setup(config, total_steps=_schedule_steps(config))
   train_step = step_lib.train_step_from_config(config, setup)
   batch_sharding = mesh_lib.batch_sharding(setup.mesh)
-  size = config.image_size
-  batch = {
-      'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32,
-                                    sharding=batch_sharding),
-      'labels': jax.ShapeDtypeStruct((config.batch_size, config.num_classes), jnp.float32,
-                                     sharding=batch_sharding)}
+  batch = step_lib.train_batch_spec(config, batch_sharding)
   with jax.set_mesh(setup.mesh):
     compiled = train_step.jitted.lower(setup.abstract_state, batch).compile()
   analysis = compiled.memory_analysis()
@@ -116,7 +110,7 @@ def measure(config: ml_collections.ConfigDict, micro_batches: int, remat: str,
   optimizer_state = _per_device_bytes(state.opt_state, shardings.opt_state)
   if state.ema_params is not None:
     optimizer_state += _per_device_bytes(state.ema_params, shardings.ema_params)
-  batch_bytes = _per_device_bytes(batch, {'image': batch_sharding, 'labels': batch_sharding})
+  batch_bytes = _per_device_bytes(batch, {key: batch_sharding for key in batch})
   total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
            + analysis.generated_code_size_in_bytes)

@@ -14,6 +14,7 @@ from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import saved_params
 from vit_jax import trained_model
+from vit_jax.data import device_pp as device_pp_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
@@ -146,6 +147,21 @@ def _label_smoothing(config, train_pp) -> float:
   return float(config.get('label_smoothing') or 0.0)
 
 
+def _check_host_output(spec: dict, device_pp) -> None:
+  """pp_train must hand the device preprocessing uint8 images, and a model float ones."""
+  image = spec.get('image')
+  if image is None:
+    raise ValueError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
+  if device_pp and image.dtype.name != 'uint8':
+    raise ValueError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
+                     f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
+                     'normalize from pp_train to pp_device.')
+  if not device_pp and image.dtype.name == 'uint8':
+    raise ValueError('config.pp_train ends with uint8 images and config.pp_device is empty; '
+                     'end pp_train with value_range(-1, 1) or set --config.pp_device='
+                     '"value_range(-1, 1)".')
+
+
 def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source) -> None:
   """`num_classes` unset (None) takes the training source's class count (an image folder's
   class folders); a folder whose count disagrees with a set one is refused."""
@@ -171,6 +187,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
     print(memory_plan.table(), flush=True)
   setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
+  device_pp = device_pp_lib.from_config(config)  # refuses a bad pp_device before any compile
   train_step = step_lib.train_step_from_config(
       config, setup, label_smoothing=_label_smoothing(config, train_pp))
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
@@ -189,9 +206,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
   def make_dataset(position):
-    return pipeline.train_dataset(
+    dataset = pipeline.train_dataset(
         train_source, train_pp, global_batch=config.batch_size, seed=config.seed,
-        position=position, process_index=jax.process_index(), process_count=jax.process_count())
+        position=position, process_index=jax.process_index(), process_count=jax.process_count(),
+        with_position=bool(device_pp and device_pp.needs_positions))
+    _check_host_output(dataset.element_spec, device_pp)
+    return dataset
   batches = pipeline.TrainIterator(make_dataset, global_batch=config.batch_size,
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
   return Run(config=config, workdir=workdir, config_dict=config_dict, setup=setup, state=state,

@@ -1,7 +1,8 @@
 """The train step as a pure function, and its jitted, sharded forms.
 
-`train_step(state, batch) -> (state, metrics)`: dropout/mixup randomness is
-`fold_in(state.rng, step)`; gradients may be accumulated over micro-batches; a step whose loss or
+`train_step(state, batch) -> (state, metrics)`: the device preprocessing (`config.pp_device`,
+seeded by each example's global position) turns the host's uint8 images into the model's input;
+dropout/mixup randomness is `fold_in(state.rng, step)`; gradients may be accumulated over micro-batches; a step whose loss or
 gradient is not finite leaves the state unchanged and reports `finite = 0`, so the loop can stop
 with the step's number while the state (and the last checkpoint) stay good.
 
@@ -23,6 +24,7 @@ from vit_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+Augment = Callable[[jax.Array, Optional[jax.Array]], jax.Array]  # (images, positions) -> images
 
 
 def _tree_norm(tree) -> jax.Array:
@@ -33,9 +35,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     loss: str = 'softmax_xent', label_smoothing: float = 0.0,
                     micro_batches: int = 1, ema_decay: Optional[float] = None,
                     schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
-                    mixer: Optional[Mixer] = None,
+                    mixer: Optional[Mixer] = None, augment: Optional[Augment] = None,
                     grad_reduce: Optional[Callable[[Any], Any]] = None):
-  """A pure train step. `grad_reduce` (e.g. a pmean) is applied to gradients and metrics in the
+  """A pure train step. `augment(images, batch['position'])` runs first (the device
+  preprocessing); `grad_reduce` (e.g. a pmean) is applied to gradients and metrics in the
   explicit data-parallel variant; GSPMD needs none."""
   loss_fn = losses.get_loss(loss)
   reduce = grad_reduce or (lambda x: x)
@@ -69,6 +72,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     rng = jax.random.fold_in(state.rng, state.step)
     dropout_rng, mix_rng = jax.random.split(rng)
     images, labels = batch['image'], batch['labels']
+    if augment is not None:
+      images = augment(images, batch.get('position'))
     if mixer is not None:
       images, labels = mixer(mix_rng, images, labels)
 
@@ -140,14 +145,32 @@ def make_data_parallel_step(train_step_factory: Callable[..., Callable], mesh: j
                  donate_argnums=(0,))
 
 
+def train_batch_spec(config, sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
+  """Shapes and dtypes of the global batches the run's step takes (what the pipeline ships)."""
+  from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top
+  pp = device_pp.from_config(config)
+  size, batch = config.image_size, config.batch_size
+  spec = {'image': jax.ShapeDtypeStruct((batch, size, size, 3),
+                                        jnp.uint8 if pp else jnp.float32, sharding=sharding),
+          'labels': jax.ShapeDtypeStruct((batch, config.num_classes), jnp.float32,
+                                         sharding=sharding)}
+  if pp and pp.needs_positions:
+    spec['position'] = jax.ShapeDtypeStruct((batch,), jnp.uint32, sharding=sharding)
+  return spec
+
+
 def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
-  """The run's jitted train step: loss, smoothing, micro-batches, EMA, schedule and mixup."""
+  """The run's jitted train step: device preprocessing, loss, smoothing, micro-batches, EMA,
+  schedule and mixup."""
+  from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top
   from vit_jax.data import mixup  # pylint: disable=g-import-not-at-top
   mixer = mixup.from_config(config.get('mixup'), setup.mesh, mesh_lib.BATCH_AXES)
+  pp = device_pp.from_config(config)
+  augment = device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None
   micro_batches = int(config.get('micro_batches') or 1)
   if micro_batches < 1:
     raise ValueError(f'config.micro_batches must be a positive integer, found {micro_batches}.')
   step = make_train_step(setup.model, setup.tx, loss=config.loss, label_smoothing=label_smoothing,
                          micro_batches=micro_batches, ema_decay=config.get('ema_decay'),
-                         schedule=setup.schedule, mixer=mixer)
+                         schedule=setup.schedule, mixer=mixer, augment=augment)
   return jit_train_step(step, setup.mesh, setup.shardings, config.layout)
