@@ -49,8 +49,11 @@ def get_config(arg='cifar10'):
     config.eval_data.root = config.data.get_ref('root')
     config.eval_data.strict = config.data.get_ref('strict')
   # The official fine-tuning input: random crop of 5-100% area, flip; eval resizes the image.
-  config.pp_train = (f'decode_jpeg_and_inception_crop({size})|flip_lr|value_range(-1, 1)|onehot|'
+  # The host ships uint8 images and the devices map them to [-1, 1] (the host's share halves:
+  # experiments/results/input_path.md).
+  config.pp_train = (f'decode_jpeg_and_inception_crop({size})|flip_lr|onehot|'
                      'keep("image", "labels")')
+  config.pp_device = 'value_range(-1, 1)'
   config.pp_eval = f'decode|resize({size})|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 512
   config.eval_batch_size = 512

@@ -18,8 +18,12 @@ def get_config(epochs='90'):
   config.num_classes = 1000
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet2012', 'train[:99%]'
-  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|'
-                     'value_range(-1, 1)|onehot|keep("image", "labels")')
+  # The host decodes, crops and flips; RandAugment and the value range run on the devices
+  # (measured in experiments/device_augment.py). All on the host (the TF path) instead:
+  #   --config.pp_device= --config.pp_train='decode_jpeg_and_inception_crop(224)|flip_lr|
+  #       randaug(2, 10)|value_range(-1, 1)|onehot|keep("image", "labels")'
+  config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|onehot|keep("image", "labels")'
+  config.pp_device = 'randaug(2, 10)|value_range(-1, 1)'
   # Evaluators: minival (train[99%:]), val, ReaL and v2, every 5,000 steps and at the end.
   config.eval_data = None
   config.evals = common.imagenet_evals(

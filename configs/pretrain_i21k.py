@@ -23,8 +23,9 @@ def get_config(model_name='ViT-B_16'):
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet21k', 'full[102400:]'
   config.eval_data.name, config.eval_data.split = 'imagenet21k', 'full[:102400]'
-  config.pp_train = ('decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|onehot|'
-                     'keep("image", "labels")')
+  # The host ships uint8 images; the devices map them to [-1, 1] (input_path.md).
+  config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|onehot|keep("image", "labels")'
+  config.pp_device = 'value_range(-1, 1)'
   config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
                     'keep("image", "labels")')
   config.batch_size = 4096

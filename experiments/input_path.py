@@ -11,6 +11,9 @@ image-folder source (no Python in the read) measured in the same run:
   batch     + flip, value range, one-hot, batching (pipeline.train_dataset)
   global    + the batch as a global jax.Array on the devices (pipeline.TrainIterator)
 
+and the i1k recipe's whole path with RandAugment on the host (TF) and on the devices (the host
+ships uint8 images; the device side is measured in device_augment.py).
+
   python experiments/input_path.py [--num_images=3000] [--out=experiments/results]
 """
 
@@ -35,6 +38,11 @@ from vit_jax.parallel import mesh as mesh_lib
 
 TRAIN = ('decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|onehot(10)|'
          'keep("image", "labels")')
+# The i1k recipe (configs/i1k_s16.py) with RandAugment on the host (the TF path) and with it on
+# the devices: the host then ships uint8 images and each example's position.
+I1K_HOST = ('decode_jpeg_and_inception_crop(224)|flip_lr|randaug(2, 10)|value_range(-1, 1)|'
+            'onehot(10)|keep("image", "labels")')
+I1K_DEVICE = 'decode_jpeg_and_inception_crop(224)|flip_lr|onehot(10)|keep("image", "labels")'
 TARGET = 3500  # images/s for a ViT-B/16 on an H200 (the performance issue's figure)
 
 
@@ -88,8 +96,9 @@ def _rate(iterator, examples_per_item: int, items: int) -> float:
   return items * examples_per_item / (time.perf_counter() - start)
 
 
-def measure(source, threads: int, batch: int, num_batches: int) -> dict[str, float]:
-  pp = preprocess.parse(TRAIN)
+def measure(source, threads: int, batch: int, num_batches: int, transform: str = TRAIN,
+            with_position: bool = False) -> dict[str, float]:
+  pp = preprocess.parse(transform)
   if source.lookup_many is not None:  # one read call per batch of records
     lookup = tf.data.Dataset.range(source.num_examples).repeat().batch(batch).map(
         source.lookup_many, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -100,7 +109,8 @@ def measure(source, threads: int, batch: int, num_batches: int) -> dict[str, flo
   decode = tf.data.Dataset.range(source.num_examples).repeat().map(
       lambda i: decode_op(source.lookup(i), tf.stack([i, i])),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(2)
-  full = pipeline.train_dataset(source, pp, global_batch=batch, seed=0)
+  full = pipeline.train_dataset(source, pp, global_batch=batch, seed=0,
+                                with_position=with_position)
   rates = {
       'read': _rate(iter(lookup.with_options(_options(threads))), batch, num_batches),
       'decode': _rate(iter(decode.with_options(_options(threads))), batch, num_batches),
@@ -109,7 +119,8 @@ def measure(source, threads: int, batch: int, num_batches: int) -> dict[str, flo
   mesh = mesh_lib.make_mesh((-1, 1, 1))
   batches = pipeline.TrainIterator(
       lambda position: pipeline.train_dataset(
-          source, pp, global_batch=batch, seed=0, position=position).with_options(
+          source, pp, global_batch=batch, seed=0, position=position,
+          with_position=with_position).with_options(
               _options(threads)), global_batch=batch, sharding=mesh_lib.batch_sharding(mesh))
   try:
     rates['global'] = _rate(iter(batches), batch, num_batches)
@@ -135,12 +146,15 @@ def main():
     folder_source = sources.folder_source(root, 'train[:100%]')
     rows = []
     per_example = dataclasses.replace(tfds_source, lookup_many=None)  # the read before batching
-    for name, source in (('tfds ArrayRecord, a read per example (before)', per_example),
-                         ('tfds ArrayRecord, a read per batch (now)', tfds_source),
-                         ('image folder (no Python in the read)', folder_source)):
+    for name, source, transform, with_position in (
+        ('tfds ArrayRecord, a read per example (before)', per_example, TRAIN, False),
+        ('tfds ArrayRecord, a read per batch (now)', tfds_source, TRAIN, False),
+        ('image folder (no Python in the read)', folder_source, TRAIN, False),
+        ('i1k recipe, RandAugment on the host (TF)', tfds_source, I1K_HOST, False),
+        ('i1k recipe, RandAugment on the devices (uint8 out)', tfds_source, I1K_DEVICE, True)):
       for threads in sorted({1, cores}):
-        rates = measure(source, threads, args.batch, args.batches)
-        rows.append({'source': name, 'threads': threads,
+        rates = measure(source, threads, args.batch, args.batches, transform, with_position)
+        rows.append({'source': name, 'transform': transform, 'threads': threads,
                      **{k: round(v, 1) for k, v in rates.items()},
                      'per_core': round(rates['global'] / threads, 1)})
         print(rows[-1], flush=True)
@@ -153,7 +167,9 @@ def main():
   lines = [f'# The input path end to end ({result["machine"]}, TF {tf.__version__})', '',
            f'`python experiments/input_path.py --num_images={args.num_images}`; images/s after '
            'each stage (each stage includes the ones before it); the train transform is '
-           f'`{TRAIN}`. The "+ decode & crop" column reads per example in every row (it times the '
+           f'`{TRAIN}`; the i1k rows run configs/i1k_s16.py\'s: `{I1K_HOST}` on the host, or '
+           f'`{I1K_DEVICE}` on the host with `randaug(2, 10)|value_range(-1, 1)` on the devices '
+           '(their cost there: device_augment_cpu.md). The "+ decode & crop" column reads per example in every row (it times the '
            'decode); "+ batch" and "+ global array" are the trainer\'s own pipeline.', '',
            '| source | tf.data threads | read | + decode & crop | + batch | + global array | '
            f'img/s per core | cores for {TARGET} img/s |', '|---|---|---|---|---|---|---|---|']

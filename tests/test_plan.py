@@ -15,6 +15,7 @@ def _config(**fields):
   config = tiny_recipe.get_config()
   config.model.transformer.num_layers, config.model.scan = 2, True
   config.image_size, config.batch_size, config.mesh = 32, 64, (8, 1, 1)
+  config.pp_device = ''  # float batches, memory only (uint8 ones: step.train_batch_spec)
   config.update(fields)
   return config
 

@@ -6,13 +6,16 @@ import os
 import jax
 import jax.numpy as jnp
 import pytest
+import tensorflow as tf
 
 from vit_jax import evaluators
 from vit_jax import models
+from vit_jax.data import device_pp
 from vit_jax.data import preprocess
 from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.train import optimizer
+from vit_jax.train import run
 from vit_jax.train import setup
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -34,6 +37,11 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   model_config = build.model_config_from(config)
   geometry.check_image_size(config.image_size, model_config)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
+  # What the host hands on suits the device preprocessing (uint8) or the model (float).
+  jpeg = tf.io.encode_jpeg(tf.zeros([300, 400, 3], tf.uint8))
+  example = train_pp({'image': jpeg, 'label': tf.constant(0, tf.int64)},
+                     tf.constant([0, 0], tf.int64))
+  run._check_host_output(example, device_pp.from_config(config))  # pylint: disable=protected-access
   for entry in evaluators.entries(config).values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
   assert not (train_pp.label_smoothing and config.label_smoothing)  # owned by one place
@@ -68,7 +76,7 @@ def test_pretraining_settings():
   model = build.model_config_from(s16)
   assert (model.classifier, model.posemb, s16.mixup.alpha, s16.wd, s16.wd_decoupled) == (
       'gap', 'sincos2d', 0.2, 1e-4, True)
-  assert 'randaug(2, 10)' in s16.pp_train
+  assert s16.pp_device == 'randaug(2, 10)|value_range(-1, 1)'  # RandAugment on the devices
   assert setup.num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)
 
 

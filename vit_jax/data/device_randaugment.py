@@ -190,9 +190,11 @@ def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
   if image.dtype != jnp.uint8:
     raise ValueError(f'randaugment expects uint8 images, got {image.dtype}.')
   level = jnp.asarray(float(magnitude), jnp.float32)
-  chosen = draws(key, num_layers)
-  for layer in range(num_layers):
-    sign, cutout_key = chosen['sign'][layer], chosen['cutout_key'][layer]
+  if num_layers == 0:
+    return image
+
+  def layer(image, chosen):  # one layer; a scan over layers compiles the 16 branches once
+    sign, cutout_key = chosen['sign'], chosen['cutout_key']
     branches = [
         lambda x: autocontrast(x, level), lambda x: equalize(x, level),
         lambda x: invert(x, level), lambda x: rotate(x, level, sign),
@@ -203,9 +205,10 @@ def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
         lambda x: translate_x(x, level, sign), lambda x: translate_y(x, level, sign),
         lambda x: cutout(x, level, cutout_key), lambda x: solarize_add(x, level),
     ]
-    augmented = jax.lax.switch(chosen['op'][layer], branches, image)
-    image = jnp.where(chosen['apply'][layer], augmented, image)
-  return image
+    augmented = jax.lax.switch(chosen['op'], branches, image)
+    return jnp.where(chosen['apply'], augmented, image), None
+
+  return jax.lax.scan(layer, image, draws(key, num_layers))[0]
 
 
 def example_keys(seed: int, positions: jnp.ndarray) -> jax.Array:

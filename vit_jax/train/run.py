@@ -188,6 +188,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   device_pp = device_pp_lib.from_config(config)  # refuses a bad pp_device before any compile
+
+  def make_dataset(position):
+    return pipeline.train_dataset(
+        train_source, train_pp, global_batch=config.batch_size, seed=config.seed,
+        position=position, process_index=jax.process_index(), process_count=jax.process_count(),
+        with_position=bool(device_pp and device_pp.needs_positions))
+  _check_host_output(make_dataset(0).element_spec, device_pp)  # built, not read
   train_step = step_lib.train_step_from_config(
       config, setup, label_smoothing=_label_smoothing(config, train_pp))
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
@@ -205,13 +212,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
     workdir_lib.drop_metrics_after(workdir, start_step)
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
-  def make_dataset(position):
-    dataset = pipeline.train_dataset(
-        train_source, train_pp, global_batch=config.batch_size, seed=config.seed,
-        position=position, process_index=jax.process_index(), process_count=jax.process_count(),
-        with_position=bool(device_pp and device_pp.needs_positions))
-    _check_host_output(dataset.element_spec, device_pp)
-    return dataset
   batches = pipeline.TrainIterator(make_dataset, global_batch=config.batch_size,
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
   return Run(config=config, workdir=workdir, config_dict=config_dict, setup=setup, state=state,
