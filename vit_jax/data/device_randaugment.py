@@ -7,7 +7,7 @@ count and after a resume. The random draws themselves (op, sign, application) co
 `jax.random`, not TF's stateless RNG, so a given seed picks other ops than on the host; each op
 is the TF op's twin, tested pixel for pixel (tests/test_device_randaugment.py).
 
-Not wired into the trainer yet: the host pipeline still runs the TF version (see README).
+The trainer runs it as the `randaug` op of `config.pp_device` (device_pp.py), in the train step.
 """
 
 import math
