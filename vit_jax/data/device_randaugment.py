@@ -128,31 +128,57 @@ def _matrix(*values):
   return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
 
 
-def rotate(image, level, sign):
+# The five geometric ops are one projective transform each: their matrices are built apart, so
+# a RandAugment layer gathers once with the chosen matrix instead of once per op.
+def rotate_matrix(shape, level, sign):
   radians = sign * level / MAX_LEVEL * 30.0 * math.pi / 180.0
-  height, width = float(image.shape[0]), float(image.shape[1])
+  height, width = float(shape[0]), float(shape[1])
   cos, sin = jnp.cos(radians), jnp.sin(radians)
   x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
   y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
-  return transform(image, _matrix(cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0))
+  return _matrix(cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0)
+
+
+def shear_x_matrix(shape, level, sign):
+  del shape
+  return _matrix(1.0, sign * level / MAX_LEVEL * 0.3, 0, 0, 1, 0, 0, 0)
+
+
+def shear_y_matrix(shape, level, sign):
+  del shape
+  return _matrix(1.0, 0, 0, sign * level / MAX_LEVEL * 0.3, 1, 0, 0, 0)
+
+
+def translate_x_matrix(shape, level, sign):
+  return _matrix(1.0, 0, -(sign * level / MAX_LEVEL * 0.45 * shape[1]), 0, 1, 0, 0, 0)
+
+
+def translate_y_matrix(shape, level, sign):
+  return _matrix(1.0, 0, 0, 0, 1, -(sign * level / MAX_LEVEL * 0.45 * shape[0]), 0, 0)
+
+
+def rotate(image, level, sign):
+  return transform(image, rotate_matrix(image.shape, level, sign))
 
 
 def shear_x(image, level, sign):
-  return transform(image, _matrix(1.0, sign * level / MAX_LEVEL * 0.3, 0, 0, 1, 0, 0, 0))
+  return transform(image, shear_x_matrix(image.shape, level, sign))
 
 
 def shear_y(image, level, sign):
-  return transform(image, _matrix(1.0, 0, 0, sign * level / MAX_LEVEL * 0.3, 1, 0, 0, 0))
+  return transform(image, shear_y_matrix(image.shape, level, sign))
 
 
 def translate_x(image, level, sign):
-  pixels = sign * level / MAX_LEVEL * 0.45 * image.shape[1]
-  return transform(image, _matrix(1.0, 0, -pixels, 0, 1, 0, 0, 0))
+  return transform(image, translate_x_matrix(image.shape, level, sign))
 
 
 def translate_y(image, level, sign):
-  pixels = sign * level / MAX_LEVEL * 0.45 * image.shape[0]
-  return transform(image, _matrix(1.0, 0, 0, 0, 1, -pixels, 0, 0))
+  return transform(image, translate_y_matrix(image.shape, level, sign))
+
+
+GEOMETRIC = {'Rotate': rotate_matrix, 'ShearX': shear_x_matrix, 'ShearY': shear_y_matrix,
+             'TranslateX': translate_x_matrix, 'TranslateY': translate_y_matrix}
 
 
 def cutout_at(image, level, row, col):
@@ -184,6 +210,28 @@ def draws(key: jax.Array, num_layers: int) -> dict[str, jnp.ndarray]:
   return jax.vmap(one)(keys)
 
 
+def apply_op(image: jnp.ndarray, op: jnp.ndarray, level, sign, cutout_key) -> jnp.ndarray:
+  """OPS[op] applied to one uint8 image (op a traced index). Under vmap every op runs for every
+  image (a select); the geometric ones share one gather with the chosen op's matrix."""
+  geometric = [OPS.index(name) for name in GEOMETRIC]
+  matrices = jnp.stack([build(image.shape, level, sign) for build in GEOMETRIC.values()])
+  slot = jnp.argmax(jnp.asarray(geometric) == op)  # 0 (any matrix) when op is not geometric
+  moved = transform(image, matrices[slot])
+  functions = {
+      'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
+      'Posterize': posterize, 'Solarize': solarize, 'Color': color, 'Contrast': contrast,
+      'Brightness': brightness, 'Sharpness': sharpness, 'SolarizeAdd': solarize_add}
+  branches = []
+  for name in OPS:
+    if name in GEOMETRIC:
+      branches.append(lambda x: moved)
+    elif name == 'Cutout':
+      branches.append(lambda x: cutout(x, level, cutout_key))
+    else:
+      branches.append(lambda x, f=functions[name]: f(x, level))
+  return jax.lax.switch(op, branches, image)
+
+
 def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
                     magnitude: float = 10.0) -> jnp.ndarray:
   """`num_layers` ops drawn uniformly from OPS, each applied with probability in [0.2, 0.8]."""
@@ -193,20 +241,9 @@ def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
   if num_layers == 0:
     return image
 
-  def layer(image, chosen):  # one layer; a scan over layers compiles the 16 branches once
-    sign, cutout_key = chosen['sign'], chosen['cutout_key']
-    branches = [
-        lambda x: autocontrast(x, level), lambda x: equalize(x, level),
-        lambda x: invert(x, level), lambda x: rotate(x, level, sign),
-        lambda x: posterize(x, level), lambda x: solarize(x, level),
-        lambda x: color(x, level), lambda x: contrast(x, level),
-        lambda x: brightness(x, level), lambda x: sharpness(x, level),
-        lambda x: shear_x(x, level, sign), lambda x: shear_y(x, level, sign),
-        lambda x: translate_x(x, level, sign), lambda x: translate_y(x, level, sign),
-        lambda x: cutout(x, level, cutout_key), lambda x: solarize_add(x, level),
-    ]
-    augmented = jax.lax.switch(chosen['op'], branches, image)
-    return jnp.where(chosen['apply'], augmented, image), None
+  def layer(image, chosen):  # one layer; a scan over layers compiles the 16 ops once
+    return jnp.where(chosen['apply'], apply_op(image, chosen['op'], level, chosen['sign'],
+                                               chosen['cutout_key']), image), None
 
   return jax.lax.scan(layer, image, draws(key, num_layers))[0]
 
