@@ -144,16 +144,14 @@ def main():
     keys = ra.example_keys(0, positions)
     level = jnp.float32(10.0)
     signs = jnp.ones(args.batch)
-    for name, op in zip(ra.OPS, [
-        ra.autocontrast, ra.equalize, ra.invert, ra.rotate, ra.posterize, ra.solarize, ra.color,
-        ra.contrast, ra.brightness, ra.sharpness, ra.shear_x, ra.shear_y, ra.translate_x,
-        ra.translate_y, ra.cutout, ra.solarize_add]):
-      if name in ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY'):
-        batched = lambda x, k, s, op=op: jax.vmap(lambda i, g: op(i, level, g))(x, s)  # pylint: disable=unnecessary-lambda-assignment
+    for name in ra.OPS:
+      if name in ra.SIGNED_OPS:
+        batched = lambda x, k, s, op=ra.SIGNED_OPS[name]: jax.vmap(  # pylint: disable=unnecessary-lambda-assignment
+            lambda i, g: op(i, level, g))(x, s)
       elif name == 'Cutout':
-        batched = lambda x, k, s, op=op: jax.vmap(lambda i, key: op(i, level, key))(x, k)  # pylint: disable=unnecessary-lambda-assignment
+        batched = lambda x, k, s: jax.vmap(lambda i, key: ra.cutout(i, level, key))(x, k)  # pylint: disable=unnecessary-lambda-assignment
       else:
-        batched = lambda x, k, s, op=op: jax.vmap(lambda i: op(i, level))(x)  # pylint: disable=unnecessary-lambda-assignment
+        batched = lambda x, k, s, op=ra.LEVEL_OPS[name]: jax.vmap(lambda i: op(i, level))(x)  # pylint: disable=unnecessary-lambda-assignment
       op_programs[name] = _program(batched, (uint8, keys, signs))
     ops = _timed(op_programs, args.iters)
 

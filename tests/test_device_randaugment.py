@@ -66,12 +66,6 @@ def test_a_layer_applies_exactly_the_chosen_op(sign):
   images = jnp.asarray(np.stack(_images()))
   key = jax.random.key(4)
   level = jnp.float32(7.0)
-  direct = {name: getattr(jax_ra, function) for name, function in (
-      ('AutoContrast', 'autocontrast'), ('Equalize', 'equalize'), ('Invert', 'invert'),
-      ('Posterize', 'posterize'), ('Solarize', 'solarize'), ('Color', 'color'),
-      ('Contrast', 'contrast'), ('Brightness', 'brightness'), ('Sharpness', 'sharpness'),
-      ('SolarizeAdd', 'solarize_add'), ('Rotate', 'rotate'), ('ShearX', 'shear_x'),
-      ('ShearY', 'shear_y'), ('TranslateX', 'translate_x'), ('TranslateY', 'translate_y'))}
   layer = jax.jit(jax.vmap(lambda x, op: jax_ra.apply_op(x, op, level, jnp.float32(sign), key),
                            in_axes=(0, None)))
   for index, name in enumerate(jax_ra.OPS):
@@ -79,10 +73,10 @@ def test_a_layer_applies_exactly_the_chosen_op(sign):
     for image, out in zip(images, ours):
       if name == 'Cutout':
         expected = jax_ra.cutout(image, level, key)
-      elif name in jax_ra.GEOMETRIC:
-        expected = direct[name](image, level, jnp.float32(sign))
+      elif name in jax_ra.SIGNED_OPS:
+        expected = jax_ra.SIGNED_OPS[name](image, level, jnp.float32(sign))
       else:
-        expected = direct[name](image, level)
+        expected = jax_ra.LEVEL_OPS[name](image, level)
       difference = np.abs(out.astype(int) - np.asarray(expected).astype(int))
       # The blends may round one level apart where XLA fuses them differently.
       assert difference.max() <= (1 if OPS.get(name, (0, 0, 0, 0))[3] else 0), name

@@ -29,7 +29,6 @@ from vit_jax.data import pp_spec
 
 # op(images [b, h, w, c], keys [b]) -> images
 BatchOp = Callable[[jax.Array, jax.Array], jax.Array]
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _randaug(num_layers: int = 2, magnitude: float = 10) -> BatchOp:
@@ -51,8 +50,8 @@ def _value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0,
       in_max - in_min)
 
 
-def _normalize(mean: Sequence[float] = IMAGENET_MEAN,
-               std: Sequence[float] = IMAGENET_STD) -> BatchOp:
+def _normalize(mean: Sequence[float] = pp_spec.IMAGENET_MEAN,
+               std: Sequence[float] = pp_spec.IMAGENET_STD) -> BatchOp:
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
   return lambda images, keys: (images.astype(jnp.float32) / 255.0 - mean) / std
 

@@ -179,6 +179,8 @@ def translate_y(image, level, sign):
 
 GEOMETRIC = {'Rotate': rotate_matrix, 'ShearX': shear_x_matrix, 'ShearY': shear_y_matrix,
              'TranslateX': translate_x_matrix, 'TranslateY': translate_y_matrix}
+SIGNED_OPS = {'Rotate': rotate, 'ShearX': shear_x, 'ShearY': shear_y, 'TranslateX': translate_x,
+              'TranslateY': translate_y}  # op(image, level, sign)
 
 
 def cutout_at(image, level, row, col):
@@ -210,6 +212,12 @@ def draws(key: jax.Array, num_layers: int) -> dict[str, jnp.ndarray]:
   return jax.vmap(one)(keys)
 
 
+LEVEL_OPS = {'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
+             'Posterize': posterize, 'Solarize': solarize, 'Color': color, 'Contrast': contrast,
+             'Brightness': brightness, 'Sharpness': sharpness,
+             'SolarizeAdd': solarize_add}  # op(image, level); Cutout: cutout(image, level, key)
+
+
 def apply_op(image: jnp.ndarray, op: jnp.ndarray, level, sign, cutout_key) -> jnp.ndarray:
   """OPS[op] applied to one uint8 image (op a traced index). Under vmap every op runs for every
   image (a select); the geometric ones share one gather with the chosen op's matrix."""
@@ -217,10 +225,6 @@ def apply_op(image: jnp.ndarray, op: jnp.ndarray, level, sign, cutout_key) -> jn
   matrices = jnp.stack([build(image.shape, level, sign) for build in GEOMETRIC.values()])
   slot = jnp.argmax(jnp.asarray(geometric) == op)  # 0 (any matrix) when op is not geometric
   moved = transform(image, matrices[slot])
-  functions = {
-      'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
-      'Posterize': posterize, 'Solarize': solarize, 'Color': color, 'Contrast': contrast,
-      'Brightness': brightness, 'Sharpness': sharpness, 'SolarizeAdd': solarize_add}
   branches = []
   for name in OPS:
     if name in GEOMETRIC:
@@ -228,7 +232,7 @@ def apply_op(image: jnp.ndarray, op: jnp.ndarray, level, sign, cutout_key) -> jn
     elif name == 'Cutout':
       branches.append(lambda x: cutout(x, level, cutout_key))
     else:
-      branches.append(lambda x, f=functions[name]: f(x, level))
+      branches.append(lambda x, f=LEVEL_OPS[name]: f(x, level))
   return jax.lax.switch(op, branches, image)
 
 

@@ -7,6 +7,9 @@ an op share (RandAugment's layer count and magnitude) live here too.
 
 import ast
 
+# ImageNet's per-channel mean and std of pixels in [0, 1] (`normalize`'s defaults, both sides).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 # Above 20, posterize's shift (8 - magnitude * 4 / 10 bits) goes negative: AugReg's heaviest
 # recipe is randaug(2, 20).
 MAX_RANDAUG_MAGNITUDE = 20.0

@@ -181,7 +181,7 @@ def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: fl
 
 
 @register('normalize')
-def normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> Op:
+def normalize(mean=pp_spec.IMAGENET_MEAN, std=pp_spec.IMAGENET_STD) -> Op:
   """(image / 255 - mean) / std per channel (ImageNet statistics by default)."""
   def op(example, seed):
     del seed
