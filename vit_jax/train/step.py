@@ -2,9 +2,10 @@
 
 `train_step(state, batch) -> (state, metrics)`: the device preprocessing (`config.pp_device`,
 seeded by each example's global position) turns the host's uint8 images into the model's input;
-dropout/mixup randomness is `fold_in(state.rng, step)`; gradients may be accumulated over micro-batches; a step whose loss or
-gradient is not finite leaves the state unchanged and reports `finite = 0`, so the loop can stop
-with the step's number while the state (and the last checkpoint) stay good.
+dropout/mixup randomness is `fold_in(state.rng, step)`; gradients may be accumulated over
+micro-batches; a step whose loss or gradient is not finite leaves the state unchanged and reports
+`finite = 0`, so the loop can stop with the step's number while the state (and the last
+checkpoint) stay good.
 
 The eval step lives with the evaluators (vit_jax/evaluators/step.py).
 """
