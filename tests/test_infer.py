@@ -49,8 +49,8 @@ def test_predictions_equal_the_model_on_the_same_pixels(saved):
 
 def test_other_resolution_resamples_the_position_embeddings(saved):
   _, _, path, images = saved
-  model, params, size, _ = infer.build(None, path, 48, 1000)
-  assert size == 48
+  model, params, pp, _ = infer.build(None, path, 48, 1000)
+  assert pp == 'resize(48)|value_range(-1, 1)'  # the released transform at the new size
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 37, 16)
   assert len(infer.run(checkpoint_path=path, image_paths=images, image_size=48)[0].classes) == 5
   assert model.num_classes == 6

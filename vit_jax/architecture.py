@@ -2,7 +2,7 @@
 
 Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem, class
 count, and the opt-in features whose parameters show (distillation token, registers, LayerScale,
-QK-norm, pre-encoder norm). What shapes cannot show (the activation, LayerNorm epsilon) is left
+QK-norm, pre-encoder norm, gated MLP, a norm after pooling). What shapes cannot show (the activation, LayerNorm epsilon) is left
 at the official defaults for the caller (a foreign format's config) to set.
 """
 
@@ -31,8 +31,10 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
   config.model_name = 'custom'
   config.patches = ml_collections.ConfigDict({'size': tuple(embedding_kernel.shape[:2])})
   config.hidden_size = int(embedding_kernel.shape[-1])
+  mlp_in = int(block['MlpBlock_0']['Dense_0']['kernel'].shape[-1])
+  mlp_dim = int(block['MlpBlock_0']['Dense_1']['kernel'].shape[0])
   config.transformer = ml_collections.ConfigDict(dict(
-      mlp_dim=int(block['MlpBlock_0']['Dense_0']['kernel'].shape[-1]),
+      mlp_dim=mlp_dim,
       num_heads=int(query_kernel.shape[1]), num_layers=depth,
       attention_dropout_rate=0.0, dropout_rate=0.0))
   config.classifier = 'map' if 'MAPHead_0' in tree else 'token' if 'cls' in tree else 'gap'
@@ -57,6 +59,10 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
     config.qk_norm = True
   if 'pre_norm' in encoder:
     config.pre_norm = True
+  if mlp_in == 2 * mlp_dim:  # [gate, value] from one packed kernel
+    config.gated_mlp = True
+  if 'fc_norm' in tree:
+    config.fc_norm = True
 
   comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
   without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment

@@ -145,7 +145,7 @@ def load(path: str) -> dict[str, Any]:
   come with `foreign.load`.
   """
   if foreign.handles(path):
-    return foreign.load(path)[0]
+    return foreign.load(path).params
   flat = read_npz(path)
   if not flat:
     raise ValueError(f'{path} holds no arrays.')

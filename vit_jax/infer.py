@@ -3,9 +3,11 @@ r"""Classifies images with a ViT: a released `.npz` checkpoint or a freshly init
   python -m vit_jax.infer --checkpoint=ViT-B_16.npz --image=cat.jpg --labels=imagenet.txt
   python -m vit_jax.infer --model=ViT-B_16 --image=cat.jpg     # random weights: a smoke test
 
-Without `--model` the architecture is read off the checkpoint's parameter shapes; without
-`--image_size` the checkpoint's own resolution is used (position embeddings are resampled
-otherwise). Without `--image` the photograph that ships with scikit-learn is used.
+Without `--model` the architecture is read off the checkpoint (its config, else its parameter
+shapes); without `--image_size` the checkpoint's own resolution is used (position embeddings are
+resampled otherwise). Images go through the input transform the checkpoint was trained with
+(`TrainedModel.pp`: a workdir's pp_eval, a Hugging Face preprocessor_config.json, timm's
+pretrained_cfg; the official [-1, 1] resize for a released .npz). Without `--image` the photograph that ships with scikit-learn is used.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ from vit_jax import cli
 from vit_jax import models
 from vit_jax import trained_model
 from vit_jax.data import images as images_lib
+from vit_jax.formats import preprocessing
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
@@ -51,17 +54,18 @@ def example_image() -> str:
 
 def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],
           num_classes: int, seed: int = 0):
-  """(model, params, image_size, class names or None) from a checkpoint and/or a variant name."""
+  """(model, params, input transform (a pp string), class names or None) from a checkpoint
+  and/or a variant name."""
   if checkpoint_path is not None:
     loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
-    return loaded.model, loaded.params, loaded.image_size, loaded.labels
+    return loaded.model, loaded.params, loaded.pp, loaded.labels
   if model_name is None:
     raise ValueError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
   model = models.get_model(model_name, num_classes=num_classes)
   image_size = image_size or 224
   params = jax.jit(model.init, static_argnames='train')(
       jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
-  return model, params, image_size, None
+  return model, params, preprocessing.released(image_size), None
 
 
 def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,10 +79,9 @@ def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray,
 
 def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),
         image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
-  model, params, image_size, labels = build(model_name, checkpoint_path, image_size, num_classes,
-                                            seed)
+  model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
-  images = np.stack([images_lib.load_image(path, image_size) for path in image_paths])
+  images = np.stack([images_lib.load(path, pp) for path in image_paths])
   indices, values = classify(model, params, images, top_k)
   return [Prediction(path, idx.tolist(), val.tolist(),
                      [labels[i] for i in idx.tolist()] if labels else None)

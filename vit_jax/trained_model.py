@@ -19,6 +19,7 @@ import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax.formats import foreign
+from vit_jax.formats import preprocessing
 from vit_jax import saved_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
@@ -34,6 +35,10 @@ class TrainedModel:
   num_classes: Optional[int]
   image_size: int  # the resolution the parameters are laid out for (posemb grid x patch stride)
   labels: Optional[list[str]] = None  # class names: a workdir's labels.txt, a HF id2label
+  # The eval input transform it was trained with (image ops of our pp grammar, uint8 in): a
+  # workdir's pp_eval, a HF preprocessor_config.json, timm's pretrained_cfg, the official
+  # [-1, 1] resize for a released .npz. `vit_jax.data.images.load` runs it on the host.
+  pp: str = ''
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -49,29 +54,37 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
       raise ValueError(f'{path} is not valid JSON ({e}).') from e
 
 
-def _from_workdir(workdir: str) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int]:
+def _from_workdir(workdir: str
+                  ) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int, str]:
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
   _, params = saved_params.read(workdir)
-  return checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size
+  pp = preprocessing.image_ops(config.get('pp_eval') or '') or preprocessing.released(
+      config.image_size)
+  return (checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size,
+          pp)
 
 
 def load(path: str, model_name: Optional[str] = None, *,
          image_size: Optional[int] = None) -> TrainedModel:
   """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""
   if foreign.handles(path):
-    params, model_config, num_classes = foreign.load(path, model_name)
+    imported = foreign.load(path, model_name)
+    params, model_config, num_classes = (imported.params, imported.model_config,
+                                         imported.num_classes)
     native = geometry.native_image_size(params, model_config) or 224
+    pp = imported.pp or preprocessing.released(native)
   elif os.path.isdir(path):
     if model_name:
       raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')
-    params, model_config, num_classes, native = _from_workdir(path)
+    params, model_config, num_classes, native, pp = _from_workdir(path)
   elif os.path.exists(path):
     params = checkpoint.load(path)
     model_config, num_classes = checkpoint.infer_model_config(params)
     if model_name:
       model_config = model_configs.get_config(model_name)
     native = geometry.native_image_size(params, model_config) or 224
+    pp = preprocessing.released(native)
   else:
     raise FileNotFoundError(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
   model = VisionTransformer(num_classes=num_classes, **model_config)
@@ -79,10 +92,11 @@ def load(path: str, model_name: Optional[str] = None, *,
     geometry.check_image_size(image_size, model_config)
     shapes = geometry.abstract_params(model, image_size)
     params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
+    pp = preprocessing.resized(pp, native, image_size)
     native = image_size
   params = jax.tree.map(np.asarray, params)
   return TrainedModel(model, params, model_config, num_classes, native,
-                      labels=read_labels(path, num_classes))
+                      labels=read_labels(path, num_classes), pp=pp)
 
 
 def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:

@@ -5,10 +5,12 @@ Accepted: a Hugging Face model directory (`config.json` with its `model_type`, t
 `.safetensors` file (timm or transformers names; a `config.json` or our `timm_model.json`
 beside it is read when present), and `.bin`/`.pt`/`.pth` files, read only through
 `torch.load(weights_only=True)`: a file that needs more (pickled code or objects) is refused.
-The architecture comes from the shapes (`vit_jax.architecture`) plus what the file's config says
-and the shapes cannot (activation, LayerNorm epsilon).
+What the file's configs say decides the fields they fix (timm's `config.json`: architecture,
+model_args, global_pool, pretrained_cfg; transformers' `config.json` and
+`preprocessor_config.json`); the shapes (`vit_jax.architecture`) fill only what no config says.
 """
 
+import dataclasses
 import json
 import os
 import pickle
@@ -21,6 +23,9 @@ import numpy as np
 from vit_jax import architecture
 from vit_jax.configs import models as model_configs
 from vit_jax.formats import hf_layout
+from vit_jax.formats import preprocessing
+from vit_jax.formats import timm_archs
+from vit_jax.formats import timm_config as timm_config_lib
 from vit_jax.formats import timm_layout
 
 SAFETENSORS = ('.safetensors',)
@@ -29,22 +34,26 @@ _WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_m
 TIMM_SPEC = 'timm_model.json'  # written by our timm export
 
 
-def _is_hf_dir(path: str) -> bool:
+def _config_says_foreign(path: str) -> bool:
+  """A config.json of transformers (`model_type`) or of timm (`architecture`)."""
   config = os.path.join(path, 'config.json')
   if not os.path.isfile(config):
     return False
   try:
     with open(config, encoding='utf-8') as f:
-      return 'model_type' in json.load(f)
+      config = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
+  return isinstance(config, dict) and ('model_type' in config or 'architecture' in config)
 
 
 def handles(path: str) -> bool:
   """Whether `path` is a file or directory this module reads (not a workdir or an .npz)."""
   if os.path.isdir(path):
-    return _is_hf_dir(path) or (os.path.isfile(os.path.join(path, 'model.safetensors'))
-                                and not os.path.isdir(os.path.join(path, 'checkpoints')))
+    if os.path.isdir(os.path.join(path, 'checkpoints')):
+      return False
+    return _config_says_foreign(path) or any(
+        os.path.isfile(os.path.join(path, name)) for name in _WEIGHT_FILES)
   return path.endswith(SAFETENSORS + PICKLED)
 
 
@@ -132,18 +141,6 @@ def _guess_hf_config(state: dict[str, Any]) -> dict[str, Any]:
   return {}
 
 
-def _timm_fields(spec: Optional[dict], model_name: Optional[str]) -> dict[str, Any]:
-  """Activation and epsilon of a timm file: from our timm_model.json, else timm's defaults (erf
-  GELU, eps 1e-6) with the name's hints (`quickgelu`, `siglip`)."""
-  if spec:
-    act = spec.get('args', {}).get('act_layer', 'gelu')
-    return {'activation': {'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu'}.get(act, 'gelu'),
-            'layer_norm_eps': float(spec.get('layer_norm_eps', 1e-6))}
-  name = (model_name or '').lower()
-  act = 'quick_gelu' if 'quickgelu' in name else 'gelu_tanh' if 'siglip' in name else 'gelu'
-  return {'activation': act, 'layer_norm_eps': 1e-6}
-
-
 # timm's size words -> ours (`vit_base_patch16_224`, `deit_small_distilled_patch16_224`, ...).
 _TIMM_SIZE_WORDS = {'tiny': 'Ti', 'small': 'S', 'medium': 'M', 'base': 'B', 'large': 'L',
                     'so400m': 'So400m', 'huge': 'H', 'giant': 'g', 'gigantic': 'G'}
@@ -158,39 +155,104 @@ def variant_of_timm_name(name: Optional[str]) -> Optional[str]:
   return f'{_TIMM_SIZE_WORDS[match.group(1)]}/{match.group(2)}'
 
 
-def load(path: str, model_name: Optional[str] = None
-         ) -> tuple[dict[str, Any], ml_collections.ConfigDict, Optional[int]]:
-  """(canonical params, model config, class count) of a timm or Hugging Face checkpoint.
+@dataclasses.dataclass
+class Imported:
+  """A foreign checkpoint in our terms."""
+  params: dict[str, Any]  # canonical tree
+  model_config: ml_collections.ConfigDict
+  num_classes: Optional[int]
+  pp: Optional[str]  # the input transform it was trained with (a pp string), when the file says
+  read: list[str]  # one line per thing taken from a config or assumed: what `convert` prints
 
-  `model_name` may be one of our variant names or a timm model name (`vit_base_patch16_224`:
-  its sizes replace the inferred ones, its activation hints are used), or a transformers
-  `model_type` for a bare file without its config.json.
+
+def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Optional[str]]:
+  if hf_config is None or 'model_type' not in hf_layout.vision_config(hf_config):
+    guess = _guess_hf_config(state)
+    if model_name in hf_layout.FAMILIES:
+      guess['model_type'] = model_name
+    read.append(f'no config.json: assumed transformers {guess.get("model_type")!r} defaults '
+                f'(hidden_act={guess.get("hidden_act")!r}, layer_norm_eps='
+                f'{guess.get("layer_norm_eps")})')
+    hf_config = {**guess, **(hf_config or {})}
+  vision = hf_layout.vision_config(hf_config)
+  family = hf_layout.family_of(vision, path)
+  fields = hf_layout.model_fields(vision, path)
+  heads = vision.get('num_attention_heads')
+  if not heads:
+    raise ValueError(f'{path}: config.json has no num_attention_heads.')
+  width = vision.get('hidden_size')
+  if width and int(width) % int(heads):
+    raise ValueError(f'{path}: config.json num_attention_heads={heads} does not divide '
+                     f'hidden_size={width}.')
+  params = hf_layout.to_params(state, family, int(heads), path)
+  fields.update(hf_layout.pooling(params, hf_config, family))
+  read.append(f'config.json: model_type={vision.get("model_type")!r}, '
+              + ', '.join(f'{k}={v!r}' for k, v in fields.items()) + f', num_heads={heads}')
+  pp = None
+  processor = _side_file(path, 'preprocessor_config.json')
+  if processor is not None:
+    pp = preprocessing.from_hf(processor, os.path.join(_folder(path), 'preprocessor_config.json'))
+    read.append(f'preprocessor_config.json: {pp}')
+  return params, {**fields, 'num_heads': int(heads)}, pp
+
+
+def _from_timm(path, state, model_name, read) -> tuple[dict, dict, Optional[str]]:
+  timm_config = _side_file(path, 'config.json')
+  spec = _side_file(path, TIMM_SPEC)
+  config_file = os.path.join(_folder(path), 'config.json')
+  if timm_config is not None and 'architecture' in timm_config:
+    fields = timm_config_lib.fields(timm_config, config_file)
+    read.append(f'config.json: architecture={timm_config["architecture"]!r}, '
+                + ', '.join(f'{k}={v!r}' for k, v in fields.items() if k != 'pp'))
+  elif spec:  # our own timm export (before it wrote timm's config.json)
+    act = spec.get('args', {}).get('act_layer', 'gelu')
+    fields = {'activation': {'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu'}.get(act, 'gelu'),
+              'layer_norm_eps': float(spec.get('layer_norm_eps', 1e-6)),
+              'num_heads': spec.get('args', {}).get('num_heads'),
+              'global_pool': spec.get('args', {}).get('global_pool')}
+    read.append(f'{TIMM_SPEC}: ' + ', '.join(f'{k}={v!r}' for k, v in fields.items()))
+  else:
+    name = (model_name or '').split('.')[0]
+    if name in timm_archs.ARCHITECTURES:
+      fields = timm_config_lib.fields({'architecture': name}, f'{path} (--model)')
+    else:
+      fields = {'activation': 'gelu', 'layer_norm_eps': 1e-6, 'num_heads': None,
+                'global_pool': None}
+    read.append(f'no config.json: assumed {fields["activation"]} MLPs, LayerNorm eps '
+                f'{fields["layer_norm_eps"]:g}, timm\'s pooling default for these weights'
+                + ('' if fields['num_heads'] else ' and heads by width'))
+  params, heads = timm_layout.to_params(state, path, fields.pop('num_heads'))
+  pool = timm_config_lib.classifier(fields.pop('global_pool'), 'cls' in params,
+                                    'MAPHead_0' in params)
+  fields.update(pool)
+  pp = fields.pop('pp', None)
+  if pp:
+    read.append(f'pretrained_cfg: {pp}')
+  return params, {**fields, 'num_heads': heads}, pp
+
+
+def _folder(path: str) -> str:
+  return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+
+def load(path: str, model_name: Optional[str] = None) -> Imported:
+  """A timm or Hugging Face checkpoint in our terms: params, model config, classes, transform.
+
+  What the file's configs say wins over the shapes. `model_name` may be one of our variant
+  names or a timm model name (`vit_base_patch16_224`: its sizes replace the inferred ones), or
+  a transformers `model_type` for a bare file without its config.json.
   """
   state = read_state_dict(path)
-  hf_config = _side_file(path, 'config.json')
+  read = []
   if hf_layout.looks_like(state):
-    if hf_config is None or 'model_type' not in hf_layout.vision_config(hf_config):
-      guess = _guess_hf_config(state)
-      if model_name in hf_layout.FAMILIES:
-        guess['model_type'] = model_name
-      hf_config = {**guess, **(hf_config or {})}
-    vision = hf_layout.vision_config(hf_config)
-    family = hf_layout.family_of(vision, path)
-    fields = hf_layout.model_fields(vision, path)
-    heads = vision.get('num_attention_heads')
-    if not heads:
-      raise ValueError(f'{path}: its config.json has no num_attention_heads.')
-    params = hf_layout.to_params(state, family, int(heads), path)
+    params, fields, pp = _from_hf(path, state, _side_file(path, 'config.json'), model_name, read)
   elif 'patch_embed.proj.weight' in state:
-    spec = _side_file(path, TIMM_SPEC)
-    heads = (spec or {}).get('args', {}).get('num_heads')
-    params, heads = timm_layout.to_params(state, path, heads)
-    fields = _timm_fields(spec, model_name)
+    params, fields, pp = _from_timm(path, state, model_name, read)
   else:
     raise ValueError(f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
                      f'entries; first entries: {", ".join(sorted(state)[:8])}.')
   model_config, num_classes = architecture.infer(params)
-  model_config.transformer.num_heads = int(heads)
+  model_config.transformer.num_heads = int(fields.pop('num_heads'))
   variant = model_name if model_name in model_configs.MODEL_CONFIGS else variant_of_timm_name(
       model_name)
   if variant:
@@ -199,4 +261,17 @@ def load(path: str, model_name: Optional[str] = None
                   if k not in named or k in ('classifier', 'representation_size')})
     model_config = named
   model_config.update(fields)
-  return params, model_config, num_classes
+  _check_classes(path, num_classes)
+  return Imported(params, model_config, num_classes, pp, read)
+
+
+def _check_classes(path: str, num_classes: Optional[int]) -> None:
+  """A config's class count (timm num_classes, transformers id2label) must match the head."""
+  config = _side_file(path, 'config.json') or {}
+  said = config.get('num_classes')
+  if said is None and isinstance(config.get('id2label'), dict) and 'ForImageClassification' in (
+      ''.join(config.get('architectures') or [])):
+    said = len(config['id2label'])
+  if said is not None and said != (num_classes or 0):
+    raise ValueError(f'{os.path.join(_folder(path), "config.json")}: num_classes={said} '
+                     f'disagrees with the weights\' head ({num_classes or 0} classes).')

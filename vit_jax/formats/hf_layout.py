@@ -1,9 +1,11 @@
 """Hugging Face transformers' vision models: names for the neutral roles, and model fields.
 
 One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
-`ViTForImageClassification`), DeiT (distilled: two heads, averaged), DINOv2 with and without
-registers (LayerScale), CLIP's image tower (pre-encoder norm, quick GELU, the projection as the
-head) and SigLIP / SigLIP 2's image tower (MAP head). Entries under the model's base prefix
+`ViTForImageClassification`, and the same architecture as MAE, MSN and I-JEPA encoders), DeiT
+(distilled: two heads, averaged; or the class head alone), DINOv2 with and without registers
+(LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
+(pre-encoder norm, the projection as the head) and SigLIP's image tower (MAP head). Families
+whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's base prefix
 (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
 
@@ -51,7 +53,7 @@ _TOWER_IGNORED = ('text_model.', 'text_projection.', 'logit_scale', 'logit_bias'
 
 _VIT = Family(top=_VIT_TOP, heads=_pairs('head', 'classifier'),
               block_prefix='encoder.layer.{}.', block=_VIT_BLOCK,
-              ignored=('embeddings.mask_token',))
+              ignored=('embeddings.mask_token', 'decoder.'))  # ViTMAEForPreTraining's decoder
 _DEIT = dataclasses.replace(
     _VIT, top={**_VIT_TOP, 'dist': 'embeddings.distillation_token'},
     heads={'head.weight': ('cls_classifier.weight', 'classifier.weight'),
@@ -60,8 +62,13 @@ _DEIT = dataclasses.replace(
 _DINOV2 = Family(
     top={**{k: v for k, v in _VIT_TOP.items() if not k.startswith('pre_logits')},
          'registers': 'embeddings.register_tokens'},
-    heads={}, block_prefix='encoder.layer.{}.', block=_DINO_BLOCK,
+    heads=_pairs('head', 'classifier'), block_prefix='encoder.layer.{}.', block=_DINO_BLOCK,
     ignored=('embeddings.mask_token',), fields={'layerscale': 1.0})
+# DINOv2-g: a SwiGLU MLP, `weights_in` packing [gate, value] (SiLU whatever hidden_act says).
+_DINOV2_SWIGLU = dataclasses.replace(
+    _DINOV2, block={**_DINO_BLOCK, **_pairs('fc1', 'mlp.weights_in'),
+                    **_pairs('fc2', 'mlp.weights_out')},
+    fields={'layerscale': 1.0, 'gated_mlp': True, 'activation': 'silu'})
 _CLIP = Family(
     top={'cls': 'embeddings.class_embedding', 'patch.weight': 'embeddings.patch_embedding.weight',
          'posemb': 'embeddings.position_embedding.weight', **_pairs('pre_norm', 'pre_layrnorm'),
@@ -77,9 +84,18 @@ _SIGLIP = Family(
          **_pairs('map.fc1', 'head.mlp.fc1'), **_pairs('map.fc2', 'head.mlp.fc2')},
     heads={}, block_prefix='encoder.layers.{}.', block=_TOWER_BLOCK, ignored=_TOWER_IGNORED)
 
-FAMILIES = {'vit': _VIT, 'deit': _DEIT, 'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
-            'clip': _CLIP, 'clip_vision_model': _CLIP, 'siglip': _SIGLIP,
-            'siglip_vision_model': _SIGLIP}
+# model_type -> family: plain ViTs under other names (MAE, MSN, I-JEPA encoders) included.
+FAMILIES = {'vit': _VIT, 'vit_mae': _VIT, 'vit_msn': _VIT, 'ijepa': _VIT, 'deit': _DEIT,
+            'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
+            'clip': _CLIP, 'clip_vision_model': _CLIP, 'metaclip_2': _CLIP,
+            'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP}
+# model_type -> the feature our model lacks: refused naming it.
+REFUSED = {'dinov3_vit': 'rotary position embeddings (RoPE)',
+           'beit': 'relative position bias', 'data2vec-vision': 'relative position bias',
+           'siglip2': 'NaFlex variable-resolution patches',
+           'siglip2_vision_model': 'NaFlex variable-resolution patches',
+           'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
+           'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
 _PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight', 'embeddings.patch_embedding.weight')
 
@@ -99,12 +115,31 @@ def vision_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def family_of(config: Mapping[str, Any], source: str) -> Family:
   model_type = vision_config(config).get('model_type')
+  if model_type in REFUSED:
+    raise ValueError(f'{source}: Hugging Face model_type {model_type!r} uses '
+                     f'{REFUSED[model_type]}, which our model lacks; it is refused.')
   if model_type not in FAMILIES:
     raise ValueError(f'{source}: Hugging Face model_type {model_type!r} is not supported; '
                      f'supported: {sorted(FAMILIES)}.')
-  if config.get('use_swiglu_ffn'):
-    raise ValueError(f'{source}: DINOv2 with a SwiGLU MLP (use_swiglu_ffn) is not supported.')
+  if vision_config(config).get('use_swiglu_ffn'):
+    return _DINOV2_SWIGLU
   return FAMILIES[model_type]
+
+
+def pooling(params: Mapping[str, Any], config: Mapping[str, Any], family: Family
+            ) -> dict[str, Any]:
+  """The classifier fields the heads and tokens imply: a head on [cls, mean of patches]
+  (Dinov2ForImageClassification), the mean of all tokens (I-JEPA: no class token), a DeiT
+  classifier that reads the class token alone beside a distillation token."""
+  del config, family
+  width = params['embedding']['kernel'].shape[-1]
+  if 'head' in params and params['head']['kernel'].shape[0] == 2 * width:
+    return {'classifier': 'token_gap'}
+  if 'cls' not in params:
+    return {} if 'MAPHead_0' in params else {'classifier': 'gap'}
+  if 'dist' in params and 'head' in params and 'head_dist' not in params:
+    return {'distillation_head': False}
+  return {}
 
 
 def model_fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -140,8 +175,13 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
   base = base_prefix(state, source)
   top_names = {role: base + name for role, name in family.top.items()}
   top_names.update(family.heads)
-  top, per_block, used = torch_layouts.read_roles(
-      state, top_names, base + family.block_prefix, family.block)
+  block_prefix = base + family.block_prefix
+  if not any(k.startswith(block_prefix.format(0)) for k in state):
+    block_prefix = family.block_prefix  # ViTMSN files keep their blocks outside `vit.`
+  top, per_block, used = torch_layouts.read_roles(state, top_names, block_prefix, family.block)
+  if base.startswith('ijepa') and 'pre_logits.weight' in top:
+    raise ValueError(f'{source}: an I-JEPA pooler (a dense layer on the first patch token) has '
+                     'no place in our model; it is refused.')
   ignored = tuple(base + p for p in family.ignored) + family.ignored
   unknown = sorted(k for k in state if k not in used and not k.startswith(ignored))
   if unknown:

@@ -21,7 +21,7 @@ def _pairs(role: str, name: str) -> dict[str, str]:
 
 TOP = {'cls': 'cls_token', 'dist': 'dist_token', 'registers': 'reg_token', 'posemb': 'pos_embed',
        **_pairs('patch', 'patch_embed.proj'), **_pairs('pre_norm', 'norm_pre'),
-       **_pairs('norm', 'norm'), **_pairs('head', 'head'), **_pairs('head_dist', 'head_dist'),
+       **_pairs('norm', 'norm'), **_pairs('fc_norm', 'fc_norm'), **_pairs('head', 'head'), **_pairs('head_dist', 'head_dist'),
        **_pairs('pre_logits', 'pre_logits.fc'), 'map.probe': 'attn_pool.latent',
        **_pairs('map.query', 'attn_pool.q'), **_pairs('map.kv', 'attn_pool.kv'),
        **_pairs('map.out', 'attn_pool.proj'), **_pairs('map.norm', 'attn_pool.norm'),
@@ -57,8 +57,6 @@ def to_params(state: dict[str, np.ndarray], source: str,
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
   timm's sizes by width."""
-  if 'fc_norm.weight' in state:
-    raise ValueError(f'{source}: timm fc_norm (a norm after pooling) has no place in our model.')
   top, per_block, used = torch_layouts.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
   unknown = sorted(k for k in state if k not in used)
   if unknown:
@@ -76,10 +74,18 @@ def to_params(state: dict[str, np.ndarray], source: str,
     torch_layouts.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
   torch_layouts.split_fused(top, 'map.kv', ('map.key', 'map.value'))
   prefix = [n for n in ('cls', 'dist') if n in top]
+  registers = top['registers'].shape[1] if 'registers' in top else 0
   rows = top['posemb'].shape[1]
   if prefix and _is_square(rows):  # no_embed_class: the prefix tokens have no position
     top['posemb'] = np.concatenate(
         [np.zeros_like(top['posemb'][:, :len(prefix)]), top['posemb']], axis=1)
+  elif registers and _is_square(rows - len(prefix) - registers):
+    # Registers with position rows (timm's reg_tokens without no_embed_class): a constant token
+    # plus a constant row is one constant token, so the rows are folded into the registers.
+    start = len(prefix)
+    top['registers'] = top['registers'] + top['posemb'][:, start:start + registers]
+    top['posemb'] = np.concatenate(
+        [top['posemb'][:, :start], top['posemb'][:, start + registers:]], axis=1)
   elif not _is_square(rows - len(prefix)):
     raise ValueError(f'{source}: pos_embed has {rows} rows, which is neither a square patch '
                      f'grid nor one plus the prefix tokens {prefix}.')

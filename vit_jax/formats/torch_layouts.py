@@ -1,7 +1,7 @@
 """Our parameters <-> PyTorch ViT state dicts (numpy arrays; torch is not needed for either way).
 
 One neutral table of *roles* sits between our canonical tree and every PyTorch layout: model-level
-roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm.*`, `head.*`,
+roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm.*`, `fc_norm.*`, `head.*`,
 `head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
 `out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), all in
 PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
@@ -41,6 +41,14 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
       problems.append(f'{", ".join(features)} (export to timm instead)')
   if 'head' not in params:
     problems.append('no classification head')
+  if model_config.get('gated_mlp') and not allow_features:
+    problems.append('a gated (SwiGLU) MLP (export to timm instead)')
+  if model_config.get('fc_norm') and not allow_features:
+    problems.append('a norm after pooling (fc_norm; export to timm instead)')
+  if model_config.classifier == 'token_gap':
+    problems.append("classifier='token_gap'")
+  if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
+    problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
     raise ValueError(f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
 
@@ -94,7 +102,10 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
   top['posemb'] = position_embedding(tree, model_config, image_size)
   top['patch.weight'] = np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy()
   top['patch.bias'] = _bias(tree['embedding']['bias'])
-  _norm(top, 'norm', encoder['encoder_norm'])
+  if 'encoder_norm' in encoder:
+    _norm(top, 'norm', encoder['encoder_norm'])
+  if 'fc_norm' in tree:  # the final norm after pooling
+    _norm(top, 'fc_norm', tree['fc_norm'])
   if 'pre_norm' in encoder:
     _norm(top, 'pre_norm', encoder['pre_norm'])
   for name in ('head', 'head_dist', 'pre_logits'):
@@ -163,8 +174,11 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
     if name in top:
       tree[name] = np.asarray(top[name], np.float32).reshape(1, -1, patch.shape[0])
   posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
-  encoder = {'posembed_input': {'pos_embedding': posemb},
-             'encoder_norm': _norm_from_torch(top, 'norm')}
+  encoder = {'posembed_input': {'pos_embedding': posemb}}
+  if 'norm.weight' in top:
+    encoder['encoder_norm'] = _norm_from_torch(top, 'norm')
+  if 'fc_norm.weight' in top:
+    tree['fc_norm'] = _norm_from_torch(top, 'fc_norm')
   if 'pre_norm.weight' in top:
     encoder['pre_norm'] = _norm_from_torch(top, 'pre_norm')
   for i, arrays in enumerate(per_block):

@@ -24,10 +24,17 @@ def _get(config: Any, field: str, default: Any = None) -> Any:
   return getattr(config, field, default)
 
 
+def has_class_token(model_config) -> bool:
+  """`class_token` when set, else whether the classifier reads a class token."""
+  explicit = _get(model_config, 'class_token')
+  if explicit is not None:
+    return bool(explicit)
+  return _get(model_config, 'classifier', 'token') in TOKEN_CLASSIFIERS + ('token_gap',)
+
+
 def num_posemb_prefix(model_config) -> int:
   """Tokens before the patches that have a row in the position table: cls, distillation."""
-  with_token = _get(model_config, 'classifier', 'token') in TOKEN_CLASSIFIERS
-  return int(with_token) + int(bool(_get(model_config, 'distilled', False)))
+  return int(has_class_token(model_config)) + int(bool(_get(model_config, 'distilled', False)))
 
 
 def num_prefix_tokens(model_config) -> int:

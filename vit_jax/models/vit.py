@@ -16,12 +16,16 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models import attention
+from vit_jax.models import geometry
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
 
 Dtype = Any
 
-CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
+# token: the class token; gap: the mean of the patch tokens; map: attention pooling over the patch
+# tokens (prefix tokens are excluded from both, as timm does); token_gap: [class token, mean of patches] side by side (transformers'
+# Dinov2ForImageClassification); unpooled / token_unpooled: every token.
+CLASSIFIERS = ('token', 'gap', 'map', 'token_gap', 'unpooled', 'token_unpooled')
 POSEMBS = ('learn', 'sincos2d')
 # MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
 # CLIP's quick GELU x * sigmoid(1.702 x).
@@ -29,6 +33,7 @@ ACTIVATIONS = {
     'gelu_tanh': lambda x: nn.gelu(x, approximate=True),
     'gelu': lambda x: nn.gelu(x, approximate=False),
     'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
+    'silu': jax.nn.silu,  # the gate of SwiGLU MLPs (DINOv2-g)
 }
 # Every block's output (before the final norm) is sown into this collection when it is mutable.
 BLOCK_OUTPUTS = 'block_outputs'
@@ -65,11 +70,16 @@ def drop_path(y: jnp.ndarray, rate, make_rng) -> jnp.ndarray:
 
 
 class MlpBlock(nn.Module):
-  """Dense(mlp_dim) -> GELU -> dropout -> Dense(width) -> dropout, on [b, tokens, width]."""
+  """Dense(mlp_dim) -> GELU -> dropout -> Dense(width) -> dropout, on [b, tokens, width].
+
+  `gated` (SwiGLU, DINOv2-g): Dense_0 gives [gate, value] of mlp_dim each (one packed kernel, as
+  timm's `SwiGLUPacked` and transformers' DINOv2 `weights_in`), and act(gate) * value goes on.
+  """
 
   mlp_dim: int
   dropout_rate: float = 0.0
   activation: str = 'gelu_tanh'  # an ACTIVATIONS name; the tanh form is the official model's
+  gated: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -77,9 +87,13 @@ class MlpBlock(nn.Module):
     dense = lambda features, name: nn.Dense(  # pylint: disable=g-long-lambda
         features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6), name=name)
-    x = dense(self.mlp_dim, 'Dense_0')(inputs)
+    x = dense(self.mlp_dim * (2 if self.gated else 1), 'Dense_0')(inputs)
     x = nn.with_logical_constraint(x, ('batch', 'length', 'act_mlp'))
-    x = ACTIVATIONS[self.activation](x)
+    if self.gated:
+      gate, x = jnp.split(x, 2, axis=-1)
+      x = ACTIVATIONS[self.activation](gate) * x
+    else:
+      x = ACTIVATIONS[self.activation](x)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = dense(inputs.shape[-1], 'Dense_1')(x)
     return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
@@ -113,6 +127,7 @@ class Encoder1DBlock(nn.Module):
   layer_norm_eps: float = 1e-6
   layerscale: Optional[float] = None
   qk_norm: bool = False
+  gated_mlp: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -134,10 +149,11 @@ class Encoder1DBlock(nn.Module):
 
     y = norm('LayerNorm_1')(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
-                 activation=self.activation, dtype=self.dtype,
+                 activation=self.activation, gated=self.gated_mlp, dtype=self.dtype,
                  name='MlpBlock_0')(y, deterministic=deterministic)
     x = x + drop(scale(y, 'LayerScale_1'))
-    self.sow(BLOCK_OUTPUTS, 'tokens', x)
+    if not self.is_initializing():  # init returns parameters only
+      self.sow(BLOCK_OUTPUTS, 'tokens', x)
     return x, None
 
 
@@ -169,6 +185,8 @@ class Encoder(nn.Module):
   layerscale: Optional[float] = None
   qk_norm: bool = False
   pre_norm: bool = False
+  gated_mlp: bool = False
+  final_norm: bool = True  # False when the norm comes after pooling (`fc_norm`)
   dynamic_image_size: bool = False
   dtype: Dtype = jnp.float32
 
@@ -198,7 +216,7 @@ class Encoder(nn.Module):
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
-        dtype=self.dtype)
+        gated_mlp=self.gated_mlp, dtype=self.dtype)
     block = Encoder1DBlock
     if self.remat != 'none':
       # Arguments: (self, inputs, drop_path_rate, deterministic); `deterministic` is static.
@@ -221,6 +239,8 @@ class Encoder(nn.Module):
       for layer in range(self.num_layers):
         x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
             x, None if rates is None else rates[layer], not train)
+    if not self.final_norm:
+      return x
     return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
 
 
@@ -275,7 +295,8 @@ class VisionTransformer(nn.Module):
   `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
   `gelu_approximate`. Fields for other families (README "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
-  `dynamic_image_size`. Images are NHWC in [-1, 1].
+  `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`. Images are
+  NHWC in [-1, 1] for the official checkpoints; imported ones carry their own input transform.
   """
 
   num_classes: Optional[int]
@@ -301,7 +322,11 @@ class VisionTransformer(nn.Module):
   pre_norm: bool = False  # a LayerNorm before the first block (CLIP)
   num_registers: int = 0  # register tokens after the prefix tokens (DINOv2 with registers)
   distilled: bool = False  # DeiT's distillation token and second head, averaged at inference
+  distillation_head: bool = True  # False: a distillation token but logits from the cls head only
   dynamic_image_size: bool = False  # resample a learned posemb to any input grid on the fly
+  class_token: Optional[bool] = None  # None: a class token exactly for the token classifiers
+  fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
+  gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
 
   def _check_fields(self):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
@@ -313,6 +338,11 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
     if self.distilled and self.classifier != 'token':
       raise ValueError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
+    if self.class_token is False and self.classifier in geometry.TOKEN_CLASSIFIERS:
+      raise ValueError(f'classifier={self.classifier!r} needs the class token; class_token=False.')
+    if self.fc_norm and self.classifier in geometry.UNPOOLED_CLASSIFIERS:
+      raise ValueError(f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
+                       'pools nothing.')
     if self.num_registers < 0:
       raise ValueError(f'num_registers must be >= 0, got {self.num_registers}.')
 
@@ -343,8 +373,8 @@ class VisionTransformer(nn.Module):
     x, grid = self._embed(inputs.astype(self.dtype))
     n, _, c = x.shape
 
-    with_token = self.classifier in ('token', 'token_unpooled')
-    prefix_names = (('cls',) if with_token else ()) + (('dist',) if self.distilled else ())
+    prefix_names = (('cls',) if geometry.has_class_token(self) else ()) + (
+        ('dist',) if self.distilled else ())
     if self.transformer is not None:
       prefix = [self.param(name, nn.initializers.zeros, (1, 1, c)) for name in prefix_names]
       x = jnp.concatenate([jnp.tile(t.astype(x.dtype), [n, 1, 1]) for t in prefix] + [x], axis=1)
@@ -358,32 +388,39 @@ class VisionTransformer(nn.Module):
           scan=self.scan, remat=self.remat,
           activation=activation_name(self.activation, self.gelu_approximate),
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
-          pre_norm=self.pre_norm, dynamic_image_size=self.dynamic_image_size,
+          pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
+          dynamic_image_size=self.dynamic_image_size,
           dtype=self.dtype)(x, train=train, registers=registers)
 
     distillation = x[:, 1] if self.distilled else None
+    patches = x[:, len(prefix_names) + self.num_registers:]
     if self.classifier == 'token':
       x = x[:, 0]
     elif self.classifier == 'gap':
-      x = jnp.mean(x, axis=1)
+      x = jnp.mean(patches, axis=1)
+    elif self.classifier == 'token_gap':
+      x = jnp.concatenate([x[:, 0], jnp.mean(patches, axis=1)], axis=-1)
     elif self.classifier == 'map':
       x = MAPHead(num_heads=_get(self.transformer, 'num_heads'),
                   mlp_dim=_get(self.transformer, 'mlp_dim'),
                   activation=activation_name(self.activation, self.gelu_approximate),
-                  layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)(x)
+                  layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)(patches)
+    if self.fc_norm:
+      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='fc_norm')(x)
 
     # The head runs in float32 whatever the compute dtype: logits feed the loss.
     x = x.astype(jnp.float32)
     pooled = x
     if self.representation_size is not None:
       x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
-    self.sow(REPRESENTATIONS, 'features', {'pooled': pooled, 'pre_logits': x})
+    if not self.is_initializing():
+      self.sow(REPRESENTATIONS, 'features', {'pooled': pooled, 'pre_logits': x})
     if self.num_classes:
       head = lambda name: nn.Dense(  # pylint: disable=unnecessary-lambda-assignment
           self.num_classes, kernel_init=nn.initializers.zeros,
           bias_init=nn.initializers.constant(self.head_bias_init), name=name)
       logits = head('head')(x)
-      if self.distilled:  # DeiT: the class and distillation heads, averaged
+      if self.distilled and self.distillation_head:  # DeiT: both heads, averaged
         logits = (logits + head('head_dist')(distillation.astype(jnp.float32))) / 2
       return logits
     return x

@@ -22,19 +22,23 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
   """Computes every figure for `images` (paths) and writes them into `out`."""
   from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
   from vit_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.formats import preprocessing  # pylint: disable=g-import-not-at-top
   from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import analysis  # pylint: disable=g-import-not-at-top
   from vit_jax.viz import figures  # pylint: disable=g-import-not-at-top
 
   loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
-  pixels = np.stack([images_lib.load_image(path, size) for path in images])
+  # The model sees the checkpoint's own input transform; the figures show the same crop in [-1, 1].
+  inputs = np.stack([images_lib.load(path, loaded.pp) for path in images])
+  pixels = np.stack([images_lib.load(path, preprocessing.for_display(loaded.pp))
+                     for path in images])
   prefix = geometry.num_prefix_tokens(config)
   stride = geometry.patch_stride(config)[0]
   grid = geometry.patch_grid(config, size)
   os.makedirs(out, exist_ok=True)
 
-  attention = np.concatenate([analysis.attention_weights(loaded.model, params, pixels[i:i + 8])
+  attention = np.concatenate([analysis.attention_weights(loaded.model, params, inputs[i:i + 8])
                               for i in range(0, len(pixels), 8)], axis=1)
   maps = analysis.rollout(attention, prefix).reshape(len(images), *grid)
   rollouts, heads = [], []

@@ -1,0 +1,127 @@
+"""timm checkpoints in, as timm itself writes them (`save_for_hf`: config.json + model.safetensors):
+each architecture built by timm with random weights, loaded through `trained_model.load`, and
+compared with timm's own logits; the architectures we cannot represent are refused naming the
+feature. The table of what timm's architecture names fix is checked against timm's modules."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vit_jax import trained_model
+from vit_jax.formats import timm_archs
+import timm_reference
+
+timm = timm_reference.import_timm()
+
+# Small enough for a CPU test; the architecture-level choices (activation, norm epsilon, MLP kind,
+# tokens, pooling, norms) still come from timm's name for the model.
+SMALL = dict(embed_dim=64, depth=2, num_heads=4, img_size=32, patch_size=8, num_classes=5)
+
+
+def _randomized(name: str, **kwargs) -> torch.nn.Module:
+  model = timm.create_model(name, pretrained=False, **{**SMALL, **kwargs})
+  generator = torch.Generator().manual_seed(len(name))
+  with torch.no_grad():
+    for param in model.parameters():  # zero and identity inits would hide mistakes
+      param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+  return model.eval()
+
+
+def _images(size=32, seed=0):
+  return np.random.default_rng(seed).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+
+
+def _compare(model, loaded, size=32):
+  images = _images(size)
+  with torch.no_grad():
+    theirs = model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  ours = np.asarray(loaded.model.apply({'params': loaded.params}, images, train=False))
+  scale = np.abs(theirs).max()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+EXACT = [
+    ('vit_base_patch16_224', {}),
+    ('vit_base_patch16_224', dict(qk_norm=True)),
+    ('vit_base_patch16_clip_224', {}),  # pre-norm, LayerNorm eps 1e-5
+    ('vit_base_patch16_clip_quickgelu_224', {}),
+    ('vit_base_patch16_gap_224', {}),  # no class token, average pooling
+    ('vit_small_patch16_224', dict(global_pool='avg', fc_norm=False)),  # avg beside a cls token
+    ('vit_small_patch16_224', dict(global_pool='avg')),  # avg + fc_norm (MAE-style heads)
+    ('vit_medium_patch16_gap_256', {}),
+    ('vit_base_patch16_siglip_224', {}),  # MAP head, erf GELU
+    ('vit_so400m_patch16_siglip_256', {}),  # MAP head, tanh GELU
+    ('vit_base_patch16_siglip_gap_224', {}),
+    ('vit_small_patch14_dinov2', {}),  # LayerScale
+    ('vit_small_patch14_reg4_dinov2', {}),  # registers without positions
+    ('vit_giant_patch14_dinov2', dict(embed_dim=96)),  # SwiGLU (packed), SiLU
+    ('vit_base_patch16_reg4_gap_256', {}),
+    ('vit_so150m_patch16_reg4_gap_256', {}),  # registers with position rows
+    ('vit_so150m_patch16_reg4_map_256', {}),
+    ('deit_small_patch16_224', {}),
+    ('deit_small_distilled_patch16_224', {}),
+    ('deit3_small_patch16_224', {}),  # LayerScale, no position for the class token
+    ('flexivit_small', {}),
+    ('vit_base_patch16_224', dict(class_token=False, global_pool='avg', fc_norm=True)),
+]
+
+
+@pytest.mark.parametrize('name,kwargs', EXACT, ids=[
+    f'{n}-{"-".join(f"{k}={v}" for k, v in kw.items())}' if kw else n for n, kw in EXACT])
+def test_timm_checkpoint_gives_timm_logits(tmp_path, name, kwargs):
+  model = _randomized(name, **kwargs)
+  timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+  loaded = trained_model.load(str(tmp_path))
+  assert loaded.num_classes == 5
+  _compare(model, loaded)
+
+
+def test_timm_pretrained_cfg_travels_with_the_model(tmp_path):
+  model = _randomized('vit_small_patch14_dinov2')
+  timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+  cfg = json.load(open(tmp_path / 'config.json'))['pretrained_cfg']
+  loaded = trained_model.load(str(tmp_path))
+  size = cfg['input_size'][-1]
+  scaled = math.floor(size / cfg['crop_pct'])
+  assert loaded.pp == (f"resize_small({scaled}, method='bicubic')|central_crop({size})|"
+                       'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))')
+
+
+REFUSED = [
+    ('eva02_tiny_patch14_224', 'rotary position embeddings'),
+    ('vit_base_patch16_rope_224', 'rotary position embeddings'),
+    ('vit_relpos_small_patch16_224', 'relative position bias'),
+    ('beit_base_patch16_224', 'relative position bias'),
+    ('vit_base_patch16_rpn_224', 'post-norm residual blocks'),
+    ('aimv2_large_patch14_224', 'RMSNorm'),
+    ('vit_base_patch16_xp_224', 'parallel attention and MLP branches'),
+]
+
+
+@pytest.mark.parametrize('name,feature', REFUSED, ids=[n for n, _ in REFUSED])
+def test_architectures_we_lack_are_refused_naming_the_feature(tmp_path, name, feature):
+  try:
+    model = _randomized(name)
+  except (TypeError, AssertionError, ValueError):  # not shrinkable: the full model's config
+    model = timm.create_model(name, pretrained=False, num_classes=5)
+  timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+  with pytest.raises(ValueError, match=f'{feature}.*refused') as error:
+    trained_model.load(str(tmp_path))
+  assert '\n' not in str(error.value) and name in str(error.value)
+
+
+def test_model_args_we_do_not_read_are_refused(tmp_path):
+  model = _randomized('vit_small_patch16_224')
+  timm.models.save_for_hf(model, str(tmp_path), model_args={'attn_layer': 'diff'})
+  with pytest.raises(ValueError, match="config.json: model_args attn_layer='diff'"):
+    trained_model.load(str(tmp_path))
+
+
+def test_table_equals_what_timm_builds():
+  """Every ViT-family architecture of the installed timm: our table's entry equals what timm's
+  own module has (heads, activation, LayerNorm eps, gated MLP, or the feature we lack)."""
+  assert timm.__version__ == timm_archs.TIMM_VERSION
+  assert timm_reference.survey() == timm_archs.ARCHITECTURES

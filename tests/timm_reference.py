@@ -1,0 +1,137 @@
+"""timm built in-process: an import stand-in for torchvision, and what timm's own modules say.
+
+timm imports torchvision at import time, and no CPU torchvision build matches the pinned torch;
+its ViT code uses nothing from it, so a stand-in module is put in its place while timm imports
+(and only then: transformers must not see it). `architecture_fields` reads a built timm model
+the way `vit_jax/formats/timm_archs.py` records it; `python tests/timm_reference.py` rewrites
+that table from the installed timm.
+"""
+
+import importlib.abc
+import importlib.machinery
+import pprint
+import sys
+import types
+
+
+class _Anything(type):
+  def __getattr__(cls, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _Anything(name, (), {})
+
+  def __call__(cls, *args, **kwargs):
+    raise RuntimeError('torchvision is a stand-in here: timm\'s ViTs do not use it.')
+
+
+class _StandIn(types.ModuleType):
+  def __getattr__(self, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _Anything(name, (), {})
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  def find_spec(self, name, path, target=None):
+    del path, target
+    if name == 'torchvision' or name.startswith('torchvision.'):
+      return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    module = _StandIn(spec.name)
+    module.__path__ = []
+    return module
+
+  def exec_module(self, module):
+    pass
+
+
+def import_timm():
+  """timm, imported with the torchvision stand-in in place only during the import."""
+  if 'timm' in sys.modules:
+    return sys.modules['timm']
+  finder = _Finder()
+  sys.meta_path.insert(0, finder)
+  try:
+    import timm  # pylint: disable=g-import-not-at-top
+    import timm.models  # pylint: disable=g-import-not-at-top,unused-import
+  finally:
+    sys.meta_path.remove(finder)
+  return timm
+
+
+# timm modules whose architectures are ViTs we may read, and the feature the others lack.
+READ_MODULES = ('vision_transformer', 'deit')
+REFUSED_MODULES = {
+    'eva': 'rotary position embeddings (RoPE) and EVA blocks',
+    'vision_transformer_relpos': 'relative position bias',
+    'beit': 'relative position bias (BEiT)',
+    'naflexvit': 'NaFlex variable-resolution patches',
+    'vision_transformer_hybrid': 'a CNN stem (timm hybrid)',
+    'vision_transformer_sam': 'windowed attention with relative positions (SAM)',
+}
+_ACTIVATIONS = {'GELU': 'gelu', 'GELUTanh': 'gelu_tanh', 'QuickGELU': 'quick_gelu', 'SiLU': 'silu'}
+
+
+def architecture_fields(model):
+  """(heads, activation, LayerNorm eps, gated MLP) of a timm VisionTransformer, or the feature
+  that our model lacks (a string)."""
+  block = model.blocks[0]
+  kind = type(block).__name__
+  if kind != 'Block':
+    return {'ParallelScalingBlock': 'parallel attention and MLP branches',
+            'ParallelThingsBlock': 'parallel attention and MLP branches',
+            'DiffParallelScalingBlock': 'differential attention',
+            'ResPostBlock': 'post-norm residual blocks'}.get(kind, f'{kind} blocks')
+  if type(block.norm1).__name__ != 'LayerNorm':
+    return type(block.norm1).__name__.replace('RmsNorm', 'RMSNorm')
+  if type(block.attn).__name__ != 'Attention':
+    return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
+                                                          type(block.attn).__name__)
+  if type(block.attn.norm).__name__ != 'Identity' or type(block.mlp.norm).__name__ != 'Identity':
+    return 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)'
+  if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':
+    return 'no final norm'
+  mlp = type(block.mlp).__name__
+  if mlp not in ('Mlp', 'GluMlp'):
+    return f'{mlp} MLPs'
+  act = type(block.mlp.act).__name__
+  if act == 'GELU' and block.mlp.act.approximate == 'tanh':
+    act = 'GELUTanh'
+  return (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp == 'GluMlp')
+
+
+def survey():
+  """{architecture: fields or refusal} for every ViT-family architecture the installed timm has."""
+  import torch  # pylint: disable=g-import-not-at-top
+  timm = import_timm()
+  registry = timm.models._registry._model_to_module  # pylint: disable=protected-access
+  table = {}
+  for name in sorted(timm.list_models()):
+    module = registry.get(name)
+    if name.startswith('test_') or module not in READ_MODULES + tuple(REFUSED_MODULES):
+      continue
+    if module in REFUSED_MODULES:
+      table[name] = REFUSED_MODULES[module]
+      continue
+    with torch.device('meta'):
+      table[name] = architecture_fields(timm.create_model(name, pretrained=False))
+  return table
+
+
+def write_table(path='vit_jax/formats/timm_archs.py'):
+  timm = import_timm()
+  header = (f'"""What timm {timm.__version__}\'s ViT architectures fix beyond their weights: '
+            'written by `python tests/timm_reference.py`.\n\n'
+            '{architecture: (heads, activation, LayerNorm eps, gated MLP) | the feature our model '
+            'lacks}. The\nweights show the rest (width, depth, MLP size, tokens, norms, '
+            'pooling head); `tests/test_timm_archs.py`\nchecks every entry against timm\'s '
+            'own modules.\n"""\n\n')
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(header + f'TIMM_VERSION = {timm.__version__!r}\n\nARCHITECTURES = ')
+    f.write(pprint.pformat(survey(), width=100, sort_dicts=True) + '\n')
+
+
+if __name__ == '__main__':
+  write_table()

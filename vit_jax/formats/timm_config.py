@@ -1,0 +1,88 @@
+"""What a timm checkpoint's `config.json` (written by timm's `save_for_hf`) fixes of our model.
+
+`architecture` names a timm model: its head count, activation, LayerNorm epsilon and MLP kind
+come from `timm_archs.ARCHITECTURES` (read off timm's own modules); `model_args` (what the
+model was created with) and `global_pool` override them; `pretrained_cfg` gives the input
+transform. An architecture we cannot represent is refused naming the feature it needs.
+"""
+
+from typing import Any, Mapping, Optional
+
+from vit_jax.formats import preprocessing
+from vit_jax.formats import timm_archs
+
+# timm's act_layer names -> ours.
+_ACTIVATIONS = {'gelu': 'gelu', 'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',
+                'silu': 'silu', 'swish': 'silu'}
+# timm's global_pool -> our classifier.
+_POOLS = {'token': 'token', 'avg': 'gap', 'map': 'map'}
+# model_args that change nothing our weights and fields do not already say.
+_SHAPE_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_bias',
+               'proj_bias', 'num_classes', 'drop_rate', 'pos_drop_rate', 'patch_drop_rate',
+               'proj_drop_rate', 'attn_drop_rate', 'drop_path_rate', 'weight_init', 'fix_init',
+               'dynamic_img_size', 'dynamic_img_pad', 'reg_tokens', 'no_embed_class',
+               'class_token', 'init_values', 'qk_norm', 'pre_norm', 'fc_norm', 'strict_img_size',
+               'num_heads', 'act_layer', 'global_pool', 'in_chans', 'final_norm', 'pos_embed',
+               'pretrained_strict'}
+
+
+def _architecture(name: str, source: str) -> tuple:
+  entry = timm_archs.ARCHITECTURES.get(name.split('.')[0])
+  if entry is None:
+    raise ValueError(f'{source}: architecture {name!r} is not a timm '
+                     f'{timm_archs.TIMM_VERSION} ViT we know (vit_*, deit*, flexivit_*, ...).')
+  if isinstance(entry, str):
+    raise ValueError(f'{source}: timm architecture {name!r} uses {entry}, which our model '
+                     'lacks; it is refused.')
+  return entry
+
+
+def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+  """{model field: value} that the config fixes, plus 'num_heads', 'global_pool' and 'pp'."""
+  name = config.get('architecture')
+  if not isinstance(name, str):
+    raise ValueError(f'{source}: timm config.json has no architecture.')
+  heads, activation, eps, gated = _architecture(name, source)
+  args = dict(config.get('model_args') or {})
+  unknown = sorted(k for k in args if k not in _SHAPE_ARGS)
+  if unknown:
+    raise ValueError(f'{source}: model_args {unknown[0]}={args[unknown[0]]!r} changes the '
+                     'architecture in a way we do not read; it is refused.')
+  if args.get('in_chans', 3) != 3:
+    raise ValueError(f'{source}: model_args in_chans={args["in_chans"]}: only RGB (3) is read.')
+  if args.get('pos_embed', 'learn') != 'learn':
+    raise ValueError(f'{source}: model_args pos_embed={args["pos_embed"]!r}: only learned '
+                     'position embeddings are read.')
+  if 'act_layer' in args:
+    if args['act_layer'] not in _ACTIVATIONS:
+      raise ValueError(f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
+                       f'{sorted(_ACTIVATIONS)}.')
+    activation = _ACTIVATIONS[args['act_layer']]
+  pool = args.get('global_pool', config.get('global_pool'))
+  if pool is not None and pool not in _POOLS and pool != '':
+    raise ValueError(f'{source}: global_pool={pool!r}: expected one of {sorted(_POOLS)}.')
+  out = {'activation': activation, 'layer_norm_eps': float(eps),
+         'num_heads': int(args.get('num_heads', heads)), 'global_pool': pool}
+  if gated:
+    out['gated_mlp'] = True
+  if args.get('final_norm') is False and not args.get('fc_norm'):
+    raise ValueError(f'{source}: model_args final_norm=False: a model without a final norm is '
+                     'refused.')
+  pretrained_cfg = config.get('pretrained_cfg')
+  if pretrained_cfg:
+    out['pp'] = preprocessing.from_timm(pretrained_cfg, source)
+  return out
+
+
+def classifier(pool: Optional[str], has_class_token: bool, has_map: bool) -> dict[str, Any]:
+  """Our classifier (and class_token when it differs from the classifier's default) for timm's
+  `global_pool` and the tokens the weights hold."""
+  if pool is None:  # no config said it: timm's own default for these weights
+    pool = 'map' if has_map else 'token' if has_class_token else 'avg'
+  if pool == '':
+    return {'classifier': 'token_unpooled' if has_class_token else 'unpooled'}
+  ours = _POOLS[pool]
+  out = {'classifier': ours}
+  if ours != 'token' and has_class_token:
+    out['class_token'] = True  # the class token is there, pooling reads the rest
+  return out
