@@ -1,6 +1,7 @@
 """Weights in from timm and Hugging Face: each family built in-process with random weights, saved,
 imported, and compared on features and logits; timm layouts through our export round trip."""
 
+import json
 import os
 import pickle
 
@@ -247,3 +248,133 @@ def test_timm_names_give_our_variants():
   assert foreign.variant_of_timm_name('vit_large_patch14_dinov2.lvd142m') == 'L/14'
   assert foreign.variant_of_timm_name('vit_so400m_patch14_siglip_384') == 'So400m/14'
   assert foreign.variant_of_timm_name('resnet50') is None
+
+
+def test_deit_without_teacher_reads_the_class_head_alone(tmp_path):
+  model = _randomize(transformers.DeiTForImageClassification(
+      transformers.DeiTConfig(**COMMON, num_labels=7)), seed=6)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.distilled and not loaded.model_config.distillation_head
+  images = _images(7)
+  with torch.no_grad():
+    _close(_apply(loaded, images), model(_torch_in(images)).logits)
+
+
+@pytest.mark.parametrize('kind', ['msn', 'ijepa'])
+def test_plain_vit_families_under_other_names(tmp_path, kind):
+  """ViTMSN (class token) and I-JEPA (no class token: the mean of all tokens) classifiers."""
+  if kind == 'msn':
+    model = transformers.ViTMSNForImageClassification(transformers.ViTMSNConfig(**COMMON,
+                                                                                num_labels=4))
+  else:
+    model = transformers.IJepaForImageClassification(transformers.IJepaConfig(**COMMON,
+                                                                             num_labels=4))
+  model = _randomize(model, seed=8)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.classifier == ('token' if kind == 'msn' else 'gap')
+  images = _images(8)
+  with torch.no_grad():
+    _close(_apply(loaded, images), model(_torch_in(images)).logits)
+
+
+def test_vit_mae_encoder_from_the_pretraining_checkpoint(tmp_path):
+  """ViTMAEForPreTraining's file: the encoder loads, the decoder is dropped; with no masking
+  (mask_ratio 0, patches kept in order) every token equals ViTMAEModel's."""
+  config = transformers.ViTMAEConfig(**COMMON, mask_ratio=0.0)
+  pretraining = _randomize(transformers.ViTMAEForPreTraining(config), seed=9)
+  pretraining.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  images = _images(9)
+  with torch.no_grad():
+    out = pretraining.vit(_torch_in(images), noise=torch.arange(16.).repeat(2, 1))
+  unpooled = VisionTransformer(num_classes=None, **{**loaded.model_config,
+                                                    'classifier': 'token_unpooled'})
+  _close(np.asarray(unpooled.apply({'params': loaded.params}, images, train=False)),
+         out.last_hidden_state)
+
+
+def test_metaclip2_vision_tower(tmp_path):
+  config = transformers.MetaClip2VisionConfig(**COMMON, projection_dim=12)
+  model = _randomize(transformers.MetaClip2VisionModelWithProjection(config), seed=10)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  images = _images(10)
+  with torch.no_grad():
+    _close(_apply(loaded, images), model(_torch_in(images)).image_embeds)
+
+
+@pytest.mark.parametrize('registers', [0, 2])
+def test_dinov2_classifier_on_cls_and_mean_with_swiglu(tmp_path, registers):
+  """Dinov2ForImageClassification: the head reads [cls, mean of patches]; ViT-g's SwiGLU MLP."""
+  if registers:
+    config = transformers.Dinov2WithRegistersConfig(**COMMON, num_register_tokens=registers,
+                                                    num_labels=3)
+    model = transformers.Dinov2WithRegistersForImageClassification(config)
+  else:
+    config = transformers.Dinov2Config(**COMMON, use_swiglu_ffn=True, num_labels=3)
+    model = transformers.Dinov2ForImageClassification(config)
+  model = _randomize(model, seed=11)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.classifier == 'token_gap'
+  assert bool(loaded.model_config.get('gated_mlp')) == (not registers)
+  images = _images(11)
+  with torch.no_grad():
+    _close(_apply(loaded, images), model(_torch_in(images)).logits)
+
+
+@pytest.mark.parametrize('make,feature', [
+    (lambda: transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**COMMON)),
+     'rotary position embeddings'),
+    (lambda: transformers.BeitModel(transformers.BeitConfig(**COMMON)),
+     'relative position bias'),
+    (lambda: transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        patch_size=8, num_patches=16)), 'NaFlex'),
+], ids=['dinov3', 'beit', 'siglip2_naflex'])
+def test_families_we_lack_are_refused_naming_the_feature(tmp_path, make, feature):
+  make().save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match=f'{feature}.*refused') as error:
+    trained_model.load(str(tmp_path))
+  assert '\n' not in str(error.value) and 'config.json' in str(error.value) or str(tmp_path) in (
+      str(error.value))
+
+
+def test_bad_configs_are_refused_naming_the_file_and_field(tmp_path):
+  model = _randomize(transformers.ViTForImageClassification(
+      transformers.ViTConfig(**COMMON, num_labels=5)))
+  model.save_pretrained(tmp_path)
+  config_path = tmp_path / 'config.json'
+  config = json.loads(config_path.read_text())
+
+  config_path.write_text(json.dumps({**config, 'num_attention_heads': 5}))
+  with pytest.raises(ValueError, match='num_attention_heads=5 does not divide hidden_size=32'):
+    trained_model.load(str(tmp_path))
+  config_path.write_text(json.dumps({**config, 'model_type': 'swin'}))
+  with pytest.raises(ValueError, match="model_type 'swin' is not supported"):
+    trained_model.load(str(tmp_path))
+  labels = {str(i): f'c{i}' for i in range(9)}
+  config_path.write_text(json.dumps({**config, 'id2label': labels,
+                                     'label2id': {v: k for k, v in labels.items()}}))
+  with pytest.raises(ValueError, match=r'config.json: num_classes=9 disagrees with the weights'):
+    trained_model.load(str(tmp_path))
+  config_path.write_text(json.dumps(config))
+  (tmp_path / 'preprocessor_config.json').write_text(json.dumps(
+      {'do_resize': True, 'size': {'height': 32, 'width': 32}, 'do_magic': True}))
+  with pytest.raises(ValueError, match="preprocessor_config.json field 'do_magic' is not one we "
+                     'follow'):
+    trained_model.load(str(tmp_path))
+
+
+def test_sharded_index_with_a_missing_shard(tmp_path):
+  model = _randomize(transformers.ViTModel(transformers.ViTConfig(**COMMON)))
+  model.save_pretrained(tmp_path, max_shard_size='20KB')
+  index = json.loads((tmp_path / 'model.safetensors.index.json').read_text())
+  shards = sorted(set(index['weight_map'].values()))
+  assert len(shards) > 1
+  loaded, _ = _ours(tmp_path)  # all shards there: loads
+  os.remove(tmp_path / shards[-1])
+  with pytest.raises(FileNotFoundError, match=f'{shards[-1]}.*model.safetensors.index.json'):
+    trained_model.load(str(tmp_path))

@@ -1,6 +1,7 @@
 """VisionTransformer: official parameter counts, numerics against an independent reference,
 scan/remat/dtype equivalences, stochastic depth and input validation."""
 
+import math
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,3 +237,27 @@ def test_bad_configuration_or_input_is_named(overrides, image_shape, message):
   with pytest.raises(ValueError, match=None) as error:
     model.init(jax.random.key(0), jnp.ones(image_shape), train=False)
   assert message in str(error.value)
+
+
+# Parameter counts of the official vit_jax test suite (`models_test.py`, MODEL_SIZES), for the
+# variants both have.
+OFFICIAL_SIZES = {
+    'R+ViT-Ti_16': 6_337_704, 'R26+ViT-B_32': 101_383_976, 'R26+ViT-S_32': 36_431_912,
+    'R50+ViT-B_16': 98_659_112, 'R50+ViT-L_32': 328_994_856, 'ViT-B_8': 86_576_872,
+    'ViT-B_16': 86_567_656, 'ViT-B_16-gap-norep': 86_566_120, 'ViT-B_32': 88_224_232,
+    'ViT-B_32-gap-norep': 88_222_696, 'ViT-H_14': 632_045_800, 'ViT-L_16': 304_326_632,
+    'ViT-L_32': 306_535_400, 'ViT-S_16': 22_050_664, 'ViT-S_16-gap-norep': 22_049_896,
+    'ViT-S_32': 22_878_952, 'ViT-S_32-gap-norep': 22_878_184, 'ViT-Ti_16': 5_717_416,
+    'testing': 21_390, 'testing-unpooled': 21_370,
+}
+
+
+@pytest.mark.parametrize('name,size', sorted(OFFICIAL_SIZES.items()))
+def test_init_returns_parameters_only_with_the_official_counts(name, size):
+  """As the official `test_can_instantiate`: every leaf of `init`'s variables counts, so sown
+  activations (block outputs, representations) must not be there."""
+  model = models.get_model(name, num_classes=1000)
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.ones((2, 224, 224, 3)), train=False))
+  assert set(variables) == {'params'}
+  assert sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables)) == size

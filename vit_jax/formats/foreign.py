@@ -100,8 +100,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
             shards = sorted(set(json.load(f)['weight_map'].values()))
           state = {}
           for shard in shards:
-            state.update(_read_safetensors(os.path.join(path, shard)))
-          return state
+            shard_path = os.path.join(path, shard)
+            if not os.path.isfile(shard_path):
+              raise FileNotFoundError(f'{shard_path}: a shard that {candidate} names is missing.')
+            state.update(_read_safetensors(shard_path))
+          return {k: np.asarray(v, np.float32) for k, v in state.items()}
         return read_state_dict(candidate)
     raise FileNotFoundError(f'{path} holds none of {", ".join(_WEIGHT_FILES)}.')
   if not os.path.isfile(path):
@@ -242,6 +245,9 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
   names or a timm model name (`vit_base_patch16_224`: its sizes replace the inferred ones), or
   a transformers `model_type` for a bare file without its config.json.
   """
+  config = _side_file(path, 'config.json')
+  if config and 'model_type' in config:  # a family we lack is refused before any weight is read
+    hf_layout.family_of(config, os.path.join(_folder(path), 'config.json'))
   state = read_state_dict(path)
   read = []
   if hf_layout.looks_like(state):
