@@ -86,7 +86,7 @@ def test_timm_pretrained_cfg_travels_with_the_model(tmp_path):
   loaded = trained_model.load(str(tmp_path))
   size = cfg['input_size'][-1]
   scaled = math.floor(size / cfg['crop_pct'])
-  assert loaded.pp == (f"resize_small({scaled}, method='bicubic')|central_crop({size})|"
+  assert loaded.pp == (f"resize_small({scaled}, method='bicubic', floor=True)|central_crop({size})|"
                        'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))')
 
 

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -74,6 +75,9 @@ def load(path: str, model_name: Optional[str] = None, *,
                                          imported.num_classes)
     native = geometry.native_image_size(params, model_config) or 224
     pp = imported.pp or preprocessing.released(native)
+    for line in imported.read:
+      if line.startswith('no config.json'):  # what was guessed is said, in one line
+        logging.warning('%s: %s', path, line)
   elif os.path.isdir(path):
     if model_name:
       raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')

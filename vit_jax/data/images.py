@@ -42,9 +42,11 @@ def _resize(image: Image.Image, size, method: str = 'bilinear') -> Image.Image:
   return image.resize((width, height), _PIL_METHODS[method])
 
 
-def _resize_small(image: Image.Image, size: int, method: str = 'bilinear') -> Image.Image:
+def _resize_small(image: Image.Image, size: int, method: str = 'bilinear',
+                  floor: bool = False) -> Image.Image:
   scale = size / min(image.height, image.width)  # the host op's rounding
-  return _resize(image, (round(image.height * scale), round(image.width * scale)), method)
+  rounded = (lambda x: int(x + 1e-4)) if floor else round
+  return _resize(image, (rounded(image.height * scale), rounded(image.width * scale)), method)
 
 
 def _central_crop(image: Image.Image, size) -> Image.Image:

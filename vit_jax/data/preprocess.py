@@ -112,14 +112,16 @@ def resize(size, method: str = 'bilinear') -> Op:
 
 
 @register('resize_small')
-def resize_small(size: int, method: str = 'bilinear') -> Op:
-  """Resizes so that the shorter side is `size`, keeping the aspect ratio."""
+def resize_small(size: int, method: str = 'bilinear', floor: bool = False) -> Op:
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio; the longer side is
+  rounded (big_vision), or floored with `floor=True` (torchvision, timm, transformers)."""
   def op(example, seed):
     del seed
     image = example['image']
     height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
     scale = size / tf.minimum(height, width)
-    new = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
+    sides = tf.stack([height * scale, width * scale])
+    new = tf.cast(tf.floor(sides + 1e-4) if floor else tf.round(sides), tf.int32)
     return {**example, 'image': _to_uint8(tf.image.resize(image, new, method))}
   return op
 
@@ -169,12 +171,22 @@ def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
   return op
 
 
+def _uint8_pixels(example, op_name: str):
+  """The image as float32, refusing an image that a value op already mapped: `value_range` and
+  `normalize` both read pixels in [0, 255] and each ends the value chain."""
+  image = example['image']
+  if image.dtype != tf.uint8:
+    raise ValueError(f'pp op {op_name} reads uint8 pixels in [0, 255]; found {image.dtype.name}: '
+                     'use one of value_range / normalize, not both.')
+  return tf.cast(image, tf.float32)
+
+
 @register('value_range')
 def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: float = 255) -> Op:
-  """Maps [in_min, in_max] linearly onto [vmin, vmax] as float32 (the ViT's [-1, 1])."""
+  """Maps uint8 [in_min, in_max] linearly onto [vmin, vmax] as float32 (the ViT's [-1, 1])."""
   def op(example, seed):
     del seed
-    image = tf.cast(example['image'], tf.float32)
+    image = _uint8_pixels(example, 'value_range')
     image = vmin + (image - in_min) * (vmax - vmin) / (in_max - in_min)
     return {**example, 'image': image}
   return op
@@ -182,10 +194,11 @@ def value_range(vmin: float = -1, vmax: float = 1, in_min: float = 0, in_max: fl
 
 @register('normalize')
 def normalize(mean=pp_spec.IMAGENET_MEAN, std=pp_spec.IMAGENET_STD) -> Op:
-  """(image / 255 - mean) / std per channel (ImageNet statistics by default)."""
+  """(image / 255 - mean) / std per channel on uint8 pixels (ImageNet statistics by default):
+  used in place of value_range, never after it."""
   def op(example, seed):
     del seed
-    image = tf.cast(example['image'], tf.float32) / 255.0
+    image = _uint8_pixels(example, 'normalize') / 255.0
     return {**example, 'image': (image - tf.constant(mean)) / tf.constant(std)}
   return op
 

@@ -20,10 +20,10 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
     return out
   if fmt == 'hf':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
-    return hf.export(*args, out, labels=labels or loaded.labels)
+    return hf.export(*args, out, labels=labels or loaded.labels, pp=loaded.pp)
   if fmt == 'timm':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
-    return timm.export(*args, out)
+    return timm.export(*args, out, pp=loaded.pp)
   if fmt == 'stablehlo':
     from vit_jax.export import stablehlo  # pylint: disable=g-import-not-at-top
     return stablehlo.export(loaded.model, loaded.params, loaded.image_size, out)

@@ -1,8 +1,8 @@
 """Hugging Face: a directory `transformers.ViTForImageClassification.from_pretrained` loads.
 
 config.json (sizes, labels, `hidden_act` = `gelu_pytorch_tanh` for our default tanh GELU,
-`layer_norm_eps` 1e-6), model.safetensors, and preprocessor_config.json (inputs scaled to
-[-1, 1], as our models expect: mean 0.5, std 0.5). The model classifies from the cls token, so
+`layer_norm_eps` 1e-6), model.safetensors, and preprocessor_config.json (the model's own input
+transform: [-1, 1] for the official models, an imported model's statistics otherwise). The model classifies from the cls token, so
 only `classifier='token'` models without a representation layer fit.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 from safetensors import numpy as safetensors_numpy
 
 from vit_jax.formats import hf_layout
+from vit_jax.formats import preprocessing
 from vit_jax.models.vit import activation_name
 from vit_jax.formats import torch_layouts
 
@@ -51,7 +52,9 @@ def hf_config(model_config, num_classes: int, image_size: int,
 
 
 def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
-           labels: Optional[Sequence[str]] = None) -> str:
+           labels: Optional[Sequence[str]] = None, pp: Optional[str] = None) -> str:
+  """Writes the directory; `pp`, the model's input transform, becomes preprocessor_config.json
+  (default: the official [-1, 1] resize)."""
   torch_layouts.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
                                  allow_pre_logits=False)
   os.makedirs(out_dir, exist_ok=True)
@@ -59,10 +62,8 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2)
   with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
-    json.dump({'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
-               'size': {'height': image_size, 'width': image_size}, 'resample': 2,
-               'do_rescale': True, 'rescale_factor': 1 / 255, 'do_normalize': True,
-               'image_mean': [0.5, 0.5, 0.5], 'image_std': [0.5, 0.5, 0.5]}, f, indent=2)
+    json.dump(preprocessing.to_hf(pp or preprocessing.released(image_size), image_size), f,
+              indent=2)
   safetensors_numpy.save_file(hf_layout.vit_state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})

@@ -7,12 +7,14 @@ build the matching model, the activation included: our default GELU is the tanh 
 
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 from safetensors import numpy as safetensors_numpy
 
+from vit_jax.formats import preprocessing
 from vit_jax.formats import timm_layout
 from vit_jax.formats import torch_layouts
+from vit_jax.models import geometry
 from vit_jax.models.vit import activation_name
 
 SPEC_FILE = 'timm_model.json'
@@ -23,11 +25,13 @@ _TIMM_SIZES = {(192, 12, 3): 'tiny', (384, 12, 6): 'small', (768, 12, 12): 'base
                (1664, 48, 16): 'gigantic'}
 
 
-_TIMM_ACT = {'gelu_tanh': 'gelu_tanh', 'gelu': 'gelu', 'quick_gelu': 'quick_gelu'}
+_TIMM_ACT = {'gelu_tanh': 'gelu_tanh', 'gelu': 'gelu', 'quick_gelu': 'quick_gelu', 'silu': 'silu'}
 
 
-def timm_model_spec(model_config, num_classes: int, image_size: int) -> dict[str, Any]:
-  """The `timm.create_model` name and args that build the model our state dict fills."""
+def timm_model_spec(model_config, num_classes: int, image_size: int,
+                    pp: Optional[str] = None) -> dict[str, Any]:
+  """The `timm.create_model` name and args that build the model our state dict fills, and
+  timm's `pretrained_cfg` input fields for the model's input transform `pp`."""
   width, depth = model_config.hidden_size, model_config.transformer.num_layers
   heads, patch = model_config.transformer.num_heads, model_config.patches.size[0]
   size = _TIMM_SIZES.get((width, depth, heads))
@@ -36,14 +40,16 @@ def timm_model_spec(model_config, num_classes: int, image_size: int) -> dict[str
   architecture = (f'{family}_{size}_{"distilled_" if distilled else ""}patch{patch}_{image_size}'
                   if size else f'{family}_custom')
   pool = {'gap': 'avg', 'map': 'map'}.get(model_config.classifier, 'token')
+  class_token = geometry.has_class_token(model_config)
   registers = int(model_config.get('num_registers') or 0)
   activation = activation_name(model_config.get('activation'),
                                model_config.get('gelu_approximate', True))
   args = {
       'img_size': image_size, 'patch_size': patch, 'embed_dim': width, 'depth': depth,
       'num_heads': heads, 'mlp_ratio': model_config.transformer.mlp_dim / width,
-      'qkv_bias': True, 'num_classes': num_classes, 'class_token': pool == 'token',
-      'global_pool': pool, 'fc_norm': False, 'act_layer': _TIMM_ACT[activation],
+      'qkv_bias': True, 'num_classes': num_classes, 'class_token': class_token,
+      'global_pool': pool, 'fc_norm': bool(model_config.get('fc_norm')),
+      'act_layer': _TIMM_ACT[activation],
       'reg_tokens': registers, 'no_embed_class': bool(registers),
       'init_values': model_config.get('layerscale'), 'qk_norm': bool(model_config.get('qk_norm')),
       'pre_norm': bool(model_config.get('pre_norm')),
@@ -51,6 +57,8 @@ def timm_model_spec(model_config, num_classes: int, image_size: int) -> dict[str
   return {
       'architecture': architecture,
       'args': args,
+      'pretrained_cfg': preprocessing.to_timm(pp or preprocessing.released(image_size),
+                                              image_size),
       'layer_norm_eps': model_config.get('layer_norm_eps', 1e-6),
       'notes': ('Inputs are NCHW in [-1, 1] (mean 0.5, std 0.5). timm builds LayerNorm with '
                 'eps 1e-6; pass norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps) for another.'
@@ -59,7 +67,8 @@ def timm_model_spec(model_config, num_classes: int, image_size: int) -> dict[str
   }
 
 
-def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str) -> str:
+def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
+           pp: Optional[str] = None) -> str:
   torch_layouts.check_exportable(params, model_config, 'timm', allow_gap=True,
                                  allow_pre_logits=False, allow_map=True, allow_features=True)
   os.makedirs(out_dir, exist_ok=True)
@@ -67,5 +76,5 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
                               os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   with open(os.path.join(out_dir, SPEC_FILE), 'w', encoding='utf-8') as f:
-    json.dump(timm_model_spec(model_config, num_classes, image_size), f, indent=2)
+    json.dump(timm_model_spec(model_config, num_classes, image_size, pp), f, indent=2)
   return out_dir

@@ -203,17 +203,21 @@ def _from_timm(path, state, model_name, read) -> tuple[dict, dict, Optional[str]
   timm_config = _side_file(path, 'config.json')
   spec = _side_file(path, TIMM_SPEC)
   config_file = os.path.join(_folder(path), 'config.json')
-  if timm_config is not None and 'architecture' in timm_config:
-    fields = timm_config_lib.fields(timm_config, config_file)
-    read.append(f'config.json: architecture={timm_config["architecture"]!r}, '
-                + ', '.join(f'{k}={v!r}' for k, v in fields.items() if k != 'pp'))
-  elif spec:  # our own timm export (before it wrote timm's config.json)
+  if spec:  # our own timm export: every field written out
     act = spec.get('args', {}).get('act_layer', 'gelu')
-    fields = {'activation': {'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu'}.get(act, 'gelu'),
+    fields = {'activation': {'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',
+                             'silu': 'silu'}.get(act, 'gelu'),
               'layer_norm_eps': float(spec.get('layer_norm_eps', 1e-6)),
               'num_heads': spec.get('args', {}).get('num_heads'),
               'global_pool': spec.get('args', {}).get('global_pool')}
     read.append(f'{TIMM_SPEC}: ' + ', '.join(f'{k}={v!r}' for k, v in fields.items()))
+    if spec.get('pretrained_cfg'):
+      fields['pp'] = preprocessing.from_timm(spec['pretrained_cfg'],
+                                             os.path.join(_folder(path), TIMM_SPEC))
+  elif timm_config is not None and 'architecture' in timm_config:
+    fields = timm_config_lib.fields(timm_config, config_file)
+    read.append(f'config.json: architecture={timm_config["architecture"]!r}, '
+                + ', '.join(f'{k}={v!r}' for k, v in fields.items() if k != 'pp'))
   else:
     name = (model_name or '').split('.')[0]
     if name in timm_archs.ARCHITECTURES:

@@ -67,7 +67,7 @@ def from_hf(config: Mapping[str, Any], source: str) -> str:
     if 'height' in size and 'width' in size:
       ops.append(f'resize(({size["height"]}, {size["width"]}), method={method!r})')
     elif 'shortest_edge' in size:
-      ops.append(f'resize_small({size["shortest_edge"]}, method={method!r})')
+      ops.append(f'resize_small({size["shortest_edge"]}, method={method!r}, floor=True)')
     else:
       raise ValueError(f'{source}: preprocessor_config.json size={size!r}: expected height and '
                        'width, or shortest_edge.')
@@ -112,7 +112,7 @@ def from_timm(pretrained_cfg: Mapping[str, Any], source: str) -> str:
   if height != width:
     raise ValueError(f'{source}: pretrained_cfg input_size {height}x{width}: a centre crop of a '
                      'non-square input is not followed.')
-  return (f'resize_small({math.floor(height / crop_pct)}, method={interpolation!r})|'
+  return (f'resize_small({math.floor(height / crop_pct)}, method={interpolation!r}, floor=True)|'
           f'central_crop({height})|{norm}')
 
 

@@ -1,0 +1,124 @@
+"""The input transform travels with the model: a Hugging Face image processor's own output equals
+ours on a real photograph (scikit-learn ships it), `infer` on an imported model equals the source
+library run on the processor's input, exports write the transform back, and the README's
+normalisation line means what it says."""
+
+import json
+import os
+import re
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import torch
+import transformers
+
+from vit_jax import infer
+from vit_jax import trained_model
+from vit_jax.data import images as images_lib
+from vit_jax.data import preprocess
+from vit_jax.export import hf as hf_export
+from vit_jax.formats import preprocessing
+
+README = os.path.join(os.path.dirname(__file__), '..', 'README.md')
+COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+              image_size=224, patch_size=32, num_channels=3)
+
+
+def _photo() -> str:
+  return infer.example_image()
+
+
+def _randomize(model):
+  generator = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for param in model.parameters():
+      param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+  return model.eval()
+
+
+FAMILIES = {
+    'deit': (lambda: transformers.DeiTForImageClassification(
+        transformers.DeiTConfig(**COMMON, num_labels=5)), transformers.DeiTImageProcessor),
+    'dinov2': (lambda: transformers.Dinov2ForImageClassification(
+        transformers.Dinov2Config(**COMMON, num_labels=5)), transformers.BitImageProcessor),
+    'clip': (lambda: transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(**COMMON, projection_dim=5)),
+             transformers.CLIPImageProcessor),
+}
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_infer_equals_the_source_library_on_a_photograph(tmp_path, family):
+  make_model, processor_class = FAMILIES[family]
+  model = _randomize(make_model())
+  model.save_pretrained(tmp_path)
+  if family == 'dinov2':  # the processor DINOv2 checkpoints ship
+    processor = processor_class(size={'shortest_edge': 256}, crop_size=224,
+                                image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                                do_convert_rgb=True)
+  else:
+    processor = processor_class()
+  processor.save_pretrained(tmp_path)
+  loaded = trained_model.load(str(tmp_path))
+
+  theirs = processor(Image.open(_photo()).convert('RGB'), return_tensors='np')['pixel_values'][0]
+  ours = images_lib.load(_photo(), loaded.pp)
+  assert ours.shape == (224, 224, 3)
+  difference = np.abs(ours - theirs.transpose(1, 2, 0))
+  assert difference.mean() < 0.01 and np.quantile(difference, 0.99) < 0.05, loaded.pp
+
+  with torch.no_grad():
+    out = model(torch.from_numpy(theirs[None]))
+  logits = (out.image_embeds if family == 'clip' else out.logits).numpy()[0]
+  prediction = infer.run(checkpoint_path=str(tmp_path), top_k=5)[0]
+  expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  np.testing.assert_allclose(prediction.probabilities, np.sort(expected)[::-1], atol=2e-3)
+
+
+def test_released_checkpoints_keep_the_official_transform():
+  assert preprocessing.released(384) == 'resize(384)|value_range(-1, 1)'
+  photo = images_lib.load(_photo(), 'resize(64)|value_range(-1, 1)')
+  assert photo.min() >= -1 and photo.max() <= 1 and photo.min() < -0.5 < 0.5 < photo.max()
+
+
+def test_hf_export_writes_the_transform_back(tmp_path):
+  model = _randomize(transformers.Dinov2Model(transformers.Dinov2Config(**COMMON)))
+  model.save_pretrained(tmp_path / 'in')
+  transformers.BitImageProcessor(size={'shortest_edge': 256}, crop_size=224,
+                                 image_mean=[0.485, 0.456, 0.406],
+                                 image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path / 'in')
+  loaded = trained_model.load(str(tmp_path / 'in'))
+  written = preprocessing.to_hf(loaded.pp, 224)
+  again = preprocessing.from_hf(written, 'written')
+  assert again == loaded.pp
+  # A processor built from what we write gives the same pixels as the original processor.
+  original = transformers.BitImageProcessor.from_pretrained(str(tmp_path / 'in'))
+  rebuilt = transformers.BitImageProcessor(**{k: v for k, v in written.items()
+                                              if k != 'image_processor_type'})
+  photo = Image.open(_photo()).convert('RGB')
+  np.testing.assert_allclose(rebuilt(photo, return_tensors='np')['pixel_values'],
+                             original(photo, return_tensors='np')['pixel_values'], atol=1e-6)
+
+
+def test_readme_normalization_line_runs_and_means_imagenet_statistics():
+  """The README's line for ImageNet-statistics models, run through the tf.data ops, equals
+  (pixel / 255 - mean) / std of the same crop."""
+  with open(README, encoding='utf-8') as f:
+    line = re.search(r"pp_eval='([^']*normalize[^']*)'", f.read()).group(1)
+  image_ops = '|'.join(op for op in line.split('|') if not op.startswith(('onehot', 'keep')))
+  assert image_ops.endswith(')') and 'normalize' in image_ops.rsplit('|', 1)[1]
+  encoded = tf.io.encode_png(np.asarray(Image.open(_photo()).convert('RGB')))
+  seed = tf.constant([0, 0])
+  out = preprocess.parse(image_ops)({'image': encoded}, seed)['image'].numpy()
+  crop = preprocess.parse(image_ops.rsplit('|', 1)[0])({'image': encoded}, seed)['image'].numpy()
+  expected = (crop / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  assert -2.2 < out.min() < -1.5 and 2.0 < out.max() < 2.7  # not divided by 255 twice
+
+
+def test_value_ops_refuse_an_already_mapped_image():
+  ops = preprocess.parse('value_range(0, 1)|normalize')
+  with pytest.raises(ValueError, match='pp op normalize reads uint8 pixels.*found float32'):
+    ops({'image': tf.zeros((4, 4, 3), tf.uint8)}, tf.constant([0, 0]))
