@@ -40,6 +40,7 @@ class TrainedModel:
   # workdir's pp_eval, a HF preprocessor_config.json, timm's pretrained_cfg, the official
   # [-1, 1] resize for a released .npz. `vit_jax.data.images.load` runs it on the host.
   pp: str = ''
+  read: list[str] = dataclasses.field(default_factory=list)  # what a foreign file's configs gave
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -69,6 +70,7 @@ def _from_workdir(workdir: str
 def load(path: str, model_name: Optional[str] = None, *,
          image_size: Optional[int] = None) -> TrainedModel:
   """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""
+  read = []
   if foreign.handles(path):
     imported = foreign.load(path, model_name)
     params, model_config, num_classes = (imported.params, imported.model_config,
@@ -78,6 +80,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     for line in imported.read:
       if line.startswith('no config.json'):  # what was guessed is said, in one line
         logging.warning('%s: %s', path, line)
+    read = imported.read
   elif os.path.isdir(path):
     if model_name:
       raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')
@@ -100,7 +103,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     native = image_size
   params = jax.tree.map(np.asarray, params)
   return TrainedModel(model, params, model_config, num_classes, native,
-                      labels=read_labels(path, num_classes), pp=pp)
+                      labels=read_labels(path, num_classes), pp=pp, read=read)
 
 
 def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:
