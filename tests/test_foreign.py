@@ -378,3 +378,23 @@ def test_sharded_index_with_a_missing_shard(tmp_path):
   os.remove(tmp_path / shards[-1])
   with pytest.raises(FileNotFoundError, match=f'{shards[-1]}.*model.safetensors.index.json'):
     trained_model.load(str(tmp_path))
+
+
+def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
+  from vit_jax.train import run  # pylint: disable=g-import-not-at-top
+  model = _randomize(transformers.Dinov2Model(transformers.Dinov2Config(**COMMON)))
+  model.save_pretrained(tmp_path)
+  transformers.BitImageProcessor(size={'shortest_edge': 36}, crop_size=32,
+                                 image_mean=[0.485, 0.456, 0.406],
+                                 image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
+  loaded = trained_model.load(str(tmp_path))
+  config = ml_collections.ConfigDict({'init_from': str(tmp_path),
+                                      'pp_train': 'decode|resize(32)|value_range(-1, 1)'})
+  with caplog.at_level('WARNING'):
+    run._warn_on_other_statistics(config, loaded)  # pylint: disable=protected-access
+  assert 'use normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) in place' in caplog.text
+  caplog.clear()
+  config.pp_train = 'decode|resize(32)|normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
+  with caplog.at_level('WARNING'):
+    run._warn_on_other_statistics(config, loaded)  # pylint: disable=protected-access
+  assert not caplog.text

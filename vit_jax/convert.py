@@ -22,12 +22,16 @@ from vit_jax import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.formats import foreign
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A Hugging Face or timm directory, or a '
-                                  '.safetensors / .bin file.')
-_OUT = flags.DEFINE_string('out', None, 'The .npz to write.')
-_MODEL = flags.DEFINE_string('model', None, 'For a bare weights file without a config: our '
-                             'variant, a timm model name or a transformers model_type.')
-_CHECK = flags.DEFINE_bool('check', True, 'Run the source library and compare (when installed).')
+
+
+def _define_flags() -> None:
+  """The command's flags (defined only when run as a command: `infer` and `export` share names)."""
+  flags.DEFINE_string('checkpoint', None, 'A Hugging Face or timm directory, or a .safetensors / '
+                      '.bin file.')
+  flags.DEFINE_string('out', None, 'The .npz to write.')
+  flags.DEFINE_string('model', None, 'For a bare weights file without a config: our variant, a '
+                      'timm model name or a transformers model_type.')
+  flags.DEFINE_bool('check', True, 'Run the source library and compare (when installed).')
 
 
 def _source_output(path: str, pixels: np.ndarray) -> Optional[tuple[str, np.ndarray]]:
@@ -107,9 +111,10 @@ def _example_image() -> str:
 
 def main(argv):
   del argv
-  if not _CHECKPOINT.value or not _OUT.value:
+  values = flags.FLAGS
+  if not values.checkpoint or not values.out:
     raise ValueError('Pass --checkpoint=<hf dir | timm dir | .safetensors> and --out=<x.npz>.')
-  report = convert(_CHECKPOINT.value, _OUT.value, _MODEL.value, _CHECK.value)
+  report = convert(values.checkpoint, values.out, values.model, values.check)
   config = report['architecture']
   transformer = config['transformer']
   print(f'architecture: width {config["hidden_size"]}, depth {transformer["num_layers"]}, '
@@ -125,8 +130,9 @@ def main(argv):
           f'{check["max_abs_difference"]:.3g} (outputs up to {check["max_abs_output"]:.3g})')
   else:
     print('check: the source library is not installed (or cannot load this file); not run')
-  print(f'wrote {_OUT.value}')
+  print(f'wrote {values.out}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main)

@@ -61,8 +61,7 @@ def _from_workdir(workdir: str
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
   _, params = saved_params.read(workdir)
-  pp = preprocessing.image_ops(config.get('pp_eval') or '') or preprocessing.released(
-      config.image_size)
+  pp = preprocessing.of_run(config.get('pp_eval') or '', config.image_size)
   return (checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size,
           pp)
 

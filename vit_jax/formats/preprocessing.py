@@ -43,6 +43,19 @@ def _norm_op(mean: Sequence[float], std: Sequence[float]) -> str:
   return f'normalize({mean}, {std})'
 
 
+def of_run(pp_eval: str, image_size: int) -> str:
+  """A workdir's transform: its pp_eval's image ops when they end at the run's image size, else
+  a square resize to it with pp_eval's value op (recipes may evaluate elsewhere at other sizes)."""
+  pp = image_ops(pp_eval)
+  sizes = [(args or [kwargs.get('size')])[0] for name, args, kwargs in
+           map(pp_spec.parse_op, pp_spec.ops(pp)) if name in ('resize', 'central_crop')]
+  values = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] in ('value_range',
+                                                                         'normalize')]
+  if sizes and _pair(sizes[-1]) == (image_size, image_size) and values:
+    return pp
+  return f'resize({image_size})|{values[-1] if values else "value_range(-1, 1)"}'
+
+
 def image_ops(pp: str) -> str:
   """The image part of an eval string (`decode|resize(224)|value_range(-1, 1)|onehot` ->
   `resize(224)|value_range(-1, 1)`)."""

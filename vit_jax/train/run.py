@@ -7,8 +7,10 @@ import dataclasses
 import os
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import ml_collections
+import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
@@ -18,6 +20,7 @@ from vit_jax.data import device_pp as device_pp_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
+from vit_jax.formats import preprocessing
 from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
@@ -107,6 +110,7 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
   differ from the run's model is refused naming the flags that make them agree."""
   path = config.init_from
   loaded = trained_model.load(path)
+  _warn_on_other_statistics(config, loaded)
   if path.endswith('.npz'):  # released files carry shapes only: the run's fields stand
     return loaded
   theirs, ours = _family_fields(loaded.model_config), _family_fields(model_config)
@@ -118,6 +122,21 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
                      f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
                      f'add {flags}')
   return loaded
+
+
+def _warn_on_other_statistics(config: ml_collections.ConfigDict,
+                              loaded: trained_model.TrainedModel) -> None:
+  """One line when the run feeds the checkpoint other input statistics than it was trained on."""
+  theirs = preprocessing.statistics(loaded.pp)
+  run_pp = '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p)
+  if not any(op in run_pp for op in ('value_range', 'normalize')):
+    return
+  ours = preprocessing.statistics(run_pp)
+  if not np.allclose(theirs, ours, atol=1e-3):
+    logging.warning('config.init_from=%s was trained on inputs normalised with mean %s, std %s '
+                    '(%s); this run uses mean %s, std %s: use normalize(%s, %s) in place of '
+                    'value_range to keep them.', config.init_from, theirs[0], theirs[1],
+                    loaded.pp, ours[0], ours[1], theirs[0], theirs[1])
 
 
 def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
