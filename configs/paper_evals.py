@@ -17,7 +17,7 @@ from vit_jax.configs import common
 
 IMAGENET_PP = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
                'keep("image", "labels")')
-FEWSHOT_PP = 'decode|resize(224)|value_range(-1, 1)'
+FEWSHOT_PP = 'decode|resize(256)|central_crop(224)|value_range(-1, 1)'  # big_vision's
 # (tfds name, train split, test split, shots): Flowers-102 has 10 training images per class.
 FEWSHOT = {
     'imagenet': ('imagenet2012', 'train[:10%]', 'validation', (1, 5, 10, 25)),

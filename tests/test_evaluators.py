@@ -55,9 +55,9 @@ def test_probe_picks_the_l2_on_held_out_examples_only(rng):
   held_acc = [np.mean(_primal_predictions(pool_x, pool_y, held_x, classes, l2) == held_y)
               for l2 in l2s]
   best = l2s[int(np.argmax(held_acc))]
-  assert result[f'p/d_{shots}shot_l2'] == best
+  assert result[f'p/d_{shots}shot_selected_l2'] == best
   expected = np.mean(_primal_predictions(pool_x, pool_y, test_x, classes, best) == test_y)
-  assert result[f'p/d_{shots}shot'] == pytest.approx(expected)
+  assert result[f'p/d_{shots}shot_selected'] == pytest.approx(expected)
 
 
 def test_shots_are_a_pure_function_of_seed_and_dataset():
@@ -103,8 +103,9 @@ def _fewshot_config(data_dir, **fields):
   return config
 
 
-def test_fewshot_equals_numpy_on_the_same_features_on_1_and_8_devices(digits_data_dir):
-  config = _fewshot_config(digits_data_dir, representation='pre_logits')
+def test_selected_l2_variant_equals_numpy_on_the_same_features_on_1_and_8_devices(
+    digits_data_dir):
+  config = _fewshot_config(digits_data_dir, representation='pre_logits', protocol='selected_l2')
   model, params = _model_and_params(representation_size=12)
   results = []
   for shape in ((1, 1, 1), (8, 1, 1)):
@@ -128,15 +129,72 @@ def test_fewshot_equals_numpy_on_the_same_features_on_1_and_8_devices(digits_dat
   pool, held = fewshot.select_shots(train_y, [str(i) for i in range(10)], shots=3, holdout=2,
                                     seed=0, dataset='digits')
   for k in (1, 3):
-    l2 = results[0][f'fs/digits_{k}shot_l2']
+    l2 = results[0][f'fs/digits_{k}shot_selected_l2']
     shots = pool[:, :k].ravel()
     expected = np.mean(_primal_predictions(train_x[shots], train_y[shots], test_x, 10, l2) ==
                        test_y)
-    assert results[0][f'fs/digits_{k}shot'] == pytest.approx(expected, abs=1e-9), k
+    assert results[0][f'fs/digits_{k}shot_selected'] == pytest.approx(expected, abs=1e-9), k
     held_acc = {v: np.mean(_primal_predictions(train_x[shots], train_y[shots], train_x[held], 10,
                                                v) == train_y[held])
                 for v in config.evals.fs.l2_regs}
     assert held_acc[l2] == max(held_acc.values())
+
+
+def _big_vision_fewshot(train_x, train_y, test_x, test_y, num_classes, shots, seed, l2_reg):
+  """big_vision's `fewshot_lsr` evaluator restated in NumPy from reading it: per class, the
+  training indices permuted by default_rng(seed) in label order, the first `shots` of each;
+  features whitened by the shots' mean and std + 1e-5 (the test set too); a constant 100
+  feature; targets 2 * onehot - 1; W = (XᵀX + λI)⁻¹ XᵀY; top-1 accuracy."""
+  rng = np.random.default_rng(seed)
+  class_indices = [rng.permutation(np.where(train_y == c)[0]) for c in range(num_classes)]
+  idx = np.concatenate([indices[:shots] for indices in class_indices])
+  x, y = train_x[idx].astype(np.float64), train_y[idx]
+  mean, std = x.mean(axis=0, keepdims=True), x.std(axis=0, keepdims=True) + 1e-5
+  x = np.pad((x - mean) / std, ((0, 0), (0, 1)), constant_values=100.0)
+  t = np.pad((test_x - mean) / std, ((0, 0), (0, 1)), constant_values=100.0)
+  targets = 2.0 * np.eye(num_classes)[y] - 1.0
+  w = np.linalg.solve(x.T @ x + l2_reg * np.eye(x.shape[1]), x.T @ targets)
+  return np.mean(np.argmax(t @ w, axis=1) == test_y)
+
+
+def test_default_protocol_equals_big_vision_restated_in_numpy(digits_data_dir):
+  """The published protocol (seeds 0-2, fixed L2 2^10, standardised features, bias 100) on
+  digits features of a random ViT: the same numbers as the NumPy restatement, per seed."""
+  config = _fewshot_config(digits_data_dir, representation='pre_logits')
+  assert config.evals.fs.protocol == 'fixed_l2' and config.evals.fs.l2_reg == 2.0 ** 10
+  model, params = _model_and_params(representation_size=12)
+  (evaluator,), placed = _evaluators(config, model, params, (1, 1, 1))
+  result = evaluator.run(placed, step=0)
+
+  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
+  image_pp = preprocess.parse(PP)
+
+  def features_and_labels(split):
+    source = sources.digits_source(split, image_size=16, data_dir=digits_data_dir)
+    examples = [source.lookup(i) for i in range(source.num_examples)]
+    images = np.stack([image_pp(ex, SEED)['image'].numpy() for ex in examples])
+    return (np.asarray(vit.representations(model, params, images)['pre_logits']),
+            np.array([int(ex['label']) for ex in examples]))
+
+  train_x, train_y = features_and_labels('train[:200]')
+  test_x, test_y = features_and_labels('test[:60]')
+  for k in (1, 3):
+    per_seed = [_big_vision_fewshot(train_x, train_y, test_x, test_y, 10, k, seed, 2.0 ** 10)
+                for seed in (0, 1, 2)]
+    for seed, expected in enumerate(per_seed):
+      assert result[f'fs/digits_{k}shot-seed-{seed}'] == pytest.approx(expected, abs=1e-3)
+    assert result[f'fs/digits_{k}shot'] == pytest.approx(np.mean(per_seed), abs=1e-3)
+
+
+def test_protocols_differ_on_the_same_features(rng):
+  """Standardisation and the nearly free bias change the answer: the two protocols are not the
+  same number under two names."""
+  x = rng.standard_normal((40, 6)) * np.array([100, 1, 1, 0.01, 5, 1]) + 30
+  y = np.arange(40) % 4
+  e = rng.standard_normal((300, 6)) * np.array([100, 1, 1, 0.01, 5, 1]) + 30
+  ours = fewshot.standardized_predictions(x, y, e, 4, 2.0 ** 10)
+  plain = fewshot.ridge_predictions(x, y, e, 4, (2.0 ** 10,))[0]
+  assert np.mean(ours != plain) > 0.05
 
 
 REAL_LABELS = [[0], [1, 2], [], [3], [0, 3], [], [2]]  # hand-made, two images unlabelled
@@ -189,7 +247,7 @@ def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
                                    "'fewshot', 'real'], found 'fewshots'.")),
     ('shotz', (1,), "config.evals.fs: kind 'fewshot' has no field 'shotz'; nearest: shots."),
     ('shots', (1, 200), r"config.evals.fs.datasets.digits \(digits:train\[:200\]\): class '0' "
-                        r'\(label 0\) has \d+ training examples; 200 shots \+ 2 held out'),
+                        r'\(label 0\) has \d+ training examples; 200 shots need 200'),
     ('representation', 'logits', "config.evals.fs.representation: the model has no output "
                                   "'logits'; it has \\['pooled', 'pre_logits'\\]."),
 ])

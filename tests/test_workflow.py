@@ -75,10 +75,11 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
   probe = evaluators.build('fewshot', config.evals.fewshot.to_dict(), evaluators.base.Context(
       trained.model, mesh, shardings, config.layout, 10, 64), config.loss)
   untrained = probe.run(jax.device_put(random_init, shardings), step=0)
-  # Seen: 0.72 after this short run, 0.60 at random init (random conv features already separate
-  # digits); the 1,500-step main job reaches the README's figures.
-  assert tuned_result['fewshot/digits_10shot'] > 0.65, tuned_result
-  assert untrained['fewshot/digits_10shot'] < tuned_result['fewshot/digits_10shot'] - 0.08, (
+  # Seen with the published protocol (fixed L2 2^10, mean of seeds 0-2): 0.573 after this short
+  # run, 0.509 at random init (random conv features already separate digits); the 1,500-step
+  # main job reaches the README's figures.
+  assert tuned_result['fewshot/digits_10shot'] > 0.53, tuned_result
+  assert untrained['fewshot/digits_10shot'] < tuned_result['fewshot/digits_10shot'] - 0.04, (
       untrained, tuned_result)
 
   tuned, pre = trained_model.load(finetune), trained_model.load(pretrain)

@@ -127,10 +127,14 @@ def fewshot_dataset(name: str, train_split: str, test_split: str,
 
 
 def fewshot_eval(datasets: dict, pp: str, every: int = 1000, shots=(1, 5, 10, 25),
-                 holdout_per_class: int = 5) -> ml_collections.ConfigDict:
-  """The paper's few-shot linear probes on `datasets` ({short name: fewshot_dataset(...)})."""
+                 holdout_per_class: int = 5, protocol: str = 'fixed_l2'
+                 ) -> ml_collections.ConfigDict:
+  """The paper's few-shot linear probes on `datasets` ({short name: fewshot_dataset(...)}):
+  big_vision's protocol (fixed L2 2^10, seeds 0-2, standardised features), or
+  protocol='selected_l2' (the L2 chosen on `holdout_per_class` held-out images per class)."""
   return ml_collections.ConfigDict(dict(
       kind='fewshot', every=every, datasets=datasets, pp=pp, shots=tuple(shots),
+      protocol=protocol, l2_reg=2.0 ** 10, seeds=(0, 1, 2),
       l2_regs=tuple(2.0 ** i for i in range(-10, 11)), holdout_per_class=holdout_per_class,
       seed=0, representation='pre_logits',
       batch_size=ml_collections.config_dict.placeholder(int)))
@@ -154,7 +158,7 @@ def imagenet_evals(pp: str, every: int) -> ml_collections.ConfigDict:
 def fewshot_i21k_monitor(every: int) -> ml_collections.ConfigDict:
   """big_vision's pretraining monitor: probes on ImageNet, CIFAR-100 and Pets (1/5/10/25 shots)
   and, in its own entry, Flowers (10 training images per class: 1 and 5 shots)."""
-  pp = 'decode|resize(224)|value_range(-1, 1)'
+  pp = 'decode|resize(256)|central_crop(224)|value_range(-1, 1)'  # big_vision's few-shot input
   return ml_collections.ConfigDict(dict(
       fewshot=fewshot_eval({
           'imagenet': fewshot_dataset('imagenet2012', 'train[:10%]', 'validation'),

@@ -1,15 +1,21 @@
 """Few-shot linear probes (kind `fewshot`), the paper's protocol for watching pretraining.
 
 Regularised least-squares regression from the frozen representation of k training images per
-class to {-1, 1}^K targets, solved in closed form; top-1 on the test split. For each dataset:
+class to {-1, 1}^K targets, solved in closed form; top-1 on the test split. The default protocol
+is the one behind the published numbers (big_vision's `fewshot_lsr`):
 
-- the shot pool (the largest shot count per class) and `holdout_per_class` further training
-  examples per class are drawn once, a pure function of (seed, dataset name): every evaluation,
-  and every resumed run, uses the same images; smaller shot sets are prefixes of larger ones;
-- features of the pool, the held-out examples and the whole test split come from one pass,
-  sharded over the mesh in padded global batches and gathered;
-- per shot count, the L2 strength is picked from `l2_regs` by accuracy on the held-out training
-  examples (never the test split) and reported beside the test accuracy.
+- for each seed in `seeds` (0, 1, 2), every class's training examples are permuted by
+  `np.random.default_rng(seed)` (classes in label order) and the first k of each are the shots;
+- features are standardised with the k-shot set's mean and std (+1e-5), the test features too;
+- a constant bias feature of 100 (so the bias is almost unregularised), a fixed L2 of `l2_reg`
+  (2^10);
+- `<dataset>_<k>shot-seed-<s>` per seed, and `<dataset>_<k>shot` their mean.
+
+Only the examples some seed draws are passed through the model (the draws depend on labels
+alone). `protocol='selected_l2'` is our variant, with its own metric names: one draw per
+(seed, dataset), the L2 picked from `l2_regs` on `holdout_per_class` further training examples
+per class, raw features with a bias of 1: `<dataset>_<k>shot_selected` and
+`<dataset>_<k>shot_selected_l2`.
 
 The solve runs in float64 on the host, from one eigendecomposition of the smaller Gram matrix
 (`X Xᵀ` or `Xᵀ X`) that serves every L2 value.
@@ -31,16 +37,21 @@ from vit_jax.models import vit
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REGS = tuple(2.0 ** i for i in range(-10, 11))
+DEFAULT_L2_REG = 2.0 ** 10
+DEFAULT_SEEDS = (0, 1, 2)
+BIAS_CONSTANT = 100.0  # big_vision's: a large constant feature leaves the bias almost free
+PROTOCOLS = ('fixed_l2', 'selected_l2')
 DATASET_FIELDS = ('name', 'train_split', 'test_split', 'data_dir', 'image_size', 'root',
                   'image_key', 'label_key', 'prepare', 'strict')
 
 
 def ridge_predictions(train_x: np.ndarray, train_labels: np.ndarray, eval_x: np.ndarray,
-                      num_classes: int, l2_regs: Sequence[float]) -> np.ndarray:
+                      num_classes: int, l2_regs: Sequence[float],
+                      bias: float = 1.0) -> np.ndarray:
   """[len(l2_regs), len(eval_x)] predicted classes of the closed-form ridge regression (with a
-  bias column) from `train_x` to {-1, 1} one-hot targets, for every L2 value."""
-  x = np.concatenate([train_x, np.ones((len(train_x), 1))], 1).astype(np.float64)
-  e = np.concatenate([eval_x, np.ones((len(eval_x), 1))], 1).astype(np.float64)
+  constant `bias` column) from `train_x` to {-1, 1} one-hot targets, for every L2 value."""
+  x = np.concatenate([train_x, np.full((len(train_x), 1), bias)], 1).astype(np.float64)
+  e = np.concatenate([eval_x, np.full((len(eval_x), 1), bias)], 1).astype(np.float64)
   y = 2.0 * np.eye(num_classes)[train_labels] - 1.0
   if x.shape[0] <= x.shape[1]:  # W = Xᵀ (X Xᵀ + λI)⁻¹ Y, with X Xᵀ = U S Uᵀ
     s, u = np.linalg.eigh(x @ x.T)
@@ -50,6 +61,25 @@ def ridge_predictions(train_x: np.ndarray, train_labels: np.ndarray, eval_x: np.
     left, right = e @ u, u.T @ (x.T @ y)
   s = np.maximum(s, 0.0)
   return np.stack([np.argmax(left @ (right / (s + l2)[:, None]), -1) for l2 in l2_regs])
+
+
+def standardized_predictions(train_x: np.ndarray, train_labels: np.ndarray,
+                             eval_x: np.ndarray, num_classes: int, l2_reg: float) -> np.ndarray:
+  """Predicted classes of the published probe: features standardised with the shots' mean and
+  std (+1e-5), a bias feature of 100, the fixed L2."""
+  train_x, eval_x = np.asarray(train_x, np.float64), np.asarray(eval_x, np.float64)
+  mean, std = train_x.mean(0, keepdims=True), train_x.std(0, keepdims=True) + 1e-5
+  return ridge_predictions((train_x - mean) / std, train_labels, (eval_x - mean) / std,
+                           num_classes, (l2_reg,), bias=BIAS_CONSTANT)[0]
+
+
+def seeded_draws(labels: np.ndarray, num_classes: int, seed: int,
+                 max_shots: int) -> list[np.ndarray]:
+  """Per class, the first `max_shots` of its training indices permuted by one generator seeded
+  with `seed`, classes in label order (big_vision's draw); the k-shot set is each one's first k
+  (a class with fewer examples gives what it has)."""
+  rng = np.random.default_rng(seed)
+  return [rng.permutation(np.flatnonzero(labels == c))[:max_shots] for c in range(num_classes)]
 
 
 def select_shots(labels: np.ndarray, class_names: Sequence[str], *, shots: int, holdout: int,
@@ -90,16 +120,18 @@ def _labels(source: sources.Source) -> np.ndarray:
 
 
 class FewShot(base.Evaluator):
-  """`<name>/<dataset>_<k>shot` (test top-1) and `<name>/<dataset>_<k>shot_l2` (the chosen L2).
+  """Few-shot probes on each of `datasets` (see the module docstring for the metric names).
 
   Fields: `datasets` ({short name: {name, train_split, test_split, and source fields such as
   data_dir, image_size, root}}), `pp` (image preprocessing with fixed output size, no labels
-  needed), `shots` (default 1, 5, 10, 25), `l2_regs` (default 2^-10 ... 2^10),
-  `holdout_per_class` (default 5: training examples per class that pick the L2), `seed`,
-  `representation` ('pre_logits', the default, or 'pooled': see `vit.REPRESENTATIONS`).
+  needed), `shots` (default 1, 5, 10, 25), `protocol` ('fixed_l2', the published one, or
+  'selected_l2'), `l2_reg` (2^10) and `seeds` (0, 1, 2) for the first, `l2_regs` (2^-10 ...
+  2^10), `holdout_per_class` (5) and `seed` for the second, `representation` ('pre_logits',
+  the default, or 'pooled': see `vit.REPRESENTATIONS`).
   """
 
-  FIELDS = ('datasets', 'pp', 'shots', 'l2_regs', 'holdout_per_class', 'seed', 'representation')
+  FIELDS = ('datasets', 'pp', 'shots', 'protocol', 'l2_reg', 'seeds', 'l2_regs',
+            'holdout_per_class', 'seed', 'representation')
 
   def __init__(self, name: str, entry: Mapping[str, Any], context: base.Context, run_loss=None):
     del run_loss
@@ -108,11 +140,18 @@ class FewShot(base.Evaluator):
     if not self.shots or min(self.shots) < 1:
       raise ValueError(f'config.evals.{name}.shots must be positive integers, found '
                        f'{self.shots}.')
+    self.protocol = entry.get('protocol') or 'fixed_l2'
+    if self.protocol not in PROTOCOLS:
+      raise ValueError(f'config.evals.{name}.protocol must be one of {PROTOCOLS}, found '
+                       f'{self.protocol!r}.')
+    self.l2_reg = float(entry.get('l2_reg') or DEFAULT_L2_REG)
+    self.seeds = tuple(int(v) for v in (entry.get('seeds') or DEFAULT_SEEDS))
     self.l2_regs = tuple(float(v) for v in (entry.get('l2_regs') or DEFAULT_L2_REGS))
-    if not self.l2_regs or min(self.l2_regs) <= 0:
-      raise ValueError(f'config.evals.{name}.l2_regs must be positive, found {self.l2_regs}.')
+    if self.l2_reg <= 0 or not self.l2_regs or min(self.l2_regs) <= 0:
+      raise ValueError(f'config.evals.{name}: l2_reg and l2_regs must be positive, found '
+                       f'{self.l2_reg} and {self.l2_regs}.')
     self.holdout = int(entry.get('holdout_per_class', 5))
-    if self.holdout < 1:
+    if self.protocol == 'selected_l2' and self.holdout < 1:
       raise ValueError(f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
                        f'on those examples), found {self.holdout}.')
     seed = int(entry.get('seed') or 0)
@@ -151,14 +190,30 @@ class FewShot(base.Evaluator):
     train = base.source(self.name, field, {**common, 'split': data['train_split']})
     test = base.source(self.name, field, {**common, 'split': data['test_split']})
     labels = _labels(train)
-    try:
-      pool, held = select_shots(labels, train.class_names, shots=max(self.shots),
-                                holdout=self.holdout, seed=seed, dataset=short)
-    except ValueError as e:
-      raise ValueError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
-    chosen = np.concatenate([pool.reshape(-1), held])
-    return {'train': _with_index(train, chosen), 'test': _with_index(test), 'pool': pool,
-            'num_classes': train.num_classes, 'labels': labels[chosen]}
+    task = {'test': _with_index(test), 'num_classes': train.num_classes}
+    if self.protocol == 'fixed_l2':
+      counts = np.bincount(labels.astype(np.int64), minlength=train.num_classes)
+      short_class = int(np.argmax(counts < max(self.shots)))  # the first class short of shots
+      if counts[short_class] < max(self.shots):
+        raise ValueError(
+            f'config.evals.{self.name}.{field} ({train.name}): class '
+            f'{train.class_names[short_class]!r} (label {short_class}) has '
+            f'{counts[short_class]} training examples; {max(self.shots)} shots need '
+            f'{max(self.shots)}.')
+      draws = {s: seeded_draws(labels, train.num_classes, s, max(self.shots))
+               for s in self.seeds}
+      chosen = np.unique(np.concatenate([i for d in draws.values() for i in d]))
+      task.update(draws=draws, chosen=chosen)
+    else:
+      try:
+        pool, held = select_shots(labels, train.class_names, shots=max(self.shots),
+                                  holdout=self.holdout, seed=seed, dataset=short)
+      except ValueError as e:
+        raise ValueError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
+      chosen = np.concatenate([pool.reshape(-1), held])
+      task.update(pool=pool)
+    task['train'] = _with_index(train, chosen)
+    return task
 
   def _features_step(self):
     model, representation = self.context.model, self.representation
@@ -202,22 +257,36 @@ class FewShot(base.Evaluator):
     for short, task in self._tasks.items():
       train_x, train_y = self._features(params, task['train'])
       test_x, test_y = self._features(params, task['test'])
-      result.update(probe(train_x, train_y, test_x, test_y, task['pool'].shape,
-                          num_classes=task['num_classes'], shots=self.shots,
-                          l2_regs=self.l2_regs, prefix=f'{self.name}/{short}'))
+      prefix = f'{self.name}/{short}'
+      if self.protocol == 'selected_l2':
+        result.update(probe(train_x, train_y, test_x, test_y, task['pool'].shape,
+                            num_classes=task['num_classes'], shots=self.shots,
+                            l2_regs=self.l2_regs, prefix=prefix))
+        continue
+      for k in self.shots:
+        accuracies = []
+        for seed, draw in task['draws'].items():
+          rows = np.searchsorted(task['chosen'], np.concatenate([d[:k] for d in draw]))
+          predictions = standardized_predictions(train_x[rows], train_y[rows], test_x,
+                                                 task['num_classes'], self.l2_reg)
+          accuracies.append(float(np.mean(predictions == test_y)))
+          result[f'{prefix}_{k}shot-seed-{seed}'] = accuracies[-1]
+        result[f'{prefix}_{k}shot'] = float(np.mean(accuracies))
     return result
 
   def summary(self, metrics: Mapping[str, float]) -> str:
     parts = []
+    suffix = '_selected' if self.protocol == 'selected_l2' else ''
     for short in self._tasks:
-      accs = '/'.join(f'{metrics[f"{self.name}/{short}_{k}shot"]:.3f}' for k in self.shots)
+      accs = '/'.join(f'{metrics[f"{self.name}/{short}_{k}shot{suffix}"]:.3f}'
+                      for k in self.shots)
       parts.append(f'{short} {"/".join(map(str, self.shots))}-shot {accs}')
     return f'{self.name} ' + ', '.join(parts)
 
 
 def probe(train_x, train_y, test_x, test_y, pool_shape, *, num_classes, shots, l2_regs,
           prefix) -> dict[str, float]:
-  """Accuracies of the probes on the test split. `train_x` holds the pool (class-major,
+  """Accuracies of the `selected_l2` probes on the test split. `train_x` holds the pool (class-major,
   `pool_shape` = [classes, max shots]) followed by the held-out examples."""
   classes, max_shots = pool_shape
   pool_x = train_x[:classes * max_shots].reshape(classes, max_shots, -1)
@@ -230,6 +299,7 @@ def probe(train_x, train_y, test_x, test_y, pool_shape, *, num_classes, shots, l
     predictions = ridge_predictions(x, y, eval_x, num_classes, l2_regs)
     held_acc = np.mean(predictions[:, :len(held_y)] == held_y, axis=1)
     best = int(np.argmax(held_acc))
-    result[f'{prefix}_{k}shot'] = float(np.mean(predictions[best, len(held_y):] == test_y))
-    result[f'{prefix}_{k}shot_l2'] = float(l2_regs[best])
+    result[f'{prefix}_{k}shot_selected'] = float(
+        np.mean(predictions[best, len(held_y):] == test_y))
+    result[f'{prefix}_{k}shot_selected_l2'] = float(l2_regs[best])
   return result
