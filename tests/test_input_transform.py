@@ -122,3 +122,48 @@ def test_value_ops_refuse_an_already_mapped_image():
   ops = preprocess.parse('value_range(0, 1)|normalize')
   with pytest.raises(ValueError, match='pp op normalize reads uint8 pixels.*found float32'):
     ops({'image': tf.zeros((4, 4, 3), tf.uint8)}, tf.constant([0, 0]))
+
+
+def test_with_statistics_keeps_the_geometry_and_takes_the_checkpoints_values():
+  recipe = 'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot'
+  source = ("resize_small(256, method='bicubic', floor=True)|central_crop(224)|"
+            "normalize((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))")
+  assert preprocessing.with_statistics(recipe, source) == (
+      'decode|resize_small(256)|central_crop(224)|normalize((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))|'
+      'onehot')
+  assert preprocessing.statistics(preprocessing.with_statistics(recipe, source)) == (
+      (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+
+
+def test_eval_mode_feeds_a_foreign_checkpoint_its_own_statistics(tmp_path, digits_data_dir):
+  """--mode=eval of a Hugging Face classifier trained on ImageNet statistics: the recipe's
+  value_range is replaced by the checkpoint's normalize; the loss equals a hand computation on
+  normalised digits."""
+  import tiny_recipe  # pylint: disable=g-import-not-at-top
+  from vit_jax import evaluators  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config_hf = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                     intermediate_size=64, image_size=16, patch_size=4,
+                                     num_labels=10)
+  _randomize(transformers.ViTForImageClassification(config_hf)).save_pretrained(tmp_path)
+  mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+  transformers.ViTImageProcessor(size={'height': 16, 'width': 16}, image_mean=mean,
+                                 image_std=std).save_pretrained(tmp_path)
+  config = tiny_recipe.get_config(digits_data_dir)
+  result = evaluators.evaluate_checkpoint(config, str(tmp_path))
+
+  loaded = trained_model.load(str(tmp_path))
+  source = sources.digits_source('test[:50]', image_size=16, data_dir=digits_data_dir)
+  pp = preprocess.parse('decode|resize(16)|normalize((0.485, 0.456, 0.406), '
+                        '(0.229, 0.224, 0.225))')
+  examples = [source.lookup(i) for i in range(source.num_examples)]
+  images = np.stack([pp(ex, tf.constant([0, 0]))['image'].numpy() for ex in examples])
+  labels = np.array([int(ex['label']) for ex in examples])
+  logits = np.asarray(loaded.model.apply({'params': loaded.params}, images, train=False),
+                      np.float64)
+  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1,
+                                                                                keepdims=True)) \
+      - logits.max(1, keepdims=True)
+  expected_loss = -np.mean(log_probs[np.arange(len(labels)), labels])
+  assert result['eval/loss'] == pytest.approx(expected_loss, rel=1e-4)
+  assert result['eval/accuracy'] == pytest.approx(np.mean(logits.argmax(1) == labels))

@@ -8,6 +8,7 @@ once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `re
 
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 
@@ -16,6 +17,8 @@ from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
 from vit_jax.evaluators import fewshot
+from vit_jax.formats import foreign
+from vit_jax.formats import preprocessing
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
@@ -68,7 +71,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   """Runs every evaluator of `config` once on a workdir's newest checkpoint or a released .npz.
 
   A workdir brings its own model (its saved config); an .npz's architecture is read off its
-  shapes, its position embeddings resampled to `config.image_size`. With `skip_missing`, an
+  shapes, its position embeddings resampled to `config.image_size`; a timm or Hugging Face
+  checkpoint is fed the input statistics it was trained with (each evaluator's value op is
+  replaced by the checkpoint's). With `skip_missing`, an
   evaluator whose dataset is not prepared is left out and named in the result's
   `'missing'` entry ({evaluator: the error}) instead of stopping the others.
   """
@@ -81,7 +86,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
   context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}
+  foreign_file = foreign.handles(checkpoint_path)
   for name, entry in entries(config).items():
+    if foreign_file and entry.get('pp'):  # the checkpoint's own input statistics
+      entry = ml_collections.ConfigDict(base.as_dict(entry))
+      entry.pp = preprocessing.with_statistics(entry.pp, loaded.pp)
+      logging.info('%s: %s evaluates with the checkpoint\'s statistics: %s', checkpoint_path,
+                   name, entry.pp)
     try:
       built.append(build(name, entry, context, config.loss))
     except sources.DatasetMissing as e:

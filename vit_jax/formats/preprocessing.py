@@ -189,6 +189,17 @@ def to_timm(pp: str, image_size: int) -> dict[str, Any]:
   return cfg
 
 
+def with_statistics(pp: str, source_pp: str) -> str:
+  """`pp` with its value op (value_range / normalize) replaced by the one of `source_pp`: a
+  recipe's geometry, a checkpoint's input statistics."""
+  values = [op for op in pp_spec.ops(source_pp) if pp_spec.parse_op(op)[0] in ('value_range',
+                                                                                'normalize')]
+  if not values:
+    return pp
+  return '|'.join(values[-1] if pp_spec.parse_op(op)[0] in ('value_range', 'normalize') else op
+                  for op in pp_spec.ops(pp))
+
+
 def for_display(pp: str) -> str:
   """The same geometry with values in [-1, 1] (what the figures draw)."""
   ops = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] not in ('value_range',
