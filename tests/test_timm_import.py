@@ -125,3 +125,42 @@ def test_table_equals_what_timm_builds():
   own module has (heads, activation, LayerNorm eps, gated MLP, or the feature we lack)."""
   assert timm.__version__ == timm_archs.TIMM_VERSION
   assert timm_reference.survey() == timm_archs.ARCHITECTURES
+
+
+EXPORTS = [
+    dict(),
+    dict(activation='quick_gelu', layer_norm_eps=1e-5, pre_norm=True),  # a CLIP tower
+    dict(classifier='gap', fc_norm=True, class_token=True, activation='gelu'),
+    dict(num_registers=2, layerscale=0.1, qk_norm=True, activation='gelu'),
+    dict(classifier='map', activation='gelu_tanh'),
+    dict(gated_mlp=True, activation='silu', layerscale=0.1),
+    dict(distilled=True, activation='gelu'),
+]
+
+
+@pytest.mark.parametrize('overrides', EXPORTS, ids=[
+    '-'.join(f'{k}={v}' for k, v in o.items()) or 'plain' for o in EXPORTS])
+def test_our_timm_export_is_built_by_timm_itself(tmp_path, overrides):
+  """Our timm export read by timm's own loader (`local-dir:`): timm builds the model from our
+  config.json, loads our safetensors, and gives our logits."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
+  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (8, 8)}, hidden_size=32, classifier='token',
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  config.update(overrides)
+  model = VisionTransformer(num_classes=5, **config)
+  images = _images()
+  params = model.init(jax.random.key(0), images, train=False)['params']
+  params = jax.tree.map(
+      lambda x: np.asarray(x) + np.random.default_rng(x.size).normal(0, 0.1, x.shape), params)
+  timm_export.export(params, config, 5, 32, str(tmp_path))
+  theirs = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+  with torch.no_grad():
+    out = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  ours = np.asarray(model.apply({'params': params}, images, train=False))
+  np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+  assert json.load(open(tmp_path / 'config.json'))['pretrained_cfg']['mean'] == [0.5] * 3

@@ -58,6 +58,10 @@ def import_timm():
     import timm.models  # pylint: disable=g-import-not-at-top,unused-import
   finally:
     sys.meta_path.remove(finder)
+    # timm keeps what it took from the stand-in; nothing else may find a torchvision.
+    for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
+      if isinstance(sys.modules[name], _StandIn):
+        del sys.modules[name]
   return timm
 
 

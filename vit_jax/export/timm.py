@@ -1,8 +1,11 @@
-"""timm: a safetensors state dict with timm's ViT names, and a JSON naming the timm model.
+"""timm: a safetensors state dict with timm's ViT names, timm's own `config.json`, and our JSON.
 
-The JSON carries everything `timm.create_model(architecture, pretrained=False, **args)` needs to
-build the matching model, the activation included: our default GELU is the tanh form, so
-`act_layer` is `gelu_tanh` (timm's own default is the exact erf GELU).
+`config.json` is what timm's `save_for_hf` writes (architecture, model_args, pretrained_cfg),
+so `timm.create_model('local-dir:<dir>', pretrained=True)` builds and loads the model; it is
+left out when no timm architecture has the model's LayerNorm epsilon. `timm_model.json` carries
+everything `timm.create_model(architecture, pretrained=False, **args)` needs plus the epsilon,
+the activation included: our default GELU is the tanh form, so `act_layer` is `gelu_tanh`
+(timm's own default is the exact erf GELU).
 """
 
 import json
@@ -12,6 +15,7 @@ from typing import Any, Optional
 from safetensors import numpy as safetensors_numpy
 
 from vit_jax.formats import preprocessing
+from vit_jax.formats import timm_archs
 from vit_jax.formats import timm_layout
 from vit_jax.formats import torch_layouts
 from vit_jax.models import geometry
@@ -67,6 +71,48 @@ def timm_model_spec(model_config, num_classes: int, image_size: int,
   }
 
 
+def _base_architecture(model_config, preferred: str) -> Optional[str]:
+  """A timm architecture whose fixed choices (LayerNorm eps, MLP kind, distillation) are ours:
+  `model_args` then set everything else. None when timm has none."""
+  eps = float(model_config.get('layer_norm_eps', 1e-6))
+  gated = bool(model_config.get('gated_mlp'))
+  distilled = bool(model_config.get('distilled'))
+
+  def fits(name):
+    entry = timm_archs.ARCHITECTURES.get(name)
+    return (isinstance(entry, tuple) and entry[2] == eps and entry[3] == gated
+            and ('distilled' in name) == distilled and name.startswith(('vit_', 'deit_')))
+  if fits(preferred):
+    return preferred
+  return next((name for name in sorted(timm_archs.ARCHITECTURES) if fits(name)), None)
+
+
+def timm_hf_config(model_config, num_classes: int, image_size: int,
+                   pp: Optional[str] = None) -> Optional[dict[str, Any]]:
+  """timm's own `config.json` (what `save_for_hf` writes: architecture, num_classes,
+  global_pool, model_args, pretrained_cfg), so `timm.create_model('local-dir:<dir>',
+  pretrained=True)` or the Hub builds the model; None when no timm architecture has our LayerNorm
+  epsilon and MLP kind (model_args cannot set those)."""
+  spec = timm_model_spec(model_config, num_classes, image_size, pp)
+  architecture = _base_architecture(model_config, spec['architecture'])
+  if architecture is None:
+    return None
+  args = dict(spec['args'])
+  hidden = model_config.transformer.mlp_dim * (2 if model_config.get('gated_mlp') else 1)
+  ratio = hidden / args['embed_dim']
+  if int(args['embed_dim'] * ratio) != hidden:  # timm takes int(embed_dim * mlp_ratio)
+    ratio = (hidden + 1e-6) / args['embed_dim']
+  args.update(mlp_ratio=ratio, dynamic_img_size=False)
+  if model_config.get('gated_mlp'):
+    del args['act_layer']  # the architecture's SwiGLU with SiLU
+  pretrained_cfg = {**spec['pretrained_cfg'], 'num_classes': num_classes,
+                    'first_conv': 'patch_embed.proj', 'classifier': 'head',
+                    'fixed_input_size': True}
+  return {'architecture': architecture, 'num_classes': num_classes,
+          'num_features': model_config.hidden_size, 'global_pool': args['global_pool'],
+          'model_args': args, 'pretrained_cfg': pretrained_cfg}
+
+
 def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
            pp: Optional[str] = None) -> str:
   torch_layouts.check_exportable(params, model_config, 'timm', allow_gap=True,
@@ -77,4 +123,8 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
                               metadata={'format': 'pt'})
   with open(os.path.join(out_dir, SPEC_FILE), 'w', encoding='utf-8') as f:
     json.dump(timm_model_spec(model_config, num_classes, image_size, pp), f, indent=2)
+  config = timm_hf_config(model_config, num_classes, image_size, pp)
+  if config is not None:
+    with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+      json.dump(config, f, indent=2)
   return out_dir

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax.formats import torch_layouts
+from vit_jax.models import geometry
 
 
 def _pairs(role: str, name: str) -> dict[str, str]:
@@ -37,6 +38,11 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
   """Our canonical tree -> timm's state dict."""
   top, per_block = torch_layouts.to_roles(params, model_config, image_size)
+  if 'pre_norm.weight' in top:  # timm's pre-norm models have no patch bias: it is a constant
+    bias = top.pop('patch.bias')  # added to every patch token, so it joins their positions
+    prefix = geometry.num_posemb_prefix(model_config)
+    top['posemb'] = np.concatenate([top['posemb'][:, :prefix],
+                                    top['posemb'][:, prefix:] + bias], axis=1)
   for arrays in per_block:
     torch_layouts.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
   torch_layouts.join_fused(top, 'map.kv', ('map.key', 'map.value'))
