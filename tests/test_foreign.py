@@ -325,15 +325,36 @@ def test_dinov2_classifier_on_cls_and_mean_with_swiglu(tmp_path, registers):
     _close(_apply(loaded, images), model(_torch_in(images)).logits)
 
 
+@pytest.mark.parametrize('gated', [False, True])
+def test_dinov3_rope_registers_and_gated_mlp_at_square_and_other_sizes(tmp_path, gated):
+  """DINOv3: RoPE on the patch tokens (any grid: patch centres span [-1, 1]), 4 registers,
+  LayerScale, no key bias, and for the large models a gated MLP with SiLU."""
+  config = transformers.DINOv3ViTConfig(
+      **{**COMMON, 'num_attention_heads': 2}, num_register_tokens=4, use_gated_mlp=gated,
+      hidden_act='silu' if gated else 'gelu')
+  model = _randomize(transformers.DINOv3ViTModel(config), seed=12)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.posemb == 'rope' and loaded.model_config.num_registers == 4
+  assert bool(loaded.model_config.get('gated_mlp')) == gated
+  unpooled = VisionTransformer(num_classes=None, **{**loaded.model_config,
+                                                    'classifier': 'token_unpooled'})
+  for height, width in ((SIZE, SIZE), (SIZE, 3 * SIZE // 2)):
+    images = np.random.default_rng(12).uniform(-1, 1, (2, height, width, 3)).astype(np.float32)
+    with torch.no_grad():
+      out = model(_torch_in(images))
+    _close(_features(loaded, images)['pooled'], out.pooler_output)
+    _close(np.asarray(unpooled.apply({'params': loaded.params}, images, train=False)),
+           out.last_hidden_state)
+
+
 @pytest.mark.parametrize('make,feature', [
-    (lambda: transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**COMMON)),
-     'rotary position embeddings'),
     (lambda: transformers.BeitModel(transformers.BeitConfig(**COMMON)),
      'relative position bias'),
     (lambda: transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
         patch_size=8, num_patches=16)), 'NaFlex'),
-], ids=['dinov3', 'beit', 'siglip2_naflex'])
+], ids=['beit', 'siglip2_naflex'])
 def test_families_we_lack_are_refused_naming_the_feature(tmp_path, make, feature):
   make().save_pretrained(tmp_path)
   with pytest.raises(ValueError, match=f'{feature}.*refused') as error:

@@ -227,7 +227,7 @@ def test_drop_path_drops_whole_examples_and_rescales():
 @pytest.mark.parametrize('overrides,image_shape,message', [
     ({}, (1, 18, 16, 3), 'not divisible by patches.size'),
     ({'classifier': 'cls'}, (1, 16, 16, 3), "classifier='cls'"),
-    ({'posemb': 'rope'}, (1, 16, 16, 3), "posemb='rope'"),
+    ({'posemb': 'rotary'}, (1, 16, 16, 3), "posemb='rotary'"),
     ({'remat': 'sometimes'}, (1, 16, 16, 3), "remat='sometimes'"),
     ({'hidden_size': 18}, (1, 16, 16, 3), 'not divisible by num_heads'),
     ({}, (16, 16, 3), '[batch, height, width, channels]'),

@@ -97,7 +97,7 @@ def model_overrides() -> ml_collections.ConfigDict:
       layer_norm_eps=unset(float), layerscale=unset(float), qk_norm=unset(bool),
       pre_norm=unset(bool), num_registers=unset(int), distilled=unset(bool),
       distillation_head=unset(bool), dynamic_image_size=unset(bool), class_token=unset(bool),
-      fc_norm=unset(bool), gated_mlp=unset(bool)))
+      fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

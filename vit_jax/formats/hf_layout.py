@@ -84,24 +84,39 @@ _SIGLIP = Family(
          **_pairs('map.fc1', 'head.mlp.fc1'), **_pairs('map.fc2', 'head.mlp.fc2')},
     heads={}, block_prefix='encoder.layers.{}.', block=_TOWER_BLOCK, ignored=_TOWER_IGNORED)
 
+# DINOv3: RoPE (no position table), registers, LayerScale; `gate_proj` + `up_proj` of a gated MLP
+# are packed into one [gate, value] kernel.
+_DINOV3 = Family(
+    top={'cls': 'embeddings.cls_token', 'registers': 'embeddings.register_tokens',
+         **_pairs('patch', 'embeddings.patch_embeddings'), **_pairs('norm', 'norm')},
+    heads=_pairs('head', 'classifier'), block_prefix='layer.{}.',
+    block={**_pairs('query', 'attention.q_proj'), **_pairs('key', 'attention.k_proj'),
+           **_pairs('value', 'attention.v_proj'), **_pairs('out', 'attention.o_proj'),
+           **_pairs('fc1', 'mlp.up_proj'), **_pairs('gate', 'mlp.gate_proj'),
+           **_pairs('fc2', 'mlp.down_proj'), **_pairs('norm1', 'norm1'),
+           **_pairs('norm2', 'norm2'), 'ls1': 'layer_scale1.lambda1',
+           'ls2': 'layer_scale2.lambda1'},
+    ignored=('embeddings.mask_token',), fields={'layerscale': 1.0, 'posemb': 'rope'})
+
 # model_type -> family: plain ViTs under other names (MAE, MSN, I-JEPA encoders) included.
 FAMILIES = {'vit': _VIT, 'vit_mae': _VIT, 'vit_msn': _VIT, 'ijepa': _VIT, 'deit': _DEIT,
             'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
             'clip': _CLIP, 'clip_vision_model': _CLIP, 'metaclip_2': _CLIP,
-            'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP}
+            'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP,
+            'dinov3_vit': _DINOV3}
 # model_type -> the feature our model lacks: refused naming it.
-REFUSED = {'dinov3_vit': 'rotary position embeddings (RoPE)',
-           'beit': 'relative position bias', 'data2vec-vision': 'relative position bias',
+REFUSED = {'beit': 'relative position bias', 'data2vec-vision': 'relative position bias',
            'siglip2': 'NaFlex variable-resolution patches',
            'siglip2_vision_model': 'NaFlex variable-resolution patches',
            'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
            'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
-_PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight', 'embeddings.patch_embedding.weight')
+_PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight', 'embeddings.patch_embedding.weight',
+                'embeddings.patch_embeddings.weight')
 
 # transformers' `hidden_act` -> our `activation`.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_pytorch_tanh': 'gelu_tanh', 'gelu_new': 'gelu_tanh',
-               'quick_gelu': 'quick_gelu'}
+               'quick_gelu': 'quick_gelu', 'silu': 'silu', 'swish': 'silu'}
 
 
 def vision_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,6 +168,10 @@ def model_fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   fields = {'activation': ACTIVATIONS[act],
             'layer_norm_eps': float(config.get('layer_norm_eps', 1e-12))}
   fields.update(family.fields or {})
+  if family is _DINOV3:
+    fields['rope_theta'] = float(config.get('rope_theta', 100.0))
+    if config.get('use_gated_mlp'):
+      fields['gated_mlp'] = True
   return fields
 
 
@@ -188,6 +207,9 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
     raise ValueError(f'{source}: entries not understood for this family: '
                      f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
   torch_layouts.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
+  for arrays in per_block:  # a gated MLP's gate and value projections: one packed kernel
+    if 'gate.weight' in arrays:
+      torch_layouts.join_fused(arrays, 'fc1', ('gate', 'fc1'))
   return torch_layouts.from_roles(top, per_block, num_heads)
 
 

@@ -47,6 +47,8 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append('a norm after pooling (fc_norm; export to timm instead)')
   if model_config.classifier == 'token_gap':
     problems.append("classifier='token_gap'")
+  if model_config.get('posemb') == 'rope':
+    problems.append('rotary position embeddings (posemb=rope)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
@@ -173,8 +175,10 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
   for name in ('cls', 'dist', 'registers'):
     if name in top:
       tree[name] = np.asarray(top[name], np.float32).reshape(1, -1, patch.shape[0])
-  posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
-  encoder = {'posembed_input': {'pos_embedding': posemb}}
+  encoder = {}
+  if 'posemb' in top:  # RoPE models have none
+    posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
+    encoder['posembed_input'] = {'pos_embedding': posemb}
   if 'norm.weight' in top:
     encoder['encoder_norm'] = _norm_from_torch(top, 'norm')
   if 'fc_norm.weight' in top:

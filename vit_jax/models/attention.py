@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.models import posemb as posemb_lib
+
 Dtype = Any
 Initializer = Callable[..., jnp.ndarray]
 
@@ -60,6 +62,8 @@ class MultiHeadAttention(nn.Module):
   # LayerNorm of queries and keys over head_dim (`query_norm`, `key_norm`; ViT-22B, timm qk_norm).
   qk_norm: bool = False
   layer_norm_eps: float = 1e-6
+  # 2-D RoPE on the patch tokens of self-attention: ((rows, columns), theta, prefix tokens).
+  rope: Optional[tuple[tuple[int, int], float, int]] = None
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, *,
@@ -101,6 +105,11 @@ class MultiHeadAttention(nn.Module):
     if self.qk_norm:
       query, key = (nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)(t)
                     for name, t in (('query_norm', query), ('key_norm', key)))
+    if self.rope is not None:
+      (rows, columns), theta, prefix = self.rope
+      cos, sin = posemb_lib.rope_2d(rows, columns, head_dim, theta)
+      token_axis = 2 if explicit else 1
+      query, key = (posemb_lib.apply_rope(t, cos, sin, token_axis, prefix) for t in (query, key))
     query, key, value = (nn.with_logical_constraint(t, heads_axes) for t in (query, key, value))
 
     if explicit:

@@ -1,4 +1,5 @@
-"""Position embeddings: learned (the paper) and fixed 2-D sin-cos (MoCo v3, big_vision)."""
+"""Position embeddings: learned (the paper), fixed 2-D sin-cos (MoCo v3, big_vision), and 2-D rotary
+embeddings of queries and keys (RoPE, as DINOv3 uses them)."""
 
 import math
 from typing import Any, Callable, Optional
@@ -27,6 +28,38 @@ def posemb_sincos_2d(height: int, width: int, hidden_size: int,
   y = np.einsum('m,d->md', y.ravel(), omega)
   table = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
   return table[None].astype(np.float32)
+
+
+def rope_2d(height: int, width: int, head_dim: int, theta: float = 100.0
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """(cos, sin), each [height * width, head_dim], of DINOv3's 2-D rotary embedding.
+
+  Patch centres normalised to [-1, 1] on each axis (so any grid, square or not, spans the same
+  range); head_dim / 4 frequencies theta^(-4k / head_dim); angles 2 pi coord * freq, the row
+  angles then the column angles, repeated twice to pair with `rotate_half`.
+  """
+  if head_dim % 4:
+    raise ValueError(f'posemb=rope needs a head dimension divisible by 4, got {head_dim}.')
+  frequencies = 1.0 / theta ** np.arange(0, 1, 4 / head_dim, dtype=np.float32)
+  rows = (np.arange(0.5, height, dtype=np.float32) / height) * 2 - 1
+  columns = (np.arange(0.5, width, dtype=np.float32) / width) * 2 - 1
+  coords = np.stack(np.meshgrid(rows, columns, indexing='ij'), axis=-1).reshape(-1, 2)
+  angles = 2 * np.pi * coords[:, :, None] * frequencies[None, None, :]
+  angles = np.tile(angles.reshape(len(coords), -1), 2)
+  return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, token_axis: int,
+               num_prefix_tokens: int) -> jnp.ndarray:
+  """Rotates the patch tokens of queries or keys ([..., tokens, ..., head_dim]; the prefix tokens
+  stay as they are): x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1]."""
+  prefix, patches = jnp.split(x, [num_prefix_tokens], axis=token_axis)
+  shape = [1] * x.ndim
+  shape[token_axis], shape[-1] = cos.shape
+  cos, sin = cos.reshape(shape).astype(x.dtype), sin.reshape(shape).astype(x.dtype)
+  first, second = jnp.split(patches, 2, axis=-1)
+  rotated = patches * cos + jnp.concatenate([-second, first], axis=-1) * sin
+  return jnp.concatenate([prefix, rotated], axis=token_axis)
 
 
 def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int,

@@ -26,7 +26,7 @@ Dtype = Any
 # tokens (prefix tokens are excluded from both, as timm does); token_gap: [class token, mean of patches] side by side (transformers'
 # Dinov2ForImageClassification); unpooled / token_unpooled: every token.
 CLASSIFIERS = ('token', 'gap', 'map', 'token_gap', 'unpooled', 'token_unpooled')
-POSEMBS = ('learn', 'sincos2d')
+POSEMBS = ('learn', 'sincos2d', 'rope')  # rope: 2-D rotary embeddings of q and k (DINOv3)
 # MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
 # CLIP's quick GELU x * sigmoid(1.702 x).
 ACTIVATIONS = {
@@ -128,6 +128,7 @@ class Encoder1DBlock(nn.Module):
   layerscale: Optional[float] = None
   qk_norm: bool = False
   gated_mlp: bool = False
+  rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -141,7 +142,7 @@ class Encoder1DBlock(nn.Module):
     y = norm('LayerNorm_0')(inputs)
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-        qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps,
+        qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
         name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
@@ -187,6 +188,7 @@ class Encoder(nn.Module):
   pre_norm: bool = False
   gated_mlp: bool = False
   final_norm: bool = True  # False when the norm comes after pooling (`fc_norm`)
+  rope_theta: float = 100.0
   dynamic_image_size: bool = False
   dtype: Dtype = jnp.float32
 
@@ -195,7 +197,7 @@ class Encoder(nn.Module):
                registers: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     if x.ndim != 3:
       raise ValueError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
-    if self.add_position_embedding:
+    if self.add_position_embedding and self.posemb != 'rope':
       if self.posemb == 'learn':
         x = posemb_lib.AddPositionEmbs(
             grid_shape=self.grid_shape if self.dynamic_image_size else None,
@@ -216,7 +218,10 @@ class Encoder(nn.Module):
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
-        gated_mlp=self.gated_mlp, dtype=self.dtype)
+        gated_mlp=self.gated_mlp, dtype=self.dtype,
+        rope=((tuple(self.grid_shape), float(self.rope_theta),
+               self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
+              if self.posemb == 'rope' else None))
     block = Encoder1DBlock
     if self.remat != 'none':
       # Arguments: (self, inputs, drop_path_rate, deterministic); `deterministic` is static.
@@ -295,7 +300,8 @@ class VisionTransformer(nn.Module):
   `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
   `gelu_approximate`. Fields for other families (README "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
-  `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`. Images are
+  `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
+  `rope_theta` (with posemb='rope'). Images are
   NHWC in [-1, 1] for the official checkpoints; imported ones carry their own input transform.
   """
 
@@ -327,6 +333,7 @@ class VisionTransformer(nn.Module):
   class_token: Optional[bool] = None  # None: a class token exactly for the token classifiers
   fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
+  rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
 
   def _check_fields(self):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
@@ -389,6 +396,7 @@ class VisionTransformer(nn.Module):
           activation=activation_name(self.activation, self.gelu_approximate),
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
+          rope_theta=self.rope_theta,
           dynamic_image_size=self.dynamic_image_size,
           dtype=self.dtype)(x, train=train, registers=registers)
 

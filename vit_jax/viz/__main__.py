@@ -36,6 +36,8 @@ def main(argv):
                        _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value)
   for path in [*written.rollouts, *written.head_maps, written.distance_png, written.distance_csv,
                written.posemb_png, written.filters_png]:
+    if path is None:
+      continue
     print(path)
 
 

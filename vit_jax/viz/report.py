@@ -13,7 +13,7 @@ class Written:
   head_maps: list[str]
   distance_png: str
   distance_csv: str
-  posemb_png: str
+  posemb_png: Optional[str]  # None for a RoPE model
   filters_png: str
 
 
@@ -56,9 +56,11 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
       distances, os.path.join(out, 'attention_distance.png'),
       os.path.join(out, 'attention_distance.csv'), size)
 
-  table, table_prefix = geometry.position_table(params, config, size)
-  similarity = analysis.posemb_similarity(table, grid, table_prefix)
-  posemb_png = figures.similarity_grid(similarity, os.path.join(out, 'posemb_similarity.png'))
+  posemb_png = None  # a RoPE model has no position table to compare
+  if config.get('posemb') != 'rope':
+    table, table_prefix = geometry.position_table(params, config, size)
+    similarity = analysis.posemb_similarity(table, grid, table_prefix)
+    posemb_png = figures.similarity_grid(similarity, os.path.join(out, 'posemb_similarity.png'))
   # The first RGB filters: the patch embedding, or the ResNet root convolution of a hybrid.
   first_layer = params['conv_root' if 'conv_root' in params else 'embedding']['kernel']
   filters_png = figures.filter_components(
