@@ -5,6 +5,7 @@ feature. The table of what timm's architecture names fix is checked against timm
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -164,3 +165,16 @@ def test_our_timm_export_is_built_by_timm_itself(tmp_path, overrides):
   ours = np.asarray(model.apply({'params': params}, images, train=False))
   np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
   assert json.load(open(tmp_path / 'config.json'))['pretrained_cfg']['mean'] == [0.5] * 3
+
+
+def test_lone_safetensors_says_what_it_assumed(tmp_path, caplog):
+  """Without timm's config.json the weights still load (timm's defaults: erf GELU, eps 1e-6,
+  pooling from the tokens, heads by width) and one warning line says what was assumed."""
+  model = _randomized('vit_tiny_patch16_224', embed_dim=192, num_heads=3)
+  timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+  os.remove(tmp_path / 'config.json')
+  with caplog.at_level('WARNING'):
+    loaded = trained_model.load(str(tmp_path / 'model.safetensors'))
+  assert 'no config.json: assumed gelu MLPs, LayerNorm eps 1e-06' in caplog.text
+  assert len([r for r in caplog.records if 'assumed' in r.getMessage()]) == 1
+  _compare(model, loaded)
