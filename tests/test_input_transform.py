@@ -167,3 +167,38 @@ def test_eval_mode_feeds_a_foreign_checkpoint_its_own_statistics(tmp_path, digit
   expected_loss = -np.mean(log_probs[np.arange(len(labels)), labels])
   assert result['eval/loss'] == pytest.approx(expected_loss, rel=1e-4)
   assert result['eval/accuracy'] == pytest.approx(np.mean(logits.argmax(1) == labels))
+
+
+def test_fine_tuning_takes_the_source_statistics_and_resumes(tmp_path, digits_data_dir):
+  """init_from a DINOv2 directory with ImageNet statistics: the recipe's default
+  value_range(-1, 1) strings (train, device, eval) become the source's normalize, the saved
+  config says so, and a second start finds the same config without the source."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tiny_recipe  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'dinov2'
+  _randomize(transformers.Dinov2Model(transformers.Dinov2Config(
+      hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, image_size=16,
+      patch_size=4))).save_pretrained(source)
+  transformers.BitImageProcessor(size={'shortest_edge': 18}, crop_size=16,
+                                 image_mean=[0.485, 0.456, 0.406],
+                                 image_std=[0.229, 0.224, 0.225]).save_pretrained(source)
+
+  def config():
+    c = tiny_recipe.get_config(digits_data_dir)
+    c.model.update(activation='gelu', layer_norm_eps=1e-6, layerscale=1.0)
+    c.init_from, c.total_steps, c.checkpoint_every, c.eval_every = str(source), 2, 2, 0
+    return c
+  workdir = str(tmp_path / 'run')
+  loop.train_and_evaluate(config(), workdir)
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  normalize = 'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
+  assert saved['pp_device'] == f'randaug(2, 5)|{normalize}'
+  assert normalize in saved['pp_eval'] and 'value_range' not in saved['pp_eval']
+  assert trained_model.load(workdir).pp == f'resize(16)|{normalize}'
+
+  # The source is gone: a second start of the same config rebuilds the same pp strings from the
+  # workdir's own record (the claim compares configs: a different pp would be refused).
+  shutil.rmtree(source)
+  result = loop.train_and_evaluate(config(), workdir)
+  assert result['step'] == 2

@@ -66,6 +66,17 @@ def _from_workdir(workdir: str
           pp)
 
 
+def input_transform(path: str) -> str:
+  """The input transform of a checkpoint without loading its weights: a timm/HF file's side
+  files, a workdir's pp_eval, the official [-1, 1] for an .npz."""
+  if foreign.handles(path):
+    return foreign.input_transform(path) or preprocessing.released(224)
+  if os.path.isdir(path):
+    config = read_run_config(path)
+    return preprocessing.of_run(config.get('pp_eval') or '', config.image_size)
+  return preprocessing.released(224)
+
+
 def load(path: str, model_name: Optional[str] = None, *,
          image_size: Optional[int] = None) -> TrainedModel:
   """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""

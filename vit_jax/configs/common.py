@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from = ml_collections.config_dict.placeholder(str)  # released/big_vision .npz, or one of our workdirs
   # Parameter names (full regex match, vit_jax.param_names) kept from the fresh init.
   config.dont_load = ()
+  # With init_from: the pp strings whose value op is the default value_range(-1, 1) take the
+  # checkpoint's own input statistics (a timm/HF file's mean and std, a workdir's pp_eval).
+  config.pp_from_init = True
 
   # Data: sources (vit_jax.data.sources.from_config) and preprocessing strings. `onehot` takes
   # its depth from num_classes; label smoothing is `label_smoothing` below.

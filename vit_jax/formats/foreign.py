@@ -191,10 +191,8 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   fields.update(hf_layout.pooling(params, hf_config, family))
   read.append(f'config.json: model_type={vision.get("model_type")!r}, '
               + ', '.join(f'{k}={v!r}' for k, v in fields.items()) + f', num_heads={heads}')
-  pp = None
-  processor = _side_file(path, 'preprocessor_config.json')
-  if processor is not None:
-    pp = preprocessing.from_hf(processor, os.path.join(_folder(path), 'preprocessor_config.json'))
+  pp = input_transform(path)
+  if pp is not None:
     read.append(f'preprocessor_config.json: {pp}')
   return params, {**fields, 'num_heads': int(heads)}, pp
 
@@ -211,13 +209,10 @@ def _from_timm(path, state, model_name, read) -> tuple[dict, dict, Optional[str]
               'num_heads': spec.get('args', {}).get('num_heads'),
               'global_pool': spec.get('args', {}).get('global_pool')}
     read.append(f'{TIMM_SPEC}: ' + ', '.join(f'{k}={v!r}' for k, v in fields.items()))
-    if spec.get('pretrained_cfg'):
-      fields['pp'] = preprocessing.from_timm(spec['pretrained_cfg'],
-                                             os.path.join(_folder(path), TIMM_SPEC))
   elif timm_config is not None and 'architecture' in timm_config:
     fields = timm_config_lib.fields(timm_config, config_file)
     read.append(f'config.json: architecture={timm_config["architecture"]!r}, '
-                + ', '.join(f'{k}={v!r}' for k, v in fields.items() if k != 'pp'))
+                + ', '.join(f'{k}={v!r}' for k, v in fields.items()))
   else:
     name = (model_name or '').split('.')[0]
     if name in timm_archs.ARCHITECTURES:
@@ -232,10 +227,24 @@ def _from_timm(path, state, model_name, read) -> tuple[dict, dict, Optional[str]
   pool = timm_config_lib.classifier(fields.pop('global_pool'), 'cls' in params,
                                     'MAPHead_0' in params)
   fields.update(pool)
-  pp = fields.pop('pp', None)
+  pp = input_transform(path)
   if pp:
     read.append(f'pretrained_cfg: {pp}')
   return params, {**fields, 'num_heads': heads}, pp
+
+
+def input_transform(path: str) -> Optional[str]:
+  """The input transform a timm or Hugging Face checkpoint says it was trained with (a pp
+  string), read from its side files alone: `preprocessor_config.json`, timm's `config.json`
+  `pretrained_cfg`, or our `timm_model.json`; None when none says."""
+  processor = _side_file(path, 'preprocessor_config.json')
+  if processor is not None:
+    return preprocessing.from_hf(processor, os.path.join(_folder(path), 'preprocessor_config.json'))
+  for name in (TIMM_SPEC, 'config.json'):
+    config = _side_file(path, name)
+    if config and config.get('pretrained_cfg') and (name == TIMM_SPEC or 'architecture' in config):
+      return preprocessing.from_timm(config['pretrained_cfg'], os.path.join(_folder(path), name))
+  return None
 
 
 def _folder(path: str) -> str:

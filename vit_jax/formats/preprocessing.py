@@ -192,12 +192,25 @@ def to_timm(pp: str, image_size: int) -> dict[str, Any]:
 def with_statistics(pp: str, source_pp: str) -> str:
   """`pp` with its value op (value_range / normalize) replaced by the one of `source_pp`: a
   recipe's geometry, a checkpoint's input statistics."""
-  values = [op for op in pp_spec.ops(source_pp) if pp_spec.parse_op(op)[0] in ('value_range',
-                                                                                'normalize')]
-  if not values:
+  source = value_op(source_pp)
+  if source is None:
     return pp
-  return '|'.join(values[-1] if pp_spec.parse_op(op)[0] in ('value_range', 'normalize') else op
+  return '|'.join(source if pp_spec.parse_op(op)[0] in ('value_range', 'normalize') else op
                   for op in pp_spec.ops(pp))
+
+
+def value_op(pp: str) -> Optional[str]:
+  """The last value op (value_range / normalize) of a pp string, or None."""
+  values = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] in ('value_range',
+                                                                         'normalize')]
+  return values[-1] if values else None
+
+
+def is_default_range(pp: str) -> bool:
+  """Whether the string's value op is the official value_range(-1, 1)."""
+  op = value_op(pp)
+  return (op is not None and pp_spec.parse_op(op)[0] == 'value_range'
+          and statistics(op) == ((0.5,) * 3, (0.5,) * 3))
 
 
 def for_display(pp: str) -> str:

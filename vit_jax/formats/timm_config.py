@@ -2,13 +2,11 @@
 
 `architecture` names a timm model: its head count, activation, LayerNorm epsilon and MLP kind
 come from `timm_archs.ARCHITECTURES` (read off timm's own modules); `model_args` (what the
-model was created with) and `global_pool` override them; `pretrained_cfg` gives the input
-transform. An architecture we cannot represent is refused naming the feature it needs.
+model was created with) and `global_pool` override them. An architecture we cannot represent is refused naming the feature it needs.
 """
 
 from typing import Any, Mapping, Optional
 
-from vit_jax.formats import preprocessing
 from vit_jax.formats import timm_archs
 
 # timm's act_layer names -> ours.
@@ -38,7 +36,8 @@ def _architecture(name: str, source: str) -> tuple:
 
 
 def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
-  """{model field: value} that the config fixes, plus 'num_heads', 'global_pool' and 'pp'."""
+  """{model field: value} that the config fixes, plus 'num_heads' and 'global_pool' (the
+  input transform of `pretrained_cfg` is read by `foreign.input_transform`)."""
   name = config.get('architecture')
   if not isinstance(name, str):
     raise ValueError(f'{source}: timm config.json has no architecture.')
@@ -68,9 +67,6 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   if args.get('final_norm') is False and not args.get('fc_norm'):
     raise ValueError(f'{source}: model_args final_norm=False: a model without a final norm is '
                      'refused.')
-  pretrained_cfg = config.get('pretrained_cfg')
-  if pretrained_cfg:
-    out['pp'] = preprocessing.from_timm(pretrained_cfg, source)
   return out
 
 

@@ -195,11 +195,48 @@ def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source
                      f'{found} class folders; drop --config.num_classes to take them from it.')
 
 
+SOURCE_PP_FILE = 'init_from_pp.txt'  # the init_from checkpoint's input transform, for resumes
+
+
+def _source_input_transform(config: ml_collections.ConfigDict, workdir: str) -> Optional[str]:
+  """The init_from checkpoint's input transform: kept in the workdir once the run has started
+  (a resume needs no source), else read off the source's side files."""
+  if not config.get('init_from') or not config.get('pp_from_init', True):
+    return None
+  kept = os.path.join(workdir, SOURCE_PP_FILE)
+  if os.path.isfile(kept):
+    with open(kept, encoding='utf-8') as f:
+      return f.read().strip()
+  return trained_model.input_transform(config.init_from)
+
+
+def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Optional[str]) -> None:
+  """Every pp string whose value op is the default value_range(-1, 1) takes the source's value
+  op instead (in place): fine-tuning feeds a checkpoint the statistics it was trained on."""
+  if not source_pp or preprocessing.is_default_range(source_pp):
+    return
+  changed = []
+  for field in ('pp_train', 'pp_device', 'pp_eval'):
+    if config.get(field) and preprocessing.is_default_range(config[field]):
+      config[field] = preprocessing.with_statistics(config[field], source_pp)
+      changed.append(field)
+  for name, entry in (config.get('evals') or {}).items():
+    if entry.get('pp') and preprocessing.is_default_range(entry.pp):
+      entry.pp = preprocessing.with_statistics(entry.pp, source_pp)
+      changed.append(f'evals.{name}.pp')
+  if changed:
+    logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '
+                 'keeps value_range(-1, 1)).', config.init_from, ', '.join(changed),
+                 preprocessing.value_op(source_pp))
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step."""
   lead = jax.process_index() == 0
   train_source = sources.from_config(config.data)
   _class_count(config, train_source)
+  source_pp = _source_input_transform(config, workdir)
+  _take_source_statistics(config, source_pp)
   config_dict = workdir_lib.config_dict(config)  # as given ('auto' fields stay 'auto')
   config, memory_plan = plan_lib.resolve(config)
   if lead and memory_plan is not None:
@@ -224,6 +261,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
+    if source_pp and not os.path.isfile(os.path.join(workdir, SOURCE_PP_FILE)):
+      with open(os.path.join(workdir, SOURCE_PP_FILE), 'w', encoding='utf-8') as f:
+        f.write(source_pp + '\n')
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
                                        keep_period=config.get('keep_period'))
   start_step, state, position = _initial_state(setup, ckpt, pretrained)
