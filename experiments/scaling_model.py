@@ -12,8 +12,8 @@ Step time = max(compute, exposed communication) + non-overlapped share of commun
 - memory per device: fp32 params + Adam (2 x fp32) + fp32 grads = 16 bytes/param, divided by
   the number of devices sharding them (dp: 1, fsdp: n, fsdp_tp: n), plus activations.
 
-Assumptions (no accelerator was lent to the session that wrote this; replace them with the
-harness's measured MFU and bandwidths when one is): H100/H200-class GPUs, bf16 dense peak 989
+Assumptions (not yet measured on accelerators; replace them with the harness's measured MFU
+and bandwidths): H100/H200-class GPUs, bf16 dense peak 989
 TFLOP/s at 45% MFU, NVLink 450 GB/s per direction within an 8-GPU node, 50 GB/s per GPU across
 nodes (8 x 400 Gb/s NICs), 70% of communication overlapped with compute. Global batch 4096, 224px.
 
