@@ -2,8 +2,9 @@
 
 Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem, class
 count, and the opt-in features whose parameters show (distillation token, registers, LayerScale,
-QK-norm, pre-encoder norm, gated MLP, a norm after pooling). What shapes cannot show (the activation, LayerNorm epsilon) is left
-at the official defaults for the caller (a foreign format's config) to set.
+QK-norm, pre-encoder norm, gated MLP, a norm after pooling). What shapes cannot show (the
+activation, LayerNorm epsilon, pooling beside a class token, RoPE) is left at the official
+defaults for the caller (a foreign format's config) to set.
 """
 
 from typing import Any, Mapping, Optional

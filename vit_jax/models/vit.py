@@ -23,8 +23,9 @@ from vit_jax.models import resnet
 Dtype = Any
 
 # token: the class token; gap: the mean of the patch tokens; map: attention pooling over the patch
-# tokens (prefix tokens are excluded from both, as timm does); token_gap: [class token, mean of patches] side by side (transformers'
-# Dinov2ForImageClassification); unpooled / token_unpooled: every token.
+# tokens (prefix tokens are excluded from both, as timm does); token_gap: [class token, mean of
+# patches] side by side (transformers' Dinov2ForImageClassification); unpooled / token_unpooled:
+# every token.
 CLASSIFIERS = ('token', 'gap', 'map', 'token_gap', 'unpooled', 'token_unpooled')
 POSEMBS = ('learn', 'sincos2d', 'rope')  # rope: 2-D rotary embeddings of q and k (DINOv3)
 # MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
@@ -301,8 +302,8 @@ class VisionTransformer(nn.Module):
   `gelu_approximate`. Fields for other families (README "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
-  `rope_theta` (with posemb='rope'). Images are
-  NHWC in [-1, 1] for the official checkpoints; imported ones carry their own input transform.
+  `rope_theta` (with posemb='rope'). Images are NHWC in [-1, 1] for the official checkpoints;
+  imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
   num_classes: Optional[int]
