@@ -298,3 +298,22 @@ def test_fine_tuning_from_one_of_our_workdirs_into_a_relative_one(finished, digi
   np.testing.assert_array_equal(tuned['embedding']['kernel'], params['embedding']['kernel'])
   assert tuned['head']['kernel'].shape == (16, 3) and not tuned['head']['kernel'].any()
   np.testing.assert_array_equal(tuned['Transformer']['encoder_norm']['scale'], np.ones(16))
+
+
+def test_fine_tuning_a_frozen_backbone_keeps_it_and_resumes(finished, digits_data_dir, tmp_path):
+  """init_from a finished run with everything but the head frozen: the backbone comes out as it
+  went in, the head trains, the checkpointed optimizer state (moments for the head alone)
+  restores on a second start."""
+  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
+  source, _ = finished
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.init_from, config.frozen = source, (r'^(?!head/).*',)
+  config.total_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
+  workdir = str(tmp_path / 'frozen')
+  loop.train_and_evaluate(config, workdir)
+  before, after = trained_model.load(source).params, trained_model.load(workdir).params
+  for name in ('embedding', 'cls', 'Transformer'):
+    jax.tree.map(np.testing.assert_array_equal, after[name], before[name])
+  assert not np.allclose(after['head']['kernel'], before['head']['kernel'])
+  result = loop.train_and_evaluate(config, workdir)  # restores the masked optimizer state
+  assert result['step'] == 4

@@ -74,6 +74,36 @@ def test_lr_multipliers_and_frozen_groups():
   np.testing.assert_allclose(updates['cls'], -0.1)
 
 
+def _array_bytes(tree) -> int:
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree)
+             if hasattr(leaf, 'dtype') and leaf.ndim > 0)
+
+
+def test_frozen_backbone_has_no_moments_and_stays_out_of_the_clip():
+  """Adam + clipping with everything but the head frozen: the optimizer state holds moments for
+  the head alone (two copies of its bytes), and the head's updates equal those of an optimizer
+  built over the head alone, so the clip does not see the frozen gradients."""
+  params = _params()
+  config = _config(optim={'name': 'adam'}, grad_clip_norm=0.01, wd=0.1,
+                   lr_mults=((r'head/bias', 2.0),), frozen=(r'^(?!head/).*',))
+  tx, _ = optimizer.build(config, params, 10)
+  state = tx.init(params)
+  assert _array_bytes(state) == 2 * _array_bytes(params['head'])
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 3.0), params)
+  updates, _ = tx.update(grads, state, params)
+  alone_config = _config(optim={'name': 'adam'}, grad_clip_norm=0.01, wd=0.1,
+                         lr_mults=((r'head/bias', 2.0),))
+  head_only = {'head': params['head']}
+  alone, _ = optimizer.build(alone_config, head_only, 10)
+  expected, _ = alone.update({'head': grads['head']}, alone.init(head_only), head_only)
+  for name in ('kernel', 'bias'):
+    np.testing.assert_allclose(updates['head'][name], expected['head'][name], rtol=1e-6)
+  assert all(float(jnp.abs(u).max()) == 0.0
+             for u in jax.tree.leaves({k: v for k, v in updates.items() if k != 'head'}))
+  with pytest.raises(ValueError, match='selects every parameter'):
+    optimizer.build(_config(frozen=('.*',)), params, 10)
+
+
 @pytest.mark.parametrize('scan', [False, True])
 def test_layerwise_lr_decay(scan):
   params = _params(layers=3, scan=scan)

@@ -98,6 +98,12 @@ def opt_state_shardings(tx: optax.GradientTransformation, opt_state: Any, params
   `tree_map_params`) follows the parameters where the shapes agree (not the factored rows and
   columns of Adafactor); counts, scalars and the rest are replicated."""
   replicated = mesh_lib.replicated(mesh)
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # pylint: disable=unnecessary-lambda-assignment
+
+  def sharding_of(leaf, param, sharding):
+    if masked(leaf):
+      return leaf
+    return sharding if leaf.shape == param.shape else replicated
   return optax.tree_utils.tree_map_params(
-      tx, lambda leaf, param, sharding: sharding if leaf.shape == param.shape else replicated,
-      opt_state, params, param_sharding, transform_non_params=lambda _: replicated)
+      tx, sharding_of, opt_state, params, param_sharding,
+      transform_non_params=lambda _: replicated, is_leaf=masked)

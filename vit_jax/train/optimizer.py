@@ -12,7 +12,10 @@ Config fields (an ml_collections ConfigDict or dict; defaults in brackets):
   wd_decoupled          False: AdamW style, p -= lr_t * wd * p (the paper's 0.1);
                         True: big_vision style, p -= (lr_t / lr.base) * wd * p (its 1e-4)
   grad_clip_norm        global-norm clipping [None]
-  lr_mults              ((regex, multiplier), ...) [()] ; frozen (regex, ...) [()]: mult 0
+  lr_mults              ((regex, multiplier), ...) [()]
+  frozen                (regex, ...) [()]: `optax.set_to_zero` through `multi_transform`, as
+                        big_vision's optax.py: no optimizer state for frozen parameters, and the
+                        gradient clip sees only what trains
   layerwise_lr_decay    d: block i of L gets d^(L - i), the stem d^(L + 1), the head 1 [None]
 Parameter names are '/'-joined paths ('Transformer/encoderblock_3/MlpBlock_0/Dense_0/kernel');
 `wd_mask`, `lr_mults` and `frozen` select them as vit_jax.param_names does: full match, first
@@ -96,9 +99,8 @@ def _layer_index(path: str) -> Optional[int]:
 def lr_multipliers(config: Any, params: Any) -> Optional[Any]:
   """Per-parameter lr multipliers (arrays for stacked layers), or None when all are 1."""
   mults = tuple(_get(config, 'lr_mults', ()) or ())
-  frozen = tuple(_get(config, 'frozen', ()) or ())
   decay = _get(config, 'layerwise_lr_decay')
-  if not mults and not frozen and not decay:
+  if not mults and not decay:
     return None
   num_layers = None
   if decay:
@@ -108,8 +110,6 @@ def lr_multipliers(config: Any, params: Any) -> Optional[Any]:
     num_layers = len(blocks) if blocks else (stacked[0] if stacked else 0)
 
   def value(path, leaf):
-    if param_names.matches(frozen, path):
-      return np.float32(0.0)
     mult = np.float32(param_names.lookup(mults, path, 1.0))
     if decay:
       layer = _layer_index(path)
@@ -126,9 +126,13 @@ def lr_multipliers(config: Any, params: Any) -> Optional[Any]:
 
 
 def _scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
+  """Updates times per-parameter multipliers (frozen parameters' masked nodes pass through)."""
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # pylint: disable=unnecessary-lambda-assignment
+
   def update(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, multipliers), state
+    return jax.tree.map(lambda u, m: u if masked(u) else u * m.astype(u.dtype), updates,
+                        multipliers, is_leaf=masked), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
@@ -153,4 +157,12 @@ def build(config: Any, params: Any, total_steps: int) -> tuple[optax.GradientTra
   if multipliers is not None:
     parts.append(_scale_by_tree(multipliers))
   parts.append(optax.scale_by_learning_rate(schedule))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  frozen = tuple(_get(config, 'frozen', ()) or ())
+  if frozen:
+    labels = param_names.map_names(
+        params, lambda name, _: 'frozen' if param_names.matches(frozen, name) else 'trained')
+    if 'trained' not in set(param_names.flatten(labels).values()):
+      raise ValueError(f'config.frozen={frozen} selects every parameter: nothing would train.')
+    tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
+  return tx, schedule
