@@ -77,3 +77,21 @@ def test_a_budget_nothing_fits_is_refused_with_the_numbers(compiled_once):
     plan.resolve(config)
   with pytest.raises(ValueError, match='device_memory_gb must be positive'):
     plan.resolve(_config(device_memory_gb=-1.0))
+
+
+def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
+  """A known budget alone compiles nothing (the trainer compiles its step once); check_memory
+  or an 'auto' field plans, and a configured choice that does not fit is refused."""
+  compiles = []
+  real_measure = plan.measure
+
+  def counting(config, micro_batches, remat, budget=None):
+    compiles.append((micro_batches, remat))
+    return real_measure(config, micro_batches, remat, budget)
+  monkeypatch.setattr(plan, 'measure', counting)
+  _, chosen = plan.resolve(_config(micro_batches=1, device_memory_gb=80.0))
+  assert chosen is None and not compiles
+  _, chosen = plan.resolve(_config(micro_batches=1, device_memory_gb=80.0, check_memory=True))
+  assert chosen is not None and chosen.fits and compiles == [(1, 'none')]
+  with pytest.raises(ValueError, match='No plan fits'):
+    plan.resolve(_config(micro_batches=1, device_memory_gb=1000 / plan.GIB, check_memory=True))

@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/plan.py.
   config.micro_batches = ml_collections.config_dict.FieldReference(1, field_type=object)
   config.device_memory_gb = ml_collections.config_dict.placeholder(float)
+  config.check_memory = False  # compile the step once at startup to check it fits the budget
 
   # Bookkeeping.
   config.log_every = 50

@@ -3,8 +3,8 @@
 `measure` compiles the run's train step for a (micro_batches, remat) pair on abstract inputs and
 reads XLA's `memory_analysis()`: per device, the parameters and optimizer state (the sharded
 state), the batch, and the temporaries (activations kept for the backward pass and XLA's
-scratch). `resolve` turns `micro_batches='auto'` and `model.remat='auto'` into the first pair
-that fits the budget (fewest micro-batches first, then the lightest remat policy) and refuses,
+scratch). `resolve`, when asked, turns `micro_batches='auto'` and `model.remat='auto'` into the
+first pair that fits the budget (fewest micro-batches first, then the lightest remat policy) and refuses,
 with the numbers, a plan that cannot fit, before any array is allocated.
 """
 
@@ -129,14 +129,15 @@ def _micro_batch_counts(config: ml_collections.ConfigDict) -> list[int]:
 
 
 def resolve(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, Optional[Plan]]:
-  """(config with 'auto' fields chosen, its plan). Without 'auto' fields and without a known
-  budget nothing is compiled: (config, None). A plan that cannot fit raises a ValueError with
+  """(config with 'auto' fields chosen, its plan). Only when asked (an 'auto' field, or
+  `check_memory=True` to check the configured choice against the budget) is the step compiled
+  here; otherwise (config, None). A plan that cannot fit raises a ValueError with
   the numbers of the smallest one."""
   auto_micro = config.get('micro_batches') == AUTO
   auto_remat = (config.get('model') or {}).get('remat') == AUTO
   budget = device_budget(config)
-  if not (auto_micro or auto_remat or budget is not None):
-    return config, None
+  if not (auto_micro or auto_remat or config.get('check_memory')):
+    return config, None  # nothing asked: no compile beyond the trainer's own
   micro_choices = _micro_batch_counts(config) if auto_micro else [int(config.micro_batches or 1)]
   model_remat = (config.get('model') or {}).get('remat')
   remat_choices = REMAT_ORDER if auto_remat else [model_remat or 'none']
