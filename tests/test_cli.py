@@ -47,3 +47,19 @@ def test_the_traceback_flag_shows_it():
   result, _ = _run('vit_jax.infer', '--model=ViT-Q_16', '--traceback')
   assert result.returncode != 0 and 'Traceback' in result.stderr
   assert "Unknown model name 'ViT-Q_16'" in result.stderr
+
+
+def test_a_bug_keeps_its_traceback():
+  """A ValueError that is not ours (here from numpy, inside a command) is not folded to one line:
+  only `errors.UserError` is a user's mistake."""
+  from vit_jax import cli  # pylint: disable=g-import-not-at-top
+  from vit_jax import errors  # pylint: disable=g-import-not-at-top
+  assert cli.USER_ERRORS == (errors.UserError, cli.app.UsageError)
+  script = ('import numpy as np\nfrom vit_jax import cli\n'
+            'def main(argv):\n  np.zeros(3).reshape(2, 2)\n'
+            'cli.run(main)\n')
+  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode != 0 and 'Traceback' in result.stderr
+  assert 'cannot reshape array' in result.stderr
+  assert not any(line.startswith('error: ') for line in result.stderr.splitlines())

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import scipy.ndimage
 
+from vit_jax import errors
 from vit_jax import architecture
 from vit_jax import param_names
 from vit_jax.formats import foreign
@@ -55,14 +56,14 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   """The flat name -> array contents of an `.npz` file; never unpickles."""
   path = epath.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f'Checkpoint file not found: {path}')
+    raise errors.MissingFile(f'Checkpoint file not found: {path}')
   try:
     with path.open('rb') as f, np.load(f, allow_pickle=False) as archive:
       return {name: archive[name] for name in archive.files}
   except ValueError as e:  # object arrays need pickle: not a parameter file we read
-    raise ValueError(f'{path} holds pickled objects, which are never loaded: {e}') from e
+    raise errors.UserError(f'{path} holds pickled objects, which are never loaded: {e}') from e
   except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: truncated or not an npz
-    raise ValueError(f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}).') from e
+    raise errors.UserError(f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}).') from e
 
 
 def convert_pre_linen(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def canonicalize(tree: Mapping[str, Any]) -> dict[str, Any]:
       tree = dict(node)
   tree = _fix_groupnorm(convert_pre_linen(tree))
   if 'Transformer' not in tree:
-    raise ValueError(f'Not a ViT checkpoint: no "Transformer" entry among {sorted(tree)}.')
+    raise errors.UserError(f'Not a ViT checkpoint: no "Transformer" entry among {sorted(tree)}.')
   tree = layout.unstack_encoder_blocks(tree)
   encoder = dict(tree['Transformer'])
 
@@ -148,7 +149,7 @@ def load(path: str) -> dict[str, Any]:
     return foreign.load(path).params
   flat = read_npz(path)
   if not flat:
-    raise ValueError(f'{path} holds no arrays.')
+    raise errors.UserError(f'{path} holds no arrays.')
   return canonicalize(recover_tree(flat.keys(), flat.values()))
 
 
@@ -180,7 +181,7 @@ def inspect_params(*, params, expected, fail_if_extra=True, fail_if_missing=True
   missing = sorted(set(flatten(expected)) - set(flatten(params)))
   extra = sorted(set(flatten(params)) - set(flatten(expected)))
   if (missing and fail_if_missing) or (extra and fail_if_extra):
-    raise ValueError(f'Parameters do not match the model.\n  missing: {missing}\n'
+    raise errors.UserError(f'Parameters do not match the model.\n  missing: {missing}\n'
                      f'  unexpected: {extra}')
   return params
 
@@ -188,10 +189,10 @@ def inspect_params(*, params, expected, fail_if_extra=True, fail_if_missing=True
 def _grid(num_tokens: int, grid: Optional[Sequence[int]], what: str) -> tuple[int, int]:
   if grid is not None:
     if grid[0] * grid[1] != num_tokens:
-      raise ValueError(f'{what} grid {tuple(grid)} does not hold {num_tokens} position embeddings.')
+      raise errors.UserError(f'{what} grid {tuple(grid)} does not hold {num_tokens} position embeddings.')
     return int(grid[0]), int(grid[1])
   if not _is_square(num_tokens):
-    raise ValueError(f'{what} posemb has {num_tokens} patch positions, which is not a square grid; '
+    raise errors.UserError(f'{what} posemb has {num_tokens} patch positions, which is not a square grid; '
                      f'pass its (height, width) grid explicitly.')
   side = math.isqrt(num_tokens)
   return side, side
@@ -299,7 +300,7 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
                and tuple(restored_flat[k].shape) != tuple(init_flat[k].shape)]
   if missing or unexpected or misshaped:
     show = lambda keys: '\n'.join(f'    {k}' for k in keys) or '    (none)'  # pylint: disable=unnecessary-lambda-assignment
-    raise ValueError(
+    raise errors.UserError(
         f'Checkpoint {source} does not fit the model.\n'
         f'  missing from the checkpoint:\n{show(missing)}\n'
         f'  unexpected in the checkpoint:\n{show(unexpected)}\n'

@@ -1,8 +1,8 @@
 """What every command line (`main`, `infer`, `export`, `viz`) shares: a user's mistake is one line.
 
-Bad flags, unknown config fields and the `ValueError`s / `FileNotFoundError`s our code raises for
-bad input are printed as `error: ...` on stderr with exit status 2, without a traceback;
-`--traceback` shows it.
+Bad flags, unknown config fields and the `errors.UserError`s our code raises for bad input are
+printed as `error: ...` on stderr with exit status 2, without a traceback (`--traceback` shows
+it); any other exception is a bug and keeps its traceback.
 """
 
 import difflib
@@ -14,10 +14,13 @@ from typing import Callable
 from absl import app
 from absl import flags
 
+from vit_jax import errors
+
 _TRACEBACK = flags.DEFINE_bool('traceback', False, 'Show the full traceback of an error.')
 
-USER_ERRORS = (ValueError, OSError,
-               FloatingPointError, app.UsageError)
+# Our own validation errors only: a ValueError or OSError from JAX, flax or another library is a
+# bug (or an environment problem) and keeps its traceback.
+USER_ERRORS = (errors.UserError, app.UsageError)
 
 
 def fail(message: str) -> None:

@@ -16,6 +16,7 @@ from typing import Optional
 from absl import flags
 import numpy as np
 
+from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import cli
 from vit_jax import trained_model
@@ -86,7 +87,7 @@ def _our_output(loaded, pixels: np.ndarray, field: str) -> np.ndarray:
 def convert(path: str, out: str, model_name: Optional[str] = None, check: bool = True) -> dict:
   """Writes `out`; returns what was read and, with `check`, the comparison."""
   if not foreign.handles(path):
-    raise ValueError(f'{path}: not a Hugging Face or timm checkpoint (a directory with '
+    raise errors.UserError(f'{path}: not a Hugging Face or timm checkpoint (a directory with '
                      'config.json, or a .safetensors / .bin file).')
   loaded = trained_model.load(path, model_name)
   report = {'architecture': loaded.model_config.to_dict(), 'classes': loaded.num_classes,
@@ -113,7 +114,7 @@ def main(argv):
   del argv
   values = flags.FLAGS
   if not values.checkpoint or not values.out:
-    raise ValueError('Pass --checkpoint=<hf dir | timm dir | .safetensors> and --out=<x.npz>.')
+    raise errors.UserError('Pass --checkpoint=<hf dir | timm dir | .safetensors> and --out=<x.npz>.')
   report = convert(values.checkpoint, values.out, values.model, values.check)
   config = report['architecture']
   transformer = config['transformer']

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import errors
 from vit_jax import cli
 from vit_jax import models
 from vit_jax import trained_model
@@ -60,7 +61,7 @@ def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size:
     loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
     return loaded.model, loaded.params, loaded.pp, loaded.labels
   if model_name is None:
-    raise ValueError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
+    raise errors.UserError('Pass --model=<variant> or --checkpoint=<workdir or file.npz>.')
   model = models.get_model(model_name, num_classes=num_classes)
   image_size = image_size or 224
   params = jax.jit(model.init, static_argnames='train')(

@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from vit_jax import errors
+
 
 def softmax_xent(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
   """-sum(targets * log_softmax(logits)) per example; targets optionally smoothed here."""
@@ -25,7 +27,7 @@ LOSSES = {'softmax_xent': softmax_xent, 'sigmoid_xent': sigmoid_xent}
 
 def get_loss(name: str):
   if name not in LOSSES:
-    raise ValueError(f'Unknown loss {name!r}; expected one of {sorted(LOSSES)}.')
+    raise errors.UserError(f'Unknown loss {name!r}; expected one of {sorted(LOSSES)}.')
   return LOSSES[name]
 
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import flax
 
+from vit_jax import errors
+
 T = TypeVar('T')
 
 
@@ -31,7 +33,7 @@ def _compile(pattern: str) -> re.Pattern:
   try:
     return re.compile(pattern)
   except re.error as e:
-    raise ValueError(f'Not a valid parameter-name regex: {pattern!r} ({e}).') from e
+    raise errors.UserError(f'Not a valid parameter-name regex: {pattern!r} ({e}).') from e
 
 
 def first_match(patterns: Sequence[str], name: str) -> Optional[int]:

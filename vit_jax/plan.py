@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vit_jax import errors
 from vit_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe file (configs/*.py[:arg]).',
@@ -25,7 +26,7 @@ def main(argv):
   from vit_jax.train import plan  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.get('num_classes') is None:
-    raise ValueError('config.num_classes is unset (a folder recipe takes it from the folder); '
+    raise errors.UserError('config.num_classes is unset (a folder recipe takes it from the folder); '
                      'set --config.num_classes to plan without reading the data.')
   config, chosen = plan.resolve(config)
   if chosen is None:  # no 'auto' field and no known budget: the configured choice, measured

@@ -19,6 +19,8 @@ from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax import errors
+
 PARAMS = 'params'
 TRAIN_STATE = 'train_state'
 DATA = 'data'
@@ -60,7 +62,7 @@ def _restore_params(step_dir: epath.Path) -> Any:
     item = reader.restore(step_dir / OLD_STATE, args=ocp.args.PyTreeRestore(
         item=wanted, restore_args=_as_numpy(wanted), partial_restore=True))
   else:
-    raise ValueError(f'holds neither a {PARAMS!r} nor a {OLD_STATE!r} item')
+    raise errors.UserError(f'holds neither a {PARAMS!r} nor a {OLD_STATE!r} item')
   ema = item.get('ema_params')
   return ema if ema else item['params']
 
@@ -84,7 +86,7 @@ def read(workdir: str) -> tuple[int, Any]:
   """
   directory = checkpoints_dir(workdir)
   if not directory.exists():
-    raise FileNotFoundError(f'{workdir} holds no checkpoints/ folder: the run saved no step yet.')
+    raise errors.MissingFile(f'{workdir} holds no checkpoints/ folder: the run saved no step yet.')
   manager = ocp.CheckpointManager(directory, item_names=ITEM_NAMES,
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   try:
@@ -93,6 +95,6 @@ def read(workdir: str) -> tuple[int, Any]:
   finally:
     manager.close()
   if found is None:
-    raise FileNotFoundError(f'No restorable checkpoint under {directory}.')
+    raise errors.MissingFile(f'No restorable checkpoint under {directory}.')
   return found
 

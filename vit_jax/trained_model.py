@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax.formats import foreign
 from vit_jax.formats import preprocessing
@@ -47,13 +48,13 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A workdir's `config.json`; a clear error when the run never wrote it."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{workdir} is not a run directory: it has no config.json (a run '
+    raise errors.MissingFile(f'{workdir} is not a run directory: it has no config.json (a run '
                             'writes it before its first step; did this one start?).')
   with open(path, encoding='utf-8') as f:
     try:
       return ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON ({e}).') from e
+      raise errors.UserError(f'{path} is not valid JSON ({e}).') from e
 
 
 def _from_workdir(workdir: str
@@ -93,7 +94,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     read = imported.read
   elif os.path.isdir(path):
     if model_name:
-      raise ValueError(f'{path} is a workdir: its model comes from its config; drop --model.')
+      raise errors.UserError(f'{path} is a workdir: its model comes from its config; drop --model.')
     params, model_config, num_classes, native, pp = _from_workdir(path)
   elif os.path.exists(path):
     params = checkpoint.load(path)
@@ -103,7 +104,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     native = geometry.native_image_size(params, model_config) or 224
     pp = preprocessing.released(native)
   else:
-    raise FileNotFoundError(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
+    raise errors.MissingFile(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
   model = VisionTransformer(num_classes=num_classes, **model_config)
   if image_size and image_size != native:
     geometry.check_image_size(image_size, model_config)

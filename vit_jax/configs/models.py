@@ -13,6 +13,8 @@ from typing import Callable
 
 import ml_collections
 
+from vit_jax import errors
+
 MODEL_CONFIGS: dict[str, ml_collections.ConfigDict] = {}
 """Official name -> locked config. Filled by `_register` below."""
 
@@ -42,7 +44,7 @@ def vit_config(size: str, patch: int, *, model_name: str | None = None,
                dropout_rate: float = 0.0, classifier: str = 'token') -> ml_collections.ConfigDict:
   """A plain ViT config of a named size (`'B'`) and square patch size (`16`)."""
   if size not in SIZES:
-    raise ValueError(f'Unknown ViT size {size!r}; expected one of {sorted(SIZES)}.')
+    raise errors.UserError(f'Unknown ViT size {size!r}; expected one of {sorted(SIZES)}.')
   dims = SIZES[size]
   config = ml_collections.ConfigDict()
   config.model_name = model_name or f'ViT-{size}_{patch}'
@@ -256,6 +258,6 @@ def get_config(name: str) -> ml_collections.ConfigDict:
       return get_config(official)
     if not resnet and size in SIZES:
       return vit_config(size, int(patch))
-  raise ValueError(
+  raise errors.UserError(
       f'Unknown model name {name!r}: expected one of {sorted(MODEL_CONFIGS)} or a short name '
       f'such as "B/16" with a size in {sorted(SIZES)}.')

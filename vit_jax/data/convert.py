@@ -15,6 +15,7 @@ import os
 
 from absl import flags
 
+from vit_jax import errors
 from vit_jax import cli
 
 _DIR = flags.DEFINE_string('dataset_version_dir', None,
@@ -27,13 +28,13 @@ def convert(dataset_version_dir: str) -> int:
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   info_path = os.path.join(dataset_version_dir, 'dataset_info.json')
   if not os.path.isfile(info_path):
-    raise FileNotFoundError(f'{dataset_version_dir} is not a prepared tfds dataset version (no '
+    raise errors.MissingFile(f'{dataset_version_dir} is not a prepared tfds dataset version (no '
                             'dataset_info.json).')
   with open(info_path, encoding='utf-8') as f:
     info = json.load(f)
   shards = sorted(glob.glob(os.path.join(dataset_version_dir, '*.tfrecord-*-of-*')))
   if not shards:
-    raise ValueError(f'{dataset_version_dir} holds no TFRecord shards (*.tfrecord-*-of-*).')
+    raise errors.UserError(f'{dataset_version_dir} holds no TFRecord shards (*.tfrecord-*-of-*).')
   copied = 0
   for shard in shards:
     target = shard.replace('.tfrecord-', '.array_record-')
@@ -54,7 +55,7 @@ def convert(dataset_version_dir: str) -> int:
 def main(argv):
   del argv
   if not _DIR.value:
-    raise ValueError('--dataset_version_dir=<prepared dataset version folder> is required.')
+    raise errors.UserError('--dataset_version_dir=<prepared dataset version folder> is required.')
   copied = convert(_DIR.value)
   print(f'{copied} records copied to ArrayRecord shards in {_DIR.value}.')
 

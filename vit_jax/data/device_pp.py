@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from vit_jax import errors
 from vit_jax.data import device_randaugment
 from vit_jax.data import pp_spec
 
@@ -74,18 +75,18 @@ class DevicePreprocess:
     for index, text in enumerate(pp_spec.ops(spec)):
       name, args, kwargs = pp_spec.parse_op(text)
       if name not in OPS:
-        raise ValueError(f'config.pp_device: unknown op {name!r} in {spec!r}; device ops: '
+        raise errors.UserError(f'config.pp_device: unknown op {name!r} in {spec!r}; device ops: '
                          f'{sorted(OPS)} (decode, crops and labels belong in config.pp_train).')
       factory, random = OPS[name]
       if name in UINT8_INPUT and float_from is not None:
-        raise ValueError(f'config.pp_device: {text!r} works on uint8 images but comes after '
+        raise errors.UserError(f'config.pp_device: {text!r} works on uint8 images but comes after '
                          f'{float_from!r}; put it before.')
       try:
         self._ops.append((index, factory(*args, **kwargs)))
       except TypeError as e:
-        raise ValueError(f'config.pp_device: bad arguments for {text!r}: {e}.') from e
+        raise errors.UserError(f'config.pp_device: bad arguments for {text!r}: {e}.') from e
       except ValueError as e:
-        raise ValueError(f'config.pp_device: {e}') from e
+        raise errors.UserError(f'config.pp_device: {e}') from e
       self.needs_positions |= random
       if name in FLOAT_OUTPUT:
         float_from = text
@@ -95,7 +96,7 @@ class DevicePreprocess:
 
   def __call__(self, images: jax.Array, positions: Optional[jax.Array]) -> jax.Array:
     if images.dtype != jnp.uint8:
-      raise ValueError(f'config.pp_device expects uint8 images from config.pp_train, found '
+      raise errors.UserError(f'config.pp_device expects uint8 images from config.pp_train, found '
                        f'{images.dtype}; end pp_train before value_range/normalize.')
     keys = None
     if self.needs_positions:

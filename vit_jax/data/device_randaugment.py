@@ -15,6 +15,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from vit_jax import errors
+
 MAX_LEVEL = 10.0
 FILL = 128
 OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
@@ -240,7 +242,7 @@ def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
                     magnitude: float = 10.0) -> jnp.ndarray:
   """`num_layers` ops drawn uniformly from OPS, each applied with probability in [0.2, 0.8]."""
   if image.dtype != jnp.uint8:
-    raise ValueError(f'randaugment expects uint8 images, got {image.dtype}.')
+    raise errors.UserError(f'randaugment expects uint8 images, got {image.dtype}.')
   level = jnp.asarray(float(magnitude), jnp.float32)
   if num_layers == 0:
     return image

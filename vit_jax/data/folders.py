@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 from PIL import Image
 
+from vit_jax import errors
 from vit_jax.data import images
 
 HOLDOUT_FRACTION = 0.1
@@ -87,29 +88,29 @@ def check_decodable(files: Sequence[str], processes: Optional[int] = None) -> li
 def read_split(root: str, split_name: str) -> FolderSplit:
   """The files and labels of `split_name` ('train', 'val'/'validation', 'test', or a folder)."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(f'Image folder not found: {root}')
+    raise errors.MissingFile(f'Image folder not found: {root}')
   top = _subdirs(root)
   split_layout = any(d in ('train', 'val', 'validation', 'test') for d in top)
   train_dir = os.path.join(root, 'train') if split_layout else root
   if split_layout and not os.path.isdir(train_dir):
-    raise ValueError(f'{root} has split folders {top} but no train/ folder (class names come '
+    raise errors.UserError(f'{root} has split folders {top} but no train/ folder (class names come '
                      'from it).')
   class_names = _subdirs(train_dir)
   if len(class_names) < 2:
-    raise ValueError(f'{train_dir} holds {len(class_names)} class folder(s) '
+    raise errors.UserError(f'{train_dir} holds {len(class_names)} class folder(s) '
                      f'{class_names}; classification needs at least 2 (<class>/*.jpg).')
   wanted = SPLIT_FOLDERS.get(split_name, (split_name,))
   found = [d for d in wanted if split_layout and d in top]
   held_out = split_name in ('train', 'val', 'validation') and not any(
       d in top for d in SPLIT_FOLDERS['val'])
   if split_name != 'train' and not found and not held_out:
-    raise ValueError(f'Split {split_name!r} not found in {root}: expected a folder '
+    raise errors.UserError(f'Split {split_name!r} not found in {root}: expected a folder '
                      f'{" or ".join(wanted)}/; found: {top}.')
   if found and split_name != 'train':
     directory = os.path.join(root, found[0])
     extra = sorted(set(_subdirs(directory)) - set(class_names))
     if extra:
-      raise ValueError(f'{directory} has class folders {extra} that {train_dir} lacks.')
+      raise errors.UserError(f'{directory} has class folders {extra} that {train_dir} lacks.')
     per_class = _class_files(directory, [c for c in class_names
                                          if os.path.isdir(os.path.join(directory, c))])
     description = directory
@@ -127,7 +128,7 @@ def read_split(root: str, split_name: str) -> FolderSplit:
   files = [f for c in class_names for f in per_class.get(c, [])]
   labels = [i for i, c in enumerate(class_names) for _ in per_class.get(c, [])]
   if not files:
-    raise ValueError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found in {description} '
+    raise errors.UserError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found in {description} '
                      '(<class>/<image>).')
   return FolderSplit(files, labels, class_names, [], description)
 
@@ -141,7 +142,7 @@ def drop_undecodable(split: FolderSplit, *, strict: bool) -> FolderSplit:
   message = (f'{len(skipped)} of {len(split.files)} images in {split.description} cannot be '
              f'decoded: ' + ', '.join(skipped[:20]) + (' ...' if len(skipped) > 20 else ''))
   if strict:
-    raise ValueError(message)
+    raise errors.UserError(message)
   logging.warning('%s (skipped)', message)
   kept = [(f, l) for f, l, ok in zip(split.files, split.labels, decodable) if ok]
   return FolderSplit([f for f, _ in kept], [l for _, l in kept], split.class_names, skipped,

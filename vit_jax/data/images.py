@@ -6,6 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from vit_jax import errors
 from vit_jax.data import pp_spec
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
@@ -21,10 +22,10 @@ def image_paths(path: str, limit: int) -> list[str]:
     found = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
                    for name in names if is_image_file(name))
     if not found:
-      raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) under {path}.')
+      raise errors.UserError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) under {path}.')
     return found[:limit]
   if not os.path.exists(path):
-    raise FileNotFoundError(f'Image not found: {path}')
+    raise errors.MissingFile(f'Image not found: {path}')
   return [path]
 
 
@@ -82,22 +83,22 @@ def apply(image: Image.Image, pp: str) -> np.ndarray:
     elif name in _VALUES and pixels is None:
       pixels = _VALUES[name](np.asarray(image, np.float32), *args, **kwargs)
     else:
-      raise ValueError(f'Preprocessing {pp!r}: op {name!r} is not an eval op for one image '
+      raise errors.UserError(f'Preprocessing {pp!r}: op {name!r} is not an eval op for one image '
                        f'(resize, resize_small, central_crop, then value_range or normalize).')
   if pixels is None:
-    raise ValueError(f'Preprocessing {pp!r} ends without value_range or normalize.')
+    raise errors.UserError(f'Preprocessing {pp!r} ends without value_range or normalize.')
   return pixels.astype(np.float32)
 
 
 def load(path: str, pp: str) -> np.ndarray:
   """An image file through an eval preprocessing string -> float32 [h, w, 3]."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'Image not found: {path}')
+    raise errors.MissingFile(f'Image not found: {path}')
   try:
     with Image.open(path) as image:
       image = image.convert('RGB')
   except OSError as e:
-    raise ValueError(f'Cannot decode image {path}: {e}') from e
+    raise errors.UserError(f'Cannot decode image {path}: {e}') from e
   return apply(image, pp)
 
 

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from vit_jax import errors
+
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
@@ -61,9 +63,9 @@ def from_config(mix: dict, mesh: jax.sharding.Mesh,
   if not kind:
     return None
   if kind not in KINDS:
-    raise ValueError(f'config.mixup.kind={kind!r}; expected one of {sorted(KINDS)} or None.')
+    raise errors.UserError(f'config.mixup.kind={kind!r}; expected one of {sorted(KINDS)} or None.')
   alpha = float(mix.get('alpha', 0.2))
   if alpha <= 0:
-    raise ValueError(f'config.mixup.alpha must be positive, found {alpha}.')
+    raise errors.UserError(f'config.mixup.alpha must be positive, found {alpha}.')
   base = KINDS[kind]
   return per_shard(lambda rng, x, y: base(rng, x, y, alpha), mesh, batch_axes)

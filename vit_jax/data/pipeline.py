@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from vit_jax import errors
 from vit_jax.data import sources as sources_lib
 
 Batch = dict[str, Any]
@@ -35,7 +36,7 @@ def process_range(num_examples: int, process_index: int, process_count: int) -> 
 def local_batch_size(global_batch: int, process_count: int, device_count: int) -> int:
   """Per-process batch; the global batch must split evenly over processes and devices."""
   if global_batch <= 0 or global_batch % device_count or global_batch % process_count:
-    raise ValueError(
+    raise errors.UserError(
         f'batch_size={global_batch} must be a positive multiple of the device count '
         f'({device_count}) and the process count ({process_count}).')
   return global_batch // process_count
@@ -61,11 +62,11 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
   """
   local_batch = local_batch_size(global_batch, process_count, 1)
   if position % global_batch:
-    raise ValueError(f'Data position {position} is not a whole number of global batches of '
+    raise errors.UserError(f'Data position {position} is not a whole number of global batches of '
                      f'{global_batch}.')
   size = source.num_examples
   if size == 0:
-    raise ValueError(f'{source.name} has no examples.')
+    raise errors.UserError(f'{source.name} has no examples.')
   first_epoch, offset = divmod(position, size)
 
   def epoch_order(epoch):
@@ -104,7 +105,7 @@ def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_ba
   are zeros with mask 0.
   """
   if source.num_examples == 0:
-    raise ValueError(f'{source.name} is empty.')
+    raise errors.UserError(f'{source.name} is empty.')
   start, stop = process_range(source.num_examples, process_index, process_count)
   largest_block = math.ceil(source.num_examples / process_count)
   num_batches = math.ceil(largest_block / local_batch)
@@ -117,7 +118,7 @@ def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_ba
   spec = dataset.element_spec
   unknown = {k: s.shape for k, s in spec.items() if not s.shape.is_fully_defined()}
   if unknown:
-    raise ValueError(f'Eval preprocessing must give fixed shapes to pad the last batch; got '
+    raise errors.UserError(f'Eval preprocessing must give fixed shapes to pad the last batch; got '
                      f'{unknown} (end it with resize/central_crop).')
   padding = tf.data.Dataset.from_tensors(
       {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}).repeat(
@@ -134,7 +135,7 @@ def to_global(batch: Batch, sharding: Optional[jax.sharding.Sharding]) -> Batch:
   for key, value in batch.items():
     value = np.asarray(value)
     if value.dtype.kind in 'OSU':
-      raise ValueError(f'Batch entry {key!r} holds {value.dtype} values, which cannot go to a '
+      raise errors.UserError(f'Batch entry {key!r} holds {value.dtype} values, which cannot go to a '
                        'device; decode or drop it in preprocessing.')
     out[key] = jax.make_array_from_process_local_data(sharding, value)
   return out
@@ -225,5 +226,5 @@ def position_of(data_state: dict) -> int:
     return int(data_state['global_position'])
   if set(data_state) == {'position'} and int(data_state['position']) >= 0:
     return int(data_state['position'])
-  raise ValueError(f'Not a data-iterator state: {data_state!r}; expected '
+  raise errors.UserError(f'Not a data-iterator state: {data_state!r}; expected '
                    '{"global_position": int >= 0}.')

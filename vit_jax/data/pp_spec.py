@@ -7,6 +7,8 @@ an op share (RandAugment's layer count and magnitude) live here too.
 
 import ast
 
+from vit_jax import errors
+
 # ImageNet's per-channel mean and std of pixels in [0, 1] (`normalize`'s defaults, both sides).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -25,25 +27,25 @@ def parse_op(text: str) -> tuple[str, list, dict]:
   try:
     call = ast.parse(text.strip(), mode='eval').body
   except SyntaxError as e:
-    raise ValueError(f'Cannot parse preprocessing op {text!r}: {e.msg}.') from e
+    raise errors.UserError(f'Cannot parse preprocessing op {text!r}: {e.msg}.') from e
   if isinstance(call, ast.Name):
     return call.id, [], {}
   if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-    raise ValueError(f'Preprocessing op {text!r} should look like name or name(args).')
+    raise errors.UserError(f'Preprocessing op {text!r} should look like name or name(args).')
   try:
     args = [ast.literal_eval(a) for a in call.args]
     kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
   except ValueError as e:
-    raise ValueError(f'Arguments of preprocessing op {text!r} must be literals.') from e
+    raise errors.UserError(f'Arguments of preprocessing op {text!r} must be literals.') from e
   return call.func.id, args, kwargs
 
 
 def check_randaug(num_layers, magnitude) -> tuple[int, float]:
   """(num_layers, magnitude) checked: a whole number of layers >= 0, magnitude in [0, 20]."""
   if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-    raise ValueError(f'randaug: num_layers must be a whole number >= 0, found {num_layers!r}.')
+    raise errors.UserError(f'randaug: num_layers must be a whole number >= 0, found {num_layers!r}.')
   if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) or not (
       0 <= magnitude <= MAX_RANDAUG_MAGNITUDE):
-    raise ValueError(f'randaug: magnitude must be in [0, {MAX_RANDAUG_MAGNITUDE:g}], found '
+    raise errors.UserError(f'randaug: magnitude must be in [0, {MAX_RANDAUG_MAGNITUDE:g}], found '
                      f'{magnitude!r}.')
   return num_layers, float(magnitude)

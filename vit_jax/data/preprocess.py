@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from vit_jax import errors
 from vit_jax.data import pp_spec
 from vit_jax.data import randaugment as randaugment_lib
 
@@ -176,7 +177,7 @@ def _uint8_pixels(example, op_name: str):
   `normalize` both read pixels in [0, 255] and each ends the value chain."""
   image = example['image']
   if image.dtype != tf.uint8:
-    raise ValueError(f'pp op {op_name} reads uint8 pixels in [0, 255]; found {image.dtype.name}: '
+    raise errors.UserError(f'pp op {op_name} reads uint8 pixels in [0, 255]; found {image.dtype.name}: '
                      'use one of value_range / normalize, not both.')
   return tf.cast(image, tf.float32)
 
@@ -229,7 +230,7 @@ def keep(*keys: str) -> Op:
     del seed
     missing = [k for k in keys if k not in example]
     if missing:
-      raise ValueError(f'keep{keys}: example has no {missing}; it has {sorted(example)}.')
+      raise errors.UserError(f'keep{keys}: example has no {missing}; it has {sorted(example)}.')
     return {k: example[k] for k in keys}
   return op
 
@@ -239,10 +240,10 @@ def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[lis
   depth = args[0] if args else kwargs.get('depth')
   if depth is None:
     if num_classes is None:
-      raise ValueError(f'{text.strip()!r} needs a depth (no num_classes to take it from).')
+      raise errors.UserError(f'{text.strip()!r} needs a depth (no num_classes to take it from).')
     return args, {**kwargs, 'depth': num_classes}
   if num_classes is not None and depth != num_classes:
-    raise ValueError(f'{text.strip()!r} has depth {depth} but config.num_classes is '
+    raise errors.UserError(f'{text.strip()!r} has depth {depth} but config.num_classes is '
                      f'{num_classes}; write onehot without a depth to follow num_classes.')
   return args, kwargs
 
@@ -258,14 +259,14 @@ def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf
   for index, text in enumerate(pp_spec.ops(spec)):
     name, args, kwargs = pp_spec.parse_op(text)
     if name not in OPS:
-      raise ValueError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
+      raise errors.UserError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
     if name == 'onehot':
       args, kwargs = _onehot_depth(text, args, kwargs, num_classes)
       smoothing = float(args[1] if len(args) > 1 else kwargs.get('smoothing', 0.0))
     try:
       ops.append((index, OPS[name](*args, **kwargs)))
     except TypeError as e:
-      raise ValueError(f'Bad arguments for preprocessing op {text.strip()!r}: {e}.') from e
+      raise errors.UserError(f'Bad arguments for preprocessing op {text.strip()!r}: {e}.') from e
 
   def apply(example, seed):
     for index, op in ops:

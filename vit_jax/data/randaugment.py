@@ -10,6 +10,8 @@ import math
 
 import tensorflow as tf
 
+from vit_jax import errors
+
 MAX_LEVEL = 10.0
 FILL = 128
 
@@ -151,7 +153,7 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int = 2,
   """Applies `num_layers` ops drawn uniformly from OPS, each with probability in [0.2, 0.8]."""
   image = tf.convert_to_tensor(image)
   if image.dtype != tf.uint8:
-    raise ValueError(f'randaug expects uint8 images, got {image.dtype}; put it before '
+    raise errors.UserError(f'randaug expects uint8 images, got {image.dtype}; put it before '
                      'value_range/normalize.')
   level = tf.constant(float(magnitude))
   for layer in range(num_layers):

@@ -13,13 +13,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vit_jax import errors
 from vit_jax.data import folders
 from vit_jax.data import vtab
 from vit_jax.data import splits
 
 
 
-class DatasetMissing(ValueError):
+class DatasetMissing(errors.UserError):
   """A dataset this machine does not have: unknown to tfds, or not prepared in the data dir."""
 
 
@@ -73,7 +74,7 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
   features = builder.info.features
   for key in (image_key,) if label_fn else (image_key, label_key):
     if key not in features:
-      raise ValueError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
+      raise errors.UserError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
   encoded = isinstance(features[image_key], tfds.features.Image) and image_scale is None
   # tfds 4.9 restores `alternativeFileFormats` of dataset_info.json into the proto but not into
   # the formats `as_data_source` chooses among: register them (a converted TFRecord dataset).
@@ -84,7 +85,7 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
     data = builder.as_data_source(
         split, decoders={image_key: tfds.decode.SkipDecoding()} if encoded else None)
   except (NotImplementedError, ValueError) as e:
-    raise ValueError(
+    raise errors.UserError(
         f'{builder.name} split {split!r} cannot be read by index (random access needs the '
         f'ArrayRecord format; this one is {builder.info.file_format.value}). Convert it in place '
         f'with: {convert_command(builder)}') from e
@@ -217,7 +218,7 @@ def from_config(data) -> Source:
                          data_dir=data.get('data_dir'))
   if name == 'folder':
     if not data.get('root'):
-      raise ValueError('data.name="folder" needs data.root=<folder of <class>/ or '
+      raise errors.UserError('data.name="folder" needs data.root=<folder of <class>/ or '
                        '{train,val,test}/<class>/ images>.')
     return folder_source(data['root'], split, strict=bool(data.get('strict')))
   return tfds_source(name, split, data_dir=data.get('data_dir'),

@@ -2,6 +2,8 @@
 
 import re
 
+from vit_jax import errors
+
 _SLICE = re.compile(r'^(\w+)(?:\[(-?\d*%?):(-?\d*%?)\])?$')
 
 
@@ -9,11 +11,11 @@ def slice_split(split: str, sizes: dict[str, int]) -> tuple[str, int, int]:
   """'train[10%:90%]' or 'train[:500]' -> (split name, start, stop) given split sizes."""
   match = _SLICE.match(split.replace(' ', ''))
   if not match:
-    raise ValueError(f'Cannot parse split {split!r}; expected e.g. "train", "train[:98%]", '
+    raise errors.UserError(f'Cannot parse split {split!r}; expected e.g. "train", "train[:98%]", '
                      '"validation[100:200]".')
   name, start, stop = match.groups()
   if name not in sizes:
-    raise ValueError(f'Split {name!r} not found; available splits: {sorted(sizes)}.')
+    raise errors.UserError(f'Split {name!r} not found; available splits: {sorted(sizes)}.')
   size = sizes[name]
 
   def bound(text, default):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from vit_jax import errors
 from vit_jax.data import splits
 
 GROUPS = ('natural', 'specialized', 'structured')
@@ -104,7 +105,7 @@ TASKS = {
 
 def task(name: str) -> Task:
   if name not in TASKS:
-    raise ValueError(f'Unknown VTAB task {name!r}; expected one of {sorted(TASKS)}.')
+    raise errors.UserError(f'Unknown VTAB task {name!r}; expected one of {sorted(TASKS)}.')
   return TASKS[name]
 
 
@@ -116,7 +117,7 @@ def split_slices(task_: Task, split: str, sizes: dict[str, int]) -> list[str]:
     return f'{name}[{start}:{stop}]'
 
   if split not in SPLITS:
-    raise ValueError(f'Unknown VTAB split {split!r}; expected one of {SPLITS}.')
+    raise errors.UserError(f'Unknown VTAB split {split!r}; expected one of {SPLITS}.')
   return {'train800': [first(task_.train, 800)], 'val200': [first(task_.val, 200)],
           'train800val200': [first(task_.train, 800), first(task_.val, 200)],
           'test': [first(task_.test, None)]}[split]

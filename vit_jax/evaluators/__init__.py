@@ -12,6 +12,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from vit_jax import errors
 from vit_jax import trained_model
 from vit_jax.data import sources
 from vit_jax.evaluators import base
@@ -34,7 +35,7 @@ def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
   eval_data = config.get('eval_data')
   if eval_data and eval_data.get('name'):
     if LEGACY_NAME in found:
-      raise ValueError(f'config.evals.{LEGACY_NAME} and config.eval_data both define the '
+      raise errors.UserError(f'config.evals.{LEGACY_NAME} and config.eval_data both define the '
                        f'evaluation {LEGACY_NAME!r}; keep one of them.')
     legacy = {'kind': 'classification', 'data': base.as_dict(eval_data),
               'pp': config.get('pp_eval'), 'every': config.get('eval_every') or 0}
@@ -47,7 +48,7 @@ def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
 def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.Evaluator:
   kind = entry.get('kind')
   if kind not in KINDS:
-    raise ValueError(f'config.evals.{name}.kind: expected one of {sorted(KINDS)}, found '
+    raise errors.UserError(f'config.evals.{name}.kind: expected one of {sorted(KINDS)}, found '
                      f'{kind!r}.')
   base.check_fields(name, entry, kind, KINDS[kind].FIELDS)
   return KINDS[kind](name, entry, context, run_loss=run_loss)
@@ -78,7 +79,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   `'missing'` entry ({evaluator: the error}) instead of stopping the others.
   """
   if not entries(config):
-    raise ValueError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
+    raise errors.UserError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
                      'found none.')
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)

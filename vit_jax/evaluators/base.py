@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
+from vit_jax import errors
 from vit_jax.data import pipeline
 from vit_jax.data import sources
 from vit_jax.parallel import mesh as mesh_lib
@@ -44,7 +45,7 @@ class Evaluator:
     self.name, self.context = name, context
     self.every = int(entry.get('every') or 0)
     if self.every < 0:
-      raise ValueError(f'config.evals.{name}.every must be >= 0 (0: at the end only), found '
+      raise errors.UserError(f'config.evals.{name}.every must be >= 0 (0: at the end only), found '
                        f'{self.every}.')
     self.batch_size = int(entry.get('batch_size') or context.batch_size)
 
@@ -66,13 +67,13 @@ def check_fields(name: str, entry: Mapping[str, Any], kind: str, allowed: tuple[
     if field not in known:
       near = difflib.get_close_matches(field, known, n=3, cutoff=0.5)
       hint = f'; nearest: {", ".join(near)}' if near else f'; fields: {", ".join(known)}'
-      raise ValueError(f'config.evals.{name}: kind {kind!r} has no field {field!r}{hint}.')
+      raise errors.UserError(f'config.evals.{name}: kind {kind!r} has no field {field!r}{hint}.')
 
 
 def source(name: str, field: str, data: Mapping[str, Any]) -> sources.Source:
   """A data source for an evaluator; its errors name the evaluator and the field."""
   if not data or not data.get('name') or not data.get('split'):
-    raise ValueError(f'config.evals.{name}.{field} needs a dataset name and split; found '
+    raise errors.UserError(f'config.evals.{name}.{field} needs a dataset name and split; found '
                      f'{dict(data or {})}.')
   try:
     return sources.from_config(data)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import jax
 
+from vit_jax import errors
 from vit_jax.data import preprocess
 from vit_jax.evaluators import base
 from vit_jax.evaluators import step as step_lib
@@ -28,12 +29,12 @@ class Classification(base.Evaluator):
     super().__init__(name, entry, context)
     self.source = base.source(name, 'data', entry.get('data'))
     if not entry.get('pp'):
-      raise ValueError(f'config.evals.{name}.pp: expected an eval preprocessing string, found '
+      raise errors.UserError(f'config.evals.{name}.pp: expected an eval preprocessing string, found '
                        f'{entry.get("pp")!r}.')
     try:
       self._pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
     except ValueError as e:
-      raise ValueError(f'config.evals.{name}.pp: {e}') from e
+      raise errors.UserError(f'config.evals.{name}.pp: {e}') from e
     self._local_batch = context.local_batch(self.batch_size)
     eval_step = step_lib.make_eval_step(context.model, context.mesh,
                                         loss=entry.get('loss') or run_loss,
@@ -50,7 +51,7 @@ class Classification(base.Evaluator):
     totals = jax.device_get(totals)
     count = float(totals['count'])
     if count == 0:
-      raise ValueError(f'config.evals.{self.name}: no labelled example in {self.source.name}.')
+      raise errors.UserError(f'config.evals.{self.name}: no labelled example in {self.source.name}.')
     result = {f'{self.name}/accuracy': float(totals['correct']) / count,
               f'{self.name}/examples': count}
     if 'loss_sum' in totals:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from vit_jax import errors
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.evaluators import base
@@ -91,7 +92,7 @@ def select_shots(labels: np.ndarray, class_names: Sequence[str], *, shots: int, 
   for c, class_name in enumerate(class_names):
     members = np.flatnonzero(labels == c)
     if len(members) < shots + holdout:
-      raise ValueError(
+      raise errors.UserError(
           f'class {class_name!r} (label {c}) has {len(members)} training examples; '
           f'{shots} shots + {holdout} held out per class need {shots + holdout}.')
     members = rng.permutation(members)
@@ -138,36 +139,36 @@ class FewShot(base.Evaluator):
     super().__init__(name, entry, context)
     self.shots = tuple(int(k) for k in (entry.get('shots') or DEFAULT_SHOTS))
     if not self.shots or min(self.shots) < 1:
-      raise ValueError(f'config.evals.{name}.shots must be positive integers, found '
+      raise errors.UserError(f'config.evals.{name}.shots must be positive integers, found '
                        f'{self.shots}.')
     self.protocol = entry.get('protocol') or 'fixed_l2'
     if self.protocol not in PROTOCOLS:
-      raise ValueError(f'config.evals.{name}.protocol must be one of {PROTOCOLS}, found '
+      raise errors.UserError(f'config.evals.{name}.protocol must be one of {PROTOCOLS}, found '
                        f'{self.protocol!r}.')
     self.l2_reg = float(entry.get('l2_reg') or DEFAULT_L2_REG)
     self.seeds = tuple(int(v) for v in (entry.get('seeds') or DEFAULT_SEEDS))
     self.l2_regs = tuple(float(v) for v in (entry.get('l2_regs') or DEFAULT_L2_REGS))
     if self.l2_reg <= 0 or not self.l2_regs or min(self.l2_regs) <= 0:
-      raise ValueError(f'config.evals.{name}: l2_reg and l2_regs must be positive, found '
+      raise errors.UserError(f'config.evals.{name}: l2_reg and l2_regs must be positive, found '
                        f'{self.l2_reg} and {self.l2_regs}.')
     self.holdout = int(entry.get('holdout_per_class', 5))
     if self.protocol == 'selected_l2' and self.holdout < 1:
-      raise ValueError(f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
+      raise errors.UserError(f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
                        f'on those examples), found {self.holdout}.')
     seed = int(entry.get('seed') or 0)
     self.representation = entry.get('representation') or 'pre_logits'
     if not entry.get('pp'):
-      raise ValueError(f'config.evals.{name}.pp: expected an image preprocessing string, '
+      raise errors.UserError(f'config.evals.{name}.pp: expected an image preprocessing string, '
                        f'found {entry.get("pp")!r}.')
     try:
       image_pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
     except ValueError as e:
-      raise ValueError(f'config.evals.{name}.pp: {e}') from e
+      raise errors.UserError(f'config.evals.{name}.pp: {e}') from e
     self._pp = lambda example, seed: {'image': image_pp(example, seed)['image'],
                                       'label': example['label'], 'index': example['index']}
     datasets = base.as_dict(entry.get('datasets') or {})
     if not datasets:
-      raise ValueError(f'config.evals.{name}.datasets: expected at least one dataset, found none.')
+      raise errors.UserError(f'config.evals.{name}.datasets: expected at least one dataset, found none.')
     self._local_batch = context.local_batch(self.batch_size)
     self._tasks = {}
     for short, data in datasets.items():
@@ -180,11 +181,11 @@ class FewShot(base.Evaluator):
     field = f'datasets.{short}'
     for key in data:
       if key not in DATASET_FIELDS:
-        raise ValueError(f'config.evals.{self.name}.{field} has no field {key!r}; fields: '
+        raise errors.UserError(f'config.evals.{self.name}.{field} has no field {key!r}; fields: '
                          f'{", ".join(DATASET_FIELDS)}.')
     for key in ('name', 'train_split', 'test_split'):
       if not data.get(key):
-        raise ValueError(f'config.evals.{self.name}.{field}.{key}: expected a value, found '
+        raise errors.UserError(f'config.evals.{self.name}.{field}.{key}: expected a value, found '
                          f'{data.get(key)!r}.')
     common = {k: v for k, v in data.items() if k not in ('train_split', 'test_split')}
     train = base.source(self.name, field, {**common, 'split': data['train_split']})
@@ -195,7 +196,7 @@ class FewShot(base.Evaluator):
       counts = np.bincount(labels.astype(np.int64), minlength=train.num_classes)
       short_class = int(np.argmax(counts < max(self.shots)))  # the first class short of shots
       if counts[short_class] < max(self.shots):
-        raise ValueError(
+        raise errors.UserError(
             f'config.evals.{self.name}.{field} ({train.name}): class '
             f'{train.class_names[short_class]!r} (label {short_class}) has '
             f'{counts[short_class]} training examples; {max(self.shots)} shots need '
@@ -209,7 +210,7 @@ class FewShot(base.Evaluator):
         pool, held = select_shots(labels, train.class_names, shots=max(self.shots),
                                   holdout=self.holdout, seed=seed, dataset=short)
       except ValueError as e:
-        raise ValueError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
+        raise errors.UserError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
       chosen = np.concatenate([pool.reshape(-1), held])
       task.update(pool=pool)
     task['train'] = _with_index(train, chosen)
@@ -234,10 +235,10 @@ class FewShot(base.Evaluator):
       return vit.representations(self.context.model, params, images)
     found = jax.eval_shape(shapes, jax.ShapeDtypeStruct(image.shape, jnp.float32))
     if self.representation not in found:
-      raise ValueError(f'config.evals.{self.name}.representation: the model has no output '
+      raise errors.UserError(f'config.evals.{self.name}.representation: the model has no output '
                        f'{self.representation!r}; it has {sorted(found)}.')
     if len(found[self.representation].shape) != 2:
-      raise ValueError(f'config.evals.{self.name}.representation: {self.representation!r} has '
+      raise errors.UserError(f'config.evals.{self.name}.representation: {self.representation!r} has '
                        f'shape {found[self.representation].shape}; a probe needs one vector '
                        'per image (a pooled classifier).')
 

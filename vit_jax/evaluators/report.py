@@ -11,6 +11,8 @@ import json
 import os
 from typing import Mapping, Optional
 
+from vit_jax import errors
+
 # Table 2 of the paper (fine-tuned models; top-1 %, VTAB: mean over the 19 tasks).
 PAPER = {
     'ViT-H/14 (JFT)': {'val/accuracy': 88.55, 'real/accuracy': 90.72, 'vtab/mean': 77.63},
@@ -43,7 +45,7 @@ def write(workdir: str, checkpoint: str, results: Mapping[str, float],
   vtab_path = os.path.join(workdir, 'vtab.json')
   vtab = json.load(open(vtab_path, encoding='utf-8')) if os.path.exists(vtab_path) else None
   if paper_model and paper_model not in PAPER:
-    raise ValueError(f'config.paper_model: expected one of {sorted(PAPER)}, found '
+    raise errors.UserError(f'config.paper_model: expected one of {sorted(PAPER)}, found '
                      f'{paper_model!r}.')
   paper = PAPER.get(paper_model or '', {})
   table = rows(results, vtab)

@@ -3,6 +3,8 @@
 `export(checkpoint, fmt, out)` is what `python -m vit_jax.export` runs.
 """
 
+from vit_jax import errors
+
 FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
 
 
@@ -12,7 +14,7 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
-    raise ValueError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
+    raise errors.UserError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
   loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
   args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
   if fmt == 'npz':

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 from safetensors import numpy as safetensors_numpy
 
+from vit_jax import errors
 from vit_jax.formats import hf_layout
 from vit_jax.formats import preprocessing
 from vit_jax.models.vit import activation_name
@@ -25,7 +26,7 @@ def hf_config(model_config, num_classes: int, image_size: int,
               labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
   patch_h, patch_w = model_config.patches.size
   if patch_h != patch_w:
-    raise ValueError(f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
+    raise errors.UserError(f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
   labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes)]
   return {
       'architectures': ['ViTForImageClassification'],

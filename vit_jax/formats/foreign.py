@@ -20,6 +20,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
+from vit_jax import errors
 from vit_jax import architecture
 from vit_jax.configs import models as model_configs
 from vit_jax.formats import hf_layout
@@ -65,27 +66,27 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
     return {k: v.float().numpy() for k, v in safetensors_torch.load_file(path).items()}
   except Exception as e:  # safetensors raises its own error types for a bad header
-    raise ValueError(f'{path} is not a readable safetensors file ({type(e).__name__}: {e}).') from e
+    raise errors.UserError(f'{path} is not a readable safetensors file ({type(e).__name__}: {e}).') from e
 
 
 def _read_pickled(path: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ValueError(f'{path}: reading a PyTorch .bin needs torch (pip install -e ".[export]"), '
+    raise errors.UserError(f'{path}: reading a PyTorch .bin needs torch (pip install -e ".[export]"), '
                      'or convert it to safetensors.') from e
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
-    raise ValueError(f'{path} holds pickled code or objects beyond tensors; it is refused (only '
+    raise errors.UserError(f'{path} holds pickled code or objects beyond tensors; it is refused (only '
                      'torch.load(weights_only=True) is used). Convert it to safetensors.') from e
   except Exception as e:  # truncated files, not a torch archive
-    raise ValueError(f'{path} is not a readable PyTorch weights file ({type(e).__name__}: '
+    raise errors.UserError(f'{path} is not a readable PyTorch weights file ({type(e).__name__}: '
                      f'{str(e).splitlines()[0]}).') from e
   if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
     state = state['state_dict']
   if not isinstance(state, dict):
-    raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict of tensors.')
+    raise errors.UserError(f'{path} holds a {type(state).__name__}, not a state dict of tensors.')
   return {k: v.float().numpy() for k, v in state.items() if hasattr(v, 'numpy')}
 
 
@@ -102,13 +103,13 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           for shard in shards:
             shard_path = os.path.join(path, shard)
             if not os.path.isfile(shard_path):
-              raise FileNotFoundError(f'{shard_path}: a shard that {candidate} names is missing.')
+              raise errors.MissingFile(f'{shard_path}: a shard that {candidate} names is missing.')
             state.update(_read_safetensors(shard_path))
           return {k: np.asarray(v, np.float32) for k, v in state.items()}
         return read_state_dict(candidate)
-    raise FileNotFoundError(f'{path} holds none of {", ".join(_WEIGHT_FILES)}.')
+    raise errors.MissingFile(f'{path} holds none of {", ".join(_WEIGHT_FILES)}.')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'Checkpoint not found: {path}')
+    raise errors.MissingFile(f'Checkpoint not found: {path}')
   if path.endswith(SAFETENSORS):
     state = _read_safetensors(path)
   else:
@@ -125,7 +126,7 @@ def _side_file(path: str, name: str) -> Optional[dict]:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f'{candidate} is not valid JSON ({e}).') from e
+      raise errors.UserError(f'{candidate} is not valid JSON ({e}).') from e
 
 
 # A bare transformers file without its config.json: the family from its entries, and the
@@ -182,10 +183,10 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   fields = hf_layout.model_fields(vision, path)
   heads = vision.get('num_attention_heads')
   if not heads:
-    raise ValueError(f'{path}: config.json has no num_attention_heads.')
+    raise errors.UserError(f'{path}: config.json has no num_attention_heads.')
   width = vision.get('hidden_size')
   if width and int(width) % int(heads):
-    raise ValueError(f'{path}: config.json num_attention_heads={heads} does not divide '
+    raise errors.UserError(f'{path}: config.json num_attention_heads={heads} does not divide '
                      f'hidden_size={width}.')
   params = hf_layout.to_params(state, family, int(heads), path)
   fields.update(hf_layout.pooling(params, hf_config, family))
@@ -268,7 +269,7 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
   elif 'patch_embed.proj.weight' in state:
     params, fields, pp = _from_timm(path, state, model_name, read)
   else:
-    raise ValueError(f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
+    raise errors.UserError(f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
                      f'entries; first entries: {", ".join(sorted(state)[:8])}.')
   model_config, num_classes = architecture.infer(params)
   model_config.transformer.num_heads = int(fields.pop('num_heads'))
@@ -292,5 +293,5 @@ def _check_classes(path: str, num_classes: Optional[int]) -> None:
       ''.join(config.get('architectures') or [])):
     said = len(config['id2label'])
   if said is not None and said != (num_classes or 0):
-    raise ValueError(f'{os.path.join(_folder(path), "config.json")}: num_classes={said} '
+    raise errors.UserError(f'{os.path.join(_folder(path), "config.json")}: num_classes={said} '
                      f'disagrees with the weights\' head ({num_classes or 0} classes).')

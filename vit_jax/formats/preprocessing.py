@@ -10,6 +10,7 @@ pipeline and `vit_jax.data.images` (PIL, for `infer` and `viz`) both run; export
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from vit_jax import errors
 from vit_jax.data import pp_spec
 
 # PIL's resample codes (what transformers' `resample` holds) -> our resize methods.
@@ -66,12 +67,12 @@ def from_hf(config: Mapping[str, Any], source: str) -> str:
   """A `preprocessor_config.json` -> pp string; a ValueError naming a field we cannot follow."""
   unknown = sorted(k for k in config if k not in _HF_HARMLESS)
   if unknown:
-    raise ValueError(f'{source}: preprocessor_config.json field {unknown[0]!r} is not one we '
+    raise errors.UserError(f'{source}: preprocessor_config.json field {unknown[0]!r} is not one we '
                      f'follow (known: {", ".join(sorted(_HF_HARMLESS))}).')
   ops = []
   method = _PIL_RESAMPLE.get(config.get('resample', 2))
   if method is None:
-    raise ValueError(f'{source}: preprocessor_config.json resample={config["resample"]!r} is not '
+    raise errors.UserError(f'{source}: preprocessor_config.json resample={config["resample"]!r} is not '
                      f'a PIL resampling code {sorted(_PIL_RESAMPLE)}.')
   if config.get('do_resize', True):
     size = config.get('size') or {}
@@ -82,19 +83,19 @@ def from_hf(config: Mapping[str, Any], source: str) -> str:
     elif 'shortest_edge' in size:
       ops.append(f'resize_small({size["shortest_edge"]}, method={method!r}, floor=True)')
     else:
-      raise ValueError(f'{source}: preprocessor_config.json size={size!r}: expected height and '
+      raise errors.UserError(f'{source}: preprocessor_config.json size={size!r}: expected height and '
                        'width, or shortest_edge.')
   if config.get('do_center_crop', False):
     crop = config.get('crop_size') or {}
     if isinstance(crop, int):
       crop = {'height': crop, 'width': crop}
     if 'height' not in crop or 'width' not in crop:
-      raise ValueError(f'{source}: preprocessor_config.json crop_size={crop!r}: expected height '
+      raise errors.UserError(f'{source}: preprocessor_config.json crop_size={crop!r}: expected height '
                        'and width.')
     ops.append(f'central_crop(({crop["height"]}, {crop["width"]}))')
   rescale = float(config.get('rescale_factor', 1 / 255)) if config.get('do_rescale', True) else 1.
   if not math.isclose(rescale, 1 / 255, rel_tol=1e-6):
-    raise ValueError(f'{source}: preprocessor_config.json rescale_factor={rescale}: only 1/255 '
+    raise errors.UserError(f'{source}: preprocessor_config.json rescale_factor={rescale}: only 1/255 '
                      '(pixels to [0, 1]) is followed.')
   if config.get('do_normalize', True):
     ops.append(_norm_op(config.get('image_mean', (0.5,) * 3), config.get('image_std', (0.5,) * 3)))
@@ -109,7 +110,7 @@ def from_timm(pretrained_cfg: Mapping[str, Any], source: str) -> str:
   _, height, width = pretrained_cfg.get('input_size', (3, 224, 224))
   interpolation = pretrained_cfg.get('interpolation', 'bicubic')
   if interpolation not in _TIMM_INTERPOLATION:
-    raise ValueError(f'{source}: pretrained_cfg interpolation={interpolation!r}: expected one of '
+    raise errors.UserError(f'{source}: pretrained_cfg interpolation={interpolation!r}: expected one of '
                      f'{_TIMM_INTERPOLATION}.')
   crop_pct = float(pretrained_cfg.get('crop_pct', 0.875))
   crop_mode = pretrained_cfg.get('crop_mode', 'center')
@@ -120,10 +121,10 @@ def from_timm(pretrained_cfg: Mapping[str, Any], source: str) -> str:
     return (f'resize({scaled}, method={interpolation!r})|central_crop(({height}, {width}))|'
             f'{norm}')
   if crop_mode != 'center':
-    raise ValueError(f'{source}: pretrained_cfg crop_mode={crop_mode!r}: center and squash are '
+    raise errors.UserError(f'{source}: pretrained_cfg crop_mode={crop_mode!r}: center and squash are '
                      'followed.')
   if height != width:
-    raise ValueError(f'{source}: pretrained_cfg input_size {height}x{width}: a centre crop of a '
+    raise errors.UserError(f'{source}: pretrained_cfg input_size {height}x{width}: a centre crop of a '
                      'non-square input is not followed.')
   return (f'resize_small({math.floor(height / crop_pct)}, method={interpolation!r}, floor=True)|'
           f'central_crop({height})|{norm}')

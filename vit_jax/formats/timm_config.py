@@ -7,6 +7,7 @@ model was created with) and `global_pool` override them. An architecture we cann
 
 from typing import Any, Mapping, Optional
 
+from vit_jax import errors
 from vit_jax.formats import timm_archs
 
 # timm's act_layer names -> ours.
@@ -27,10 +28,10 @@ _SHAPE_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv
 def _architecture(name: str, source: str) -> tuple:
   entry = timm_archs.ARCHITECTURES.get(name.split('.')[0])
   if entry is None:
-    raise ValueError(f'{source}: architecture {name!r} is not a timm '
+    raise errors.UserError(f'{source}: architecture {name!r} is not a timm '
                      f'{timm_archs.TIMM_VERSION} ViT we know (vit_*, deit*, flexivit_*, ...).')
   if isinstance(entry, str):
-    raise ValueError(f'{source}: timm architecture {name!r} uses {entry}, which our model '
+    raise errors.UserError(f'{source}: timm architecture {name!r} uses {entry}, which our model '
                      'lacks; it is refused.')
   return entry
 
@@ -40,32 +41,32 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   input transform of `pretrained_cfg` is read by `foreign.input_transform`)."""
   name = config.get('architecture')
   if not isinstance(name, str):
-    raise ValueError(f'{source}: timm config.json has no architecture.')
+    raise errors.UserError(f'{source}: timm config.json has no architecture.')
   heads, activation, eps, gated = _architecture(name, source)
   args = dict(config.get('model_args') or {})
   unknown = sorted(k for k in args if k not in _SHAPE_ARGS)
   if unknown:
-    raise ValueError(f'{source}: model_args {unknown[0]}={args[unknown[0]]!r} changes the '
+    raise errors.UserError(f'{source}: model_args {unknown[0]}={args[unknown[0]]!r} changes the '
                      'architecture in a way we do not read; it is refused.')
   if args.get('in_chans', 3) != 3:
-    raise ValueError(f'{source}: model_args in_chans={args["in_chans"]}: only RGB (3) is read.')
+    raise errors.UserError(f'{source}: model_args in_chans={args["in_chans"]}: only RGB (3) is read.')
   if args.get('pos_embed', 'learn') != 'learn':
-    raise ValueError(f'{source}: model_args pos_embed={args["pos_embed"]!r}: only learned '
+    raise errors.UserError(f'{source}: model_args pos_embed={args["pos_embed"]!r}: only learned '
                      'position embeddings are read.')
   if 'act_layer' in args:
     if args['act_layer'] not in _ACTIVATIONS:
-      raise ValueError(f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
+      raise errors.UserError(f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
                        f'{sorted(_ACTIVATIONS)}.')
     activation = _ACTIVATIONS[args['act_layer']]
   pool = args.get('global_pool', config.get('global_pool'))
   if pool is not None and pool not in _POOLS and pool != '':
-    raise ValueError(f'{source}: global_pool={pool!r}: expected one of {sorted(_POOLS)}.')
+    raise errors.UserError(f'{source}: global_pool={pool!r}: expected one of {sorted(_POOLS)}.')
   out = {'activation': activation, 'layer_norm_eps': float(eps),
          'num_heads': int(args.get('num_heads', heads)), 'global_pool': pool}
   if gated:
     out['gated_mlp'] = True
   if args.get('final_norm') is False and not args.get('fc_norm'):
-    raise ValueError(f'{source}: model_args final_norm=False: a model without a final norm is '
+    raise errors.UserError(f'{source}: model_args final_norm=False: a model without a final norm is '
                      'refused.')
   return out
 

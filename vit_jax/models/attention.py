@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import errors
 from vit_jax.models import posemb as posemb_lib
 
 Dtype = Any
@@ -70,9 +71,9 @@ class MultiHeadAttention(nn.Module):
                deterministic: bool) -> jnp.ndarray:
     width = inputs_q.shape[-1]
     if width % self.num_heads:
-      raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
+      raise errors.UserError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
     if self.implementation not in (None, 'fused', 'explicit'):
-      raise ValueError(f"implementation must be None, 'fused' or 'explicit', got "
+      raise errors.UserError(f"implementation must be None, 'fused' or 'explicit', got "
                        f'{self.implementation!r}.')
     num_heads, head_dim = self.num_heads, width // self.num_heads
     # One (kernel, bias) per projection, exactly `nn.DenseGeneral`'s parameters.

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
+from vit_jax import errors
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
 
@@ -55,7 +56,7 @@ def check_image_size(image_size, model_config) -> None:
   stride = patch_stride(model_config)
   if any(side <= 0 or side % s for side, s in zip(sides, stride)):
     stem = resnet.stem_stride(model_config)
-    raise ValueError(
+    raise errors.UserError(
         f'image_size={image_size} is not a positive multiple of the effective patch size '
         f'{stride[0]} (patches.size={tuple(_get(_get(model_config, "patches"), "size"))}'
         f'{f", ResNet stem stride {stem}" if stem > 1 else ""}).')
@@ -96,7 +97,7 @@ def position_table(params: Mapping[str, Any], model_config, image_size) -> tuple
     table = np.asarray(encoder['posembed_input']['pos_embedding'])
     return table, num_posemb_prefix(model_config)
   if _get(model_config, 'posemb') == 'rope':
-    raise ValueError('posemb=rope: the model has no position table (positions rotate queries '
+    raise errors.UserError('posemb=rope: the model has no position table (positions rotate queries '
                      'and keys).')
   rows, columns = patch_grid(model_config, image_size)
   return posemb_lib.posemb_sincos_2d(rows, columns, _get(model_config, 'hidden_size')), 0

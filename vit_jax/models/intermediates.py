@@ -10,6 +10,7 @@ import flax
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_jax import errors
 from vit_jax.models import geometry
 from vit_jax.models import vit
 
@@ -30,7 +31,7 @@ def forward_intermediates(model: vit.VisionTransformer, params: Any, images: jnp
   distillation, registers) first; `'nhwc'`: the patch tokens as [b, rows, columns, width].
   `norm=True` applies the encoder's final LayerNorm to each, as the last block's output gets."""
   if output not in ('tokens', 'nhwc'):
-    raise ValueError(f"output must be 'tokens' or 'nhwc', got {output!r}.")
+    raise errors.UserError(f"output must be 'tokens' or 'nhwc', got {output!r}.")
   result, state = model.apply({'params': params}, images, train=False,
                               mutable=[vit.BLOCK_OUTPUTS])
   blocks = _per_block(state)
@@ -38,7 +39,7 @@ def forward_intermediates(model: vit.VisionTransformer, params: Any, images: jnp
   try:
     selected = [blocks[i] for i in chosen]
   except IndexError as e:
-    raise ValueError(f'indices {list(chosen)} out of range for {len(blocks)} blocks.') from e
+    raise errors.UserError(f'indices {list(chosen)} out of range for {len(blocks)} blocks.') from e
   if norm:  # the model's own final LayerNorm, with its parameters
     final_norm = nn.LayerNorm(epsilon=model.layer_norm_eps, dtype=model.dtype)
     variables = {'params': params['Transformer']['encoder_norm']}

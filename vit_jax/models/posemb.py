@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import errors
+
 Dtype = Any
 
 
@@ -20,7 +22,7 @@ def posemb_sincos_2d(height: int, width: int, hidden_size: int,
   temperature^(-k / (hidden_size/4 - 1)), rows in row-major patch order.
   """
   if hidden_size % 4:
-    raise ValueError(f'posemb=sincos2d needs hidden_size divisible by 4, got {hidden_size}.')
+    raise errors.UserError(f'posemb=sincos2d needs hidden_size divisible by 4, got {hidden_size}.')
   quarter = hidden_size // 4
   omega = 1.0 / temperature**(np.arange(quarter) / max(quarter - 1, 1))
   y, x = np.mgrid[:height, :width]
@@ -39,7 +41,7 @@ def rope_2d(height: int, width: int, head_dim: int, theta: float = 100.0
   angles then the column angles, repeated twice to pair with `rotate_half`.
   """
   if head_dim % 4:
-    raise ValueError(f'posemb=rope needs a head dimension divisible by 4, got {head_dim}.')
+    raise errors.UserError(f'posemb=rope needs a head dimension divisible by 4, got {head_dim}.')
   frequencies = 1.0 / theta ** np.arange(0, 1, 4 / head_dim, dtype=np.float32)
   rows = (np.arange(0.5, height, dtype=np.float32) / height) * 2 - 1
   columns = (np.arange(0.5, width, dtype=np.float32) / width) * 2 - 1
@@ -75,7 +77,7 @@ def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_token
   if old_grid is None:
     side = math.isqrt(tokens)
     if side * side != tokens:
-      raise ValueError(f'A position table of {tokens} patch rows is not a square grid.')
+      raise errors.UserError(f'A position table of {tokens} patch rows is not a square grid.')
     old_grid = (side, side)
   if tuple(old_grid) == tuple(new_grid):
     return posemb
@@ -100,7 +102,7 @@ class AddPositionEmbs(nn.Module):
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     if inputs.ndim != 3:
-      raise ValueError(f'AddPositionEmbs expects [batch, tokens, width], got {inputs.shape}.')
+      raise errors.UserError(f'AddPositionEmbs expects [batch, tokens, width], got {inputs.shape}.')
     if self.has_variable('params', 'pos_embedding'):
       # The stored table keeps its own shape (flax's shape check is for creating it).
       posemb = self.get_variable('params', 'pos_embedding')
@@ -110,7 +112,7 @@ class AddPositionEmbs(nn.Module):
       posemb = self.param('pos_embedding', self.posemb_init, (1, *inputs.shape[1:]),
                           self.param_dtype)
     if posemb.shape[1] != inputs.shape[1]:
-      raise ValueError(f'The position table has {posemb.shape[1]} rows for {inputs.shape[1]} '
+      raise errors.UserError(f'The position table has {posemb.shape[1]} rows for {inputs.shape[1]} '
                        'tokens: resample it (checkpoint.adapt_params) or set '
                        'dynamic_image_size=True.')
     return inputs + posemb.astype(inputs.dtype)

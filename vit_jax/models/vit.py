@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import errors
 from vit_jax.models import attention
 from vit_jax.models import geometry
 from vit_jax.models import posemb as posemb_lib
@@ -45,7 +46,7 @@ def activation_name(activation: Optional[str], gelu_approximate: bool = True) ->
   if activation is None:
     return 'gelu_tanh' if gelu_approximate else 'gelu'
   if activation not in ACTIVATIONS:
-    raise ValueError(f'activation={activation!r} is not supported; expected one of '
+    raise errors.UserError(f'activation={activation!r} is not supported; expected one of '
                      f'{tuple(ACTIVATIONS)}.')
   return activation
 
@@ -135,7 +136,7 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool):
     if inputs.ndim != 3:
-      raise ValueError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
+      raise errors.UserError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
     inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
     norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # pylint: disable=unnecessary-lambda-assignment
     scale = lambda y, name: (  # pylint: disable=unnecessary-lambda-assignment
@@ -197,7 +198,7 @@ class Encoder(nn.Module):
   def __call__(self, x: jnp.ndarray, *, train: bool,
                registers: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     if x.ndim != 3:
-      raise ValueError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
+      raise errors.UserError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
     if self.add_position_embedding and self.posemb != 'rope':
       if self.posemb == 'learn':
         x = posemb_lib.AddPositionEmbs(
@@ -341,18 +342,18 @@ class VisionTransformer(nn.Module):
                                   ('posemb', self.posemb, POSEMBS),
                                   ('remat', self.remat, tuple(REMAT_POLICIES))):
       if value not in allowed:
-        raise ValueError(f'{field}={value!r} is not supported; expected one of {allowed}.')
+        raise errors.UserError(f'{field}={value!r} is not supported; expected one of {allowed}.')
     if not 0.0 <= self.stochastic_depth < 1.0:
-      raise ValueError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
+      raise errors.UserError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
     if self.distilled and self.classifier != 'token':
-      raise ValueError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
+      raise errors.UserError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
     if self.class_token is False and self.classifier in geometry.TOKEN_CLASSIFIERS:
-      raise ValueError(f'classifier={self.classifier!r} needs the class token; class_token=False.')
+      raise errors.UserError(f'classifier={self.classifier!r} needs the class token; class_token=False.')
     if self.fc_norm and self.classifier in geometry.UNPOOLED_CLASSIFIERS:
-      raise ValueError(f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
+      raise errors.UserError(f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
                        'pools nothing.')
     if self.num_registers < 0:
-      raise ValueError(f'num_registers must be >= 0, got {self.num_registers}.')
+      raise errors.UserError(f'num_registers must be >= 0, got {self.num_registers}.')
 
   def _embed(self, x: jnp.ndarray) -> tuple[jnp.ndarray, tuple[int, int]]:
     """Images [b, h, w, 3] -> patch tokens [b, gh*gw, width] and the grid (gh, gw)."""
@@ -363,7 +364,7 @@ class VisionTransformer(nn.Module):
     height, width = x.shape[1:3]
     if height % patch_size[0] or width % patch_size[1]:
       stem = 'the ResNet stem output' if self.resnet is not None else 'the image'
-      raise ValueError(
+      raise errors.UserError(
           f'{stem} size {height}x{width} is not divisible by patches.size={patch_size}; '
           f'use an image size that is a multiple of the (effective) patch size.')
     # A strided convolution is the paper's "linear projection of flattened patches".
@@ -376,7 +377,7 @@ class VisionTransformer(nn.Module):
   def __call__(self, inputs: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     self._check_fields()
     if inputs.ndim != 4:
-      raise ValueError(f'VisionTransformer expects images [batch, height, width, channels], '
+      raise errors.UserError(f'VisionTransformer expects images [batch, height, width, channels], '
                        f'got shape {inputs.shape}.')
     x, grid = self._embed(inputs.astype(self.dtype))
     n, _, c = x.shape

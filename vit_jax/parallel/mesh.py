@@ -8,6 +8,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from vit_jax import errors
+
 MESH_AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')  # the batch is split over both; 'tensor' holds replicas of it
 
@@ -16,16 +18,16 @@ def mesh_shape(sizes: Sequence[int], device_count: int) -> tuple[int, ...]:
   """Resolves one -1 entry so that the product is `device_count`; checks the product."""
   sizes = [int(s) for s in sizes]
   if len(sizes) != len(MESH_AXES):
-    raise ValueError(f'mesh needs {len(MESH_AXES)} sizes for {MESH_AXES}, got {sizes}.')
+    raise errors.UserError(f'mesh needs {len(MESH_AXES)} sizes for {MESH_AXES}, got {sizes}.')
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f'mesh sizes {sizes}: each must be positive, at most one may be -1.')
+    raise errors.UserError(f'mesh sizes {sizes}: each must be positive, at most one may be -1.')
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if device_count % known:
-      raise ValueError(f'mesh {sizes}: {device_count} devices do not divide by {known}.')
+      raise errors.UserError(f'mesh {sizes}: {device_count} devices do not divide by {known}.')
     sizes[sizes.index(-1)] = device_count // known
   if math.prod(sizes) != device_count:
-    raise ValueError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, '
+    raise errors.UserError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, '
                      f'but {device_count} are available.')
   return tuple(sizes)
 

@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import optax
 
+from vit_jax import errors
 from vit_jax import param_names
 from vit_jax.parallel import mesh as mesh_lib
 
@@ -49,7 +50,7 @@ RULES: dict[str, tuple[tuple[str, Any], ...]] = {
 
 def get_rules(layout: str) -> tuple[tuple[str, Any], ...]:
   if layout not in RULES:
-    raise ValueError(f'Unknown sharding layout {layout!r}; expected one of {sorted(RULES)}.')
+    raise errors.UserError(f'Unknown sharding layout {layout!r}; expected one of {sorted(RULES)}.')
   return RULES[layout]
 
 
@@ -61,7 +62,7 @@ def logical_axes(path: str, ndim: int) -> tuple[Optional[str], ...]:
   if ndim == len(axes) + 1:  # stacked by nn.scan
     return ('layers', *axes)
   if ndim != len(axes):
-    raise ValueError(f'Parameter {path} has {ndim} dims; the axis table expects '
+    raise errors.UserError(f'Parameter {path} has {ndim} dims; the axis table expects '
                      f'{len(axes)} ({axes}).')
   return axes
 

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vit_jax import errors
 from vit_jax.train import preemption
 from vit_jax.train import run as run_lib
 
@@ -17,7 +18,7 @@ from vit_jax.train import run as run_lib
 def _check_finite(pending: list, fetched: list, last_saved: int) -> None:
   for (number, _), values in zip(pending, fetched):
     if values['finite'] != 1.0:
-      raise FloatingPointError(
+      raise errors.Diverged(
           f'Non-finite loss or gradient at step {number} (loss={values["loss"]}, '
           f'grad_norm={values["grad_norm"]}). The state was not updated by that step and '
           f'checkpoints up to step {last_saved} are intact; lower the learning rate or check '

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vit_jax import errors
 from vit_jax import param_names
 
 Schedule = Callable[[jax.Array], jax.Array]
@@ -50,7 +51,7 @@ def make_schedule(config: Any, total_steps: int) -> Schedule:
   warmup = int(_get(config, 'lr.warmup_steps', 0))
   kind = _get(config, 'lr.schedule', 'cosine')
   if warmup > total_steps:
-    raise ValueError(f'lr.warmup_steps={warmup} exceeds the {total_steps} training steps.')
+    raise errors.UserError(f'lr.warmup_steps={warmup} exceeds the {total_steps} training steps.')
   decay_steps = max(total_steps - warmup, 1)
   if kind == 'cosine':
     decay = optax.cosine_decay_schedule(base, decay_steps)
@@ -62,7 +63,7 @@ def make_schedule(config: Any, total_steps: int) -> Schedule:
   elif kind == 'constant':
     decay = optax.constant_schedule(base)
   else:
-    raise ValueError(f'Unknown lr.schedule {kind!r}; expected cosine, linear, rsqrt or constant.')
+    raise errors.UserError(f'Unknown lr.schedule {kind!r}; expected cosine, linear, rsqrt or constant.')
   if not warmup:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), decay], [warmup])
@@ -81,7 +82,7 @@ def _core(config: Any) -> optax.GradientTransformation:
         if momentum else optax.identity()
   if name == 'adafactor':
     return optax.scale_by_factored_rms()
-  raise ValueError(f'Unknown optim.name {name!r}; expected adam, adamw, sgd or adafactor.')
+  raise errors.UserError(f'Unknown optim.name {name!r}; expected adam, adamw, sgd or adafactor.')
 
 
 def _layer_index(path: str) -> Optional[int]:
@@ -163,6 +164,6 @@ def build(config: Any, params: Any, total_steps: int) -> tuple[optax.GradientTra
     labels = param_names.map_names(
         params, lambda name, _: 'frozen' if param_names.matches(frozen, name) else 'trained')
     if 'trained' not in set(param_names.flatten(labels).values()):
-      raise ValueError(f'config.frozen={frozen} selects every parameter: nothing would train.')
+      raise errors.UserError(f'config.frozen={frozen} selects every parameter: nothing would train.')
     tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
   return tx, schedule

@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vit_jax import errors
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.train import step as step_lib
@@ -61,7 +62,7 @@ def device_budget(config: ml_collections.ConfigDict) -> Optional[int]:
   given = config.get('device_memory_gb')
   if given is not None:
     if not given > 0:
-      raise ValueError(f'config.device_memory_gb must be positive, found {given}.')
+      raise errors.UserError(f'config.device_memory_gb must be positive, found {given}.')
     return int(given * GIB)
   stats = jax.local_devices()[0].memory_stats()
   return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
@@ -149,7 +150,7 @@ def resolve(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDic
         return with_choice(config, micro_batches, remat), plan
       if smallest is None or plan.total < smallest.total:
         smallest = plan
-  raise ValueError(
+  raise errors.UserError(
       f'No plan fits in {_size(budget)} per device: the smallest tried '
       f'(micro_batches={smallest.micro_batches}, remat={smallest.remat!r}) needs '
       f'{_size(smallest.total)} ({_size(smallest.total - budget)} over: parameters '

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import saved_params
@@ -118,7 +119,7 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
   if differ:
     value = lambda f: (loaded.model_config.get(f) if f == 'layerscale' else theirs[f])  # pylint: disable=unnecessary-lambda-assignment
     flags = ' '.join(f'--config.model.{f}={value(f)}' for f in differ)
-    raise ValueError(f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
+    raise errors.UserError(f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
                      f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
                      f'add {flags}')
   return loaded
@@ -160,7 +161,7 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
 
 def _label_smoothing(config, train_pp) -> float:
   if train_pp.label_smoothing and config.get('label_smoothing'):
-    raise ValueError(f'Label smoothing is set twice: config.label_smoothing='
+    raise errors.UserError(f'Label smoothing is set twice: config.label_smoothing='
                      f'{config.label_smoothing} and onehot(smoothing={train_pp.label_smoothing}) '
                      'in config.pp_train; keep config.label_smoothing only.')
   return float(config.get('label_smoothing') or 0.0)
@@ -170,13 +171,13 @@ def _check_host_output(spec: dict, device_pp) -> None:
   """pp_train must hand the device preprocessing uint8 images, and a model float ones."""
   image = spec.get('image')
   if image is None:
-    raise ValueError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
+    raise errors.UserError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
   if device_pp and image.dtype.name != 'uint8':
-    raise ValueError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
+    raise errors.UserError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
                      f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
                      'normalize from pp_train to pp_device.')
   if not device_pp and image.dtype.name == 'uint8':
-    raise ValueError('config.pp_train ends with uint8 images and config.pp_device is empty; '
+    raise errors.UserError('config.pp_train ends with uint8 images and config.pp_device is empty; '
                      'end pp_train with value_range(-1, 1) or set --config.pp_device='
                      '"value_range(-1, 1)".')
 
@@ -187,11 +188,11 @@ def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source
   found = train_source.num_classes
   if config.get('num_classes') is None:
     if not found:
-      raise ValueError(f'config.num_classes is unset and {train_source.name} names no classes; '
+      raise errors.UserError(f'config.num_classes is unset and {train_source.name} names no classes; '
                        'set --config.num_classes.')
     config.num_classes = found
   elif config.data.get('name') == 'folder' and config.num_classes != found:
-    raise ValueError(f'config.num_classes={config.num_classes} but {train_source.name} has '
+    raise errors.UserError(f'config.num_classes={config.num_classes} but {train_source.name} has '
                      f'{found} class folders; drop --config.num_classes to take them from it.')
 
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import jax
 import ml_collections
 
+from vit_jax import errors
 from vit_jax.data import pipeline
 from vit_jax.models import build
 from vit_jax.models import geometry
@@ -37,7 +38,7 @@ class Setup:
 
 def _positive(field: str, value, unset=(None,)) -> None:
   if value not in unset and not value > 0:
-    raise ValueError(f'config.{field} must be positive, found {value}.')
+    raise errors.UserError(f'config.{field} must be positive, found {value}.')
 
 
 def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[int]) -> int:
@@ -50,15 +51,15 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
   _positive('total_epochs', config.get('total_epochs'), unset=(None, 0))
   _positive('batch_size', config.get('batch_size'))
   if config.get('total_steps') and config.get('total_epochs'):
-    raise ValueError(f'Set one of config.total_steps ({config.total_steps}) and '
+    raise errors.UserError(f'Set one of config.total_steps ({config.total_steps}) and '
                      f'config.total_epochs ({config.total_epochs}); set the other to 0.')
   if config.get('total_steps'):
     return int(config.total_steps)
   if config.get('total_epochs'):
     if not num_train_examples:
-      raise ValueError('config.total_epochs needs the training split\'s size (none was given).')
+      raise errors.UserError('config.total_epochs needs the training split\'s size (none was given).')
     return max(1, math.ceil(config.total_epochs * num_train_examples / config.batch_size))
-  raise ValueError('Set config.total_steps, or config.total_epochs (found neither).')
+  raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
 
 
 def build_setup(config: ml_collections.ConfigDict, *, num_train_examples: Optional[int] = None,

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import optax
 
+from vit_jax import errors
 from vit_jax import losses
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
@@ -54,7 +55,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   def accumulate(params, images, labels, dropout_rng):
     """Mean loss, accuracy and gradients over `micro_batches` equal slices, one at a time."""
     if images.shape[0] % micro_batches:
-      raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
+      raise errors.UserError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
                        'micro-batches.')
     split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
 
@@ -170,7 +171,7 @@ def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
   augment = device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None
   micro_batches = int(config.get('micro_batches') or 1)
   if micro_batches < 1:
-    raise ValueError(f'config.micro_batches must be a positive integer, found {micro_batches}.')
+    raise errors.UserError(f'config.micro_batches must be a positive integer, found {micro_batches}.')
   step = make_train_step(setup.model, setup.tx, loss=config.loss, label_smoothing=label_smoothing,
                          micro_batches=micro_batches, ema_decay=config.get('ema_decay'),
                          schedule=setup.schedule, mixer=mixer, augment=augment)

@@ -13,6 +13,7 @@ import shutil
 from absl import logging
 import flax
 
+from vit_jax import errors
 from vit_jax import saved_params
 
 RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png',
@@ -50,7 +51,7 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
     changed = changed_fields(saved, config_dict_)
     if changed:
       if not overwrite:
-        raise ValueError(f'{workdir} holds a run with a different config (fields: {changed}). '
+        raise errors.UserError(f'{workdir} holds a run with a different config (fields: {changed}). '
                          'Use another --workdir, or --overwrite to start it afresh.')
       logging.warning('Overwriting the run in %s (its config differs).', workdir)
       for name in RUN_FILES:

@@ -1,0 +1,19 @@
+"""The errors that are a user's mistake: the CLIs print them as one line (`vit_jax.cli`).
+
+Everything we raise for bad input (a config field, a file, a checkpoint, a dataset) is a
+`UserError`, naming the field or file, what was expected and what was found. Any other
+exception, from our code or a library's (a shape or sharding bug inside JAX or flax), is a bug
+and keeps its traceback.
+"""
+
+
+class UserError(ValueError):
+  """Bad input: a config field, a flag, a file or a checkpoint that cannot be used as given."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+  """A file or directory the input names is not there."""
+
+
+class Diverged(UserError, FloatingPointError):
+  """Training produced non-finite values (a learning rate too high, bad data)."""
