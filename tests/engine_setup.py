@@ -3,6 +3,7 @@
 import flax
 import jax
 from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -100,3 +101,12 @@ def state_and_step(sizes, layout, **step_kwargs):
   step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, **step_kwargs), mesh,
                                  shardings, layout)
   return vit, mesh, tx, state, step
+
+
+def data_parallel_step(train_step_factory, mesh):
+  """The explicit data-parallel variant of the step, to check GSPMD against: replicated state,
+  each shard runs `train_step_factory(grad_reduce=pmean)` on its slice of the batch."""
+  axes = mesh_lib.BATCH_AXES
+  local_step = train_step_factory(grad_reduce=lambda tree: jax.lax.pmean(tree, axes))
+  return jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(axes)),
+                               out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))

@@ -88,8 +88,8 @@ def test_restored_iterator_gives_bit_identical_batches(digits_data_dir):
     next(resumed)
   state = resumed.get_state()
   assert state == {'global_position': 40}
-  restored = _train_iterator(source, spec, seed=7, sharding=sharding)
-  restored.set_state(state)
+  restored = _train_iterator(source, spec, seed=7, sharding=sharding,
+                             position=pipeline.position_of(state))
   for expected in batches[5:]:
     actual = jax.tree.map(np.asarray, next(restored))
     for key in expected:
@@ -155,7 +155,7 @@ def test_startup_checks():
         'image': tf.zeros(tf.stack([i + 1, 2, 3]), tf.uint8), 'label': tf.cast(i, tf.int32)})
     pipeline.eval_dataset(ragged, preprocess.parse('value_range()'), local_batch=2)
   with pytest.raises(ValueError, match='Not a data-iterator state'):
-    _train_iterator(_index_source(5), 'keep("label")', global_batch=1).set_state({'step': 3})
+    pipeline.position_of({'step': 3})
 
 
 def test_errors_in_the_pipeline_reach_the_consumer():

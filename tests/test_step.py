@@ -34,7 +34,7 @@ def test_explicit_data_parallel_step_agrees(reference):
   state, _ = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0, mesh=mesh,
                               layout='dp')
   factory = lambda **kw: step_lib.make_train_step(vit, tx, schedule=schedule, **kw)  # pylint: disable=unnecessary-lambda-assignment
-  step = step_lib.make_data_parallel_step(factory, mesh)
+  step = engine_setup.data_parallel_step(factory, mesh)
   losses = []
   for batch in engine_setup.batches(4):
     state, metrics = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))

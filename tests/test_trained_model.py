@@ -56,34 +56,6 @@ def test_loading_needs_neither_the_datasets_nor_the_step_count(run, tmp_path):
   _equal(trained_model.load(workdir).params, run[2].ema_params)
 
 
-def test_a_workdir_of_the_first_layout_still_loads_and_resumes(run, tmp_path):
-  """The first layout kept one `state` item (the whole TrainState) and a per-process position."""
-  source, config, state = run
-  workdir = tmp_path / 'old'
-  workdir.mkdir()
-  shutil.copy(os.path.join(source, 'config.json'), workdir / 'config.json')
-  manager = ocp.CheckpointManager(workdir / 'checkpoints', item_names=('state', 'data', 'config'))
-  manager.save(4, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({'position': 128}),
-      config=ocp.args.JsonSave({})))
-  manager.wait_until_finished()
-  manager.close()
-  _equal(trained_model.load(str(workdir)).params, state.ema_params)
-  restored = checkpointer.Checkpointer(str(workdir)).restore(
-      setup_lib.build_setup(config).abstract_state)
-  assert restored.step == 4 and restored.data_state == {'position': 128}
-  jax.tree.map(np.testing.assert_array_equal,
-               jax.tree.map(np.asarray, jax.device_get(restored.state.opt_state)), state.opt_state)
-  # The trainer continues it to a later step.
-  config = tiny_recipe.get_config(config.data.data_dir)
-  config.total_steps, config.checkpoint_every, config.ema_decay = 6, 2, 0.5
-  (workdir / 'config.json').write_text(json.dumps(workdir_lib.config_dict(config)))
-  result = loop.train_and_evaluate(config, str(workdir))
-  assert result['outcome'] == 'completed' and result['step'] == 6
-  assert sorted(int(r['step']) for r in map(json.loads, open(workdir / 'metrics.jsonl'))
-                if 'train/loss' in r) == [5, 6]
-
-
 def test_a_run_that_never_started_is_named(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(FileNotFoundError, match='has no config.json'):

@@ -63,7 +63,8 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   except ValueError as e:  # object arrays need pickle: not a parameter file we read
     raise errors.UserError(f'{path} holds pickled objects, which are never loaded: {e}') from e
   except Exception as e:  # zipfile.BadZipFile, OSError, EOFError: truncated or not an npz
-    raise errors.UserError(f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}).') from e
+    raise errors.UserError(
+        f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}).') from e
 
 
 def convert_pre_linen(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,18 +183,20 @@ def inspect_params(*, params, expected, fail_if_extra=True, fail_if_missing=True
   extra = sorted(set(flatten(params)) - set(flatten(expected)))
   if (missing and fail_if_missing) or (extra and fail_if_extra):
     raise errors.UserError(f'Parameters do not match the model.\n  missing: {missing}\n'
-                     f'  unexpected: {extra}')
+                           f'  unexpected: {extra}')
   return params
 
 
 def _grid(num_tokens: int, grid: Optional[Sequence[int]], what: str) -> tuple[int, int]:
   if grid is not None:
     if grid[0] * grid[1] != num_tokens:
-      raise errors.UserError(f'{what} grid {tuple(grid)} does not hold {num_tokens} position embeddings.')
+      raise errors.UserError(
+          f'{what} grid {tuple(grid)} does not hold {num_tokens} position embeddings.')
     return int(grid[0]), int(grid[1])
   if not _is_square(num_tokens):
-    raise errors.UserError(f'{what} posemb has {num_tokens} patch positions, which is not a square grid; '
-                     f'pass its (height, width) grid explicitly.')
+    raise errors.UserError(
+        f'{what} posemb has {num_tokens} patch positions, which is not a square grid; '
+        f'pass its (height, width) grid explicitly.')
   side = math.isqrt(num_tokens)
   return side, side
 

@@ -88,7 +88,7 @@ def convert(path: str, out: str, model_name: Optional[str] = None, check: bool =
   """Writes `out`; returns what was read and, with `check`, the comparison."""
   if not foreign.handles(path):
     raise errors.UserError(f'{path}: not a Hugging Face or timm checkpoint (a directory with '
-                     'config.json, or a .safetensors / .bin file).')
+                           'config.json, or a .safetensors / .bin file).')
   loaded = trained_model.load(path, model_name)
   report = {'architecture': loaded.model_config.to_dict(), 'classes': loaded.num_classes,
             'read': loaded.read, 'pp': loaded.pp}
@@ -114,7 +114,8 @@ def main(argv):
   del argv
   values = flags.FLAGS
   if not values.checkpoint or not values.out:
-    raise errors.UserError('Pass --checkpoint=<hf dir | timm dir | .safetensors> and --out=<x.npz>.')
+    raise errors.UserError(
+        'Pass --checkpoint=<hf dir | timm dir | .safetensors> and --out=<x.npz>.')
   report = convert(values.checkpoint, values.out, values.model, values.check)
   config = report['architecture']
   transformer = config['transformer']

@@ -26,8 +26,9 @@ def main(argv):
   from vit_jax.train import plan  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.get('num_classes') is None:
-    raise errors.UserError('config.num_classes is unset (a folder recipe takes it from the folder); '
-                     'set --config.num_classes to plan without reading the data.')
+    raise errors.UserError(
+        'config.num_classes is unset (a folder recipe takes it from the folder); '
+        'set --config.num_classes to plan without reading the data.')
   config, chosen = plan.resolve(config)
   if chosen is None:  # no 'auto' field and no known budget: the configured choice, measured
     chosen = plan.measure(config, int(config.micro_batches or 1),

@@ -25,8 +25,7 @@ PARAMS = 'params'
 TRAIN_STATE = 'train_state'
 DATA = 'data'
 CONFIG = 'config'
-OLD_STATE = 'state'  # the single item of the first layout
-ITEM_NAMES = (PARAMS, TRAIN_STATE, DATA, CONFIG, OLD_STATE)
+ITEM_NAMES = (PARAMS, TRAIN_STATE, DATA, CONFIG)
 LABELS_FILE = 'labels.txt'  # beside config.json: the class names, one a line, in label order
 T = TypeVar('T')
 
@@ -52,17 +51,11 @@ def _tree(metadata: Any) -> Any:
 
 def _restore_params(step_dir: epath.Path) -> Any:
   reader = ocp.PyTreeCheckpointer()
-  if (step_dir / PARAMS).exists():
-    meta = _tree(reader.metadata(step_dir / PARAMS))
-    item = reader.restore(step_dir / PARAMS,
-                          args=ocp.args.PyTreeRestore(restore_args=_as_numpy(meta)))
-  elif (step_dir / OLD_STATE).exists():
-    meta = _tree(reader.metadata(step_dir / OLD_STATE))
-    wanted = {k: meta[k] for k in ('params', 'ema_params') if meta.get(k) is not None}
-    item = reader.restore(step_dir / OLD_STATE, args=ocp.args.PyTreeRestore(
-        item=wanted, restore_args=_as_numpy(wanted), partial_restore=True))
-  else:
-    raise errors.UserError(f'holds neither a {PARAMS!r} nor a {OLD_STATE!r} item')
+  if not (step_dir / PARAMS).exists():
+    raise errors.UserError(f'holds no {PARAMS!r} item')
+  meta = _tree(reader.metadata(step_dir / PARAMS))
+  item = reader.restore(step_dir / PARAMS,
+                        args=ocp.args.PyTreeRestore(restore_args=_as_numpy(meta)))
   ema = item.get('ema_params')
   return ema if ema else item['params']
 

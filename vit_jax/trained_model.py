@@ -49,7 +49,7 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise errors.MissingFile(f'{workdir} is not a run directory: it has no config.json (a run '
-                            'writes it before its first step; did this one start?).')
+                             'writes it before its first step; did this one start?).')
   with open(path, encoding='utf-8') as f:
     try:
       return ml_collections.ConfigDict(json.load(f))

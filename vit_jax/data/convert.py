@@ -29,7 +29,7 @@ def convert(dataset_version_dir: str) -> int:
   info_path = os.path.join(dataset_version_dir, 'dataset_info.json')
   if not os.path.isfile(info_path):
     raise errors.MissingFile(f'{dataset_version_dir} is not a prepared tfds dataset version (no '
-                            'dataset_info.json).')
+                             'dataset_info.json).')
   with open(info_path, encoding='utf-8') as f:
     info = json.load(f)
   shards = sorted(glob.glob(os.path.join(dataset_version_dir, '*.tfrecord-*-of-*')))

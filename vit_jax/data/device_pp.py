@@ -75,12 +75,13 @@ class DevicePreprocess:
     for index, text in enumerate(pp_spec.ops(spec)):
       name, args, kwargs = pp_spec.parse_op(text)
       if name not in OPS:
-        raise errors.UserError(f'config.pp_device: unknown op {name!r} in {spec!r}; device ops: '
-                         f'{sorted(OPS)} (decode, crops and labels belong in config.pp_train).')
+        raise errors.UserError(
+            f'config.pp_device: unknown op {name!r} in {spec!r}; device ops: '
+            f'{sorted(OPS)} (decode, crops and labels belong in config.pp_train).')
       factory, random = OPS[name]
       if name in UINT8_INPUT and float_from is not None:
         raise errors.UserError(f'config.pp_device: {text!r} works on uint8 images but comes after '
-                         f'{float_from!r}; put it before.')
+                               f'{float_from!r}; put it before.')
       try:
         self._ops.append((index, factory(*args, **kwargs)))
       except TypeError as e:
@@ -97,7 +98,7 @@ class DevicePreprocess:
   def __call__(self, images: jax.Array, positions: Optional[jax.Array]) -> jax.Array:
     if images.dtype != jnp.uint8:
       raise errors.UserError(f'config.pp_device expects uint8 images from config.pp_train, found '
-                       f'{images.dtype}; end pp_train before value_range/normalize.')
+                             f'{images.dtype}; end pp_train before value_range/normalize.')
     keys = None
     if self.needs_positions:
       keys = device_randaugment.example_keys(self.seed, positions)

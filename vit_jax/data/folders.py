@@ -94,18 +94,18 @@ def read_split(root: str, split_name: str) -> FolderSplit:
   train_dir = os.path.join(root, 'train') if split_layout else root
   if split_layout and not os.path.isdir(train_dir):
     raise errors.UserError(f'{root} has split folders {top} but no train/ folder (class names come '
-                     'from it).')
+                           'from it).')
   class_names = _subdirs(train_dir)
   if len(class_names) < 2:
     raise errors.UserError(f'{train_dir} holds {len(class_names)} class folder(s) '
-                     f'{class_names}; classification needs at least 2 (<class>/*.jpg).')
+                           f'{class_names}; classification needs at least 2 (<class>/*.jpg).')
   wanted = SPLIT_FOLDERS.get(split_name, (split_name,))
   found = [d for d in wanted if split_layout and d in top]
   held_out = split_name in ('train', 'val', 'validation') and not any(
       d in top for d in SPLIT_FOLDERS['val'])
   if split_name != 'train' and not found and not held_out:
     raise errors.UserError(f'Split {split_name!r} not found in {root}: expected a folder '
-                     f'{" or ".join(wanted)}/; found: {top}.')
+                           f'{" or ".join(wanted)}/; found: {top}.')
   if found and split_name != 'train':
     directory = os.path.join(root, found[0])
     extra = sorted(set(_subdirs(directory)) - set(class_names))
@@ -128,8 +128,9 @@ def read_split(root: str, split_name: str) -> FolderSplit:
   files = [f for c in class_names for f in per_class.get(c, [])]
   labels = [i for i, c in enumerate(class_names) for _ in per_class.get(c, [])]
   if not files:
-    raise errors.UserError(f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found in {description} '
-                     '(<class>/<image>).')
+    raise errors.UserError(
+        f'No images ({", ".join(images.IMAGE_EXTENSIONS)}) found in {description} '
+        '(<class>/<image>).')
   return FolderSplit(files, labels, class_names, [], description)
 
 

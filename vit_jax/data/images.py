@@ -83,8 +83,9 @@ def apply(image: Image.Image, pp: str) -> np.ndarray:
     elif name in _VALUES and pixels is None:
       pixels = _VALUES[name](np.asarray(image, np.float32), *args, **kwargs)
     else:
-      raise errors.UserError(f'Preprocessing {pp!r}: op {name!r} is not an eval op for one image '
-                       f'(resize, resize_small, central_crop, then value_range or normalize).')
+      raise errors.UserError(
+          f'Preprocessing {pp!r}: op {name!r} is not an eval op for one image '
+          f'(resize, resize_small, central_crop, then value_range or normalize).')
   if pixels is None:
     raise errors.UserError(f'Preprocessing {pp!r} ends without value_range or normalize.')
   return pixels.astype(np.float32)

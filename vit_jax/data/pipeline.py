@@ -63,7 +63,7 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
   local_batch = local_batch_size(global_batch, process_count, 1)
   if position % global_batch:
     raise errors.UserError(f'Data position {position} is not a whole number of global batches of '
-                     f'{global_batch}.')
+                           f'{global_batch}.')
   size = source.num_examples
   if size == 0:
     raise errors.UserError(f'{source.name} has no examples.')
@@ -119,7 +119,7 @@ def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_ba
   unknown = {k: s.shape for k, s in spec.items() if not s.shape.is_fully_defined()}
   if unknown:
     raise errors.UserError(f'Eval preprocessing must give fixed shapes to pad the last batch; got '
-                     f'{unknown} (end it with resize/central_crop).')
+                           f'{unknown} (end it with resize/central_crop).')
   padding = tf.data.Dataset.from_tensors(
       {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}).repeat(
           num_batches * local_batch - (stop - start))
@@ -135,8 +135,9 @@ def to_global(batch: Batch, sharding: Optional[jax.sharding.Sharding]) -> Batch:
   for key, value in batch.items():
     value = np.asarray(value)
     if value.dtype.kind in 'OSU':
-      raise errors.UserError(f'Batch entry {key!r} holds {value.dtype} values, which cannot go to a '
-                       'device; decode or drop it in preprocessing.')
+      raise errors.UserError(
+          f'Batch entry {key!r} holds {value.dtype} values, which cannot go to a '
+          'device; decode or drop it in preprocessing.')
     out[key] = jax.make_array_from_process_local_data(sharding, value)
   return out
 
@@ -205,10 +206,6 @@ class TrainIterator:
   def get_state(self) -> dict[str, int]:
     return {'global_position': self._position}
 
-  def set_state(self, state: dict[str, int]) -> None:
-    """Continues from a saved `get_state()`: the next batch is the one that followed it."""
-    self._start(position_of(state))
-
   def close(self):
     if self._thread is not None:
       self._stop.set()
@@ -217,14 +214,8 @@ class TrainIterator:
 
 
 def position_of(data_state: dict) -> int:
-  """The global stream position of a saved data state.
-
-  Checkpoints written before the order became host-count independent stored `position`: this
-  process's own stream, which is the global one for single-process runs.
-  """
+  """The global stream position of a saved data state (`{'global_position': int}`)."""
   if set(data_state) == {'global_position'} and int(data_state['global_position']) >= 0:
     return int(data_state['global_position'])
-  if set(data_state) == {'position'} and int(data_state['position']) >= 0:
-    return int(data_state['position'])
   raise errors.UserError(f'Not a data-iterator state: {data_state!r}; expected '
-                   '{"global_position": int >= 0}.')
+                         '{"global_position": int >= 0}.')

@@ -43,9 +43,10 @@ def parse_op(text: str) -> tuple[str, list, dict]:
 def check_randaug(num_layers, magnitude) -> tuple[int, float]:
   """(num_layers, magnitude) checked: a whole number of layers >= 0, magnitude in [0, 20]."""
   if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-    raise errors.UserError(f'randaug: num_layers must be a whole number >= 0, found {num_layers!r}.')
+    raise errors.UserError(
+        f'randaug: num_layers must be a whole number >= 0, found {num_layers!r}.')
   if isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) or not (
       0 <= magnitude <= MAX_RANDAUG_MAGNITUDE):
     raise errors.UserError(f'randaug: magnitude must be in [0, {MAX_RANDAUG_MAGNITUDE:g}], found '
-                     f'{magnitude!r}.')
+                           f'{magnitude!r}.')
   return num_layers, float(magnitude)

@@ -177,8 +177,9 @@ def _uint8_pixels(example, op_name: str):
   `normalize` both read pixels in [0, 255] and each ends the value chain."""
   image = example['image']
   if image.dtype != tf.uint8:
-    raise errors.UserError(f'pp op {op_name} reads uint8 pixels in [0, 255]; found {image.dtype.name}: '
-                     'use one of value_range / normalize, not both.')
+    raise errors.UserError(
+        f'pp op {op_name} reads uint8 pixels in [0, 255]; found {image.dtype.name}: '
+        'use one of value_range / normalize, not both.')
   return tf.cast(image, tf.float32)
 
 
@@ -244,7 +245,7 @@ def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[lis
     return args, {**kwargs, 'depth': num_classes}
   if num_classes is not None and depth != num_classes:
     raise errors.UserError(f'{text.strip()!r} has depth {depth} but config.num_classes is '
-                     f'{num_classes}; write onehot without a depth to follow num_classes.')
+                           f'{num_classes}; write onehot without a depth to follow num_classes.')
   return args, kwargs
 
 
@@ -259,7 +260,8 @@ def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf
   for index, text in enumerate(pp_spec.ops(spec)):
     name, args, kwargs = pp_spec.parse_op(text)
     if name not in OPS:
-      raise errors.UserError(f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
+      raise errors.UserError(
+          f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
     if name == 'onehot':
       args, kwargs = _onehot_depth(text, args, kwargs, num_classes)
       smoothing = float(args[1] if len(args) > 1 else kwargs.get('smoothing', 0.0))

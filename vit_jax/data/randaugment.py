@@ -154,7 +154,7 @@ def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int = 2,
   image = tf.convert_to_tensor(image)
   if image.dtype != tf.uint8:
     raise errors.UserError(f'randaug expects uint8 images, got {image.dtype}; put it before '
-                     'value_range/normalize.')
+                           'value_range/normalize.')
   level = tf.constant(float(magnitude))
   for layer in range(num_layers):
     seeds = tf.random.experimental.stateless_split(

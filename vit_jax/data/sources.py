@@ -74,7 +74,8 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
   features = builder.info.features
   for key in (image_key,) if label_fn else (image_key, label_key):
     if key not in features:
-      raise errors.UserError(f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
+      raise errors.UserError(
+          f'{builder.name} has no feature {key!r}; features: {sorted(features)}.')
   encoded = isinstance(features[image_key], tfds.features.Image) and image_scale is None
   # tfds 4.9 restores `alternativeFileFormats` of dataset_info.json into the proto but not into
   # the formats `as_data_source` chooses among: register them (a converted TFRecord dataset).
@@ -219,7 +220,7 @@ def from_config(data) -> Source:
   if name == 'folder':
     if not data.get('root'):
       raise errors.UserError('data.name="folder" needs data.root=<folder of <class>/ or '
-                       '{train,val,test}/<class>/ images>.')
+                             '{train,val,test}/<class>/ images>.')
     return folder_source(data['root'], split, strict=bool(data.get('strict')))
   return tfds_source(name, split, data_dir=data.get('data_dir'),
                      prepare=bool(data.get('prepare')),

@@ -12,7 +12,7 @@ def slice_split(split: str, sizes: dict[str, int]) -> tuple[str, int, int]:
   match = _SLICE.match(split.replace(' ', ''))
   if not match:
     raise errors.UserError(f'Cannot parse split {split!r}; expected e.g. "train", "train[:98%]", '
-                     '"validation[100:200]".')
+                           '"validation[100:200]".')
   name, start, stop = match.groups()
   if name not in sizes:
     raise errors.UserError(f'Split {name!r} not found; available splits: {sorted(sizes)}.')

@@ -36,7 +36,7 @@ def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
   if eval_data and eval_data.get('name'):
     if LEGACY_NAME in found:
       raise errors.UserError(f'config.evals.{LEGACY_NAME} and config.eval_data both define the '
-                       f'evaluation {LEGACY_NAME!r}; keep one of them.')
+                             f'evaluation {LEGACY_NAME!r}; keep one of them.')
     legacy = {'kind': 'classification', 'data': base.as_dict(eval_data),
               'pp': config.get('pp_eval'), 'every': config.get('eval_every') or 0}
     if config.get('eval_batch_size'):
@@ -49,7 +49,7 @@ def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.
   kind = entry.get('kind')
   if kind not in KINDS:
     raise errors.UserError(f'config.evals.{name}.kind: expected one of {sorted(KINDS)}, found '
-                     f'{kind!r}.')
+                           f'{kind!r}.')
   base.check_fields(name, entry, kind, KINDS[kind].FIELDS)
   return KINDS[kind](name, entry, context, run_loss=run_loss)
 
@@ -80,7 +80,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   """
   if not entries(config):
     raise errors.UserError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
-                     'found none.')
+                           'found none.')
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)
   mesh = mesh_lib.make_mesh(tuple(config.mesh))

@@ -46,7 +46,7 @@ class Evaluator:
     self.every = int(entry.get('every') or 0)
     if self.every < 0:
       raise errors.UserError(f'config.evals.{name}.every must be >= 0 (0: at the end only), found '
-                       f'{self.every}.')
+                             f'{self.every}.')
     self.batch_size = int(entry.get('batch_size') or context.batch_size)
 
   def due(self, step: int, total_steps: int) -> bool:
@@ -74,7 +74,7 @@ def source(name: str, field: str, data: Mapping[str, Any]) -> sources.Source:
   """A data source for an evaluator; its errors name the evaluator and the field."""
   if not data or not data.get('name') or not data.get('split'):
     raise errors.UserError(f'config.evals.{name}.{field} needs a dataset name and split; found '
-                     f'{dict(data or {})}.')
+                           f'{dict(data or {})}.')
   try:
     return sources.from_config(data)
   except ValueError as e:  # named here; a missing dataset stays a DatasetMissing

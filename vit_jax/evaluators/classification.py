@@ -29,8 +29,9 @@ class Classification(base.Evaluator):
     super().__init__(name, entry, context)
     self.source = base.source(name, 'data', entry.get('data'))
     if not entry.get('pp'):
-      raise errors.UserError(f'config.evals.{name}.pp: expected an eval preprocessing string, found '
-                       f'{entry.get("pp")!r}.')
+      raise errors.UserError(
+          f'config.evals.{name}.pp: expected an eval preprocessing string, found '
+          f'{entry.get("pp")!r}.')
     try:
       self._pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
     except ValueError as e:
@@ -51,7 +52,8 @@ class Classification(base.Evaluator):
     totals = jax.device_get(totals)
     count = float(totals['count'])
     if count == 0:
-      raise errors.UserError(f'config.evals.{self.name}: no labelled example in {self.source.name}.')
+      raise errors.UserError(
+          f'config.evals.{self.name}: no labelled example in {self.source.name}.')
     result = {f'{self.name}/accuracy': float(totals['correct']) / count,
               f'{self.name}/examples': count}
     if 'loss_sum' in totals:

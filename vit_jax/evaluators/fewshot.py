@@ -140,26 +140,27 @@ class FewShot(base.Evaluator):
     self.shots = tuple(int(k) for k in (entry.get('shots') or DEFAULT_SHOTS))
     if not self.shots or min(self.shots) < 1:
       raise errors.UserError(f'config.evals.{name}.shots must be positive integers, found '
-                       f'{self.shots}.')
+                             f'{self.shots}.')
     self.protocol = entry.get('protocol') or 'fixed_l2'
     if self.protocol not in PROTOCOLS:
       raise errors.UserError(f'config.evals.{name}.protocol must be one of {PROTOCOLS}, found '
-                       f'{self.protocol!r}.')
+                             f'{self.protocol!r}.')
     self.l2_reg = float(entry.get('l2_reg') or DEFAULT_L2_REG)
     self.seeds = tuple(int(v) for v in (entry.get('seeds') or DEFAULT_SEEDS))
     self.l2_regs = tuple(float(v) for v in (entry.get('l2_regs') or DEFAULT_L2_REGS))
     if self.l2_reg <= 0 or not self.l2_regs or min(self.l2_regs) <= 0:
       raise errors.UserError(f'config.evals.{name}: l2_reg and l2_regs must be positive, found '
-                       f'{self.l2_reg} and {self.l2_regs}.')
+                             f'{self.l2_reg} and {self.l2_regs}.')
     self.holdout = int(entry.get('holdout_per_class', 5))
     if self.protocol == 'selected_l2' and self.holdout < 1:
-      raise errors.UserError(f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
-                       f'on those examples), found {self.holdout}.')
+      raise errors.UserError(
+          f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
+          f'on those examples), found {self.holdout}.')
     seed = int(entry.get('seed') or 0)
     self.representation = entry.get('representation') or 'pre_logits'
     if not entry.get('pp'):
       raise errors.UserError(f'config.evals.{name}.pp: expected an image preprocessing string, '
-                       f'found {entry.get("pp")!r}.')
+                             f'found {entry.get("pp")!r}.')
     try:
       image_pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
     except ValueError as e:
@@ -168,7 +169,8 @@ class FewShot(base.Evaluator):
                                       'label': example['label'], 'index': example['index']}
     datasets = base.as_dict(entry.get('datasets') or {})
     if not datasets:
-      raise errors.UserError(f'config.evals.{name}.datasets: expected at least one dataset, found none.')
+      raise errors.UserError(
+          f'config.evals.{name}.datasets: expected at least one dataset, found none.')
     self._local_batch = context.local_batch(self.batch_size)
     self._tasks = {}
     for short, data in datasets.items():
@@ -182,11 +184,11 @@ class FewShot(base.Evaluator):
     for key in data:
       if key not in DATASET_FIELDS:
         raise errors.UserError(f'config.evals.{self.name}.{field} has no field {key!r}; fields: '
-                         f'{", ".join(DATASET_FIELDS)}.')
+                               f'{", ".join(DATASET_FIELDS)}.')
     for key in ('name', 'train_split', 'test_split'):
       if not data.get(key):
         raise errors.UserError(f'config.evals.{self.name}.{field}.{key}: expected a value, found '
-                         f'{data.get(key)!r}.')
+                               f'{data.get(key)!r}.')
     common = {k: v for k, v in data.items() if k not in ('train_split', 'test_split')}
     train = base.source(self.name, field, {**common, 'split': data['train_split']})
     test = base.source(self.name, field, {**common, 'split': data['test_split']})
@@ -236,11 +238,12 @@ class FewShot(base.Evaluator):
     found = jax.eval_shape(shapes, jax.ShapeDtypeStruct(image.shape, jnp.float32))
     if self.representation not in found:
       raise errors.UserError(f'config.evals.{self.name}.representation: the model has no output '
-                       f'{self.representation!r}; it has {sorted(found)}.')
+                             f'{self.representation!r}; it has {sorted(found)}.')
     if len(found[self.representation].shape) != 2:
-      raise errors.UserError(f'config.evals.{self.name}.representation: {self.representation!r} has '
-                       f'shape {found[self.representation].shape}; a probe needs one vector '
-                       'per image (a pooled classifier).')
+      raise errors.UserError(
+          f'config.evals.{self.name}.representation: {self.representation!r} has '
+          f'shape {found[self.representation].shape}; a probe needs one vector '
+          'per image (a pooled classifier).')
 
   def _features(self, params, source: sources.Source) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) of every example of `source`, in index order."""

@@ -46,7 +46,7 @@ def write(workdir: str, checkpoint: str, results: Mapping[str, float],
   vtab = json.load(open(vtab_path, encoding='utf-8')) if os.path.exists(vtab_path) else None
   if paper_model and paper_model not in PAPER:
     raise errors.UserError(f'config.paper_model: expected one of {sorted(PAPER)}, found '
-                     f'{paper_model!r}.')
+                           f'{paper_model!r}.')
   paper = PAPER.get(paper_model or '', {})
   table = rows(results, vtab)
   lines = [f'# Evaluation of {checkpoint}', '',

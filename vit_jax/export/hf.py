@@ -26,7 +26,8 @@ def hf_config(model_config, num_classes: int, image_size: int,
               labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
   patch_h, patch_w = model_config.patches.size
   if patch_h != patch_w:
-    raise errors.UserError(f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
+    raise errors.UserError(
+        f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
   labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes)]
   return {
       'architectures': ['ViTForImageClassification'],

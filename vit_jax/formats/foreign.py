@@ -66,23 +66,26 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
     return {k: v.float().numpy() for k, v in safetensors_torch.load_file(path).items()}
   except Exception as e:  # safetensors raises its own error types for a bad header
-    raise errors.UserError(f'{path} is not a readable safetensors file ({type(e).__name__}: {e}).') from e
+    raise errors.UserError(
+        f'{path} is not a readable safetensors file ({type(e).__name__}: {e}).') from e
 
 
 def _read_pickled(path: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise errors.UserError(f'{path}: reading a PyTorch .bin needs torch (pip install -e ".[export]"), '
-                     'or convert it to safetensors.') from e
+    raise errors.UserError(
+        f'{path}: reading a PyTorch .bin needs torch (pip install -e ".[export]"), '
+        'or convert it to safetensors.') from e
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
-    raise errors.UserError(f'{path} holds pickled code or objects beyond tensors; it is refused (only '
-                     'torch.load(weights_only=True) is used). Convert it to safetensors.') from e
+    raise errors.UserError(
+        f'{path} holds pickled code or objects beyond tensors; it is refused (only '
+        'torch.load(weights_only=True) is used). Convert it to safetensors.') from e
   except Exception as e:  # truncated files, not a torch archive
     raise errors.UserError(f'{path} is not a readable PyTorch weights file ({type(e).__name__}: '
-                     f'{str(e).splitlines()[0]}).') from e
+                           f'{str(e).splitlines()[0]}).') from e
   if isinstance(state, dict) and isinstance(state.get('state_dict'), dict):
     state = state['state_dict']
   if not isinstance(state, dict):
@@ -187,7 +190,7 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   width = vision.get('hidden_size')
   if width and int(width) % int(heads):
     raise errors.UserError(f'{path}: config.json num_attention_heads={heads} does not divide '
-                     f'hidden_size={width}.')
+                           f'hidden_size={width}.')
   params = hf_layout.to_params(state, family, int(heads), path)
   fields.update(hf_layout.pooling(params, hf_config, family))
   read.append(f'config.json: model_type={vision.get("model_type")!r}, '
@@ -269,8 +272,9 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
   elif 'patch_embed.proj.weight' in state:
     params, fields, pp = _from_timm(path, state, model_name, read)
   else:
-    raise errors.UserError(f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
-                     f'entries; first entries: {", ".join(sorted(state)[:8])}.')
+    raise errors.UserError(
+        f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
+        f'entries; first entries: {", ".join(sorted(state)[:8])}.')
   model_config, num_classes = architecture.infer(params)
   model_config.transformer.num_heads = int(fields.pop('num_heads'))
   variant = model_name if model_name in model_configs.MODEL_CONFIGS else variant_of_timm_name(
@@ -294,4 +298,4 @@ def _check_classes(path: str, num_classes: Optional[int]) -> None:
     said = len(config['id2label'])
   if said is not None and said != (num_classes or 0):
     raise errors.UserError(f'{os.path.join(_folder(path), "config.json")}: num_classes={said} '
-                     f'disagrees with the weights\' head ({num_classes or 0} classes).')
+                           f'disagrees with the weights\' head ({num_classes or 0} classes).')

@@ -133,10 +133,10 @@ def family_of(config: Mapping[str, Any], source: str) -> Family:
   model_type = vision_config(config).get('model_type')
   if model_type in REFUSED:
     raise errors.UserError(f'{source}: Hugging Face model_type {model_type!r} uses '
-                     f'{REFUSED[model_type]}, which our model lacks; it is refused.')
+                           f'{REFUSED[model_type]}, which our model lacks; it is refused.')
   if model_type not in FAMILIES:
     raise errors.UserError(f'{source}: Hugging Face model_type {model_type!r} is not supported; '
-                     f'supported: {sorted(FAMILIES)}.')
+                           f'supported: {sorted(FAMILIES)}.')
   if vision_config(config).get('use_swiglu_ffn'):
     return _DINOV2_SWIGLU
   return FAMILIES[model_type]
@@ -165,7 +165,7 @@ def model_fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   act = config.get('hidden_act', 'gelu')
   if act not in ACTIVATIONS:
     raise errors.UserError(f'{source}: hidden_act={act!r} is not supported; expected one of '
-                     f'{sorted(ACTIVATIONS)}.')
+                           f'{sorted(ACTIVATIONS)}.')
   fields = {'activation': ACTIVATIONS[act],
             'layer_norm_eps': float(config.get('layer_norm_eps', 1e-12))}
   fields.update(family.fields or {})
@@ -182,7 +182,7 @@ def base_prefix(state: Mapping[str, Any], source: str) -> str:
       if key.endswith(name):
         return key[:-len(name)]
   raise errors.UserError(f'{source}: no patch embedding ({" or ".join(_PATCH_NAMES)}) found: not a '
-                   'Hugging Face ViT-family vision model.')
+                         'Hugging Face ViT-family vision model.')
 
 
 def looks_like(state: Mapping[str, Any]) -> bool:
@@ -200,13 +200,14 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
     block_prefix = family.block_prefix  # ViTMSN files keep their blocks outside `vit.`
   top, per_block, used = torch_layouts.read_roles(state, top_names, block_prefix, family.block)
   if base.startswith('ijepa') and 'pre_logits.weight' in top:
-    raise errors.UserError(f'{source}: an I-JEPA pooler (a dense layer on the first patch token) has '
-                     'no place in our model; it is refused.')
+    raise errors.UserError(
+        f'{source}: an I-JEPA pooler (a dense layer on the first patch token) has '
+        'no place in our model; it is refused.')
   ignored = tuple(base + p for p in family.ignored) + family.ignored
   unknown = sorted(k for k in state if k not in used and not k.startswith(ignored))
   if unknown:
     raise errors.UserError(f'{source}: entries not understood for this family: '
-                     f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
+                           f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
   torch_layouts.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
   for arrays in per_block:  # a gated MLP's gate and value projections: one packed kernel
     if 'gate.weight' in arrays:

@@ -68,12 +68,13 @@ def from_hf(config: Mapping[str, Any], source: str) -> str:
   unknown = sorted(k for k in config if k not in _HF_HARMLESS)
   if unknown:
     raise errors.UserError(f'{source}: preprocessor_config.json field {unknown[0]!r} is not one we '
-                     f'follow (known: {", ".join(sorted(_HF_HARMLESS))}).')
+                           f'follow (known: {", ".join(sorted(_HF_HARMLESS))}).')
   ops = []
   method = _PIL_RESAMPLE.get(config.get('resample', 2))
   if method is None:
-    raise errors.UserError(f'{source}: preprocessor_config.json resample={config["resample"]!r} is not '
-                     f'a PIL resampling code {sorted(_PIL_RESAMPLE)}.')
+    raise errors.UserError(
+        f'{source}: preprocessor_config.json resample={config["resample"]!r} is not '
+        f'a PIL resampling code {sorted(_PIL_RESAMPLE)}.')
   if config.get('do_resize', True):
     size = config.get('size') or {}
     if isinstance(size, int):
@@ -83,20 +84,23 @@ def from_hf(config: Mapping[str, Any], source: str) -> str:
     elif 'shortest_edge' in size:
       ops.append(f'resize_small({size["shortest_edge"]}, method={method!r}, floor=True)')
     else:
-      raise errors.UserError(f'{source}: preprocessor_config.json size={size!r}: expected height and '
-                       'width, or shortest_edge.')
+      raise errors.UserError(
+          f'{source}: preprocessor_config.json size={size!r}: expected height and '
+          'width, or shortest_edge.')
   if config.get('do_center_crop', False):
     crop = config.get('crop_size') or {}
     if isinstance(crop, int):
       crop = {'height': crop, 'width': crop}
     if 'height' not in crop or 'width' not in crop:
-      raise errors.UserError(f'{source}: preprocessor_config.json crop_size={crop!r}: expected height '
-                       'and width.')
+      raise errors.UserError(
+          f'{source}: preprocessor_config.json crop_size={crop!r}: expected height '
+          'and width.')
     ops.append(f'central_crop(({crop["height"]}, {crop["width"]}))')
   rescale = float(config.get('rescale_factor', 1 / 255)) if config.get('do_rescale', True) else 1.
   if not math.isclose(rescale, 1 / 255, rel_tol=1e-6):
-    raise errors.UserError(f'{source}: preprocessor_config.json rescale_factor={rescale}: only 1/255 '
-                     '(pixels to [0, 1]) is followed.')
+    raise errors.UserError(
+        f'{source}: preprocessor_config.json rescale_factor={rescale}: only 1/255 '
+        '(pixels to [0, 1]) is followed.')
   if config.get('do_normalize', True):
     ops.append(_norm_op(config.get('image_mean', (0.5,) * 3), config.get('image_std', (0.5,) * 3)))
   else:
@@ -110,8 +114,9 @@ def from_timm(pretrained_cfg: Mapping[str, Any], source: str) -> str:
   _, height, width = pretrained_cfg.get('input_size', (3, 224, 224))
   interpolation = pretrained_cfg.get('interpolation', 'bicubic')
   if interpolation not in _TIMM_INTERPOLATION:
-    raise errors.UserError(f'{source}: pretrained_cfg interpolation={interpolation!r}: expected one of '
-                     f'{_TIMM_INTERPOLATION}.')
+    raise errors.UserError(
+        f'{source}: pretrained_cfg interpolation={interpolation!r}: expected one of '
+        f'{_TIMM_INTERPOLATION}.')
   crop_pct = float(pretrained_cfg.get('crop_pct', 0.875))
   crop_mode = pretrained_cfg.get('crop_mode', 'center')
   norm = _norm_op(pretrained_cfg.get('mean', pp_spec.IMAGENET_MEAN),
@@ -121,11 +126,13 @@ def from_timm(pretrained_cfg: Mapping[str, Any], source: str) -> str:
     return (f'resize({scaled}, method={interpolation!r})|central_crop(({height}, {width}))|'
             f'{norm}')
   if crop_mode != 'center':
-    raise errors.UserError(f'{source}: pretrained_cfg crop_mode={crop_mode!r}: center and squash are '
-                     'followed.')
+    raise errors.UserError(
+        f'{source}: pretrained_cfg crop_mode={crop_mode!r}: center and squash are '
+        'followed.')
   if height != width:
-    raise errors.UserError(f'{source}: pretrained_cfg input_size {height}x{width}: a centre crop of a '
-                     'non-square input is not followed.')
+    raise errors.UserError(
+        f'{source}: pretrained_cfg input_size {height}x{width}: a centre crop of a '
+        'non-square input is not followed.')
   return (f'resize_small({math.floor(height / crop_pct)}, method={interpolation!r}, floor=True)|'
           f'central_crop({height})|{norm}')
 

@@ -28,11 +28,12 @@ _SHAPE_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv
 def _architecture(name: str, source: str) -> tuple:
   entry = timm_archs.ARCHITECTURES.get(name.split('.')[0])
   if entry is None:
-    raise errors.UserError(f'{source}: architecture {name!r} is not a timm '
-                     f'{timm_archs.TIMM_VERSION} ViT we know (vit_*, deit*, flexivit_*, ...).')
+    raise errors.UserError(
+        f'{source}: architecture {name!r} is not a timm '
+        f'{timm_archs.TIMM_VERSION} ViT we know (vit_*, deit*, flexivit_*, ...).')
   if isinstance(entry, str):
     raise errors.UserError(f'{source}: timm architecture {name!r} uses {entry}, which our model '
-                     'lacks; it is refused.')
+                           'lacks; it is refused.')
   return entry
 
 
@@ -47,16 +48,18 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   unknown = sorted(k for k in args if k not in _SHAPE_ARGS)
   if unknown:
     raise errors.UserError(f'{source}: model_args {unknown[0]}={args[unknown[0]]!r} changes the '
-                     'architecture in a way we do not read; it is refused.')
+                           'architecture in a way we do not read; it is refused.')
   if args.get('in_chans', 3) != 3:
-    raise errors.UserError(f'{source}: model_args in_chans={args["in_chans"]}: only RGB (3) is read.')
+    raise errors.UserError(
+        f'{source}: model_args in_chans={args["in_chans"]}: only RGB (3) is read.')
   if args.get('pos_embed', 'learn') != 'learn':
     raise errors.UserError(f'{source}: model_args pos_embed={args["pos_embed"]!r}: only learned '
-                     'position embeddings are read.')
+                           'position embeddings are read.')
   if 'act_layer' in args:
     if args['act_layer'] not in _ACTIVATIONS:
-      raise errors.UserError(f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
-                       f'{sorted(_ACTIVATIONS)}.')
+      raise errors.UserError(
+          f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
+          f'{sorted(_ACTIVATIONS)}.')
     activation = _ACTIVATIONS[args['act_layer']]
   pool = args.get('global_pool', config.get('global_pool'))
   if pool is not None and pool not in _POOLS and pool != '':
@@ -66,8 +69,9 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   if gated:
     out['gated_mlp'] = True
   if args.get('final_norm') is False and not args.get('fc_norm'):
-    raise errors.UserError(f'{source}: model_args final_norm=False: a model without a final norm is '
-                     'refused.')
+    raise errors.UserError(
+        f'{source}: model_args final_norm=False: a model without a final norm is '
+        'refused.')
   return out
 
 

@@ -67,16 +67,18 @@ def to_params(state: dict[str, np.ndarray], source: str,
   top, per_block, used = torch_layouts.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
   unknown = sorted(k for k in state if k not in used)
   if unknown:
-    raise errors.UserError(f'{source}: entries not understood as a timm ViT: {", ".join(unknown[:12])}'
-                     f'{" ..." if len(unknown) > 12 else ""}')
+    raise errors.UserError(
+        f'{source}: entries not understood as a timm ViT: {", ".join(unknown[:12])}'
+        f'{" ..." if len(unknown) > 12 else ""}')
   if 'patch.weight' not in top or not per_block:
     raise errors.UserError(f'{source}: not a timm ViT (no patch_embed.proj.weight or blocks.0.*).')
   width = top['patch.weight'].shape[0]
   head_dim = per_block[0]['q_norm.weight'].shape[0] if 'q_norm.weight' in per_block[0] else None
   num_heads = num_heads or (width // head_dim if head_dim else _HEADS_BY_WIDTH.get(width))
   if not num_heads:
-    raise errors.UserError(f'{source}: width {width} is not a timm size ({sorted(_HEADS_BY_WIDTH)}); '
-                     'give the head count (timm_model.json "num_heads" or --model).')
+    raise errors.UserError(
+        f'{source}: width {width} is not a timm size ({sorted(_HEADS_BY_WIDTH)}); '
+        'give the head count (timm_model.json "num_heads" or --model).')
   for arrays in per_block:
     torch_layouts.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
   torch_layouts.split_fused(top, 'map.kv', ('map.key', 'map.value'))
@@ -95,7 +97,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
         [top['posemb'][:, :start], top['posemb'][:, start + registers:]], axis=1)
   elif not _is_square(rows - len(prefix)):
     raise errors.UserError(f'{source}: pos_embed has {rows} rows, which is neither a square patch '
-                     f'grid nor one plus the prefix tokens {prefix}.')
+                           f'grid nor one plus the prefix tokens {prefix}.')
   return torch_layouts.from_roles(top, per_block, num_heads), num_heads
 
 

@@ -16,8 +16,6 @@ from vit_jax import errors
 from vit_jax.models import geometry
 from vit_jax.models import layout
 
-_LINEAR_BLOCK = ('query', 'key', 'value', 'out', 'fc1', 'fc2')
-_NORM_BLOCK = ('norm1', 'norm2', 'q_norm', 'k_norm')
 
 
 def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
@@ -53,7 +51,8 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
-    raise errors.UserError(f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
+    raise errors.UserError(
+        f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
 
 
 def _dense_to_torch(kernel, in_axes: int) -> np.ndarray:

@@ -74,7 +74,7 @@ class MultiHeadAttention(nn.Module):
       raise errors.UserError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
     if self.implementation not in (None, 'fused', 'explicit'):
       raise errors.UserError(f"implementation must be None, 'fused' or 'explicit', got "
-                       f'{self.implementation!r}.')
+                             f'{self.implementation!r}.')
     num_heads, head_dim = self.num_heads, width // self.num_heads
     # One (kernel, bias) per projection, exactly `nn.DenseGeneral`'s parameters.
     projections = [_HeadsProjection(shape=(width, num_heads, head_dim), dtype=self.dtype,

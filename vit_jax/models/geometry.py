@@ -98,7 +98,7 @@ def position_table(params: Mapping[str, Any], model_config, image_size) -> tuple
     return table, num_posemb_prefix(model_config)
   if _get(model_config, 'posemb') == 'rope':
     raise errors.UserError('posemb=rope: the model has no position table (positions rotate queries '
-                     'and keys).')
+                           'and keys).')
   rows, columns = patch_grid(model_config, image_size)
   return posemb_lib.posemb_sincos_2d(rows, columns, _get(model_config, 'hidden_size')), 0
 

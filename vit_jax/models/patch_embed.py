@@ -26,7 +26,8 @@ def resample_patch_embed(kernel: np.ndarray, new_size: Sequence[int]) -> np.ndar
   """Kernel [ph, pw, channels, width] -> [new_h, new_w, channels, width] by PI-resize."""
   kernel = np.asarray(kernel)
   if kernel.ndim != 4:
-    raise errors.UserError(f'A patch-embedding kernel is [ph, pw, channels, width], got {kernel.shape}.')
+    raise errors.UserError(
+        f'A patch-embedding kernel is [ph, pw, channels, width], got {kernel.shape}.')
   old_size, new_size = kernel.shape[:2], tuple(int(s) for s in new_size)
   if tuple(old_size) == new_size:
     return kernel

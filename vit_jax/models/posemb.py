@@ -113,6 +113,6 @@ class AddPositionEmbs(nn.Module):
                           self.param_dtype)
     if posemb.shape[1] != inputs.shape[1]:
       raise errors.UserError(f'The position table has {posemb.shape[1]} rows for {inputs.shape[1]} '
-                       'tokens: resample it (checkpoint.adapt_params) or set '
-                       'dynamic_image_size=True.')
+                             'tokens: resample it (checkpoint.adapt_params) or set '
+                             'dynamic_image_size=True.')
     return inputs + posemb.astype(inputs.dtype)

@@ -47,7 +47,7 @@ def activation_name(activation: Optional[str], gelu_approximate: bool = True) ->
     return 'gelu_tanh' if gelu_approximate else 'gelu'
   if activation not in ACTIVATIONS:
     raise errors.UserError(f'activation={activation!r} is not supported; expected one of '
-                     f'{tuple(ACTIVATIONS)}.')
+                           f'{tuple(ACTIVATIONS)}.')
   return activation
 
 
@@ -348,10 +348,12 @@ class VisionTransformer(nn.Module):
     if self.distilled and self.classifier != 'token':
       raise errors.UserError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
     if self.class_token is False and self.classifier in geometry.TOKEN_CLASSIFIERS:
-      raise errors.UserError(f'classifier={self.classifier!r} needs the class token; class_token=False.')
+      raise errors.UserError(
+          f'classifier={self.classifier!r} needs the class token; class_token=False.')
     if self.fc_norm and self.classifier in geometry.UNPOOLED_CLASSIFIERS:
-      raise errors.UserError(f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
-                       'pools nothing.')
+      raise errors.UserError(
+          f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
+          'pools nothing.')
     if self.num_registers < 0:
       raise errors.UserError(f'num_registers must be >= 0, got {self.num_registers}.')
 
@@ -378,7 +380,7 @@ class VisionTransformer(nn.Module):
     self._check_fields()
     if inputs.ndim != 4:
       raise errors.UserError(f'VisionTransformer expects images [batch, height, width, channels], '
-                       f'got shape {inputs.shape}.')
+                             f'got shape {inputs.shape}.')
     x, grid = self._embed(inputs.astype(self.dtype))
     n, _, c = x.shape
 

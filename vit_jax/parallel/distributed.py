@@ -21,14 +21,15 @@ def timeouts_from_config(config) -> dict[str, int]:
   given = config.get('distributed') or {}
   unknown = sorted(set(given) - set(fields))
   if unknown:
-    raise errors.UserError(f'Unknown field(s) config.distributed.{unknown}; known: {sorted(fields)}.')
+    raise errors.UserError(
+        f'Unknown field(s) config.distributed.{unknown}; known: {sorted(fields)}.')
   out = {}
   for field, argument in fields.items():
     value = given.get(field)
     if value is not None:
       if int(value) <= 0:
         raise errors.UserError(f'config.distributed.{field} must be a positive number of seconds, '
-                         f'found {value}.')
+                               f'found {value}.')
       out[argument] = int(value) * (2 if field == 'heartbeat_timeout_s' else 1)
   return out
 
@@ -54,7 +55,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                                         ('process_id', process_id)) if value is None]
     if missing:
       raise errors.UserError(f'Multi-host start-up needs coordinator_address, num_processes and '
-                       f'process_id together; missing {missing}.')
+                             f'process_id together; missing {missing}.')
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
                                local_device_ids=local_device_ids, **timeouts)

@@ -28,7 +28,7 @@ def mesh_shape(sizes: Sequence[int], device_count: int) -> tuple[int, ...]:
     sizes[sizes.index(-1)] = device_count // known
   if math.prod(sizes) != device_count:
     raise errors.UserError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, '
-                     f'but {device_count} are available.')
+                           f'but {device_count} are available.')
   return tuple(sizes)
 
 

@@ -63,7 +63,7 @@ def logical_axes(path: str, ndim: int) -> tuple[Optional[str], ...]:
     return ('layers', *axes)
   if ndim != len(axes):
     raise errors.UserError(f'Parameter {path} has {ndim} dims; the axis table expects '
-                     f'{len(axes)} ({axes}).')
+                           f'{len(axes)} ({axes}).')
   return axes
 
 

@@ -6,10 +6,9 @@ The state is restored onto whatever shardings the caller asks for (another mesh 
 reshards on restore). orbax writes a step to a temporary directory and renames it when complete,
 so a crash mid-save leaves the previous checkpoints as they were; old steps are removed only after
 a new one is finalized. A newest checkpoint that fails to restore is reported and the one before
-it used. Workdirs of the first layout (one `state` item) still resume.
+it used.
 """
 
-import os
 from typing import Any, NamedTuple, Optional
 
 import orbax.checkpoint as ocp
@@ -63,22 +62,14 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def _restore_step(self, step: int, abstract_state: TrainState) -> Restored:
-    names = set(os.listdir(self.directory / str(step)))
-    json_items = {saved_params.DATA: ocp.args.JsonRestore(),
-                  saved_params.CONFIG: ocp.args.JsonRestore()}
-    if saved_params.PARAMS in names:
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{
-          saved_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
-          saved_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
-          **json_items}))
-      params, rest = restored[saved_params.PARAMS], restored[saved_params.TRAIN_STATE]
-      state = TrainState(step=rest['step'], params=params['params'],
-                         opt_state=rest['opt_state'], rng=rest['rng'],
-                         ema_params=params.get('ema_params'))
-    else:  # the first layout: one `state` item
-      restored = self._manager.restore(step, args=ocp.args.Composite(**{
-          saved_params.OLD_STATE: ocp.args.StandardRestore(abstract_state), **json_items}))
-      state = restored[saved_params.OLD_STATE]
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        saved_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
+        saved_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
+        saved_params.DATA: ocp.args.JsonRestore(),
+        saved_params.CONFIG: ocp.args.JsonRestore()}))
+    params, rest = restored[saved_params.PARAMS], restored[saved_params.TRAIN_STATE]
+    state = TrainState(step=rest['step'], params=params['params'], opt_state=rest['opt_state'],
+                       rng=rest['rng'], ema_params=params.get('ema_params'))
     return Restored(step, state, dict(restored[saved_params.DATA]),
                     dict(restored[saved_params.CONFIG]))
 

@@ -63,7 +63,8 @@ def make_schedule(config: Any, total_steps: int) -> Schedule:
   elif kind == 'constant':
     decay = optax.constant_schedule(base)
   else:
-    raise errors.UserError(f'Unknown lr.schedule {kind!r}; expected cosine, linear, rsqrt or constant.')
+    raise errors.UserError(
+        f'Unknown lr.schedule {kind!r}; expected cosine, linear, rsqrt or constant.')
   if not warmup:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), decay], [warmup])
@@ -164,6 +165,7 @@ def build(config: Any, params: Any, total_steps: int) -> tuple[optax.GradientTra
     labels = param_names.map_names(
         params, lambda name, _: 'frozen' if param_names.matches(frozen, name) else 'trained')
     if 'trained' not in set(param_names.flatten(labels).values()):
-      raise errors.UserError(f'config.frozen={frozen} selects every parameter: nothing would train.')
+      raise errors.UserError(
+          f'config.frozen={frozen} selects every parameter: nothing would train.')
     tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
   return tx, schedule

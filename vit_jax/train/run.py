@@ -119,9 +119,10 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
   if differ:
     value = lambda f: (loaded.model_config.get(f) if f == 'layerscale' else theirs[f])  # pylint: disable=unnecessary-lambda-assignment
     flags = ' '.join(f'--config.model.{f}={value(f)}' for f in differ)
-    raise errors.UserError(f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
-                     f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
-                     f'add {flags}')
+    raise errors.UserError(
+        f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
+        f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
+        f'add {flags}')
   return loaded
 
 
@@ -161,9 +162,10 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
 
 def _label_smoothing(config, train_pp) -> float:
   if train_pp.label_smoothing and config.get('label_smoothing'):
-    raise errors.UserError(f'Label smoothing is set twice: config.label_smoothing='
-                     f'{config.label_smoothing} and onehot(smoothing={train_pp.label_smoothing}) '
-                     'in config.pp_train; keep config.label_smoothing only.')
+    raise errors.UserError(
+        f'Label smoothing is set twice: config.label_smoothing='
+        f'{config.label_smoothing} and onehot(smoothing={train_pp.label_smoothing}) '
+        'in config.pp_train; keep config.label_smoothing only.')
   return float(config.get('label_smoothing') or 0.0)
 
 
@@ -174,12 +176,12 @@ def _check_host_output(spec: dict, device_pp) -> None:
     raise errors.UserError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
   if device_pp and image.dtype.name != 'uint8':
     raise errors.UserError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
-                     f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
-                     'normalize from pp_train to pp_device.')
+                           f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
+                           'normalize from pp_train to pp_device.')
   if not device_pp and image.dtype.name == 'uint8':
     raise errors.UserError('config.pp_train ends with uint8 images and config.pp_device is empty; '
-                     'end pp_train with value_range(-1, 1) or set --config.pp_device='
-                     '"value_range(-1, 1)".')
+                           'end pp_train with value_range(-1, 1) or set --config.pp_device='
+                           '"value_range(-1, 1)".')
 
 
 def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source) -> None:
@@ -188,12 +190,14 @@ def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source
   found = train_source.num_classes
   if config.get('num_classes') is None:
     if not found:
-      raise errors.UserError(f'config.num_classes is unset and {train_source.name} names no classes; '
-                       'set --config.num_classes.')
+      raise errors.UserError(
+          f'config.num_classes is unset and {train_source.name} names no classes; '
+          'set --config.num_classes.')
     config.num_classes = found
   elif config.data.get('name') == 'folder' and config.num_classes != found:
-    raise errors.UserError(f'config.num_classes={config.num_classes} but {train_source.name} has '
-                     f'{found} class folders; drop --config.num_classes to take them from it.')
+    raise errors.UserError(
+        f'config.num_classes={config.num_classes} but {train_source.name} has '
+        f'{found} class folders; drop --config.num_classes to take them from it.')
 
 
 SOURCE_PP_FILE = 'init_from_pp.txt'  # the init_from checkpoint's input transform, for resumes

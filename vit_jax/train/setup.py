@@ -52,12 +52,13 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
   _positive('batch_size', config.get('batch_size'))
   if config.get('total_steps') and config.get('total_epochs'):
     raise errors.UserError(f'Set one of config.total_steps ({config.total_steps}) and '
-                     f'config.total_epochs ({config.total_epochs}); set the other to 0.')
+                           f'config.total_epochs ({config.total_epochs}); set the other to 0.')
   if config.get('total_steps'):
     return int(config.total_steps)
   if config.get('total_epochs'):
     if not num_train_examples:
-      raise errors.UserError('config.total_epochs needs the training split\'s size (none was given).')
+      raise errors.UserError(
+          'config.total_epochs needs the training split\'s size (none was given).')
     return max(1, math.ceil(config.total_epochs * num_train_examples / config.batch_size))
   raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
 

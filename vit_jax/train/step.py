@@ -15,7 +15,6 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 import optax
 
 from vit_jax import errors
@@ -56,7 +55,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     """Mean loss, accuracy and gradients over `micro_batches` equal slices, one at a time."""
     if images.shape[0] % micro_batches:
       raise errors.UserError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
-                       'micro-batches.')
+                             'micro-batches.')
     split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
 
     def add(carry, inputs):
@@ -129,24 +128,6 @@ def jit_train_step(train_step, mesh: jax.sharding.Mesh, shardings: TrainState, l
   return run
 
 
-def make_data_parallel_step(train_step_factory: Callable[..., Callable], mesh: jax.sharding.Mesh):
-  """The explicit data-parallel variant: replicated state, per-shard gradients, `pmean`.
-
-  `train_step_factory(grad_reduce=...)` builds the same step as GSPMD uses; here each shard runs
-  it on its slice of the batch and gradients, loss and accuracy are averaged with `pmean`.
-  """
-  axes = mesh_lib.BATCH_AXES
-  local_step = train_step_factory(grad_reduce=lambda tree: jax.lax.pmean(tree, axes))
-
-  def per_shard(state, batch):
-    new_state, metrics = local_step(state, batch)
-    return new_state, metrics
-
-  return jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P(axes)),
-                               out_specs=(P(), P()), check_vma=False),
-                 donate_argnums=(0,))
-
-
 def train_batch_spec(config, sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
   """Shapes and dtypes of the global batches the run's step takes (what the pipeline ships)."""
   from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top
@@ -171,7 +152,8 @@ def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
   augment = device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None
   micro_batches = int(config.get('micro_batches') or 1)
   if micro_batches < 1:
-    raise errors.UserError(f'config.micro_batches must be a positive integer, found {micro_batches}.')
+    raise errors.UserError(
+        f'config.micro_batches must be a positive integer, found {micro_batches}.')
   step = make_train_step(setup.model, setup.tx, loss=config.loss, label_smoothing=label_smoothing,
                          micro_batches=micro_batches, ema_decay=config.get('ema_decay'),
                          schedule=setup.schedule, mixer=mixer, augment=augment)

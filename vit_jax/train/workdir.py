@@ -51,8 +51,9 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
     changed = changed_fields(saved, config_dict_)
     if changed:
       if not overwrite:
-        raise errors.UserError(f'{workdir} holds a run with a different config (fields: {changed}). '
-                         'Use another --workdir, or --overwrite to start it afresh.')
+        raise errors.UserError(
+            f'{workdir} holds a run with a different config (fields: {changed}). '
+            'Use another --workdir, or --overwrite to start it afresh.')
       logging.warning('Overwriting the run in %s (its config differs).', workdir)
       for name in RUN_FILES:
         target = os.path.join(workdir, name)
