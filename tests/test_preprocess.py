@@ -36,13 +36,15 @@ def test_decode_and_value_range():
   assert grey.shape == (60, 80, 3)
 
 
-def test_normalize_and_onehot_with_smoothing():
-  out = _run('normalize|onehot(4, smoothing=0.2)', {'image': np.full((2, 2, 3), 255, np.uint8),
-                                                    'label': 2})
+def test_normalize_and_onehot():
+  out = _run('normalize|onehot(4)', {'image': np.full((2, 2, 3), 255, np.uint8), 'label': 2})
   np.testing.assert_allclose(out['image'][0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
                              np.array([0.229, 0.224, 0.225]), rtol=1e-6)
-  np.testing.assert_allclose(out['labels'], [0.05, 0.05, 0.85, 0.05])
+  np.testing.assert_allclose(out['labels'], [0, 0, 1, 0])
   assert out['label'] == 2
+  with pytest.raises(ValueError, match='onehot has no smoothing; label smoothing is '
+                     'config.label_smoothing'):
+    preprocess.parse('onehot(4, smoothing=0.2)')
 
 
 def test_resize_small_and_central_crop():

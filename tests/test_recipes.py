@@ -44,7 +44,6 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   run._check_host_output(example, device_pp.from_config(config))  # pylint: disable=protected-access
   for entry in evaluators.entries(config).values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
-  assert not (train_pp.label_smoothing and config.label_smoothing)  # owned by one place
   model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3)),

@@ -206,21 +206,19 @@ def normalize(mean=pp_spec.IMAGENET_MEAN, std=pp_spec.IMAGENET_STD) -> Op:
 
 
 @register('onehot')
-def onehot(depth: int, smoothing: float = 0.0, key: str = 'label',
-           key_result: str = 'labels') -> Op:
-  """Integer label -> float32 [depth] target, label-smoothed: 1 - s + s/depth and s/depth.
+def onehot(depth: int, key: str = 'label', key_result: str = 'labels') -> Op:
+  """Integer label -> float32 [depth] one-hot target.
 
   A list of labels (ImageNet-ReaL's `real_label`) gives their union, a multi-hot target (all
   zeros for an empty list). In a run's config write `onehot` alone: the depth follows
-  `config.num_classes`, and label smoothing belongs to `config.label_smoothing` (the loss
-  applies it).
+  `config.num_classes`. Label smoothing is the loss's (`config.label_smoothing`).
   """
   def op(example, seed):
     del seed
     target = tf.one_hot(example[key], depth, dtype=tf.float32)
     if target.shape.rank == 2:
       target = tf.minimum(tf.reduce_sum(target, axis=0), 1.0)
-    return {**example, key_result: target * (1.0 - smoothing) + smoothing / depth}
+    return {**example, key_result: target}
   return op
 
 
@@ -252,19 +250,19 @@ def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[lis
 def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf.Tensor], Example]:
   """'op1(...)|op2|...' -> fn(example, seed): each random op gets its own seed from `seed`.
 
-  `num_classes` is the depth of a bare `onehot`. The returned fn's `label_smoothing` attribute
-  is the smoothing its `onehot` applies (0.0 when none).
+  `num_classes` is the depth of a bare `onehot`.
   """
   ops = []
-  smoothing = 0.0
   for index, text in enumerate(pp_spec.ops(spec)):
     name, args, kwargs = pp_spec.parse_op(text)
     if name not in OPS:
       raise errors.UserError(
           f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
     if name == 'onehot':
+      if 'smoothing' in kwargs or len(args) > 1 and not isinstance(args[1], str):
+        raise errors.UserError(f'{text.strip()!r}: onehot has no smoothing; label smoothing is '
+                               'config.label_smoothing (the loss applies it).')
       args, kwargs = _onehot_depth(text, args, kwargs, num_classes)
-      smoothing = float(args[1] if len(args) > 1 else kwargs.get('smoothing', 0.0))
     try:
       ops.append((index, OPS[name](*args, **kwargs)))
     except TypeError as e:
@@ -274,5 +272,4 @@ def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf
     for index, op in ops:
       example = op(example, tf.random.experimental.stateless_fold_in(seed, index))
     return example
-  apply.label_smoothing = smoothing
   return apply

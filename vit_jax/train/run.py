@@ -160,15 +160,6 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
   return 0, state, 0
 
 
-def _label_smoothing(config, train_pp) -> float:
-  if train_pp.label_smoothing and config.get('label_smoothing'):
-    raise errors.UserError(
-        f'Label smoothing is set twice: config.label_smoothing='
-        f'{config.label_smoothing} and onehot(smoothing={train_pp.label_smoothing}) '
-        'in config.pp_train; keep config.label_smoothing only.')
-  return float(config.get('label_smoothing') or 0.0)
-
-
 def _check_host_output(spec: dict, device_pp) -> None:
   """pp_train must hand the device preprocessing uint8 images, and a model float ones."""
   image = spec.get('image')
@@ -257,7 +248,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
         with_position=bool(device_pp and device_pp.needs_positions))
   _check_host_output(make_dataset(0).element_spec, device_pp)  # built, not read
   train_step = step_lib.train_step_from_config(
-      config, setup, label_smoothing=_label_smoothing(config, train_pp))
+      config, setup, label_smoothing=float(config.get('label_smoothing') or 0.0))
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
                                           setup.shardings.params)
   pretrained = None
