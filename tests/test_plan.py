@@ -95,3 +95,14 @@ def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
   assert chosen is not None and chosen.fits and compiles == [(1, 'none')]
   with pytest.raises(ValueError, match='No plan fits'):
     plan.resolve(_config(micro_batches=1, device_memory_gb=1000 / plan.GIB, check_memory=True))
+
+
+def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digits_data_dir,
+                                                               tmp_path):
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(plan, 'measure', lambda *a, **k: pytest.fail('compiled before the check'))
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.micro_batches, config.device_memory_gb = 'auto', 80.0
+  config.pp_train = 'decode|inception_crop(16)|flip_lr|onehott|keep("image", "labels")'
+  with pytest.raises(ValueError, match="Unknown preprocessing op 'onehott'"):
+    loop.train_and_evaluate(config, str(tmp_path / 'w'))

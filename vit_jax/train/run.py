@@ -234,12 +234,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   source_pp = _source_input_transform(config, workdir)
   _take_source_statistics(config, source_pp)
   config_dict = workdir_lib.config_dict(config)  # as given ('auto' fields stay 'auto')
-  config, memory_plan = plan_lib.resolve(config)
-  if lead and memory_plan is not None:
-    print(memory_plan.table(), flush=True)
-  setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
+  # Cheap checks before anything compiles: the preprocessing strings and what the host hands on.
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
-  device_pp = device_pp_lib.from_config(config)  # refuses a bad pp_device before any compile
+  device_pp = device_pp_lib.from_config(config)
 
   def make_dataset(position):
     return pipeline.train_dataset(
@@ -247,6 +244,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
         position=position, process_index=jax.process_index(), process_count=jax.process_count(),
         with_position=bool(device_pp and device_pp.needs_positions))
   _check_host_output(make_dataset(0).element_spec, device_pp)  # built, not read
+  config, memory_plan = plan_lib.resolve(config)  # compiles only when asked
+  if lead and memory_plan is not None:
+    print(memory_plan.table(), flush=True)
+  setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
   train_step = step_lib.train_step_from_config(
       config, setup, label_smoothing=float(config.get('label_smoothing') or 0.0))
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
