@@ -32,6 +32,7 @@ def fail(message: str) -> None:
 
 def _config_without_overrides(argv: list[str], name: str):
   """The config file flag `--name=path[:arg]` loaded alone, or None."""
+  # Only to name a bad override (not loaded on the good path).
   from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
   for arg in argv:
     if arg.startswith((f'--{name}=', f'-{name}=')):

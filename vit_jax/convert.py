@@ -22,6 +22,7 @@ from vit_jax import cli
 from vit_jax import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.formats import foreign
+from vit_jax.models import vit
 
 
 
@@ -44,7 +45,7 @@ def _source_output(path: str, pixels: np.ndarray) -> Optional[tuple[str, np.ndar
     return None
   with open(config_path, encoding='utf-8') as f:
     config = json.load(f)
-  try:
+  try:  # torch, timm and transformers are optional (the export extra): imported when checking
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
@@ -74,7 +75,6 @@ def _source_output(path: str, pixels: np.ndarray) -> Optional[tuple[str, np.ndar
 
 
 def _our_output(loaded, pixels: np.ndarray, field: str) -> np.ndarray:
-  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
   if field.endswith(('logits', 'image_embeds')) or field == 'timm':
     return np.asarray(loaded.model.apply({'params': loaded.params}, pixels, train=False))
   if field.endswith('last_hidden_state'):
@@ -94,7 +94,7 @@ def convert(path: str, out: str, model_name: Optional[str] = None, check: bool =
             'read': loaded.read, 'pp': loaded.pp}
   checkpoint.save(loaded.params, out)
   if check:
-    pixels = images_lib.load(_example_image(), loaded.pp)[None]
+    pixels = images_lib.load(images_lib.example_photo(), loaded.pp)[None]
     source = _source_output(path, pixels)
     if source is not None:
       library, theirs = source
@@ -103,11 +103,6 @@ def convert(path: str, out: str, model_name: Optional[str] = None, check: bool =
                          'max_abs_difference': float(np.abs(ours - theirs).max()),
                          'max_abs_output': float(np.abs(theirs).max())}
   return report
-
-
-def _example_image() -> str:
-  import sklearn.datasets  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images', 'china.jpg')
 
 
 def main(argv):

@@ -11,7 +11,6 @@ pretrained_cfg; the official [-1, 1] resize for a released .npz). Without `--ima
 """
 
 import dataclasses
-import os
 from typing import Optional, Sequence
 
 from absl import flags
@@ -49,8 +48,7 @@ class Prediction:
 
 def example_image() -> str:
   """Path of a photograph bundled with scikit-learn (no download)."""
-  import sklearn.datasets  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images', 'china.jpg')
+  return images_lib.example_photo()
 
 
 def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size: Optional[int],

@@ -46,6 +46,7 @@ def main(argv):
     raise app.UsageError('--mode=eval needs --checkpoint=<workdir or .npz>.')
   if _MODE.value == 'train' and not _WORKDIR.value:
     raise app.UsageError('Training needs --workdir=<run directory>.')
+  # The modules that import TensorFlow or touch devices come after TensorFlow is kept off them.
   from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   peers = distributed.join(config, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
@@ -61,7 +62,7 @@ def main(argv):
 
 
 def _run(config) -> None:
-  if _MODE.value == 'eval':
+  if _MODE.value == 'eval':  # (imports here: after TensorFlow is kept off the accelerators)
     import vit_jax.evaluators  # pylint: disable=g-import-not-at-top
     from vit_jax.evaluators import report  # pylint: disable=g-import-not-at-top
     reporting = bool(_WORKDIR.value)  # a report goes to --workdir; datasets absent are listed

@@ -23,6 +23,7 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  # After the flags: a bad flag is reported before JAX and TensorFlow load.
   from vit_jax.train import plan  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config.get('num_classes') is None:

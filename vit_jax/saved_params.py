@@ -16,6 +16,7 @@ import os
 from typing import Any, Callable, Optional, TypeVar
 
 from etils import epath
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -39,7 +40,6 @@ def checkpoints_dir(workdir: str) -> epath.Path:
 
 def _as_numpy(metadata: Any) -> Any:
   """Restore arguments that bring every array of a metadata tree back as a host numpy array."""
-  import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
 
 

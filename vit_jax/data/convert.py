@@ -24,6 +24,7 @@ _DIR = flags.DEFINE_string('dataset_version_dir', None,
 
 def convert(dataset_version_dir: str) -> int:
   """Writes the ArrayRecord twin of every TFRecord shard; returns how many records it copied."""
+  # TensorFlow and array_record: this command's alone, not the package's import.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   info_path = os.path.join(dataset_version_dir, 'dataset_info.json')

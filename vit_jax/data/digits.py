@@ -51,7 +51,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             'test': self._generate_examples(order[NUM_TRAIN:])}
 
   def _generate_examples(self, indices):
-    import sklearn.datasets  # pylint: disable=g-import-not-at-top
+    import sklearn.datasets  # pylint: disable=g-import-not-at-top  (slow; only when building)
     digits = sklearn.datasets.load_digits()
     size = self.builder_config.image_size
     for index in indices:

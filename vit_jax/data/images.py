@@ -12,6 +12,12 @@ from vit_jax.data import pp_spec
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
+def example_photo() -> str:
+  """Path of a photograph that ships with scikit-learn (no download)."""
+  import sklearn.datasets  # pylint: disable=g-import-not-at-top  (slow to import; used rarely)
+  return os.path.join(os.path.dirname(sklearn.datasets.__file__), 'images', 'china.jpg')
+
+
 def is_image_file(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS)
 

@@ -181,6 +181,7 @@ def vtab_source(task_name: str, split: str, *, data_dir: Optional[str] = None,
 
 def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] = None) -> Source:
   """The embedded digits dataset, built offline on first use (a few seconds)."""
+  # Here: the digits builder brings scikit-learn, needed by this dataset alone.
   from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
   builder = digits.builder(image_size, data_dir=data_dir)
   if not builder.is_prepared():

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax import errors
+from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.evaluators import base
@@ -228,7 +229,6 @@ class FewShot(base.Evaluator):
 
   def _check_representation(self):
     task = next(iter(self._tasks.values()))
-    from vit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     dataset, _ = pipeline.eval_dataset(task['test'], self._pp, local_batch=1)
     image = dataset.element_spec['image']
 

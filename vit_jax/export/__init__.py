@@ -11,6 +11,8 @@ FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
 def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
            labels=None) -> str:
   """Writes `checkpoint_path` as `fmt` to `out`; returns the path written."""
+  # Imported here, not at the top: `vit_jax.export.stablehlo` must load an exported program
+  # without the model code (flax), and the hf, timm and onnx formats need the export extra.
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:

@@ -15,6 +15,7 @@ from vit_jax.export import hf
 
 
 def export(params: Any, model_config, num_classes: int, image_size: int, out_path: str) -> str:
+  # torch and transformers come with the export extra.
   import torch  # pylint: disable=g-import-not-at-top
   from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as hf_dir:

@@ -59,6 +59,7 @@ def handles(path: str) -> bool:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  # safetensors and torch come with the export extra: imported when a file needs them.
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   try:
     return dict(safetensors_numpy.load_file(path))

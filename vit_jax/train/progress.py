@@ -15,7 +15,7 @@ class Progress:
     self._start_time, self._start_step = time.time(), start_step
     self._bar = None
     if enabled and sys.stdout.isatty():
-      import tqdm  # pylint: disable=g-import-not-at-top
+      import tqdm  # pylint: disable=g-import-not-at-top  (only on a terminal)
       self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True)
 
   def update(self, step: int, scalars: Mapping[str, float]) -> None:

@@ -19,6 +19,8 @@ import optax
 
 from vit_jax import errors
 from vit_jax import losses
+from vit_jax.data import device_pp
+from vit_jax.data import mixup
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 from vit_jax.train.state import TrainState
@@ -130,7 +132,6 @@ def jit_train_step(train_step, mesh: jax.sharding.Mesh, shardings: TrainState, l
 
 def train_batch_spec(config, sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
   """Shapes and dtypes of the global batches the run's step takes (what the pipeline ships)."""
-  from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top
   pp = device_pp.from_config(config)
   size, batch = config.image_size, config.batch_size
   spec = {'image': jax.ShapeDtypeStruct((batch, size, size, 3),
@@ -145,8 +146,6 @@ def train_batch_spec(config, sharding: Optional[jax.sharding.Sharding] = None) -
 def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
   """The run's jitted train step: device preprocessing, loss, smoothing, micro-batches, EMA,
   schedule and mixup."""
-  from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import mixup  # pylint: disable=g-import-not-at-top
   mixer = mixup.from_config(config.get('mixup'), setup.mesh, mesh_lib.BATCH_AXES)
   pp = device_pp.from_config(config)
   augment = device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None

@@ -18,6 +18,7 @@ def plot_curves(jsonl_path: str, png_path: str) -> Optional[str]:
   rows = read_jsonl(jsonl_path)
   if not rows:
     return None
+  # matplotlib is slow to import and needs its headless backend set first.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -6,6 +6,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from vit_jax import trained_model
+from vit_jax.data import images as images_lib
+from vit_jax.formats import preprocessing
+from vit_jax.models import geometry
+from vit_jax.viz import analysis
+from vit_jax.viz import figures
+
 
 @dataclasses.dataclass
 class Written:
@@ -20,12 +27,6 @@ class Written:
 def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optional[str] = None,
         image_size: Optional[int] = None) -> Written:
   """Computes every figure for `images` (paths) and writes them into `out`."""
-  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import images as images_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.formats import preprocessing  # pylint: disable=g-import-not-at-top
-  from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top
-  from vit_jax.viz import analysis  # pylint: disable=g-import-not-at-top
-  from vit_jax.viz import figures  # pylint: disable=g-import-not-at-top
 
   loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
