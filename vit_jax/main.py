@@ -78,7 +78,7 @@ def _run(config) -> None:
                           config.get('paper_model'))
       print(f'Report: {path}')
     return
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top  (as above)
   result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),
                                    overwrite=_OVERWRITE.value)
   summary = ', '.join(f'{k} {v:.4g}' for k, v in result.items()
