@@ -1,7 +1,7 @@
 """The input transform travels with the model: a Hugging Face image processor's own output equals
 ours on a real photograph (scikit-learn ships it), `infer` on an imported model equals the source
 library run on the processor's input, exports write the transform back, and the README's
-normalisation line means what it says."""
+normalisation line (docs/weights.md) means what it says."""
 
 import json
 import os
@@ -21,7 +21,7 @@ from vit_jax.data import preprocess
 from vit_jax.export import hf as hf_export
 from vit_jax.formats import preprocessing
 
-README = os.path.join(os.path.dirname(__file__), '..', 'README.md')
+WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
               image_size=224, patch_size=32, num_channels=3)
 
@@ -103,9 +103,9 @@ def test_hf_export_writes_the_transform_back(tmp_path):
 
 
 def test_readme_normalization_line_runs_and_means_imagenet_statistics():
-  """The README's line for ImageNet-statistics models, run through the tf.data ops, equals
+  """The docs' line for ImageNet-statistics models, run through the tf.data ops, equals
   (pixel / 255 - mean) / std of the same crop."""
-  with open(README, encoding='utf-8') as f:
+  with open(WEIGHTS_DOC, encoding='utf-8') as f:
     line = re.search(r"pp_eval='([^']*normalize[^']*)'", f.read()).group(1)
   image_ops = '|'.join(op for op in line.split('|') if not op.startswith(('onehot', 'keep')))
   assert image_ops.endswith(')') and 'normalize' in image_ops.rsplit('|', 1)[1]

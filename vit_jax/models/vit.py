@@ -300,7 +300,7 @@ class VisionTransformer(nn.Module):
   `resnet.{num_layers, width_factor}`, `head_bias_init`, `model_name`. Our fields default to the
   official behaviour: `posemb` ('learn' | 'sincos2d'), `stochastic_depth` (max drop-path rate),
   `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
-  `gelu_approximate`. Fields for other families (README "Model fields"): `activation`,
+  `gelu_approximate`. Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
   `rope_theta` (with posemb='rope'). Images are NHWC in [-1, 1] for the official checkpoints;
