@@ -18,7 +18,6 @@ from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
 from vit_jax.evaluators import fewshot
-from vit_jax.formats import foreign
 from vit_jax.formats import preprocessing
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
@@ -72,9 +71,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   """Runs every evaluator of `config` once on a workdir's newest checkpoint or a released .npz.
 
   A workdir brings its own model (its saved config); an .npz's architecture is read off its
-  shapes, its position embeddings resampled to `config.image_size`; a timm or Hugging Face
-  checkpoint is fed the input statistics it was trained with (each evaluator's value op is
-  replaced by the checkpoint's). With `skip_missing`, an
+  shapes, its position embeddings resampled to `config.image_size`. A checkpoint trained on
+  other input statistics (a timm or Hugging Face file, a run that normalised) is fed them where an
+  evaluator has the default value_range(-1, 1). With `skip_missing`, an
   evaluator whose dataset is not prepared is left out and named in the result's
   `'missing'` entry ({evaluator: the error}) instead of stopping the others.
   """
@@ -87,13 +86,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
   context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}
-  foreign_file = foreign.handles(checkpoint_path)
   for name, entry in entries(config).items():
-    if foreign_file and entry.get('pp'):  # the checkpoint's own input statistics
-      entry = ml_collections.ConfigDict(base.as_dict(entry))
-      entry.pp = preprocessing.with_statistics(entry.pp, loaded.pp)
+    pp = entry.get('pp') and preprocessing.take_statistics(entry['pp'], loaded.pp)
+    if pp and pp != entry['pp']:  # the checkpoint's own input statistics
+      entry = {**entry, 'pp': pp}
       logging.info('%s: %s evaluates with the checkpoint\'s statistics: %s', checkpoint_path,
-                   name, entry.pp)
+                   name, pp)
     try:
       built.append(build(name, entry, context, config.loss))
     except sources.DatasetMissing as e:

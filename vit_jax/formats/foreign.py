@@ -174,6 +174,7 @@ class Imported:
 
 
 def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Optional[str]]:
+  """Params, fields and transform of a transformers file; `hf_config` is its config.json."""
   if hf_config is None or 'model_type' not in hf_layout.vision_config(hf_config):
     guess = _guess_hf_config(state)
     if model_name in hf_layout.FAMILIES:
@@ -193,7 +194,7 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
     raise errors.UserError(f'{path}: config.json num_attention_heads={heads} does not divide '
                            f'hidden_size={width}.')
   params = hf_layout.to_params(state, family, int(heads), path)
-  fields.update(hf_layout.pooling(params, hf_config, family))
+  fields.update(hf_layout.pooling(params))
   read.append(f'config.json: model_type={vision.get("model_type")!r}, '
               + ', '.join(f'{k}={v!r}' for k, v in fields.items()) + f', num_heads={heads}')
   pp = input_transform(path)
@@ -202,14 +203,13 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   return params, {**fields, 'num_heads': int(heads)}, pp
 
 
-def _from_timm(path, state, model_name, read) -> tuple[dict, dict, Optional[str]]:
-  timm_config = _side_file(path, 'config.json')
+def _from_timm(path, state, timm_config, model_name, read) -> tuple[dict, dict, Optional[str]]:
+  """Params, fields and transform of a timm file; `timm_config` is its config.json."""
   spec = _side_file(path, TIMM_SPEC)
   config_file = os.path.join(_folder(path), 'config.json')
   if spec:  # our own timm export: every field written out
     act = spec.get('args', {}).get('act_layer', 'gelu')
-    fields = {'activation': {'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',
-                             'silu': 'silu'}.get(act, 'gelu'),
+    fields = {'activation': timm_config_lib.ACTIVATIONS.get(act, 'gelu'),
               'layer_norm_eps': float(spec.get('layer_norm_eps', 1e-6)),
               'num_heads': spec.get('args', {}).get('num_heads'),
               'global_pool': spec.get('args', {}).get('global_pool')}
@@ -269,9 +269,9 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
   state = read_state_dict(path)
   read = []
   if hf_layout.looks_like(state):
-    params, fields, pp = _from_hf(path, state, _side_file(path, 'config.json'), model_name, read)
+    params, fields, pp = _from_hf(path, state, config, model_name, read)
   elif 'patch_embed.proj.weight' in state:
-    params, fields, pp = _from_timm(path, state, model_name, read)
+    params, fields, pp = _from_timm(path, state, config, model_name, read)
   else:
     raise errors.UserError(
         f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
@@ -286,13 +286,12 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
                   if k not in named or k in ('classifier', 'representation_size')})
     model_config = named
   model_config.update(fields)
-  _check_classes(path, num_classes)
+  _check_classes(path, config or {}, num_classes)
   return Imported(params, model_config, num_classes, pp, read)
 
 
-def _check_classes(path: str, num_classes: Optional[int]) -> None:
+def _check_classes(path: str, config: dict, num_classes: Optional[int]) -> None:
   """A config's class count (timm num_classes, transformers id2label) must match the head."""
-  config = _side_file(path, 'config.json') or {}
   said = config.get('num_classes')
   if said is None and isinstance(config.get('id2label'), dict) and 'ForImageClassification' in (
       ''.join(config.get('architectures') or [])):

@@ -5,8 +5,8 @@ One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
 (distilled: two heads, averaged; or the class head alone), DINOv2 with and without registers
 (LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
 (pre-encoder norm, the projection as the head) and SigLIP's image tower (MAP head). Families
-whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's base prefix
-(`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
+whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
+base prefix (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
 
 import dataclasses
@@ -112,8 +112,8 @@ REFUSED = {'beit': 'relative position bias', 'data2vec-vision': 'relative positi
            'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
            'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
-_PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight', 'embeddings.patch_embedding.weight',
-                'embeddings.patch_embeddings.weight')
+_PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight',
+                'embeddings.patch_embedding.weight', 'embeddings.patch_embeddings.weight')
 
 # transformers' `hidden_act` -> our `activation`.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_pytorch_tanh': 'gelu_tanh', 'gelu_new': 'gelu_tanh',
@@ -142,12 +142,10 @@ def family_of(config: Mapping[str, Any], source: str) -> Family:
   return FAMILIES[model_type]
 
 
-def pooling(params: Mapping[str, Any], config: Mapping[str, Any], family: Family
-            ) -> dict[str, Any]:
+def pooling(params: Mapping[str, Any]) -> dict[str, Any]:
   """The classifier fields the heads and tokens imply: a head on [cls, mean of patches]
   (Dinov2ForImageClassification), the mean of all tokens (I-JEPA: no class token), a DeiT
   classifier that reads the class token alone beside a distillation token."""
-  del config, family
   width = params['embedding']['kernel'].shape[-1]
   if 'head' in params and params['head']['kernel'].shape[0] == 2 * width:
     return {'classifier': 'token_gap'}

@@ -221,6 +221,14 @@ def is_default_range(pp: str) -> bool:
           and statistics(op) == ((0.5,) * 3, (0.5,) * 3))
 
 
+def take_statistics(pp: str, source_pp: str) -> str:
+  """`pp` with the source's value op when `pp` has the default value_range(-1, 1) and the
+  source another (a recipe's defaults meeting a checkpoint's statistics); else `pp` unchanged."""
+  if is_default_range(pp) and not is_default_range(source_pp) and value_op(source_pp):
+    return with_statistics(pp, source_pp)
+  return pp
+
+
 def for_display(pp: str) -> str:
   """The same geometry with values in [-1, 1] (what the figures draw)."""
   ops = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] not in ('value_range',

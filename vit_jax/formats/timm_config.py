@@ -2,7 +2,8 @@
 
 `architecture` names a timm model: its head count, activation, LayerNorm epsilon and MLP kind
 come from `timm_archs.ARCHITECTURES` (read off timm's own modules); `model_args` (what the
-model was created with) and `global_pool` override them. An architecture we cannot represent is refused naming the feature it needs.
+model was created with) and `global_pool` override them. An architecture we cannot represent
+is refused naming the feature it needs.
 """
 
 from typing import Any, Mapping, Optional
@@ -11,12 +12,12 @@ from vit_jax import errors
 from vit_jax.formats import timm_archs
 
 # timm's act_layer names -> ours.
-_ACTIVATIONS = {'gelu': 'gelu', 'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',
+ACTIVATIONS = {'gelu': 'gelu', 'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',
                 'silu': 'silu', 'swish': 'silu'}
 # timm's global_pool -> our classifier.
 _POOLS = {'token': 'token', 'avg': 'gap', 'map': 'map'}
-# model_args that change nothing our weights and fields do not already say.
-_SHAPE_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_bias',
+# model_args we read: what the weights show, or what the fields below take.
+_READ_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_bias',
                'proj_bias', 'num_classes', 'drop_rate', 'pos_drop_rate', 'patch_drop_rate',
                'proj_drop_rate', 'attn_drop_rate', 'drop_path_rate', 'weight_init', 'fix_init',
                'dynamic_img_size', 'dynamic_img_pad', 'reg_tokens', 'no_embed_class',
@@ -45,7 +46,7 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     raise errors.UserError(f'{source}: timm config.json has no architecture.')
   heads, activation, eps, gated = _architecture(name, source)
   args = dict(config.get('model_args') or {})
-  unknown = sorted(k for k in args if k not in _SHAPE_ARGS)
+  unknown = sorted(k for k in args if k not in _READ_ARGS)
   if unknown:
     raise errors.UserError(f'{source}: model_args {unknown[0]}={args[unknown[0]]!r} changes the '
                            'architecture in a way we do not read; it is refused.')
@@ -56,11 +57,11 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     raise errors.UserError(f'{source}: model_args pos_embed={args["pos_embed"]!r}: only learned '
                            'position embeddings are read.')
   if 'act_layer' in args:
-    if args['act_layer'] not in _ACTIVATIONS:
+    if args['act_layer'] not in ACTIVATIONS:
       raise errors.UserError(
           f'{source}: model_args act_layer={args["act_layer"]!r}: expected one of '
-          f'{sorted(_ACTIVATIONS)}.')
-    activation = _ACTIVATIONS[args['act_layer']]
+          f'{sorted(ACTIVATIONS)}.')
+    activation = ACTIVATIONS[args['act_layer']]
   pool = args.get('global_pool', config.get('global_pool'))
   if pool is not None and pool not in _POOLS and pool != '':
     raise errors.UserError(f'{source}: global_pool={pool!r}: expected one of {sorted(_POOLS)}.')

@@ -130,10 +130,11 @@ def _warn_on_other_statistics(config: ml_collections.ConfigDict,
                               loaded: trained_model.TrainedModel) -> None:
   """One line when the run feeds the checkpoint other input statistics than it was trained on."""
   theirs = preprocessing.statistics(loaded.pp)
-  run_pp = '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p)
-  if not any(op in run_pp for op in ('value_range', 'normalize')):
+  run_op = preprocessing.value_op(
+      '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p))
+  if run_op is None:
     return
-  ours = preprocessing.statistics(run_pp)
+  ours = preprocessing.statistics(run_op)
   if not np.allclose(theirs, ours, atol=1e-3):
     logging.warning('config.init_from=%s was trained on inputs normalised with mean %s, std %s '
                     '(%s); this run uses mean %s, std %s: use normalize(%s, %s) in place of '
@@ -209,17 +210,18 @@ def _source_input_transform(config: ml_collections.ConfigDict, workdir: str) -> 
 def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Optional[str]) -> None:
   """Every pp string whose value op is the default value_range(-1, 1) takes the source's value
   op instead (in place): fine-tuning feeds a checkpoint the statistics it was trained on."""
-  if not source_pp or preprocessing.is_default_range(source_pp):
+  if not source_pp:
     return
+  holders = [(config, field, field) for field in ('pp_train', 'pp_device', 'pp_eval')]
+  holders += [(entry, 'pp', f'evals.{name}.pp')
+              for name, entry in (config.get('evals') or {}).items()]
   changed = []
-  for field in ('pp_train', 'pp_device', 'pp_eval'):
-    if config.get(field) and preprocessing.is_default_range(config[field]):
-      config[field] = preprocessing.with_statistics(config[field], source_pp)
-      changed.append(field)
-  for name, entry in (config.get('evals') or {}).items():
-    if entry.get('pp') and preprocessing.is_default_range(entry.pp):
-      entry.pp = preprocessing.with_statistics(entry.pp, source_pp)
-      changed.append(f'evals.{name}.pp')
+  for holder, field, name in holders:
+    if holder.get(field):
+      taken = preprocessing.take_statistics(holder[field], source_pp)
+      if taken != holder[field]:
+        holder[field] = taken
+        changed.append(name)
   if changed:
     logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '
                  'keeps value_range(-1, 1)).', config.init_from, ', '.join(changed),
