@@ -21,7 +21,6 @@ def get_config():
   config.data.image_size = 16
   config.pp_train = 'decode|resize(20)|random_crop(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   # Evaluators: top-1 on the test split, and the paper's few-shot linear probes on digits.
-  config.eval_data = None
   test = common.data_source('digits', 'test')
   test.image_size = 16
   config.evals.eval = common.classification_eval(
@@ -32,7 +31,6 @@ def get_config():
       'decode|resize(20)|central_crop(16)|value_range(-1, 1)', every=500, shots=(1, 5, 10))
   config.label_smoothing = 0.1
   config.batch_size = 128
-  config.eval_batch_size = 128
   config.total_steps = 1500
   config.lr.base = 2e-3
   config.lr.warmup_steps = 100

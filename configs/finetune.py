@@ -44,28 +44,27 @@ def get_config(arg='cifar10'):
   config.image_size = size
   # Set --config.init_from=<released .npz or workdir>.
   config.data.name, config.data.split = dataset, train_split
-  config.eval_data.name, config.eval_data.split = dataset, eval_split
-  if dataset == 'folder':  # --config.data.root=... sets both (one reference)
-    config.eval_data.root = config.data.get_ref('root')
-    config.eval_data.strict = config.data.get_ref('strict')
   # The official fine-tuning input: random crop of 5-100% area, flip; eval resizes the image.
   # The host ships uint8 images and the devices map them to [-1, 1] (the host's share halves:
   # experiments/results/input_path.md).
   config.pp_train = (f'decode_jpeg_and_inception_crop({size})|flip_lr|onehot|'
                      'keep("image", "labels")')
   config.pp_device = 'value_range(-1, 1)'
-  config.pp_eval = f'decode|resize({size})|value_range(-1, 1)|onehot|keep("image", "labels")'
+  pp_eval = f'decode|resize({size})|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 512
-  config.eval_batch_size = 512
   config.total_steps = steps
   config.optim.name, config.optim.momentum = 'sgd', 0.9
   config.lr.base, config.lr.schedule, config.lr.warmup_steps = lr, 'cosine', min(500, steps // 10)
   config.wd = 0.0
   config.grad_clip_norm = 1.0
-  config.eval_every = max(steps // 10, 100)
-  if dataset == 'imagenet2012':  # minival, val, ReaL and v2 instead of the one evaluation
-    config.evals = common.imagenet_evals(config.pp_eval, every=config.eval_every)
-    config.eval_data = None
+  every = max(steps // 10, 100)
+  if dataset == 'imagenet2012':  # minival, val, ReaL and v2
+    config.evals = common.imagenet_evals(pp_eval, every=every)
+  else:
+    test = common.data_source(dataset, eval_split)
+    if dataset == 'folder':  # --config.data.root=... sets both (one reference)
+      test.root, test.strict = config.data.get_ref('root'), config.data.get_ref('strict')
+    config.evals.eval = common.classification_eval(test, pp_eval, every=every)
   config.checkpoint_every = max(steps // 10, 100)
   config.micro_batches = 1  # raise it (e.g. 8) when 512 images do not fit in memory
   return config

@@ -25,7 +25,6 @@ def get_config(epochs='90'):
   config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|onehot|keep("image", "labels")'
   config.pp_device = 'randaug(2, 10)|value_range(-1, 1)'
   # Evaluators: minival (train[99%:]), val, ReaL and v2, every 5,000 steps and at the end.
-  config.eval_data = None
   config.evals = common.imagenet_evals(
       'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|keep("image", "labels")',
       every=5_000)

@@ -34,7 +34,6 @@ def get_config(arg=''):
   config.num_classes = 1000
   config.image_size = 224
   config.paper_model = ml_collections.config_dict.placeholder(str)  # a row of PAPER
-  config.eval_data = None
   config.batch_size = config.eval_batch_size = 256
   if arg != 'no_imagenet':
     config.evals = common.imagenet_evals(IMAGENET_PP, every=0)

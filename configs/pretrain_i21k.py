@@ -22,12 +22,9 @@ def get_config(model_name='ViT-B_16'):
   config.num_classes = 21843
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet21k', 'full[102400:]'
-  config.eval_data.name, config.eval_data.split = 'imagenet21k', 'full[:102400]'
   # The host ships uint8 images; the devices map them to [-1, 1] (input_path.md).
   config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|onehot|keep("image", "labels")'
   config.pp_device = 'value_range(-1, 1)'
-  config.pp_eval = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
-                    'keep("image", "labels")')
   config.batch_size = 4096
   config.eval_batch_size = 4096
   config.total_epochs = 90
@@ -38,9 +35,13 @@ def get_config(model_name='ViT-B_16'):
   config.wd = 0.1
   config.wd_decoupled = False
   config.grad_clip_norm = 1.0
-  config.eval_every = 10_000
-  # Few-shot linear probes watch the representation as pretraining goes (as big_vision does).
+  # Held-out top-1 (the first 102,400 images), and few-shot linear probes watching the
+  # representation as pretraining goes (as big_vision does).
   config.evals = common.fewshot_i21k_monitor(every=10_000)
+  config.evals.eval = common.classification_eval(
+      common.data_source('imagenet21k', 'full[:102400]'),
+      'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|keep("image", "labels")',
+      every=10_000)
   config.checkpoint_every = 2_000
   config.keep_period = 20_000
   return config

@@ -26,7 +26,6 @@ def get_config(task='cifar100'):
   config.data = common.data_source(f'vtab/{task}', 'train800val200')
   # No random crop or flip: positions, orientations and counts are labels in structured tasks.
   config.pp_train = PP.format(size=config.image_size)
-  config.eval_data = None
   config.evals.test = common.classification_eval(
       common.data_source(f'vtab/{task}', 'test'), PP.format(size=config.image_size), every=0)
   config.batch_size = 512

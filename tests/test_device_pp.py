@@ -171,7 +171,8 @@ def test_a_host_output_the_device_cannot_take_is_refused_before_the_workdir(
 
 def test_the_run_records_pp_device_in_its_config(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
-  config.total_steps, config.eval_data, config.checkpoint_every = 2, None, 2
+  config.total_steps, config.checkpoint_every = 2, 2
+  del config.evals['eval']
   result = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert result['outcome'] == 'completed' and result['step'] == 2
   with open(tmp_path / 'run' / 'metrics.jsonl', encoding='utf-8') as f:

@@ -94,7 +94,7 @@ def _evaluators(config, model, params, mesh_shape):
 
 def _fewshot_config(data_dir, **fields):
   config = tiny_recipe.get_config(data_dir)
-  config.eval_data = None
+  del config.evals['eval']
   config.evals.fs = common.fewshot_eval(
       {'digits': common.fewshot_dataset('digits', 'train[:200]', 'test[:60]', image_size=16,
                                         data_dir=data_dir)}, PP, shots=(1, 3), holdout_per_class=2)
@@ -217,7 +217,8 @@ def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
   _tiny_real(str(tmp_path))
   model, params = _model_and_params(classes=4)
   config = tiny_recipe.get_config(None)
-  config.eval_data, config.num_classes = None, 4
+  del config.evals['eval']
+  config.num_classes = 4
   data = common.data_source('tiny_real', 'validation')
   data.data_dir = str(tmp_path)
   config.evals.real = common.classification_eval(
@@ -267,7 +268,7 @@ def test_missing_dataset_and_split_name_the_evaluator(digits_data_dir, tmp_path)
                                        r"found; available splits: \['test', 'train'\]"):
     _evaluators(config, model, params, (1, 1, 1))
   config = tiny_recipe.get_config(None)
-  config.eval_data = None
+  del config.evals['eval']
   data = common.data_source('imagenet_v2', 'test')
   data.data_dir = str(tmp_path)
   config.evals.v2 = common.classification_eval(data, PP)
@@ -276,16 +277,17 @@ def test_missing_dataset_and_split_name_the_evaluator(digits_data_dir, tmp_path)
     _evaluators(config, model, params, (1, 1, 1))
 
 
-def test_the_old_single_evaluation_is_the_entry_eval(digits_data_dir):
+def test_an_evaluator_without_a_batch_size_takes_eval_batch_size_then_batch_size(
+    digits_data_dir):
   config = tiny_recipe.get_config(digits_data_dir)
-  entries = evaluators.entries(config)
-  assert list(entries) == ['eval']
-  assert entries['eval']['kind'] == 'classification' and entries['eval']['every'] == 6
-  assert entries['eval']['data']['split'] == 'test[:50]'
-  assert entries['eval']['pp'] == config.pp_eval and entries['eval']['batch_size'] == 16
-  config.evals.eval = common.classification_eval(config.eval_data, config.pp_eval)
-  with pytest.raises(ValueError, match='config.evals.eval and config.eval_data both define'):
-    evaluators.entries(config)
+  model, params = _model_and_params()
+  config.eval_batch_size = None
+  assert config.evals.eval.batch_size is None
+  built, _ = _evaluators(config, model, params, (1, 1, 1))
+  assert built[0].batch_size == config.batch_size == 32
+  config.eval_batch_size = 16
+  built, _ = _evaluators(config, model, params, (1, 1, 1))
+  assert built[0].batch_size == 16
 
 
 def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits_data_dir,

@@ -102,7 +102,7 @@ def test_finetune_on_a_folder_end_to_end(tmp_path):
   checkpoint.save(pretrained, str(tmp_path / 'tiny.npz'))
 
   config = _finetune_recipe()
-  config.data.root = root  # the one flag: eval_data.root follows it
+  config.data.root = root  # the one flag: the evaluator's root follows it
   config.init_from = str(tmp_path / 'tiny.npz')
   config.model.hidden_size, config.model.patches.size = 16, (4, 4)
   for field in ('mlp_dim', 'num_heads', 'num_layers'):

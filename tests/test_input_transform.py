@@ -106,7 +106,7 @@ def test_readme_normalization_line_runs_and_means_imagenet_statistics():
   """The docs' line for ImageNet-statistics models, run through the tf.data ops, equals
   (pixel / 255 - mean) / std of the same crop."""
   with open(WEIGHTS_DOC, encoding='utf-8') as f:
-    line = re.search(r"pp_eval='([^']*normalize[^']*)'", f.read()).group(1)
+    line = re.search(r"pp='([^']*normalize[^']*)'", f.read()).group(1)
   image_ops = '|'.join(op for op in line.split('|') if not op.startswith(('onehot', 'keep')))
   assert image_ops.endswith(')') and 'normalize' in image_ops.rsplit('|', 1)[1]
   encoded = tf.io.encode_png(np.asarray(Image.open(_photo()).convert('RGB')))
@@ -187,14 +187,15 @@ def test_fine_tuning_takes_the_source_statistics_and_resumes(tmp_path, digits_da
   def config():
     c = tiny_recipe.get_config(digits_data_dir)
     c.model.update(activation='gelu', layer_norm_eps=1e-6, layerscale=1.0)
-    c.init_from, c.total_steps, c.checkpoint_every, c.eval_every = str(source), 2, 2, 0
+    c.init_from, c.total_steps, c.checkpoint_every, c.evals.eval.every = str(source), 2, 2, 0
     return c
   workdir = str(tmp_path / 'run')
   loop.train_and_evaluate(config(), workdir)
   saved = json.load(open(os.path.join(workdir, 'config.json')))
   normalize = 'normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
   assert saved['pp_device'] == f'randaug(2, 5)|{normalize}'
-  assert normalize in saved['pp_eval'] and 'value_range' not in saved['pp_eval']
+  eval_pp = saved['evals']['eval']['pp']
+  assert normalize in eval_pp and 'value_range' not in eval_pp
   assert trained_model.load(workdir).pp == f'resize(16)|{normalize}'
 
   # The source is gone: a second start of the same config rebuilds the same pp strings from the

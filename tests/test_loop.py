@@ -134,10 +134,9 @@ def test_fine_tuning_from_a_released_npz(finished, digits_data_dir, tmp_path):
   config.num_classes, config.image_size = 4, 24
   config.pp_train = 'decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.pp_device = ''  # all preprocessing on the host
-  config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd = 0.0, 0, 0.0  # no update: see the init
   config.total_steps = 1
-  config.eval_data = None  # the parameters are the point here
+  del config.evals['eval']  # the parameters are the point here
   config.init_from = str(tmp_path / 'pre.npz')
   workdir = str(tmp_path / 'ft')
   loop.train_and_evaluate(config, workdir)
@@ -285,11 +284,10 @@ def test_fine_tuning_from_one_of_our_workdirs_into_a_relative_one(finished, digi
   config.num_classes = 3
   config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.pp_device = ''  # all preprocessing on the host
-  config.pp_eval = config.pp_train
   config.lr.base, config.lr.warmup_steps, config.wd, config.total_steps = 0.0, 0, 0.0, 1
   config.init_from = finished[0]
   config.dont_load = ('Transformer/encoder_norm/.*',)
-  config.eval_data = None  # the parameters are the point here
+  del config.evals['eval']  # the parameters are the point here
   workdir = 'relative/run'
   assert loop.train_and_evaluate(config, workdir)['outcome'] == 'completed'
   assert os.listdir(tmp_path / 'relative' / 'run' / 'checkpoints') == ['1']
@@ -308,7 +306,7 @@ def test_fine_tuning_a_frozen_backbone_keeps_it_and_resumes(finished, digits_dat
   source, _ = finished
   config = tiny_recipe.get_config(digits_data_dir)
   config.init_from, config.frozen = source, (r'^(?!head/).*',)
-  config.total_steps, config.checkpoint_every, config.eval_every = 4, 2, 0
+  config.total_steps, config.checkpoint_every, config.evals.eval.every = 4, 2, 0
   workdir = str(tmp_path / 'frozen')
   loop.train_and_evaluate(config, workdir)
   before, after = trained_model.load(source).params, trained_model.load(workdir).params

@@ -51,7 +51,7 @@ class Job:
                  for i in range(processes)]
     args = list(args) if args else [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
             f'--workdir={workdir}', f'--config.total_steps={STEPS}', '--config.checkpoint_every=8',
-            '--config.eval_every=0',  # evaluated at the end only
+            '--config.evals.eval.every=0',  # evaluated at the end only
             '--config.distributed.heartbeat_timeout_s=20',
             '--config.mesh=(1, 2, 2)', '--config.layout=fsdp_tp', *extra]
     if processes > 1:
@@ -266,7 +266,7 @@ def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_pa
              REPO_DIR=ROOT)
   result = subprocess.run(
       ['bash', os.path.join(ROOT, 'experiments', 'launch', 'slurm.sbatch'),
-       f'--config.total_steps={STEPS}', '--config.checkpoint_every=8', '--config.eval_every=0',
+       f'--config.total_steps={STEPS}', '--config.checkpoint_every=8', '--config.evals.eval.every=0',
        '--config.distributed.heartbeat_timeout_s=20', '--config.mesh=(1, 2, 2)',
        '--config.layout=fsdp_tp'], env=env, capture_output=True, text=True, timeout=300)
   logs = ''.join((tmp_path / f'task_{i}.log').read_text()[-2000:] for i in range(2))

@@ -113,12 +113,11 @@ ALL_RECIPES = [('digits', ()), ('finetune', ('cifar10',)), ('finetune', ('folder
 
 @pytest.mark.parametrize('name,args', ALL_RECIPES)
 def test_every_source_field_is_settable_in_every_recipe(name, args):
-  """`--config.data.root=...`, `--config.eval_data.strict=...` and so on exist everywhere."""
+  """`--config.data.root=...`, `--config.evals.eval.data.strict=...` and so on exist everywhere."""
   from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
   fields = set(common.data_source('x', 'y').keys())
   config = _recipe(name, *args)
-  sources = [config.data] + ([config.eval_data] if config.get('eval_data') else [])
-  sources += [entry['data'] for entry in config.evals.values() if 'data' in entry]
+  sources = [config.data] + [entry['data'] for entry in config.evals.values() if 'data' in entry]
   for source in sources:
     assert fields <= set(source.keys()), (name, sorted(fields - set(source.keys())))
 
@@ -126,8 +125,8 @@ def test_every_source_field_is_settable_in_every_recipe(name, args):
 def test_folder_recipe_takes_its_classes_and_eval_folder_from_one_flag():
   config = _recipe('finetune', 'folder,224')
   assert config.num_classes is None and config.image_size == 224
-  assert '224' in config.pp_train and '224' in config.pp_eval
+  assert '224' in config.pp_train and '224' in config.evals.eval.pp
   config.data.root = '/data/pets'
-  assert config.eval_data.root == '/data/pets' and config.eval_data.split == 'val'
+  assert config.evals.eval.data.root == '/data/pets' and config.evals.eval.data.split == 'val'
   with pytest.raises(ValueError, match='must be a number of pixels'):
     _recipe('finetune', 'folder,big')

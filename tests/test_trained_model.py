@@ -50,8 +50,8 @@ def test_loading_needs_neither_the_datasets_nor_the_step_count(run, tmp_path):
   path = os.path.join(workdir, 'config.json')
   config = json.load(open(path, encoding='utf-8'))
   config['total_steps'], config['total_epochs'] = None, 12
-  for key in ('data', 'eval_data'):
-    config[key].update(name='imagenet21k', data_dir=str(tmp_path / 'no_such_dir'))
+  for source in (config['data'], config['evals']['eval']['data']):
+    source.update(name='imagenet21k', data_dir=str(tmp_path / 'no_such_dir'))
   json.dump(config, open(path, 'w', encoding='utf-8'))
   _equal(trained_model.load(workdir).params, run[2].ema_params)
 

@@ -12,12 +12,9 @@ def get_config(data_dir=None):
   config.num_classes = 10
   config.image_size = 16
   config.data.name, config.data.split, config.data.data_dir = 'digits', 'train[:256]', data_dir
-  config.eval_data.name, config.eval_data.split = 'digits', 'test[:50]'
-  config.eval_data.data_dir = data_dir
   # RandAugment on the devices (as the i1k recipe): the resume and multi-host tests cover it.
   config.pp_train = 'decode|inception_crop(16, area_min=60)|onehot|keep("image", "labels")'
   config.pp_device = 'randaug(2, 5)|value_range(-1, 1)'
-  config.pp_eval = 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   config.batch_size = 32
   config.eval_batch_size = 16
   config.total_steps = 12
@@ -25,7 +22,10 @@ def get_config(data_dir=None):
   config.wd = 1e-4
   config.wd_decoupled = True
   config.log_every = 1
-  config.eval_every = 6
+  test = common.data_source('digits', 'test[:50]')
+  test.data_dir = data_dir
+  config.evals.eval = common.classification_eval(
+      test, 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")', every=6)
   config.checkpoint_every = 4
   config.keep_checkpoints = 3
   return config

@@ -6,7 +6,7 @@ r"""Classifies images with a ViT: a released `.npz` checkpoint or a freshly init
 Without `--model` the architecture is read off the checkpoint (its config, else its parameter
 shapes); without `--image_size` the checkpoint's own resolution is used (position embeddings are
 resampled otherwise). Images go through the input transform the checkpoint was trained with
-(`TrainedModel.pp`: a workdir's pp_eval, a Hugging Face preprocessor_config.json, timm's
+(`TrainedModel.pp`: a workdir's evaluator, a Hugging Face preprocessor_config.json, timm's
 pretrained_cfg; the official [-1, 1] resize for a released .npz). Without `--image` the photograph that ships with scikit-learn is used.
 """
 

@@ -38,7 +38,7 @@ class TrainedModel:
   image_size: int  # the resolution the parameters are laid out for (posemb grid x patch stride)
   labels: Optional[list[str]] = None  # class names: a workdir's labels.txt, a HF id2label
   # The eval input transform it was trained with (image ops of our pp grammar, uint8 in): a
-  # workdir's pp_eval, a HF preprocessor_config.json, timm's pretrained_cfg, the official
+  # workdir's evaluator, a HF preprocessor_config.json, timm's pretrained_cfg, the official
   # [-1, 1] resize for a released .npz. `vit_jax.data.images.load` runs it on the host.
   pp: str = ''
   read: list[str] = dataclasses.field(default_factory=list)  # what a foreign file's configs gave
@@ -62,19 +62,19 @@ def _from_workdir(workdir: str
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
   _, params = saved_params.read(workdir)
-  pp = preprocessing.of_run(config.get('pp_eval') or '', config.image_size)
+  pp = preprocessing.of_run(config)
   return (checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size,
           pp)
 
 
 def input_transform(path: str) -> str:
   """The input transform of a checkpoint without loading its weights: a timm/HF file's side
-  files, a workdir's pp_eval, the official [-1, 1] for an .npz."""
+  files, a workdir's evaluator, the official [-1, 1] for an .npz."""
   if foreign.handles(path):
     return foreign.input_transform(path) or preprocessing.released(224)
   if os.path.isdir(path):
     config = read_run_config(path)
-    return preprocessing.of_run(config.get('pp_eval') or '', config.image_size)
+    return preprocessing.of_run(config)
   return preprocessing.released(224)
 
 

@@ -24,20 +24,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Parameter names (full regex match, vit_jax.param_names) kept from the fresh init.
   config.dont_load = ()
   # With init_from: the pp strings whose value op is the default value_range(-1, 1) take the
-  # checkpoint's own input statistics (a timm/HF file's mean and std, a workdir's pp_eval).
+  # checkpoint's own input statistics (a timm/HF file's mean and std, a workdir's own).
   config.pp_from_init = True
 
   # Data: sources (vit_jax.data.sources.from_config) and preprocessing strings. `onehot` takes
   # its depth from num_classes; label smoothing is `label_smoothing` below.
   config.data = data_source('imagenet2012', 'train[:99%]')
-  config.eval_data = data_source('imagenet2012', 'train[99%:]')
   config.pp_train = 'decode_jpeg_and_inception_crop(224)|flip_lr|value_range(-1, 1)|onehot'
-  config.pp_eval = 'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot'
   # Preprocessing on the accelerator, inside the train step (vit_jax.data.device_pp): randaug,
   # flip_lr, value_range, normalize on the uint8 images pp_train ships. Empty: all on the host.
   config.pp_device = ''
   config.batch_size = 512  # global: independent of the device count
-  config.eval_batch_size = 512
   config.total_steps = ml_collections.config_dict.placeholder(int)
   config.total_epochs = ml_collections.config_dict.placeholder(float)
   config.mixup = ml_collections.ConfigDict(dict(
@@ -72,14 +69,15 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Bookkeeping.
   config.log_every = 50
-  config.eval_every = 1000
   config.checkpoint_every = 1000
   config.keep_checkpoints = 3
   config.keep_period = ml_collections.config_dict.placeholder(int)
 
-  # Evaluators (vit_jax.evaluators): {name: entry}; see classification_eval, real_eval and
-  # fewshot_eval below. eval_data/pp_eval/eval_every above are the evaluator `eval`.
+  # Evaluators (vit_jax.evaluators): {name: entry}; see classification_eval and fewshot_eval
+  # below. The first classification entry's pp is the input transform the run's workdir records
+  # (`vit_jax.infer`, exports, fine-tuning from it).
   config.evals = ml_collections.ConfigDict()
+  config.eval_batch_size = ml_collections.config_dict.placeholder(int)  # default: batch_size
 
   # Multi-host runtime (vit_jax.parallel.distributed): a peer silent for heartbeat_timeout_s is
   # declared dead and every process exits non-zero, so the scheduler can restart the job.

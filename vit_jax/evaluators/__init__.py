@@ -2,8 +2,8 @@
 
 `config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`; any number at
 once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
-(ImageNet-ReaL), `fewshot` (the paper's linear probes). The old single evaluation
-(`config.eval_data`, `pp_eval`, `eval_every`, `eval_batch_size`) is the entry `eval`.
+(ImageNet-ReaL), `fewshot` (the paper's linear probes). An entry without `batch_size` takes
+`config.eval_batch_size`, else the training `batch_size`.
 """
 
 from typing import Any
@@ -25,23 +25,11 @@ from vit_jax.parallel import partitioning
 
 KINDS = {'classification': classification.Classification, 'real': classification.Real,
          'fewshot': fewshot.FewShot}
-LEGACY_NAME = 'eval'
 
 
 def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
-  """`config.evals` as plain dicts, with the old `eval_data` evaluation as entry `eval`."""
-  found = {name: base.as_dict(entry) for name, entry in (config.get('evals') or {}).items()}
-  eval_data = config.get('eval_data')
-  if eval_data and eval_data.get('name'):
-    if LEGACY_NAME in found:
-      raise errors.UserError(f'config.evals.{LEGACY_NAME} and config.eval_data both define the '
-                             f'evaluation {LEGACY_NAME!r}; keep one of them.')
-    legacy = {'kind': 'classification', 'data': base.as_dict(eval_data),
-              'pp': config.get('pp_eval'), 'every': config.get('eval_every') or 0}
-    if config.get('eval_batch_size'):
-      legacy['batch_size'] = config.eval_batch_size
-    found = {LEGACY_NAME: legacy, **found}
-  return found
+  """`config.evals` as plain dicts, in the order the recipe declared them."""
+  return {name: base.as_dict(entry) for name, entry in (config.get('evals') or {}).items()}
 
 
 def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.Evaluator:
@@ -78,8 +66,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   `'missing'` entry ({evaluator: the error}) instead of stopping the others.
   """
   if not entries(config):
-    raise errors.UserError('--mode=eval needs an evaluator: config.evals or config.eval_data; '
-                           'found none.')
+    raise errors.UserError('--mode=eval needs an evaluator in config.evals; found none.')
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)
   mesh = mesh_lib.make_mesh(tuple(config.mesh))

@@ -1,7 +1,7 @@
 """The input transform a checkpoint was trained with, as one of our eval preprocessing strings.
 
 Every source says it in its own words: a Hugging Face `preprocessor_config.json`, timm's
-`pretrained_cfg` (mean, std, input size, interpolation, crop_pct), a workdir's `pp_eval`, and for
+`pretrained_cfg` (mean, std, input size, interpolation, crop_pct), a workdir's evaluator, and for
 released `.npz` files the official `[-1, 1]` resize. All become one `pp` string of the host ops
 (`resize`, `resize_small`, `central_crop`, `value_range`, `normalize`), which the tf.data
 pipeline and `vit_jax.data.images` (PIL, for `infer` and `viz`) both run; exports write it back.
@@ -44,17 +44,24 @@ def _norm_op(mean: Sequence[float], std: Sequence[float]) -> str:
   return f'normalize({mean}, {std})'
 
 
-def of_run(pp_eval: str, image_size: int) -> str:
-  """A workdir's transform: its pp_eval's image ops when they end at the run's image size, else
-  a square resize to it with pp_eval's value op (recipes may evaluate elsewhere at other sizes)."""
-  pp = image_ops(pp_eval)
+_CLASSIFIERS = ('classification', 'real')  # evaluator kinds whose pp ends at the model input
+
+
+def of_run(config: Mapping[str, Any]) -> str:
+  """A run's transform (its saved config): the first classification evaluator's image ops when
+  they end at the run's image size, else a square resize to it with the value op the run used
+  (its evaluator's, else the training one's of pp_train and pp_device)."""
+  image_size = config['image_size']
+  evals = [entry.get('pp') for entry in (config.get('evals') or {}).values()
+           if entry.get('kind') in _CLASSIFIERS and entry.get('pp')]
+  pp = image_ops(evals[0]) if evals else ''
   sizes = [(args or [kwargs.get('size')])[0] for name, args, kwargs in
            map(pp_spec.parse_op, pp_spec.ops(pp)) if name in ('resize', 'central_crop')]
-  values = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] in ('value_range',
-                                                                         'normalize')]
-  if sizes and _pair(sizes[-1]) == (image_size, image_size) and values:
+  value = value_op(pp)
+  if sizes and _pair(sizes[-1]) == (image_size, image_size) and value:
     return pp
-  return f'resize({image_size})|{values[-1] if values else "value_range(-1, 1)"}'
+  trained = '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p)
+  return f'resize({image_size})|{value or value_op(trained) or "value_range(-1, 1)"}'
 
 
 def image_ops(pp: str) -> str:

@@ -212,7 +212,7 @@ def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Option
   op instead (in place): fine-tuning feeds a checkpoint the statistics it was trained on."""
   if not source_pp:
     return
-  holders = [(config, field, field) for field in ('pp_train', 'pp_device', 'pp_eval')]
+  holders = [(config, field, field) for field in ('pp_train', 'pp_device')]
   holders += [(entry, 'pp', f'evals.{name}.pp')
               for name, entry in (config.get('evals') or {}).items()]
   changed = []
