@@ -5,7 +5,7 @@ Adam (0.9, 0.999), batch 4096, lr 1e-3 with 10k warmup steps and linear decay, w
 layer of the model width, 224px. `--config=configs/pretrain_i21k.py:ViT-L_16` for other sizes.
 
   python -m vit_jax.main --config=configs/pretrain_i21k.py --workdir=runs/i21k_b16 \
-      --config.data.data_dir=/data/tfds --config.mesh='(-1, 8, 1)' --config.layout=fsdp
+      --config.data.data_dir=/data/tfds --config.mesh='(-1, 8, 1)' --config.sharding=fsdp
 """
 
 from vit_jax.configs import common

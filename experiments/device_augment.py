@@ -98,7 +98,7 @@ def main():
   size = args.image_size
   tx, _ = optimizer.build(opt, geometry.abstract_params(model, size), 100)
   state, shardings = state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,
-                                      layout='dp')
+                                      preset='dp')
   sharding = mesh_lib.batch_sharding(mesh)
   rng = np.random.default_rng(0)
   uint8 = jax.device_put(rng.integers(0, 256, (args.batch, size, size, 3), dtype=np.uint8),
@@ -118,19 +118,19 @@ def main():
     programs = {'step': _program(jitted_step(), (state, {'image': floats, 'labels': labels}),
                                  donate_first=True)}
     state, _ = state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,
-                                layout='dp')
+                                preset='dp')
     programs['step + aug'] = _program(
         jitted_step(augment=augment),
         (state, {'image': uint8, 'labels': labels, 'position': positions}), donate_first=True)
     programs['aug'] = _program(augment, (uint8, positions))
     # The augmentation as its own program just before the float step (two dispatches).
     state, _ = state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,
-                                layout='dp')
+                                preset='dp')
     step_cost, _, step_compiled = _program(
         jitted_step(), (state, {'image': floats, 'labels': labels}), donate_first=True)
     aug_compiled = programs['aug'][2]
     holder = [state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,
-                               layout='dp')[0]]
+                               preset='dp')[0]]
 
     def separate():
       images = aug_compiled(uint8, positions)

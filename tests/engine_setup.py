@@ -5,12 +5,14 @@ import jax
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vit_jax import models
+from vit_jax.configs import common
+from vit_jax.parallel import partitioning
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
+from vit_jax.train import options
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
 
@@ -22,12 +24,22 @@ IMAGE_SHAPE = (16, 16, 3)
 NUM_CLASSES = 5
 
 
-def opt_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1, schedule='cosine'),
-      wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0))
+def opt_config(**overrides) -> options.Optimizer:
+  """Adam with warmup, cosine decay, decoupled decay and clipping; `overrides` of config fields."""
+  config = common.get_config()
+  config.update(dict(optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1,
+                                                      schedule='cosine'),
+                     wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0))
   config.update(overrides)
-  return config
+  return options.read_optimizer(config)
+
+
+def under_rules(step, mesh, preset):
+  """`step` called inside the run's context (mesh and axis rules), as the loop calls it."""
+  def call(*args):
+    with partitioning.use(mesh, preset):
+      return step(*args)
+  return call
 
 
 def model(**overrides):
@@ -48,17 +60,17 @@ def abstract_params(vit):
                                          train=False)['params'])
 
 
-def train(mesh_sizes, num_steps=4, layout='fsdp_tp', devices=None, micro_batches=1,
+def train(mesh_sizes, num_steps=4, preset='fsdp_tp', devices=None, micro_batches=1,
           local_batches=None, **model_overrides):
   """Runs `num_steps` GSPMD steps; returns (losses, final params as numpy)."""
   vit = model(**model_overrides)
   mesh = mesh_lib.make_mesh(mesh_sizes, devices)
   tx, schedule = optimizer.build(opt_config(), abstract_params(vit), total_steps=10)
   state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
-                                      layout=layout)
-  step = step_lib.jit_train_step(
-      step_lib.make_train_step(vit, tx, schedule=schedule, micro_batches=micro_batches), mesh,
-      shardings, layout)
+                                      preset=preset)
+  step = under_rules(step_lib.jit_train_step(
+      step_lib.make_train_step(vit, tx, schedule=schedule, micro_batches=micro_batches),
+      shardings, mesh), mesh, preset)
   sharding = mesh_lib.batch_sharding(mesh)
   losses = []
   for i, batch in enumerate(batches(num_steps)):
@@ -91,16 +103,16 @@ def flat_params(params):
   return flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
 
 
-def state_and_step(sizes, layout, **step_kwargs):
+def state_and_step(sizes, preset, **step_kwargs):
   """(model, mesh, tx, state, jitted train step) of the tiny model on a fresh mesh."""
   vit = model()
   mesh = mesh_lib.make_mesh(sizes)
   tx, _ = optimizer.build(opt_config(), abstract_params(vit), total_steps=10)
   state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
-                                      layout=layout, ema='ema_decay' in step_kwargs)
-  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, **step_kwargs), mesh,
-                                 shardings, layout)
-  return vit, mesh, tx, state, step
+                                      preset=preset, ema='ema_decay' in step_kwargs)
+  jitted = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, **step_kwargs), shardings,
+                                   mesh)
+  return vit, mesh, tx, state, jitted
 
 
 def data_parallel_step(train_step_factory, mesh):

@@ -20,8 +20,8 @@ def _state(seed, ema=True):
   tx = optax.adam(1e-3)
   mesh = mesh_lib.make_mesh((-1, 1, 1))
   state, shardings = state_lib.create(model, tx, image_shape=(8, 8, 3), seed=seed, mesh=mesh,
-                                      layout='dp', ema=ema)
-  abstract, _ = state_lib.abstract(model, tx, image_shape=(8, 8, 3), mesh=mesh, layout='dp',
+                                      preset='dp', ema=ema)
+  abstract, _ = state_lib.abstract(model, tx, image_shape=(8, 8, 3), mesh=mesh, preset='dp',
                                    ema=ema)
   return state.replace(step=jnp.asarray(seed, jnp.int32)), abstract
 

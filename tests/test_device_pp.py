@@ -71,12 +71,13 @@ def test_sharded_over_8_devices_equals_one_unsharded_call():
 
 def test_the_train_step_augments_on_device_and_compiles_once():
   config = tiny_recipe.get_config()
-  setup = setup_lib.build_setup(config)
-  step = step_lib.train_step_from_config(config, setup)
-  spec = step_lib.train_batch_spec(config)
+  setup = setup_lib.from_config(config)
+  options = setup.options
+  step = step_lib.for_run(setup)
+  spec = step_lib.train_batch_spec(options.data, options.step)
   assert {k: (v.shape, v.dtype) for k, v in spec.items()} == {
       'image': ((32, 16, 16, 3), jnp.uint8), 'labels': ((32, 10), jnp.float32),
-      'position': ((32,), jnp.uint32)}
+      'position': ((32,), jnp.uint32), 'stop': ((32,), jnp.float32)}
   sharding = mesh_lib.batch_sharding(setup.mesh)
   labels = jax.nn.one_hot(np.arange(32) % 10, 10)
 
@@ -87,8 +88,8 @@ def test_the_train_step_augments_on_device_and_compiles_once():
                                        sharding)}
 
   def fresh_state():
-    state, _ = state_lib.create(setup.model, setup.tx, image_shape=setup.image_shape,
-                                          seed=0, mesh=setup.mesh, layout=config.layout)
+    state, _ = state_lib.create(setup.model, setup.tx, image_shape=options.data.image_shape,
+                                seed=0, mesh=setup.mesh, preset=options.parallel.sharding)
     return state
 
   state = fresh_state()
@@ -96,12 +97,12 @@ def test_the_train_step_augments_on_device_and_compiles_once():
   for index in range(3):
     state, metrics = step(state, batch(index))
     norms.append(float(metrics['grad_norm']))
-  assert step.jitted._cache_size() == 1  # one program for every step  # pylint: disable=protected-access
+  assert step._cache_size() == 1  # one program for every step  # pylint: disable=protected-access
   # The same first step, fed the batch the device preprocessing makes, without it: the same.
-  pp = device_pp.from_config(config)
+  pp = options.step.device_pp
   host_config = tiny_recipe.get_config()
   host_config.pp_device = ''
-  host_step = step_lib.train_step_from_config(host_config, setup)
+  host_step = step_lib.for_run(setup_lib.from_config(host_config))
   first = batch(0)
   augmented = jax.jit(pp)(first['image'], first['position'])
   _, metrics = host_step(fresh_state(), {'image': augmented, 'labels': first['labels']})

@@ -87,7 +87,7 @@ def _model_and_params(classes=10, representation_size=None):
 
 def _evaluators(config, model, params, mesh_shape):
   mesh = mesh_lib.make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
-  shardings = partitioning.param_shardings(params, mesh, config.layout)
+  shardings = partitioning.param_shardings(params, mesh, config.sharding)
   built = evaluators.from_config(config, model, mesh, shardings)
   return built, jax.device_put(params, shardings)
 

@@ -44,7 +44,7 @@ def _finished_config(data_dir):
 
 
 def _restore(workdir, config):
-  setup = setup_lib.build_setup(config)
+  setup = setup_lib.from_config(config)
   return checkpointer.Checkpointer(workdir, async_save=False).restore(setup.abstract_state)
 
 
@@ -111,7 +111,7 @@ def test_restore_onto_another_mesh_and_layout(finished, digits_data_dir):
   workdir, _ = finished
   _, params, _ = _final_params(workdir, digits_data_dir)
   config = tiny_recipe.get_config(digits_data_dir)
-  config.mesh, config.layout = (1, 8, 1), 'fsdp'
+  config.mesh, config.sharding = (1, 8, 1), 'fsdp'
   step, state, _, _ = _restore(workdir, config)
   assert step == 12
   kernel = state.params['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel']
@@ -159,8 +159,8 @@ def test_non_finite_loss_stops_with_the_step(digits_data_dir, tmp_path):
 
 @pytest.mark.parametrize('field,value,message', [
     ('model_name', 'ViT-Q_16', "Unknown model name 'ViT-Q_16'"),
-    ('optim.name', 'lamb', "Unknown optim.name 'lamb'"),
-    ('layout', 'zero', "Unknown sharding layout 'zero'"),
+    ('optim.name', 'lamb', "config.optim.name='lamb'; expected one of adam"),
+    ('sharding', 'zero', "config.sharding='zero'; expected one of dp"),
     ('batch_size', 12, 'batch_size=12 must be a positive multiple of the device count'),
     ('image_size', 18, 'image_size=18 is not a positive multiple'),
     ('total_steps', -3, 'config.total_steps must be positive, found -3'),
@@ -173,7 +173,7 @@ def test_bad_configs_fail_at_startup(digits_data_dir, tmp_path, field, value, me
     node = node[parent]
   node[leaf] = value
   with pytest.raises(ValueError, match=message):
-    setup_lib.build_setup(config)
+    setup_lib.from_config(config)
 
 
 def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
@@ -184,7 +184,7 @@ def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
   config = tiny_recipe.get_config(digits_data_dir)
   config.model.posembed = 'sincos2d'
   with pytest.raises(ValueError, match='Unknown field model.posembed; did you mean posemb'):
-    setup_lib.build_setup(config)
+    setup_lib.from_config(config)
   config = tiny_recipe.get_config(digits_data_dir)
   config.label_smoothing = 0.1
   config.pp_train = 'decode|resize(16)|value_range(-1, 1)|onehot(smoothing=0.1)'
@@ -198,9 +198,9 @@ def test_epochs_need_only_the_split_size(digits_data_dir):
   config = tiny_recipe.get_config(digits_data_dir)
   config.total_steps, config.total_epochs = None, 2.5
   assert setup_lib.num_steps(config, 256) == 20  # ceil(2.5 * 256 / 32)
-  assert setup_lib.build_setup(config, num_train_examples=256).total_steps == 20
+  assert setup_lib.from_config(config, num_train_examples=256).total_steps == 20
   with pytest.raises(ValueError, match='total_epochs needs the training split'):
-    setup_lib.build_setup(config)
+    setup_lib.from_config(config)
 
 
 RESUME_STEPS = 24  # long enough for an async checkpoint to be finalized mid-run

@@ -53,7 +53,7 @@ class Job:
             f'--workdir={workdir}', f'--config.total_steps={STEPS}', '--config.checkpoint_every=8',
             '--config.evals.eval.every=0',  # evaluated at the end only
             '--config.distributed.heartbeat_timeout_s=20',
-            '--config.mesh=(1, 2, 2)', '--config.layout=fsdp_tp', *extra]
+            '--config.mesh=(1, 2, 2)', '--config.sharding=fsdp_tp', *extra]
     if processes > 1:
       args += [f'--coordinator_address=localhost:{port}', f'--num_processes={processes}']
     self.procs = []
@@ -91,9 +91,9 @@ class Job:
 
 def _params_and_rows(workdir, data_dir):
   config = tiny_recipe.get_config(data_dir)
-  config.total_steps, config.mesh, config.layout = STEPS, (-1, 2, 2), 'fsdp_tp'
+  config.total_steps, config.mesh, config.sharding = STEPS, (-1, 2, 2), 'fsdp_tp'
   restored = checkpointer.Checkpointer(workdir, async_save=False).restore(
-      setup_lib.build_setup(config).abstract_state)
+      setup_lib.from_config(config).abstract_state)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   return restored.step, jax.tree.map(np.asarray, jax.device_get(restored.state.params)), rows
@@ -200,7 +200,7 @@ def test_evaluators_on_two_processes_give_the_one_process_numbers(reference, dig
                 f'--config.evals.fewshot.datasets.digits.data_dir={digits_data_dir}']
   job = Job(workdir, digits_data_dir, 2, str(tmp_path), args=[
       sys.executable, '-m', 'vit_jax.main', '--mode=eval', f'--config={ROOT}/configs/digits.py',
-      f'--checkpoint={workdir}', '--config.mesh=(1, 2, 2)', '--config.layout=fsdp_tp',
+      f'--checkpoint={workdir}', '--config.mesh=(1, 2, 2)', '--config.sharding=fsdp_tp',
       *data_flags])
   assert job.wait() == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
   printed = {}
@@ -215,7 +215,7 @@ def test_evaluators_on_two_processes_give_the_one_process_numbers(reference, dig
   config = recipe.get_config()
   config.evals.eval.data.data_dir = digits_data_dir
   config.evals.fewshot.datasets.digits.data_dir = digits_data_dir
-  config.mesh, config.layout = (-1, 2, 2), 'fsdp_tp'
+  config.mesh, config.sharding = (-1, 2, 2), 'fsdp_tp'
   here = evaluators.evaluate_checkpoint(config, workdir)
   assert sorted(printed) == sorted(here) and 'fewshot/digits_10shot' in printed
   for key, value in here.items():
@@ -268,7 +268,7 @@ def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_pa
       ['bash', os.path.join(ROOT, 'experiments', 'launch', 'slurm.sbatch'),
        f'--config.total_steps={STEPS}', '--config.checkpoint_every=8', '--config.evals.eval.every=0',
        '--config.distributed.heartbeat_timeout_s=20', '--config.mesh=(1, 2, 2)',
-       '--config.layout=fsdp_tp'], env=env, capture_output=True, text=True, timeout=300)
+       '--config.sharding=fsdp_tp'], env=env, capture_output=True, text=True, timeout=300)
   logs = ''.join((tmp_path / f'task_{i}.log').read_text()[-2000:] for i in range(2))
   assert result.returncode == 0, result.stderr[-2000:] + logs
   _assert_same_run(_params_and_rows(workdir, digits_data_dir), reference, exact=True)

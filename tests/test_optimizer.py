@@ -2,20 +2,23 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from vit_jax import models
+from vit_jax.configs import common
 from vit_jax.train import optimizer
+from vit_jax.train import options
 
 
-def _config(**overrides):
-  config = ml_collections.ConfigDict(dict(optim=dict(name='sgd', momentum=0.0),
-                                          lr=dict(base=0.1, warmup_steps=0, schedule='constant')))
+def _config(**overrides) -> options.Optimizer:
+  """Plain SGD at a constant 0.1, no decay or clipping; `overrides` of config fields."""
+  config = common.get_config()
+  config.update(dict(optim=dict(name='sgd', momentum=0.0), grad_clip_norm=0.0,
+                     lr=dict(base=0.1, warmup_steps=0, schedule='constant')))
   config.update(overrides)
-  return config
+  return options.read_optimizer(config)
 
 
 def _params(layers=3, scan=False):
@@ -40,19 +43,19 @@ def _update(config, params, grads=None):
     ('constant', {10: 1.0, 99: 1.0}),
 ])
 def test_schedules(kind, checks):
-  schedule = optimizer.make_schedule(
-      {'lr': {'base': 1.0, 'warmup_steps': 10, 'schedule': kind, 'timescale': 10}}, 100)
+  schedule = optimizer.make_schedule(options.Schedule(
+      base=1.0, kind=kind, warmup_steps=10, end=0.0, timescale=10.0), 100)
   for step, value in checks.items():
     np.testing.assert_allclose(float(schedule(step)), value, atol=1e-6, err_msg=f'step {step}')
 
 
 def test_bad_schedule_fields():
-  with pytest.raises(ValueError, match="Unknown lr.schedule 'step'"):
-    optimizer.make_schedule({'lr': {'base': 1.0, 'schedule': 'step'}}, 10)
+  with pytest.raises(ValueError, match="config.lr.schedule='step'; expected one of cosine"):
+    _config(lr={'schedule': 'step'})
   with pytest.raises(ValueError, match='warmup_steps=20 exceeds the 10'):
-    optimizer.make_schedule({'lr': {'base': 1.0, 'warmup_steps': 20}}, 10)
-  with pytest.raises(ValueError, match="Unknown optim.name 'lamb'"):
-    optimizer.build(_config(optim={'name': 'lamb'}), _params(), 10)
+    optimizer.build(_config(lr={'warmup_steps': 20}), _params(), 10)
+  with pytest.raises(ValueError, match="config.optim.name='lamb'; expected one of adam"):
+    _config(optim={'name': 'lamb'})
 
 
 def test_weight_decay_hits_kernels_only_and_both_conventions():

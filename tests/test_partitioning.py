@@ -59,5 +59,5 @@ def test_scanned_layers_get_a_leading_unsharded_axis():
 
 
 def test_unknown_layout():
-  with pytest.raises(ValueError, match="Unknown sharding layout 'zero'"):
+  with pytest.raises(ValueError, match="config.sharding='zero' is not a preset"):
     partitioning.get_rules('zero')

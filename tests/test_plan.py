@@ -1,12 +1,16 @@
-"""The memory planner: budgets on CPU pick the expected micro-batches and remat policy, and
-the numbers are the compiled step's own memory analysis."""
+"""The memory planner: budgets on CPU pick the expected micro-batches and remat policy, the
+numbers are the compiled step's own memory analysis, and a run compiles its step once."""
 
 import dataclasses
+import logging
+
+import jax
 
 import pytest
 
 import tiny_recipe
-from vit_jax.train import plan
+from vit_jax.train import memory as plan
+from vit_jax.train import setup as setup_lib
 
 MICRO = (1, 2)
 
@@ -23,22 +27,31 @@ def _config(**fields):
 def _auto(budget_bytes):
   config = _config(micro_batches='auto', device_memory_gb=budget_bytes / plan.GIB)
   config.model.remat = 'auto'
-  return plan.resolve(config)
+  return _resolve(config)
+
+
+def _resolve(config):
+  return plan.resolve(setup_lib.from_config(config))
+
+
+def _choice(setup):
+  return setup.options.step.micro_batches, setup.options.remat
 
 
 @pytest.fixture(scope='module')
 def measured():
   """Every (micro_batches, remat) the budgets below choose among, compiled and measured once."""
-  config = _config()
-  return {(m, r): plan.measure(config, m, r) for m in MICRO for r in plan.REMAT_ORDER}
+  setup = setup_lib.from_config(_config())
+  return {(m, r): plan.measure(plan.with_choice(setup, m, r))
+          for m in MICRO for r in plan.REMAT_ORDER}
 
 
 @pytest.fixture
 def compiled_once(measured, monkeypatch):
   """`resolve` reads the fixture's measurements instead of compiling each choice again."""
-  monkeypatch.setattr(plan, 'measure', lambda config, m, r, budget=None: dataclasses.replace(
-      measured[(m, r)], budget=budget))
-  monkeypatch.setattr(plan, '_micro_batch_counts', lambda config: list(MICRO))
+  monkeypatch.setattr(plan, 'measure', lambda setup, budget=None: dataclasses.replace(
+      measured[_choice(setup)], budget=budget))
+  monkeypatch.setattr(plan, '_micro_batch_counts', lambda batch_size: list(MICRO))
 
 
 def test_micro_batches_and_remat_trade_memory(measured):
@@ -49,7 +62,7 @@ def test_micro_batches_and_remat_trade_memory(measured):
   assert len({(p.parameters, p.optimizer_state) for p in measured.values()}) == 1
   one = measured[(1, 'none')]
   assert 2 * one.parameters <= one.optimizer_state <= 2 * one.parameters + 64
-  assert one.batch == 64 // 8 * (32 * 32 * 3 + 10) * 4  # this device's slice, float32
+  assert one.batch == 64 // 8 * (32 * 32 * 3 + 10 + 1) * 4  # this slice: images, labels, stop
 
 
 def test_auto_takes_the_first_plan_that_fits(measured, compiled_once):
@@ -58,13 +71,13 @@ def test_auto_takes_the_first_plan_that_fits(measured, compiled_once):
   for budget in sorted({p.total for p in measured.values()}):
     expected = next(choice for choice in order if measured[choice].total <= budget)
     chosen, chosen_plan = _auto(budget)
-    assert (chosen.micro_batches, chosen.model.remat) == expected, budget
+    assert _choice(chosen) == expected and chosen.model.remat == expected[1], budget
     assert chosen_plan.total == measured[expected].total  # the compiled step's own analysis
   # Just below the lightest plan at one micro-batch, but above a heavier remat there: that one.
   first_remat = next(r for r in plan.REMAT_ORDER[1:]
                      if measured[(1, r)].total < measured[(1, 'none')].total)
   chosen, _ = _auto(measured[(1, 'none')].total - 1)
-  assert chosen.micro_batches == 1 and chosen.model.remat == first_remat
+  assert _choice(chosen) == (1, first_remat)
   assert "micro_batches=1, remat='none'" in measured[(1, 'none')].table()
 
 
@@ -74,9 +87,9 @@ def test_a_budget_nothing_fits_is_refused_with_the_numbers(compiled_once):
   with pytest.raises(ValueError, match=r'No plan fits in 0.00 MiB per device: the smallest tried '
                      r'\(micro_batches=1, remat=.full.\) needs [\d.]+ MiB \([\d.]+ MiB over: '
                      r'parameters [\d.]+ MiB, optimizer state'):
-    plan.resolve(config)
+    _resolve(config)
   with pytest.raises(ValueError, match='device_memory_gb must be positive'):
-    plan.resolve(_config(device_memory_gb=-1.0))
+    _resolve(_config(device_memory_gb=-1.0))
 
 
 def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
@@ -85,16 +98,16 @@ def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
   compiles = []
   real_measure = plan.measure
 
-  def counting(config, micro_batches, remat, budget=None):
-    compiles.append((micro_batches, remat))
-    return real_measure(config, micro_batches, remat, budget)
+  def counting(setup, budget=None):
+    compiles.append(_choice(setup))
+    return real_measure(setup, budget)
   monkeypatch.setattr(plan, 'measure', counting)
-  _, chosen = plan.resolve(_config(micro_batches=1, device_memory_gb=80.0))
+  _, chosen = _resolve(_config(micro_batches=1, device_memory_gb=80.0))
   assert chosen is None and not compiles
-  _, chosen = plan.resolve(_config(micro_batches=1, device_memory_gb=80.0, check_memory=True))
+  _, chosen = _resolve(_config(micro_batches=1, device_memory_gb=80.0, check_memory=True))
   assert chosen is not None and chosen.fits and compiles == [(1, 'none')]
   with pytest.raises(ValueError, match='No plan fits'):
-    plan.resolve(_config(micro_batches=1, device_memory_gb=1000 / plan.GIB, check_memory=True))
+    _resolve(_config(micro_batches=1, device_memory_gb=1000 / plan.GIB, check_memory=True))
 
 
 def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digits_data_dir,
@@ -106,3 +119,30 @@ def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digi
   config.pp_train = 'decode|inception_crop(16)|flip_lr|onehott|keep("image", "labels")'
   with pytest.raises(ValueError, match="Unknown preprocessing op 'onehott'"):
     loop.train_and_evaluate(config, str(tmp_path / 'w'))
+
+
+@pytest.mark.parametrize('auto', [False, True])
+def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path):
+  """With 'auto' fields the planner's executable is the step; without, the step's jit compiles
+  at the first step. Either way the train step is compiled once in the whole run."""
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  compiled = []
+
+  class Compiles(logging.Handler):
+    def emit(self, record):
+      if record.getMessage().startswith('Finished XLA compilation of jit(train_step)'):
+        compiled.append(record)
+  handler = Compiles()
+  logging.getLogger('jax').addHandler(handler)
+  config = tiny_recipe.get_config(digits_data_dir)
+  del config.evals['eval']
+  config.total_steps, config.checkpoint_every = 3, 3
+  if auto:
+    config.micro_batches, config.device_memory_gb = 'auto', 80.0
+    config.model.remat = 'auto'
+  try:
+    with jax.log_compiles(True):
+      result = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  finally:
+    logging.getLogger('jax').removeHandler(handler)
+  assert result['step'] == 3 and len(compiled) == 1, len(compiled)

@@ -3,18 +3,15 @@
 import importlib.util
 import os
 
-import jax
-import jax.numpy as jnp
 import pytest
 import tensorflow as tf
 
 from vit_jax import evaluators
-from vit_jax import models
-from vit_jax.data import device_pp
 from vit_jax.data import preprocess
 from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.train import optimizer
+from vit_jax.train import options
 from vit_jax.train import run
 from vit_jax.train import setup
 
@@ -34,22 +31,19 @@ def _recipe(name, *args):
                                        ('i1k_s16', ())])
 def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   config = _recipe(name, *args)
-  model_config = build.model_config_from(config)
-  geometry.check_image_size(config.image_size, model_config)
+  read = options.read(config)  # every field read and checked once
+  geometry.check_image_size(config.image_size, read.model_config)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
   # What the host hands on suits the device preprocessing (uint8) or the model (float).
   jpeg = tf.io.encode_jpeg(tf.zeros([300, 400, 3], tf.uint8))
   example = train_pp({'image': jpeg, 'label': tf.constant(0, tf.int64)},
                      tf.constant([0, 0], tf.int64))
-  run._check_host_output(example, device_pp.from_config(config))  # pylint: disable=protected-access
+  run._check_host_output(example, read.step.device_pp)  # pylint: disable=protected-access
   for entry in evaluators.entries(config).values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
-  model = models.VisionTransformer(num_classes=config.num_classes, **model_config)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size, 3)),
-      train=False))['params']
+  shapes = geometry.abstract_params(read.model, config.image_size)
   steps = setup.num_steps(config, 1_281_167)
-  tx, schedule = optimizer.build(config, shapes, steps)
+  tx, schedule = optimizer.build(read.optimizer, shapes, steps)
   assert tx is not None and float(schedule(steps)) <= float(config.lr.base)
 
 

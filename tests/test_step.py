@@ -1,4 +1,4 @@
-"""Train/eval steps: the same numbers under every mesh layout and the explicit DP variant."""
+"""Train/eval steps: the same numbers under every sharding preset and the explicit DP variant."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import engine_setup
-from vit_jax.evaluators import step as eval_step_lib
+from vit_jax.evaluators import eval_step as eval_step_lib
 from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
 from vit_jax.train import optimizer
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -32,7 +33,7 @@ def test_explicit_data_parallel_step_agrees(reference):
   mesh = mesh_lib.make_mesh((8, 1, 1))
   tx, schedule = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
   state, _ = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0, mesh=mesh,
-                              layout='dp')
+                              preset='dp')
   factory = lambda **kw: step_lib.make_train_step(vit, tx, schedule=schedule, **kw)  # pylint: disable=unnecessary-lambda-assignment
   step = engine_setup.data_parallel_step(factory, mesh)
   losses = []
@@ -56,7 +57,7 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
   per_device = {}
   for layout, sizes in (('dp', (8, 1, 1)), ('fsdp', (1, 8, 1))):
     state, _ = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
-                                mesh=mesh_lib.make_mesh(sizes), layout=layout)
+                                mesh=mesh_lib.make_mesh(sizes), preset=layout)
     leaves = jax.tree.leaves((state.params, state.opt_state))
     per_device[layout] = sum(x.addressable_shards[0].data.nbytes for x in leaves)
   ratio = per_device['fsdp'] / per_device['dp']
@@ -71,7 +72,6 @@ def test_giant_model_initialises_directly_into_shards():
   image = jnp.zeros((1, 224, 224, 3))
   init = lambda rng: vit.init(rng, image, train=False)['params']  # pylint: disable=unnecessary-lambda-assignment
   abstract = jax.eval_shape(init, jax.random.key(0))
-  from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top
   shardings = partitioning.param_shardings(abstract, mesh, 'fsdp')
   total = sum(x.size * 4 for x in jax.tree.leaves(abstract))
   per_device = sum(s.shard_shape(x.shape)[0] * np.prod(s.shard_shape(x.shape)[1:]) * 4
@@ -83,6 +83,7 @@ def test_giant_model_initialises_directly_into_shards():
 
 def test_non_finite_step_leaves_the_state_unchanged():
   _, mesh, _, state, step = engine_setup.state_and_step((8, 1, 1), 'dp')
+  step = engine_setup.under_rules(step, mesh, 'dp')
   before = jax.tree.map(np.asarray, state.params)
   batch = engine_setup.batches(1)[0]
   batch['image'][0, 0, 0, 0] = np.nan
@@ -94,8 +95,8 @@ def test_non_finite_step_leaves_the_state_unchanged():
 def test_activation_constraints_reach_the_compiled_step():
   _, mesh, _, state, step = engine_setup.state_and_step((2, 2, 2), 'fsdp_tp')
   batch = jax.device_put(engine_setup.batches(1)[0], mesh_lib.batch_sharding(mesh))
-  with jax.set_mesh(mesh):
-    text = step.jitted.lower(state, batch).as_text()
+  with partitioning.use(mesh, 'fsdp_tp'):
+    text = step.lower(state, batch).as_text()
   assert '{"data", "fsdp"}, {}, {"tensor"}' in text  # the MLP hidden units over 'tensor'
 
 
@@ -107,8 +108,9 @@ def test_eval_step_masked_sums_are_exact():
   params = jax.tree.map(lambda x: x + 0.1, params)
   batch = engine_setup.batches(1)[0]
   batch['mask'] = np.array([1.0] * 11 + [0.0] * 5, np.float32)
-  eval_step = eval_step_lib.jit_eval_step(eval_step_lib.make_eval_step(vit, mesh), mesh,
-                                     jax.tree.map(lambda _: mesh_lib.replicated(mesh), params), 'dp')
+  eval_step = eval_step_lib.jit_eval_step(
+      eval_step_lib.make_eval_step(vit, mesh), mesh,
+      jax.tree.map(lambda _: mesh_lib.replicated(mesh), params))
   sums = eval_step(params, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))
   logits = np.asarray(vit.apply({'params': params}, batch['image'], train=False))
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -121,6 +123,7 @@ def test_eval_step_masked_sums_are_exact():
 
 def test_ema_tracks_the_parameters():
   _, mesh, _, state, step = engine_setup.state_and_step((8, 1, 1), 'dp', ema_decay=0.9)
+  step = engine_setup.under_rules(step, mesh, 'dp')
   start = jax.tree.map(np.asarray, state.params)
   for batch in engine_setup.batches(2):
     state, _ = step(state, jax.device_put(batch, mesh_lib.batch_sharding(mesh)))

@@ -26,7 +26,7 @@ def run(digits_data_dir, tmp_path_factory):
   config.total_steps, config.checkpoint_every, config.ema_decay = 4, 2, 0.5
   loop.train_and_evaluate(config, workdir)
   restored = checkpointer.Checkpointer(workdir).restore(
-      setup_lib.build_setup(config).abstract_state)
+      setup_lib.from_config(config).abstract_state)
   state = jax.tree.map(np.asarray, jax.device_get(restored.state))
   return workdir, config, state
 

@@ -24,16 +24,19 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   # After the flags: a bad flag is reported before JAX and TensorFlow load.
-  from vit_jax.train import plan  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import memory  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import setup  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  if config.get('num_classes') is None:
+  if config.num_classes is None:
     raise errors.UserError(
         'config.num_classes is unset (a folder recipe takes it from the folder); '
         'set --config.num_classes to plan without reading the data.')
-  config, chosen = plan.resolve(config)
-  if chosen is None:  # no 'auto' field and no known budget: the configured choice, measured
-    chosen = plan.measure(config, int(config.micro_batches or 1),
-                          config.model.get('remat') or 'none')
+  read = options.read(config)
+  # Memory does not depend on the step count: a schedule as long as the warmup will do.
+  planned, chosen = memory.resolve(setup.build_setup(read, read.optimizer.schedule.warmup_steps + 1))
+  if chosen is None:  # no 'auto' field and no check asked: the configured choice, measured
+    chosen = memory.measure(planned, memory.device_budget(read.memory))
   print(chosen.table())
 
 

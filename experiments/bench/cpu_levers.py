@@ -121,7 +121,7 @@ def _build_step(variant: str, change, batch: int):
   attention.MultiHeadAttention = _attention_class(change)
   try:  # the model is traced (and the class looked up) at the first call
     _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
-                                      layout='dp')
+                                      preset='dp')
     holder = [state_lib.with_params(params, tx, shardings, seed=0)]
     run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, 'dp')
 

@@ -150,7 +150,7 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
         tx, _ = optimizer.build(opt_config, params, 100)
         mesh = mesh_lib.make_mesh((1, 1, 1), jax.devices()[:1])
         _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
-                                          layout='dp')
+                                          preset='dp')
         train_state = state_lib.with_params(params, tx, shardings, seed=0)
         run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, 'dp')
         data = {'image': jax.device_put(images), 'labels': jax.device_put(labels)}

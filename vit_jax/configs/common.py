@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Parallelism.
   config.mesh = (-1, 1, 1)  # (data, fsdp, tensor)
-  config.layout = 'dp'  # dp | fsdp | fsdp_tp
+  config.sharding = 'dp'  # dp | fsdp | fsdp_tp
   # Gradient accumulation: an int, or 'auto' for the fewest that fit (with model.remat='auto',
   # the lightest rematerialisation too); device_memory_gb is the per-device budget (read from
   # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/plan.py.

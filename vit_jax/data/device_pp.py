@@ -120,9 +120,3 @@ def per_shard(pp: DevicePreprocess, mesh: jax.sharding.Mesh,
   mapped = jax.shard_map(lambda images: pp(images, None), mesh=mesh, in_specs=spec,
                          out_specs=spec, check_vma=False)
   return lambda images, positions: mapped(images)
-
-
-def from_config(config) -> Optional[DevicePreprocess]:
-  """The run's device preprocessing, or None when `config.pp_device` is empty."""
-  pp = DevicePreprocess(config.get('pp_device') or '', seed=int(config.get('seed') or 0))
-  return pp if pp else None

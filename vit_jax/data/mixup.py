@@ -56,16 +56,8 @@ def per_shard(mixer: Mixer, mesh: jax.sharding.Mesh, batch_axes: Sequence[str]) 
 KINDS = {'mixup': mixup, 'cutmix': cutmix}
 
 
-def from_config(mix: dict, mesh: jax.sharding.Mesh,
-                batch_axes: Sequence[str]) -> Mixer | None:
-  """The per-shard mixer of `config.mixup` ({'kind': 'mixup' | 'cutmix' | None, 'alpha'})."""
-  kind = (mix or {}).get('kind')
-  if not kind:
-    return None
-  if kind not in KINDS:
-    raise errors.UserError(f'config.mixup.kind={kind!r}; expected one of {sorted(KINDS)} or None.')
-  alpha = float(mix.get('alpha', 0.2))
-  if alpha <= 0:
-    raise errors.UserError(f'config.mixup.alpha must be positive, found {alpha}.')
+def per_shard_mixer(kind: str, alpha: float, mesh: jax.sharding.Mesh,
+                    batch_axes: Sequence[str]) -> Mixer:
+  """The per-shard mixer of `config.mixup` (kind 'mixup' | 'cutmix'; options.read checks both)."""
   base = KINDS[kind]
   return per_shard(lambda rng, x, y: base(rng, x, y, alpha), mesh, batch_axes)

@@ -50,7 +50,7 @@ def from_config(config: ml_collections.ConfigDict, model, mesh,
 
 def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings) -> base.Context:
   return base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
-                      layout=config.layout, num_classes=config.num_classes,
+                      num_classes=config.num_classes,
                       batch_size=config.get('eval_batch_size') or config.batch_size)
 
 
@@ -70,7 +70,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)
   mesh = mesh_lib.make_mesh(tuple(config.mesh))
-  shardings = partitioning.param_shardings(loaded.params, mesh, config.layout)
+  shardings = partitioning.param_shardings(loaded.params, mesh, config.sharding)
   context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}
   for name, entry in entries(config).items():
@@ -87,8 +87,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
       missing[name] = str(e)
   params = jax.device_put(loaded.params, shardings)
   result: dict[str, Any] = {}
-  for evaluator in built:
-    result.update(evaluator.run(params, step=0))
+  with partitioning.use(mesh, config.sharding):
+    for evaluator in built:
+      result.update(evaluator.run(params, step=0))
   if skip_missing:
     result['missing'] = missing
   return result

@@ -23,12 +23,12 @@ COMMON_FIELDS = ('kind', 'every', 'batch_size')
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """What evaluators run on: the model, its mesh and parameter layout, the run's class count."""
+  """What evaluators run on: the model, its mesh and parameter shardings, the run's class count.
+  Their steps trace under the run's `partitioning.use(mesh, config.sharding)`."""
 
   model: Any
   mesh: jax.sharding.Mesh
   param_shardings: Any
-  layout: str
   num_classes: int
   batch_size: int  # the default global eval batch
 

@@ -11,7 +11,7 @@ import jax
 from vit_jax import errors
 from vit_jax.data import preprocess
 from vit_jax.evaluators import base
-from vit_jax.evaluators import step as step_lib
+from vit_jax.evaluators import eval_step as step_lib
 
 
 class Classification(base.Evaluator):
@@ -40,8 +40,7 @@ class Classification(base.Evaluator):
     eval_step = step_lib.make_eval_step(context.model, context.mesh,
                                         loss=entry.get('loss') or run_loss,
                                         multi_label=self.MULTI_LABEL)
-    self._step = step_lib.jit_eval_step(eval_step, context.mesh, context.param_shardings,
-                                        context.layout)
+    self._step = step_lib.jit_eval_step(eval_step, context.mesh, context.param_shardings)
 
   def run(self, params: Any, step: int) -> dict[str, float]:
     del step

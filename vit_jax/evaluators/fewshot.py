@@ -34,7 +34,7 @@ from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.evaluators import base
-from vit_jax.evaluators import step as step_lib
+from vit_jax.evaluators import eval_step as step_lib
 from vit_jax.models import vit
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
@@ -177,7 +177,7 @@ class FewShot(base.Evaluator):
     for short, data in datasets.items():
       self._tasks[short] = self._task(short, base.as_dict(data), seed)
     self._step = step_lib.jit_eval_step(self._features_step(), context.mesh,
-                                        context.param_shardings, context.layout)
+                                        context.param_shardings)
     self._check_representation()
 
   def _task(self, short: str, data: dict, seed: int) -> dict:

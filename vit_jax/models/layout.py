@@ -18,6 +18,11 @@ def _is_stacked(encoder: Mapping[str, Any]) -> bool:
   return 'encoderblock' in encoder
 
 
+def block_index(name: str) -> int:
+  """The layer of a per-layer block parameter ('Transformer/encoderblock_3/...' -> 3)."""
+  return int(name.split('/')[1].rsplit('_', 1)[1])
+
+
 def num_encoder_layers(params: Mapping[str, Any]) -> int:
   """Depth of the encoder in either layout."""
   encoder = params['Transformer']

@@ -1,9 +1,9 @@
-"""Logical axes -> mesh axes: one table per parallel layout.
+"""Logical axes -> mesh axes: one table per sharding preset (`config.sharding`).
 
 Parameters get logical axis names from their name (`PARAM_AXES`: full match, first row wins), so the
 model's parameter tree stays the plain, released one; activations get logical names through
-`nn.with_logical_constraint` inside the model. A layout preset (`RULES`) maps logical names to
-mesh axes; changing the parallel layout is choosing (or editing) a table, not the model.
+`nn.with_logical_constraint` inside the model. A preset (`RULES`) maps logical names to mesh
+axes; changing how the model is split is choosing (or editing) a table, not the model.
 
 - `dp`: parameters replicated, batch split over ('data', 'fsdp').
 - `fsdp`: parameters and optimizer state split along their width ('embed') over 'fsdp'
@@ -13,8 +13,11 @@ mesh axes; changing the parallel layout is choosing (or editing) a table, not th
 A dimension that does not divide by its mesh axis size stays whole (replicated).
 """
 
-from typing import Any, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, Optional, Sequence
 
+import flax.linen as nn
+import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import optax
 
@@ -48,10 +51,19 @@ RULES: dict[str, tuple[tuple[str, Any], ...]] = {
 }
 
 
-def get_rules(layout: str) -> tuple[tuple[str, Any], ...]:
-  if layout not in RULES:
-    raise errors.UserError(f'Unknown sharding layout {layout!r}; expected one of {sorted(RULES)}.')
-  return RULES[layout]
+def get_rules(preset: str) -> tuple[tuple[str, Any], ...]:
+  if preset not in RULES:
+    raise errors.UserError(
+        f'config.sharding={preset!r} is not a preset; expected one of {sorted(RULES)}.')
+  return RULES[preset]
+
+
+@contextlib.contextmanager
+def use(mesh: Mesh, preset: str) -> Iterator[None]:
+  """The mesh and the preset's logical axis rules, in force for what is traced inside: entered
+  once around a run (training, `--mode=eval`), never per step."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(get_rules(preset)):
+    yield
 
 
 def logical_axes(path: str, ndim: int) -> tuple[Optional[str], ...]:
@@ -86,9 +98,9 @@ def _mesh_spec(axes: Sequence[Optional[str]], shape: Sequence[int], rules, mesh:
   return P(*spec)
 
 
-def param_shardings(params: Any, mesh: Mesh, layout: str) -> Any:
-  """A NamedSharding per parameter (arrays or ShapeDtypeStructs) for `layout` on `mesh`."""
-  rules = get_rules(layout)
+def param_shardings(params: Any, mesh: Mesh, preset: str) -> Any:
+  """A NamedSharding per parameter (arrays or ShapeDtypeStructs) for `preset` on `mesh`."""
+  rules = get_rules(preset)
   return param_names.map_names(params, lambda path, leaf: NamedSharding(
       mesh, _mesh_spec(logical_axes(path, len(leaf.shape)), leaf.shape, rules, mesh)))
 

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from vit_jax import errors
+from vit_jax.parallel import partitioning
 from vit_jax.train import preemption
 from vit_jax.train import run as run_lib
 
@@ -46,35 +47,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpoint, so a resumed run evaluates at the same steps as an uninterrupted one.
   """
   run = run_lib.prepare(config, workdir, overwrite=overwrite)
-  state, step, total = run.state, run.start_step, run.setup.total_steps
-  pending, previous, outcome, final = [], None, 'completed', {}
   try:
-    while step < total:
-      batch = run.next_batch(step)
-      state, metrics = run.train_step(state, batch)
-      step += 1
-      pending.append((step, metrics))
-      # Step s-1's stop flag, reduced over every process, read after step s is queued: all
-      # processes read the same value here, so all of them stop after the same step.
-      stop = previous is not None and preemption.agreed(previous)
-      previous = metrics
-      if step % config.log_every == 0 or stop:
-        _flush(run, pending)
-      if stop:  # saved first: an evaluation due now comes after, as in an uninterrupted run
-        run.save(step, state, wait=True)
-        outcome = f'preempted at step {step} ({run.stops.reason or "another process"})'
-      elif step % config.checkpoint_every == 0 and step < total:
-        _flush(run, pending)
-        run.save(step, state)
-      due = [e for e in run.evaluators if e.due(step, total)]
-      if due and step < total:
-        final = run.evaluate(step, state, due)
-      if stop:
-        break
-    _flush(run, pending)
-    run.save(step, state, wait=True)
-    if outcome == 'completed' and run.evaluators:  # every evaluator runs at the final step
-      final = run.evaluate(step, state, run.evaluators)
+    with partitioning.use(run.setup.mesh, run.options.parallel.sharding):
+      result = _train(run)
   finally:
     plot = run.close()
-  return {'outcome': outcome, 'step': step, 'plot': plot, **final}
+  return {**result, 'plot': plot}
+
+
+def _train(run: run_lib.Run) -> dict[str, Any]:
+  state, step, total = run.state, run.start_step, run.setup.total_steps
+  book = run.options.bookkeeping
+  pending, previous, outcome, final = [], None, 'completed', {}
+  while step < total:
+    batch = run.next_batch(step)
+    state, metrics = run.train_step(state, batch)
+    step += 1
+    pending.append((step, metrics))
+    # Step s-1's stop flag, reduced over every process, read after step s is queued: all
+    # processes read the same value here, so all of them stop after the same step.
+    stop = previous is not None and preemption.agreed(previous)
+    previous = metrics
+    if step % book.log_every == 0 or stop:
+      _flush(run, pending)
+    if stop:  # saved first: an evaluation due now comes after, as in an uninterrupted run
+      run.save(step, state, wait=True)
+      outcome = f'preempted at step {step} ({run.stops.reason or "another process"})'
+    elif step % book.checkpoint_every == 0 and step < total:
+      _flush(run, pending)
+      run.save(step, state)
+    due = [e for e in run.evaluators if e.due(step, total)]
+    if due and step < total:
+      final = run.evaluate(step, state, due)
+    if stop:
+      break
+  _flush(run, pending)
+  run.save(step, state, wait=True)
+  if outcome == 'completed' and run.evaluators:  # every evaluator runs at the final step
+    final = run.evaluate(step, state, run.evaluators)
+  return {'outcome': outcome, 'step': step, **final}

@@ -1,11 +1,16 @@
-"""One run's parts, wired from its config: the workdir claimed, the state restored or initialised,
-the input continuing at the saved position, the jitted step, the evaluators, the writers and the
-stop request. `loop.py` drives them; nothing here loops.
+"""One run's parts, wired from its config: the config read once (`options`), the workdir claimed,
+the state restored or initialised, the input continuing at the saved position, the step, the
+evaluators, the writers and the stop request. `loop.py` drives them; nothing here loops.
+
+Startup goes from cheap to expensive, so a mistake is reported before the costly parts: the
+config and the pp strings; the datasets and the checkpoint to start from; the workdir claim; the
+memory plan (a compile, only when asked, whose executable is then the step); the state.
 """
 
 import dataclasses
 import os
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
@@ -17,7 +22,6 @@ from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import saved_params
 from vit_jax import trained_model
-from vit_jax.data import device_pp as device_pp_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
@@ -26,7 +30,8 @@ from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
 from vit_jax.train import metric_writer
-from vit_jax.train import plan as plan_lib
+from vit_jax.train import memory
+from vit_jax.train import options as options_lib
 from vit_jax.train import preemption
 from vit_jax.train import progress as progress_lib
 from vit_jax.train import setup as setup_lib
@@ -38,7 +43,7 @@ from vit_jax.viz import curves
 
 @dataclasses.dataclass
 class Run:
-  config: ml_collections.ConfigDict
+  options: options_lib.Options
   workdir: str
   config_dict: dict
   setup: setup_lib.Setup
@@ -59,7 +64,7 @@ class Run:
   def next_batch(self, step: int) -> dict:
     """The next global batch, carrying this process's stop request."""
     batch = next(self.batches)
-    local_batch = self.config.batch_size // jax.process_count()
+    local_batch = self.options.data.batch_size // jax.process_count()
     batch[preemption.STOP_KEY] = self.stops.flags(step, local_batch,
                                                   mesh_lib.batch_sharding(self.setup.mesh))
     return batch
@@ -142,22 +147,31 @@ def _warn_on_other_statistics(config: ml_collections.ConfigDict,
                     loaded.pp, ours[0], ours[1], theirs[0], theirs[1])
 
 
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """`config.init_from`, loaded and checked against the run's model."""
+
+  path: str
+  loaded: trained_model.TrainedModel
+  dont_load: tuple[str, ...]  # parameter names kept from the fresh init
+
+
 def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
-                   pretrained: Optional[trained_model.TrainedModel]):
+                   pretrained: Callable[[], Optional[Pretrained]]):
   """(step, state, global data position): the newest valid checkpoint, else a fresh start."""
-  config = setup.config
+  options = setup.options
   restored = ckpt.restore(setup.abstract_state)
   if restored is not None:
     return restored.step, restored.state, pipeline.position_of(restored.data_state)
-  ema = bool(config.get('ema_decay'))
-  state, _ = state_lib.create(setup.model, setup.tx, image_shape=setup.image_shape,
-                              seed=config.seed, mesh=setup.mesh, layout=config.layout, ema=ema)
-  if config.get('init_from'):
-    pretrained = pretrained or _load_pretrained(config, setup.model_config)
-    params = checkpoint.adapt_params(pretrained.params, jax.device_get(state.params),
-                                     source=config.init_from,
-                                     dont_load=tuple(config.get('dont_load') or ()))
-    state = state_lib.with_params(params, setup.tx, setup.shardings, seed=config.seed, ema=ema)
+  seed, ema = options.data.seed, options.step.ema
+  state, _ = state_lib.create(setup.model, setup.tx, image_shape=options.data.image_shape,
+                              seed=seed, mesh=setup.mesh, preset=options.parallel.sharding,
+                              ema=ema)
+  init = pretrained()
+  if init is not None:
+    params = checkpoint.adapt_params(init.loaded.params, jax.device_get(state.params),
+                                     source=init.path, dont_load=init.dont_load)
+    state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
   return 0, state, 0
 
 
@@ -198,7 +212,7 @@ SOURCE_PP_FILE = 'init_from_pp.txt'  # the init_from checkpoint's input transfor
 def _source_input_transform(config: ml_collections.ConfigDict, workdir: str) -> Optional[str]:
   """The init_from checkpoint's input transform: kept in the workdir once the run has started
   (a resume needs no source), else read off the source's side files."""
-  if not config.get('init_from') or not config.get('pp_from_init', True):
+  if not config.init_from or not config.pp_from_init:
     return None
   kept = os.path.join(workdir, SOURCE_PP_FILE)
   if os.path.isfile(kept):
@@ -231,51 +245,56 @@ def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Option
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step."""
   lead = jax.process_index() == 0
+  # The config: the fields the training data and the init checkpoint decide, then read once.
   train_source = sources.from_config(config.data)
   _class_count(config, train_source)
   source_pp = _source_input_transform(config, workdir)
   _take_source_statistics(config, source_pp)
   config_dict = workdir_lib.config_dict(config)  # as given ('auto' fields stay 'auto')
-  # Cheap checks before anything compiles: the preprocessing strings and what the host hands on.
-  train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
-  device_pp = device_pp_lib.from_config(config)
+  options = options_lib.read(config)
+  data, device_pp = options.data, options.step.device_pp
+  train_pp = preprocess.parse(data.pp_train, num_classes=data.num_classes)
 
   def make_dataset(position):
     return pipeline.train_dataset(
-        train_source, train_pp, global_batch=config.batch_size, seed=config.seed,
+        train_source, train_pp, global_batch=data.batch_size, seed=data.seed,
         position=position, process_index=jax.process_index(), process_count=jax.process_count(),
         with_position=bool(device_pp and device_pp.needs_positions))
   _check_host_output(make_dataset(0).element_spec, device_pp)  # built, not read
-  config, memory_plan = plan_lib.resolve(config)  # compiles only when asked
-  if lead and memory_plan is not None:
-    print(memory_plan.table(), flush=True)
-  setup = setup_lib.build_setup(config, num_train_examples=train_source.num_examples)
-  train_step = step_lib.train_step_from_config(
-      config, setup, label_smoothing=float(config.get('label_smoothing') or 0.0))
+  setup = setup_lib.build_setup(options, setup_lib.num_steps(config, train_source.num_examples))
+  # Files and datasets: the evaluators' and the checkpoint to start from.
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
                                           setup.shardings.params)
-  pretrained = None
-  if config.get('init_from') and not saved_params.checkpoints_dir(workdir).exists():
-    pretrained = _load_pretrained(config, setup.model_config)  # checked before the claim
+  pretrained = functools.cache(lambda: Pretrained(
+      config.init_from, _load_pretrained(config, options.model_config),
+      tuple(config.dont_load)) if config.init_from else None)
+  if not saved_params.checkpoints_dir(workdir).exists():
+    pretrained()  # checked before the claim; a resume needs no source
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
     if source_pp and not os.path.isfile(os.path.join(workdir, SOURCE_PP_FILE)):
       with open(os.path.join(workdir, SOURCE_PP_FILE), 'w', encoding='utf-8') as f:
         f.write(source_pp + '\n')
-  ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=config.get('keep_checkpoints', 3),
-                                       keep_period=config.get('keep_period'))
+  # Compilation: the memory planner's executable when it ran, else one jit (at the first step).
+  setup, memory_plan = memory.resolve(setup)
+  if lead and memory_plan is not None:
+    print(memory_plan.table(), flush=True)
+  train_step = memory_plan.compiled if memory_plan else step_lib.for_run(setup)
+  book = options.bookkeeping
+  ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=book.keep_checkpoints,
+                                       keep_period=book.keep_period)
   start_step, state, position = _initial_state(setup, ckpt, pretrained)
   if lead and start_step:
     workdir_lib.drop_metrics_after(workdir, start_step)
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
-  batches = pipeline.TrainIterator(make_dataset, global_batch=config.batch_size,
+  batches = pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
-  return Run(config=config, workdir=workdir, config_dict=config_dict, setup=setup, state=state,
-             start_step=start_step, batches=batches, train_step=train_step,
+  return Run(options=setup.options, workdir=workdir, config_dict=config_dict, setup=setup,
+             state=state, start_step=start_step, batches=batches, train_step=train_step,
              evaluators=evaluators, checkpointer=ckpt,
              writer=metric_writer.MetricWriter(workdir, enabled=lead),
-             progress=progress_lib.Progress(setup.total_steps, start_step, config.batch_size,
-                                            config.log_every, enabled=lead),
+             progress=progress_lib.Progress(setup.total_steps, start_step, data.batch_size,
+                                            book.log_every, enabled=lead),
              stops=preemption.StopRequest(cluster_notice=ckpt.reached_preemption))

@@ -1,39 +1,38 @@
-"""Everything a run derives from its config before any array exists: mesh, model, optimizer,
-step count and the abstract (sharded) state. No dataset is opened here; the step count of a run
-measured in epochs takes the training split's size as an argument.
+"""Everything a run derives from its options before any array exists: mesh, optimizer, step count
+and the abstract (sharded) state. No dataset is opened here; the step count of a run measured in
+epochs takes the training split's size as an argument.
 """
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import ml_collections
+import optax
 
 from vit_jax import errors
 from vit_jax.data import pipeline
-from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
+from vit_jax.train import options as options_lib
 from vit_jax.train import state as state_lib
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Setup:
-  config: ml_collections.ConfigDict
-  model: Any
-  model_config: ml_collections.ConfigDict
+  options: options_lib.Options
   mesh: jax.sharding.Mesh
   total_steps: int
-  tx: Any
-  schedule: Any
-  abstract_state: Any
-  shardings: Any
+  tx: optax.GradientTransformation
+  schedule: optimizer.Schedule
+  abstract_state: state_lib.TrainState  # of ShapeDtypeStructs carrying their shardings
+  shardings: state_lib.TrainState
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return (self.config.image_size, self.config.image_size, 3)
+  def model(self):
+    return self.options.model
 
 
 def _positive(field: str, value, unset=(None,)) -> None:
@@ -63,19 +62,21 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
   raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
 
 
-def build_setup(config: ml_collections.ConfigDict, *, num_train_examples: Optional[int] = None,
-                total_steps: Optional[int] = None) -> Setup:
-  """Mesh, model, optimizer and abstract state; fails early, naming the config field."""
-  mesh = mesh_lib.make_mesh(tuple(config.mesh))
-  pipeline.local_batch_size(config.batch_size, jax.process_count(), jax.device_count())
-  model, model_config = build.from_run_config(config)
-  geometry.check_image_size(config.image_size, model_config)
-  total_steps = total_steps or num_steps(config, num_train_examples)
-  abstract_params = geometry.abstract_params(model, config.image_size)
-  tx, schedule = optimizer.build(config, abstract_params, total_steps)
-  image_shape = (config.image_size, config.image_size, 3)
+def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
+  """Mesh, optimizer and abstract state; fails early, naming the config field."""
+  data = options.data
+  mesh = mesh_lib.make_mesh(options.parallel.mesh)
+  pipeline.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
+  geometry.check_image_size(data.image_size, options.model_config)
+  abstract_params = geometry.abstract_params(options.model, data.image_size)
+  tx, schedule = optimizer.build(options.optimizer, abstract_params, total_steps)
   abstract_state, shardings = state_lib.abstract(
-      model, tx, image_shape=image_shape, mesh=mesh, layout=config.layout,
-      ema=bool(config.get('ema_decay')))
-  return Setup(config, model, model_config, mesh, total_steps, tx, schedule, abstract_state,
-               shardings)
+      options.model, tx, image_shape=data.image_shape, mesh=mesh,
+      preset=options.parallel.sharding, ema=options.step.ema)
+  return Setup(options, mesh, total_steps, tx, schedule, abstract_state, shardings)
+
+
+def from_config(config: ml_collections.ConfigDict, *,
+                num_train_examples: Optional[int] = None) -> Setup:
+  """`build_setup` of a config: read once (options.read), counted in steps or epochs."""
+  return build_setup(options_lib.read(config), num_steps(config, num_train_examples))

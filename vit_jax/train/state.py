@@ -23,10 +23,10 @@ class TrainState:
 
 
 def state_shardings(abstract_state: TrainState, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh, layout: str) -> TrainState:
-  """Shardings for every leaf of a state: params by the layout table, optimizer state and EMA
+                    mesh: jax.sharding.Mesh, preset: str) -> TrainState:
+  """Shardings for every leaf of a state: params by the sharding preset's table, optimizer state and EMA
   like their parameters, counters and rng replicated."""
-  params = partitioning.param_shardings(abstract_state.params, mesh, layout)
+  params = partitioning.param_shardings(abstract_state.params, mesh, preset)
   replicated = mesh_lib.replicated(mesh)
   return TrainState(
       step=replicated, params=params,
@@ -46,20 +46,22 @@ def _initializer(model, tx, image_shape, ema):
 
 
 def abstract(model, tx: optax.GradientTransformation, *, image_shape: tuple[int, ...],
-             mesh: jax.sharding.Mesh, layout: str, ema: bool = False) -> tuple[TrainState, TrainState]:
+             mesh: jax.sharding.Mesh, preset: str, ema: bool = False
+             ) -> tuple[TrainState, TrainState]:
   """(state of ShapeDtypeStructs carrying their shardings, shardings): no memory used."""
   shapes = jax.eval_shape(_initializer(model, tx, image_shape, ema), jax.random.PRNGKey(0))
-  shardings = state_shardings(shapes, tx, mesh, layout)
+  shardings = state_shardings(shapes, tx, mesh, preset)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       shapes, shardings), shardings
 
 
 def create(model, tx: optax.GradientTransformation, *, image_shape: tuple[int, ...], seed: int,
-           mesh: jax.sharding.Mesh, layout: str,
+           mesh: jax.sharding.Mesh, preset: str,
            ema: bool = False) -> tuple[TrainState, TrainState]:
   """(state, shardings): initialised by a jit whose outputs are already sharded, so no host or
   device ever holds the whole model (a ViT-G initialises on devices that each hold a slice)."""
-  _, shardings = abstract(model, tx, image_shape=image_shape, mesh=mesh, layout=layout, ema=ema)
+  _, shardings = abstract(model, tx, image_shape=image_shape, mesh=mesh, preset=preset,
+                          ema=ema)
   init = _initializer(model, tx, image_shape, ema)
   return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed)), shardings
 

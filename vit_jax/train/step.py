@@ -1,13 +1,16 @@
-"""The train step as a pure function, and its jitted, sharded forms.
+"""One training step: a pure function of (state, batch), jitted once.
 
-`train_step(state, batch) -> (state, metrics)`: the device preprocessing (`config.pp_device`,
-seeded by each example's global position) turns the host's uint8 images into the model's input;
-dropout/mixup randomness is `fold_in(state.rng, step)`; gradients may be accumulated over
-micro-batches; a step whose loss or gradient is not finite leaves the state unchanged and reports
-`finite = 0`, so the loop can stop with the step's number while the state (and the last
-checkpoint) stay good.
+  train_step(state, batch) -> (state, metrics)
+    images = augment(batch['image'], batch['position'])  # config.pp_device, on the accelerator
+    images, labels = mixer(rng, images, labels)           # config.mixup
+    loss, accuracy, grads = gradients(...)                # or accumulate_gradients over micro-batches
+    state = apply_update(...)                             # optax, EMA; a non-finite step is dropped
 
-The eval step lives with the evaluators (vit_jax/evaluators/step.py).
+Dropout and mixup randomness is `fold_in(state.rng, step)`. A step whose loss or gradient is not
+finite leaves the state unchanged and reports `finite = 0`, so the loop stops naming the step
+while the state (and the last checkpoint) stay good. `jit_train_step` adds the shardings and the
+donation of the old state and nothing else: the mesh and the logical axis rules are entered once
+around the run (`partitioning.use`). The eval step lives with the evaluators.
 """
 
 from typing import Any, Callable, Optional
@@ -17,21 +20,69 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax import errors
 from vit_jax import losses
 from vit_jax.data import device_pp
 from vit_jax.data import mixup
 from vit_jax.parallel import mesh as mesh_lib
-from vit_jax.parallel import partitioning
+from vit_jax.train import preemption
+from vit_jax.train import options as options_lib
 from vit_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 Augment = Callable[[jax.Array, Optional[jax.Array]], jax.Array]  # (images, positions) -> images
+# (params, images, labels, dropout rng) -> ((mean loss, mean accuracy), gradients)
+GradFn = Callable[..., tuple[tuple[jax.Array, jax.Array], Any]]
 
 
 def _tree_norm(tree) -> jax.Array:
   return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+
+
+def gradient_fn(model: nn.Module, loss: str, label_smoothing: float) -> GradFn:
+  """The mean loss and accuracy of a batch, and the loss's gradients."""
+  loss_fn = losses.get_loss(loss)
+
+  def forward(params, images, labels, rng):
+    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
+    per_example = loss_fn(logits, labels, label_smoothing)
+    return jnp.mean(per_example), jnp.mean(losses.correct(logits, labels))
+
+  return jax.value_and_grad(forward, has_aux=True)
+
+
+def accumulate_gradients(grad_fn: GradFn, params, images, labels, rng, micro_batches: int):
+  """(loss, accuracy, gradients) averaged over `micro_batches` equal slices, one at a time:
+  the activations of one slice are alive at once."""
+  if images.shape[0] % micro_batches:
+    raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
+                     'micro-batches.')  # the setup checks batch_size; this is a bug of ours
+  split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
+
+  def add(carry, inputs):
+    index, micro_images, micro_labels = inputs
+    (value, acc), grads = grad_fn(params, micro_images, micro_labels,
+                                  jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
+
+  zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, params))
+  totals, _ = jax.lax.scan(add, zeros, (jnp.arange(micro_batches), split(images), split(labels)))
+  return jax.tree.map(lambda x: x / micro_batches, totals)
+
+
+def apply_update(tx: optax.GradientTransformation, state: TrainState, grads,
+                 ema_decay: Optional[float]) -> TrainState:
+  """The optimizer's update (and the EMA of the parameters when the state keeps one)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema_params = state.ema_params
+  if ema_params is not None:
+    if ema_decay is None:
+      raise ValueError('The state keeps EMA parameters but the step has no ema_decay.')
+    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params,
+                              params)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng,
+                    ema_params=ema_params)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
@@ -40,120 +91,73 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
                     mixer: Optional[Mixer] = None, augment: Optional[Augment] = None,
                     grad_reduce: Optional[Callable[[Any], Any]] = None):
-  """A pure train step. `augment(images, batch['position'])` runs first (the device
-  preprocessing); `grad_reduce` (e.g. a pmean) is applied to gradients and metrics in the
-  explicit data-parallel variant; GSPMD needs none."""
-  loss_fn = losses.get_loss(loss)
-  reduce = grad_reduce or (lambda x: x)
-
-  def forward(params, images, labels, rng):
-    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
-    per_example = loss_fn(logits, labels, label_smoothing)
-    return jnp.mean(per_example), jnp.mean(losses.correct(logits, labels))
-
-  grad_fn = jax.value_and_grad(forward, has_aux=True)
-
-  def accumulate(params, images, labels, dropout_rng):
-    """Mean loss, accuracy and gradients over `micro_batches` equal slices, one at a time."""
-    if images.shape[0] % micro_batches:
-      raise errors.UserError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
-                             'micro-batches.')
-    split = lambda x: x.reshape(micro_batches, -1, *x.shape[1:])  # pylint: disable=unnecessary-lambda-assignment
-
-    def add(carry, inputs):
-      index, micro_images, micro_labels = inputs
-      (value, acc), grads = grad_fn(params, micro_images, micro_labels,
-                                    jax.random.fold_in(dropout_rng, index))
-      return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
-
-    zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, params))
-    totals, _ = jax.lax.scan(add, zeros, (jnp.arange(micro_batches), split(images),
-                                          split(labels)))
-    return jax.tree.map(lambda x: x / micro_batches, totals)
+  """The pure train step. `grad_reduce` (a pmean) reduces gradients and metrics in an explicit
+  data-parallel (shard_map) variant; GSPMD needs none."""
+  grad_fn = gradient_fn(model, loss, label_smoothing)
 
   def train_step(state: TrainState, batch: Batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    dropout_rng, mix_rng = jax.random.split(rng)
+    dropout_rng, mix_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     images, labels = batch['image'], batch['labels']
     if augment is not None:
       images = augment(images, batch.get('position'))
     if mixer is not None:
       images, labels = mixer(mix_rng, images, labels)
-
     if micro_batches == 1:
       (loss_value, accuracy), grads = grad_fn(state.params, images, labels, dropout_rng)
     else:
-      loss_value, accuracy, grads = accumulate(state.params, images, labels, dropout_rng)
-
-    grads, loss_value, accuracy = reduce((grads, loss_value, accuracy))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+      loss_value, accuracy, grads = accumulate_gradients(grad_fn, state.params, images, labels,
+                                                         dropout_rng, micro_batches)
+    if grad_reduce is not None:
+      grads, loss_value, accuracy = grad_reduce((grads, loss_value, accuracy))
+    new_state = apply_update(tx, state, grads, ema_decay)
     grad_norm = _tree_norm(grads)
     finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
-
-    ema_params = state.ema_params
-    if ema_params is not None:
-      decay = ema_decay if ema_decay is not None else 0.9999
-      ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                           rng=state.rng, ema_params=ema_params)
     # A non-finite step changes nothing but the flag: the loop raises, naming the step. (A cond,
     # not a select: a select reads and writes the whole state again, ~15% of a CPU step.)
     new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
     metrics = {'loss': loss_value, 'accuracy': accuracy, 'grad_norm': grad_norm,
-               'param_norm': _tree_norm(params), 'finite': finite.astype(jnp.float32)}
+               'param_norm': _tree_norm(new_state.params), 'finite': finite.astype(jnp.float32)}
     if schedule is not None:
       metrics['learning_rate'] = schedule(state.step)
-    if 'stop' in batch:  # every process's stop request, reduced over the global batch
-      metrics['stop'] = jnp.max(batch['stop'])
+    if preemption.STOP_KEY in batch:  # every process's stop request, over the global batch
+      metrics[preemption.STOP_KEY] = jnp.max(batch[preemption.STOP_KEY])
     return new_state, metrics
 
   return train_step
 
 
-def jit_train_step(train_step, mesh: jax.sharding.Mesh, shardings: TrainState, layout: str):
-  """train_step under jit: sharded in/out, the old state donated, axis rules and mesh in force."""
-  rules = partitioning.get_rules(layout)
-  batch = mesh_lib.batch_sharding(mesh)
-
-  def step(state, data):
-    with nn.logical_axis_rules(rules):
-      return train_step(state, data)
-
-  jitted = jax.jit(step, in_shardings=(shardings, batch),
-                   out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-
-  def run(state, data):
-    with jax.set_mesh(mesh):
-      return jitted(state, data)
-  run.jitted = jitted
-  return run
+def jit_train_step(train_step, shardings: TrainState, mesh: jax.sharding.Mesh):
+  """`train_step` under jit: the state on its shardings (the old one donated), the batch split
+  over the batch axes, metrics replicated."""
+  return jax.jit(train_step, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
 
 
-def train_batch_spec(config, sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
-  """Shapes and dtypes of the global batches the run's step takes (what the pipeline ships)."""
-  pp = device_pp.from_config(config)
-  size, batch = config.image_size, config.batch_size
-  spec = {'image': jax.ShapeDtypeStruct((batch, size, size, 3),
+def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
+                     sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
+  """Shapes and dtypes of the global batches the run's step takes: what the pipeline ships,
+  and the stop flags (vit_jax.train.preemption)."""
+  pp, batch = step.device_pp, data.batch_size
+  spec = {'image': jax.ShapeDtypeStruct((batch, *data.image_shape),
                                         jnp.uint8 if pp else jnp.float32, sharding=sharding),
-          'labels': jax.ShapeDtypeStruct((batch, config.num_classes), jnp.float32,
-                                         sharding=sharding)}
+          'labels': jax.ShapeDtypeStruct((batch, data.num_classes), jnp.float32,
+                                         sharding=sharding),
+          preemption.STOP_KEY: jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=sharding)}
   if pp and pp.needs_positions:
     spec['position'] = jax.ShapeDtypeStruct((batch,), jnp.uint32, sharding=sharding)
   return spec
 
 
-def train_step_from_config(config, setup, *, label_smoothing: float = 0.0):
-  """The run's jitted train step: device preprocessing, loss, smoothing, micro-batches, EMA,
-  schedule and mixup."""
-  mixer = mixup.from_config(config.get('mixup'), setup.mesh, mesh_lib.BATCH_AXES)
-  pp = device_pp.from_config(config)
-  augment = device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None
-  micro_batches = int(config.get('micro_batches') or 1)
-  if micro_batches < 1:
-    raise errors.UserError(
-        f'config.micro_batches must be a positive integer, found {micro_batches}.')
-  step = make_train_step(setup.model, setup.tx, loss=config.loss, label_smoothing=label_smoothing,
-                         micro_batches=micro_batches, ema_decay=config.get('ema_decay'),
-                         schedule=setup.schedule, mixer=mixer, augment=augment)
-  return jit_train_step(step, setup.mesh, setup.shardings, config.layout)
+def for_run(setup, model: Optional[nn.Module] = None, micro_batches: Optional[int] = None):
+  """The run's train step (`setup.Setup`), jitted: `model` and `micro_batches` default to the
+  run's (the memory planner passes other choices)."""
+  step = setup.options.step
+  mixer = (mixup.per_shard_mixer(step.mixup, step.mixup_alpha, setup.mesh,
+                                 mesh_lib.BATCH_AXES) if step.mixup else None)
+  augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
+             if step.device_pp else None)
+  pure = make_train_step(
+      model or setup.model, setup.tx, loss=step.loss, label_smoothing=step.label_smoothing,
+      micro_batches=micro_batches or step.micro_batches,
+      ema_decay=step.ema_decay, schedule=setup.schedule, mixer=mixer, augment=augment)
+  return jit_train_step(pure, setup.shardings, setup.mesh)

@@ -42,14 +42,20 @@ def changed_fields(saved: dict, new: dict) -> list[str]:
 
 
 def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
-  """Creates `workdir`, refuses one that holds another config's run, writes `config.json`."""
+  """Creates `workdir`, refuses one that holds another config's run, writes `config.json`.
+  A run that saved no step (it stopped at startup, e.g. on a memory plan that did not fit) holds
+  nothing to lose: its config is replaced."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
     with open(path, encoding='utf-8') as f:
       saved = json.load(f)
     changed = changed_fields(saved, config_dict_)
-    if changed:
+    saved_steps = os.path.join(workdir, 'checkpoints')
+    if changed and not (os.path.isdir(saved_steps) and os.listdir(saved_steps)):
+      logging.warning('%s: replacing the config of a run that saved no step (fields: %s).',
+                      workdir, changed)
+    elif changed:
       if not overwrite:
         raise errors.UserError(
             f'{workdir} holds a run with a different config (fields: {changed}). '

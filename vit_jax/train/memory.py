@@ -4,25 +4,26 @@
 reads XLA's `memory_analysis()`: per device, the parameters and optimizer state (the sharded
 state), the batch, and the temporaries (activations kept for the backward pass and XLA's
 scratch). `resolve`, when asked, turns `micro_batches='auto'` and `model.remat='auto'` into the
-first pair that fits the budget (fewest micro-batches first, then the lightest remat policy) and refuses,
-with the numbers, a plan that cannot fit, before any array is allocated.
+first pair that fits the budget (fewest micro-batches first, then the lightest remat policy) and
+refuses, with the numbers, a plan that cannot fit, before any array is allocated. The compiled
+step of the chosen pair is the one the run trains with: planning costs no second compile.
 """
 
-import copy
 import dataclasses
 import math
 from typing import Any, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
 from vit_jax import errors
 from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
+from vit_jax.train import options as options_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.train import step as step_lib
 
-AUTO = 'auto'
+AUTO = options_lib.AUTO
 REMAT_ORDER = ('none', 'dots', 'dots_no_batch', 'full')  # least recomputation first
 GIB = 2**30
 
@@ -40,6 +41,7 @@ class Plan:
   generated_code: int
   total: int  # arguments + outputs - donated (aliased) + temporaries + code
   budget: Optional[int] = None
+  compiled: Any = None  # the compiled train step: call it as the step (state, batch)
 
   @property
   def fits(self) -> bool:
@@ -56,14 +58,11 @@ class Plan:
     return '\n'.join(lines)
 
 
-def device_budget(config: ml_collections.ConfigDict) -> Optional[int]:
+def device_budget(memory: options_lib.Memory) -> Optional[int]:
   """Bytes one device may use: `config.device_memory_gb` when set, else what the device
   reports (`memory_stats()['bytes_limit']` on GPU and TPU); None on CPU without the field."""
-  given = config.get('device_memory_gb')
-  if given is not None:
-    if not given > 0:
-      raise errors.UserError(f'config.device_memory_gb must be positive, found {given}.')
-    return int(given * GIB)
+  if memory.device_memory_gb is not None:
+    return int(memory.device_memory_gb * GIB)
   stats = jax.local_devices()[0].memory_stats()
   return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
 
@@ -78,33 +77,22 @@ def _per_device_bytes(tree: Any, shardings: Any) -> int:
                                               is_leaf=lambda x: x is None))))
 
 
-def with_choice(config: ml_collections.ConfigDict, micro_batches: int,
-                remat: str) -> ml_collections.ConfigDict:
-  """A copy of `config` with these micro-batches and this remat policy."""
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.micro_batches = micro_batches
-    config.model.remat = remat
-  return config
+def with_choice(setup: setup_lib.Setup, micro_batches: int, remat: str) -> setup_lib.Setup:
+  """`setup` with these micro-batches and this remat policy (neither changes the state)."""
+  options = setup.options
+  return dataclasses.replace(setup, options=dataclasses.replace(
+      options, model=options.model.clone(remat=remat), remat=remat,
+      step=dataclasses.replace(options.step, micro_batches=micro_batches)))
 
 
-def _schedule_steps(config: ml_collections.ConfigDict) -> int:
-  """A step count for building the optimizer (memory does not depend on it)."""
-  warmup = int((config.get('lr') or {}).get('warmup_steps') or 0)
-  return max(int(config.get('total_steps') or 0), warmup + 1)
-
-
-def measure(config: ml_collections.ConfigDict, micro_batches: int, remat: str,
-            budget: Optional[int] = None) -> Plan:
-  """Compiles the train step of `config` with this choice (no array allocated) and reads its
-  memory analysis."""
-  config = with_choice(config, micro_batches, remat)
-  setup = setup_lib.build_setup(config, total_steps=_schedule_steps(config))
-  train_step = step_lib.train_step_from_config(config, setup)
+def measure(setup: setup_lib.Setup, budget: Optional[int] = None) -> Plan:
+  """Compiles the train step of `setup` (no array allocated) and reads its memory analysis."""
+  options = setup.options
+  train_step = step_lib.for_run(setup)
   batch_sharding = mesh_lib.batch_sharding(setup.mesh)
-  batch = step_lib.train_batch_spec(config, batch_sharding)
-  with jax.set_mesh(setup.mesh):
-    compiled = train_step.jitted.lower(setup.abstract_state, batch).compile()
+  batch = step_lib.train_batch_spec(options.data, options.step, batch_sharding)
+  with partitioning.use(setup.mesh, options.parallel.sharding):
+    compiled = train_step.lower(setup.abstract_state, batch).compile()
   analysis = compiled.memory_analysis()
   state, shardings = setup.abstract_state, setup.shardings
   parameters = _per_device_bytes(state.params, shardings.params)
@@ -115,39 +103,41 @@ def measure(config: ml_collections.ConfigDict, micro_batches: int, remat: str,
   total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
            + analysis.generated_code_size_in_bytes)
-  return Plan(micro_batches, remat, parameters, optimizer_state, batch_bytes,
-              int(analysis.temp_size_in_bytes), int(analysis.generated_code_size_in_bytes),
-              int(total), budget)
+  return Plan(options.step.micro_batches, options.remat, parameters, optimizer_state,
+              batch_bytes, int(analysis.temp_size_in_bytes),
+              int(analysis.generated_code_size_in_bytes), int(total), budget, compiled)
 
 
-def _micro_batch_counts(config: ml_collections.ConfigDict) -> list[int]:
+def _micro_batch_counts(batch_size: int) -> list[int]:
   """1, 2, 4, ... while each micro-batch still splits over every device."""
   counts, count = [], 1
-  while config.batch_size % count == 0 and (config.batch_size // count) % jax.device_count() == 0:
+  while batch_size % count == 0 and (batch_size // count) % jax.device_count() == 0:
     counts.append(count)
     count *= 2
   return counts
 
 
-def resolve(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, Optional[Plan]]:
-  """(config with 'auto' fields chosen, its plan). Only when asked (an 'auto' field, or
+def resolve(setup: setup_lib.Setup) -> tuple[setup_lib.Setup, Optional[Plan]]:
+  """(setup with 'auto' fields chosen, its plan). Only when asked (an 'auto' field, or
   `check_memory=True` to check the configured choice against the budget) is the step compiled
-  here; otherwise (config, None). A plan that cannot fit raises a ValueError with
-  the numbers of the smallest one."""
-  auto_micro = config.get('micro_batches') == AUTO
-  auto_remat = (config.get('model') or {}).get('remat') == AUTO
-  budget = device_budget(config)
-  if not (auto_micro or auto_remat or config.get('check_memory')):
-    return config, None  # nothing asked: no compile beyond the trainer's own
-  micro_choices = _micro_batch_counts(config) if auto_micro else [int(config.micro_batches or 1)]
-  model_remat = (config.get('model') or {}).get('remat')
-  remat_choices = REMAT_ORDER if auto_remat else [model_remat or 'none']
+  here; otherwise (setup, None). A plan that cannot fit raises a UserError with the numbers of
+  the smallest one."""
+  options = setup.options
+  auto_micro = options.step.micro_batches == AUTO
+  auto_remat = options.remat == AUTO
+  if not (auto_micro or auto_remat or options.memory.check):
+    return setup, None  # nothing asked: the run compiles its step once, at the first step
+  budget = device_budget(options.memory)
+  micro_choices = (_micro_batch_counts(options.data.batch_size) if auto_micro
+                   else [options.step.micro_batches])
+  remat_choices = REMAT_ORDER if auto_remat else [options.remat]
   smallest = None
   for micro_batches in micro_choices:
     for remat in remat_choices:
-      plan = measure(config, micro_batches, remat, budget)
+      chosen = with_choice(setup, micro_batches, remat)
+      plan = measure(chosen, budget)
       if plan.fits:
-        return with_choice(config, micro_batches, remat), plan
+        return chosen, plan
       if smallest is None or plan.total < smallest.total:
         smallest = plan
   raise errors.UserError(
@@ -156,7 +146,7 @@ def resolve(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDic
       f'{_size(smallest.total)} ({_size(smallest.total - budget)} over: parameters '
       f'{_size(smallest.parameters)}, optimizer state {_size(smallest.optimizer_state)}, batch '
       f'{_size(smallest.batch)}, temporaries {_size(smallest.temporaries)}). Shard the state '
-      '(--config.layout=fsdp), lower batch_size, or add devices.')
+      '(--config.sharding=fsdp), lower batch_size, or add devices.')
 
 
 def _size(num_bytes: int) -> str:

@@ -14,7 +14,6 @@ from jax.sharding import PartitionSpec as P
 
 from vit_jax import losses
 from vit_jax.parallel import mesh as mesh_lib
-from vit_jax.parallel import partitioning
 
 Batch = dict[str, jax.Array]
 
@@ -51,17 +50,8 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, *, loss: str = 'so
   return eval_step
 
 
-def jit_eval_step(eval_step, mesh: jax.sharding.Mesh, param_shardings: Any, layout: str):
-  rules = partitioning.get_rules(layout)
-
-  def step(params, data):
-    with nn.logical_axis_rules(rules):
-      return eval_step(params, data)
-
-  jitted = jax.jit(step, in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh)),
-                   out_shardings=mesh_lib.replicated(mesh))
-
-  def run(params, data):
-    with jax.set_mesh(mesh):
-      return jitted(params, data)
-  return run
+def jit_eval_step(eval_step, mesh: jax.sharding.Mesh, param_shardings: Any):
+  """`eval_step` under jit: parameters on their shardings, the batch split over the batch axes.
+  Traced under the run's `partitioning.use` (the mesh and the axis rules)."""
+  return jax.jit(eval_step, in_shardings=(param_shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=mesh_lib.replicated(mesh))

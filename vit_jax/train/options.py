@@ -1,0 +1,225 @@
+"""The run's config read once, at setup, into typed parts; everything below takes these.
+
+Defaults live in `vit_jax/configs/common.py` alone: every field is read here by name, with no
+fallback of its own, so a recipe that deletes a field fails here naming it. Values are checked
+here too (a wrong one is a one-line `errors.UserError` naming the field), before anything builds.
+
+  config (ml_collections)  --read-->  Options(model, optimizer, step, data, parallel, memory, ...)
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import ml_collections
+
+from vit_jax import errors
+from vit_jax.data import device_pp as device_pp_lib
+from vit_jax.models import build
+from vit_jax.models import vit
+from vit_jax.parallel import partitioning
+
+AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/plan.py)
+SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor')
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The learning rate: linear warmup from 0 over `warmup_steps`, then `kind` from `base`."""
+
+  base: float
+  kind: str  # one of SCHEDULES
+  warmup_steps: int
+  end: float  # the final value of 'linear'
+  timescale: float  # of 'rsqrt'
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """What turns gradients into updates (vit_jax.train.optimizer)."""
+
+  name: str  # one of OPTIMIZERS
+  b1: float
+  b2: float
+  eps: float
+  mu_dtype: Optional[str]
+  momentum: float
+  nesterov: bool
+  schedule: Schedule
+  wd: float
+  wd_decoupled: bool
+  wd_mask: tuple[str, ...]
+  grad_clip_norm: Optional[float]
+  lr_mults: tuple[tuple[str, float], ...]
+  frozen: tuple[str, ...]
+  layerwise_lr_decay: Optional[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """What the train step computes around the model's forward and backward pass."""
+
+  loss: str
+  label_smoothing: float
+  micro_batches: Any  # an int, or AUTO until the planner chooses
+  ema_decay: Optional[float]  # None: no EMA parameters kept
+  mixup: Optional[str]  # 'mixup' | 'cutmix' | None
+  mixup_alpha: float
+  device_pp: Optional[device_pp_lib.DevicePreprocess]  # config.pp_device, parsed; None if empty
+
+  @property
+  def ema(self) -> bool:
+    return self.ema_decay is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The training input: its source fields (vit_jax.data.sources), host preprocessing, batch."""
+
+  source: ml_collections.ConfigDict
+  pp_train: str
+  batch_size: int  # global
+  seed: int
+  image_size: int
+  num_classes: int
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.image_size, self.image_size, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallel:
+  mesh: tuple[int, ...]  # (data, fsdp, tensor); -1 takes the remaining devices
+  sharding: str  # the parameter sharding preset (vit_jax.parallel.partitioning)
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+  """The memory planner's inputs (vit_jax.train.memory)."""
+
+  check: bool  # config.check_memory: compile at startup to check the configured choice fits
+  device_memory_gb: Optional[float]  # the per-device budget; None: what the device reports
+
+
+@dataclasses.dataclass(frozen=True)
+class Bookkeeping:
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  keep_period: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Everything a run computes with, read from its config once."""
+
+  model: vit.VisionTransformer  # a Flax module: itself a frozen dataclass of the model's fields
+  model_config: ml_collections.ConfigDict  # the same fields, as the official configs spell them
+  remat: str  # model.remat as given: a policy name, or AUTO
+  optimizer: Optimizer
+  step: Step
+  data: Data
+  parallel: Parallel
+  memory: Memory
+  bookkeeping: Bookkeeping
+
+
+def _positive(field: str, value, allow_none: bool = False) -> None:
+  if value is None and allow_none:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    raise errors.UserError(f'config.{field} must be positive, found {value!r}.')
+
+
+def _one_of(field: str, value, allowed) -> None:
+  if value not in allowed:
+    raise errors.UserError(f'config.{field}={value!r}; expected one of {", ".join(allowed)}.')
+
+
+def read_schedule(config: ml_collections.ConfigDict) -> Schedule:
+  lr = config.lr
+  _one_of('lr.schedule', lr.schedule, SCHEDULES)
+  if int(lr.warmup_steps) < 0:
+    raise errors.UserError(f'config.lr.warmup_steps must be >= 0, found {lr.warmup_steps}.')
+  return Schedule(base=float(lr.base), kind=lr.schedule, warmup_steps=int(lr.warmup_steps),
+                  end=float(lr.end), timescale=float(lr.timescale))
+
+
+def read_optimizer(config: ml_collections.ConfigDict) -> Optimizer:
+  optim = config.optim
+  _one_of('optim.name', optim.name, OPTIMIZERS)
+  wd_mask = config.wd_mask
+  decay = config.layerwise_lr_decay
+  if decay is not None and not 0.0 < decay <= 1.0:
+    raise errors.UserError(f'config.layerwise_lr_decay must be in (0, 1], found {decay}.')
+  _positive('grad_clip_norm', config.grad_clip_norm or None, allow_none=True)
+  return Optimizer(
+      name=optim.name, b1=float(optim.b1), b2=float(optim.b2), eps=float(optim.eps),
+      mu_dtype=optim.mu_dtype, momentum=float(optim.momentum or 0.0),
+      nesterov=bool(optim.nesterov), schedule=read_schedule(config), wd=float(config.wd or 0.0),
+      wd_decoupled=bool(config.wd_decoupled),
+      wd_mask=(wd_mask,) if isinstance(wd_mask, str) else tuple(wd_mask),
+      grad_clip_norm=float(config.grad_clip_norm) if config.grad_clip_norm else None,
+      lr_mults=tuple((str(p), float(m)) for p, m in config.lr_mults),
+      frozen=tuple(config.frozen), layerwise_lr_decay=decay)
+
+
+def read_step(config: ml_collections.ConfigDict) -> Step:
+  micro_batches = config.micro_batches
+  if micro_batches != AUTO:
+    if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
+      raise errors.UserError(
+          f"config.micro_batches must be a positive integer or 'auto', found {micro_batches!r}.")
+  mix = config.mixup
+  if mix.kind is not None:
+    _one_of('mixup.kind', mix.kind, ('mixup', 'cutmix'))
+    _positive('mixup.alpha', mix.alpha)
+  ema_decay = config.ema_decay
+  if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+    raise errors.UserError(f'config.ema_decay must be in (0, 1) (or unset), found {ema_decay}.')
+  pp = device_pp_lib.DevicePreprocess(config.pp_device or '', seed=int(config.seed))
+  return Step(loss=config.loss, label_smoothing=float(config.label_smoothing),
+              micro_batches=micro_batches, ema_decay=ema_decay, mixup=mix.kind,
+              mixup_alpha=float(mix.alpha), device_pp=pp if pp else None)
+
+
+def read_data(config: ml_collections.ConfigDict) -> Data:
+  _positive('batch_size', config.batch_size)
+  _positive('image_size', config.image_size)
+  _positive('num_classes', config.num_classes)
+  return Data(source=config.data, pp_train=config.pp_train, batch_size=int(config.batch_size),
+              seed=int(config.seed), image_size=int(config.image_size),
+              num_classes=int(config.num_classes))
+
+
+def read_parallel(config: ml_collections.ConfigDict) -> Parallel:
+  _one_of('sharding', config.sharding, tuple(partitioning.RULES))
+  return Parallel(mesh=tuple(config.mesh), sharding=config.sharding)
+
+
+def read_memory(config: ml_collections.ConfigDict) -> Memory:
+  _positive('device_memory_gb', config.device_memory_gb, allow_none=True)
+  return Memory(check=bool(config.check_memory), device_memory_gb=config.device_memory_gb)
+
+
+def read_bookkeeping(config: ml_collections.ConfigDict) -> Bookkeeping:
+  for field in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
+    _positive(field, config[field])
+  _positive('keep_period', config.keep_period, allow_none=True)
+  return Bookkeeping(log_every=int(config.log_every),
+                     checkpoint_every=int(config.checkpoint_every),
+                     keep_checkpoints=int(config.keep_checkpoints), keep_period=config.keep_period)
+
+
+def read(config: ml_collections.ConfigDict) -> Options:
+  """The whole config, read and checked."""
+  model, model_config = build.from_run_config(config)
+  step, data = read_step(config), read_data(config)
+  if step.micro_batches != AUTO and data.batch_size % step.micro_batches:
+    raise errors.UserError(f'config.batch_size={data.batch_size} does not split into '
+                           f'config.micro_batches={step.micro_batches} equal micro-batches.')
+  return Options(model=model, model_config=model_config,
+                 remat=config.model.remat or model.remat, optimizer=read_optimizer(config),
+                 step=step, data=data, parallel=read_parallel(config),
+                 memory=read_memory(config), bookkeeping=read_bookkeeping(config))
