@@ -23,7 +23,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +34,9 @@ from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top,wrong-
 from vit_jax.data import device_randaugment as ra  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.train import options  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -93,8 +94,8 @@ def main():
   config = model_configs.get_config(args.variant)
   model = models.VisionTransformer(num_classes=1000, dtype=jnp.dtype(args.dtype), **config)
   mesh = mesh_lib.make_mesh((-1, 1, 1))
-  opt = ml_collections.ConfigDict(dict(optim=dict(name='adam'), lr=dict(
-      base=1e-4, schedule='constant'), grad_clip_norm=1.0))
+  opt = options.optimizer_with(optim={'name': 'adam'}, lr={'base': 1e-4, 'schedule': 'constant'},
+                               grad_clip_norm=1.0)
   size = args.image_size
   tx, _ = optimizer.build(opt, geometry.abstract_params(model, size), 100)
   state, shardings = state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,
@@ -111,10 +112,9 @@ def main():
   floats = jax.jit(augment)(uint8, positions)
 
   def jitted_step(**kwargs):
-    return step_lib.jit_train_step(step_lib.make_train_step(model, tx, **kwargs), mesh,
-                                   shardings, 'dp').jitted
+    return step_lib.jit_train_step(step_lib.make_train_step(model, tx, **kwargs), shardings, mesh)
 
-  with jax.set_mesh(mesh):
+  with partitioning.use(mesh, 'dp'):
     programs = {'step': _program(jitted_step(), (state, {'image': floats, 'labels': labels}),
                                  donate_first=True)}
     state, _ = state_lib.create(model, tx, image_shape=(size, size, 3), seed=0, mesh=mesh,

@@ -15,12 +15,13 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.train import options  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -29,7 +30,7 @@ LAYOUTS = {'dp': (8, 1, 1), 'fsdp': (1, 8, 1), 'fsdp_tp': (1, 4, 2)}
 
 def measure(model_name: str, batch: int, image_size: int):
   model = models.get_model(model_name, num_classes=1000, scan=True)
-  config = ml_collections.ConfigDict(dict(optim=dict(name='adam'), lr=dict(base=1e-3)))
+  config = options.optimizer_with(optim={'name': 'adam'}, lr={'base': 1e-3})
   abstract_params = geometry.abstract_params(model, image_size)
   tx, _ = optimizer.build(config, abstract_params, 100)
   rows = []
@@ -47,15 +48,15 @@ def measure(model_name: str, batch: int, image_size: int):
     state_bytes = sum(
         int(jnp.prod(jnp.array(s.shard_shape(x.shape)))) * x.dtype.itemsize
         for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
-    step = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, layout)
+    step = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
     data = {'image': jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32,
                                           sharding=mesh_lib.batch_sharding(mesh)),
             'labels': jax.ShapeDtypeStruct((batch, 1000), jnp.float32,
                                            sharding=mesh_lib.batch_sharding(mesh))}
     abstract_sharded = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
-    with jax.set_mesh(mesh):
-      analysis = step.jitted.lower(abstract_sharded, data).compile().memory_analysis()
+    with partitioning.use(mesh, layout):
+      analysis = step.lower(abstract_sharded, data).compile().memory_analysis()
     rows.append({'layout': layout, 'mesh': dict(zip(mesh_lib.MESH_AXES, sizes)),
                  'state_bytes_per_device': state_bytes,
                  'step_argument_bytes': analysis.argument_size_in_bytes,

@@ -18,7 +18,6 @@ from vit_jax import infer
 from vit_jax import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.data import preprocess
-from vit_jax.export import hf as hf_export
 from vit_jax.formats import preprocessing
 
 WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')

@@ -67,7 +67,6 @@ def test_micro_batches_and_remat_trade_memory(measured):
 
 def test_auto_takes_the_first_plan_that_fits(measured, compiled_once):
   order = [(m, r) for m in MICRO for r in plan.REMAT_ORDER]
-  one = lambda remat: measured[(1, remat)].total  # pylint: disable=unnecessary-lambda-assignment
   for budget in sorted({p.total for p in measured.values()}):
     expected = next(choice for choice in order if measured[choice].total <= budget)
     chosen, chosen_plan = _auto(budget)

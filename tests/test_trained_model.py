@@ -6,7 +6,6 @@ import shutil
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import tiny_recipe
@@ -15,7 +14,6 @@ from vit_jax import trained_model
 from vit_jax.train import loop
 from vit_jax.train import checkpointer
 from vit_jax.train import setup as setup_lib
-from vit_jax.train import workdir as workdir_lib
 
 
 @pytest.fixture(scope='module')

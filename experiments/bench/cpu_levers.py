@@ -99,19 +99,20 @@ def _attention_class(change):
 def _build_step(variant: str, change, batch: int):
   """Our jitted train step for `variant` with one program change; returns (step, first loss)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, HERE)
   import cpu_peers  # pylint: disable=g-import-not-at-top
   from vit_jax.models import attention  # pylint: disable=g-import-not-at-top
   from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top
   from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   _, model, params, images, labels = cpu_peers.setup(variant, batch)
-  opt_config = ml_collections.ConfigDict(dict(
-      optim=dict(name='adam'), lr=dict(base=1e-4, schedule='constant'), grad_clip_norm=None))
+  opt_config = options.optimizer_with(optim={'name': 'adam'},
+                                      lr={'base': 1e-4, 'schedule': 'constant'}, grad_clip_norm=0.0)
   tx, _ = optimizer.build(opt_config, params, 100)
   if change == 'flat_optimizer':
     tx = optax.flatten(tx)
@@ -123,7 +124,9 @@ def _build_step(variant: str, change, batch: int):
     _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
                                       preset='dp')
     holder = [state_lib.with_params(params, tx, shardings, seed=0)]
-    run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, 'dp')
+    with partitioning.use(mesh, 'dp'):
+      run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh).lower(
+          holder[0], data).compile()
 
     def step():
       holder[0], metrics = run(holder[0], data)

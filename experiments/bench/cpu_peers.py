@@ -140,22 +140,25 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
           state[0], state[1], value = jitted(state[0], state[1], images, labels)
           value.block_until_ready()
       else:
-        import ml_collections  # pylint: disable=g-import-not-at-top
         from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+        from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top
         from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top
+        from vit_jax.train import options  # pylint: disable=g-import-not-at-top
         from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
         from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-        opt_config = ml_collections.ConfigDict(dict(
-            optim=dict(name='adam'), lr=dict(base=1e-4, schedule='constant'), grad_clip_norm=None))
+        opt_config = options.optimizer_with(optim={'name': 'adam'},
+                                            lr={'base': 1e-4, 'schedule': 'constant'},
+                                            grad_clip_norm=0.0)
         tx, _ = optimizer.build(opt_config, params, 100)
         mesh = mesh_lib.make_mesh((1, 1, 1), jax.devices()[:1])
         _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
                                           preset='dp')
         train_state = state_lib.with_params(params, tx, shardings, seed=0)
-        run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, 'dp')
+        run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
         data = {'image': jax.device_put(images), 'labels': jax.device_put(labels)}
-        with jax.set_mesh(mesh):
-          compiled = run.jitted.lower(train_state, data).compile()
+        with partitioning.use(mesh, 'dp'):
+          compiled = run.lower(train_state, data).compile()
+        run = compiled
         holder = [train_state]
 
         def step():

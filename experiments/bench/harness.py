@@ -23,7 +23,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,7 +35,9 @@ from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-p
 from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.train import options  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import plain_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -69,14 +70,13 @@ def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224)
   model = models.VisionTransformer(num_classes=1000, dtype=jnp.dtype(dtype), remat=remat,
                                    scan=scan, **config)
   mesh = mesh_lib.make_mesh(LAYOUT_MESH[layout])
-  opt = ml_collections.ConfigDict(dict(optim=dict(name='adam'), lr=dict(base=1e-4,
-                                                                       schedule='constant'),
-                                       grad_clip_norm=None))
+  opt = options.optimizer_with(optim={'name': 'adam'}, lr={'base': 1e-4, 'schedule': 'constant'},
+                               grad_clip_norm=0.0)
   image_shape = (image_size, image_size, 3)
   abstract_params = geometry.abstract_params(model, image_size)
   tx, _ = optimizer.build(opt, abstract_params, 100)
   state, shardings = state_lib.create(model, tx, image_shape=image_shape, seed=0, mesh=mesh,
-                                      layout=layout)
+                                      preset=layout)
   rng = np.random.default_rng(0)
   head = jax.device_put(0.02 * rng.standard_normal(
       state.params['head']['kernel'].shape).astype(np.float32),
@@ -94,11 +94,12 @@ def bench_one(variant, batch, dtype, layout, remat, scan, iters, image_size=224)
       p, x, config.patches.size[0], config.transformer.num_layers))(params_host, data['image'])
   ref_loss = float(-jnp.mean(jnp.sum(data['labels'] * jax.nn.log_softmax(ref_logits), -1)))
 
-  train = step_lib.jit_train_step(step_lib.make_train_step(model, tx), mesh, shardings, layout)
+  train = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
   start = time.perf_counter()
-  with jax.set_mesh(mesh):
-    compiled_train = train.jitted.lower(state, data).compile()
+  with partitioning.use(mesh, layout):
+    compiled_train = train.lower(state, data).compile()
   compile_train = time.perf_counter() - start
+  train = compiled_train
   state, metrics = train(state, data)
   loss = float(metrics['loss'])
   tolerance = 1e-4 if dtype == 'float32' else 3e-2

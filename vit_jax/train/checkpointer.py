@@ -9,7 +9,7 @@ a new one is finalized. A newest checkpoint that fails to restore is reported an
 it used.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import orbax.checkpoint as ocp
 

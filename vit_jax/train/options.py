@@ -13,6 +13,7 @@ from typing import Any, Optional
 import ml_collections
 
 from vit_jax import errors
+from vit_jax.configs import common
 from vit_jax.data import device_pp as device_pp_lib
 from vit_jax.models import build
 from vit_jax.models import vit
@@ -163,6 +164,14 @@ def read_optimizer(config: ml_collections.ConfigDict) -> Optimizer:
       grad_clip_norm=float(config.grad_clip_norm) if config.grad_clip_norm else None,
       lr_mults=tuple((str(p), float(m)) for p, m in config.lr_mults),
       frozen=tuple(config.frozen), layerwise_lr_decay=decay)
+
+
+def optimizer_with(**fields) -> Optimizer:
+  """The default optimizer (configs/common.py) with `fields` of the config set, as a recipe
+  would: `optimizer_with(optim={'name': 'sgd'}, lr={'base': 0.1}, grad_clip_norm=0.0)`."""
+  config = common.get_config()
+  config.update(fields)
+  return read_optimizer(config)
 
 
 def read_step(config: ml_collections.ConfigDict) -> Step:
