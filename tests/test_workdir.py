@@ -15,6 +15,11 @@ def test_claim_writes_refuses_and_overwrites(tmp_path):
   workdir_lib.claim(workdir, {'lr': {'base': 1.0}, 'seed': 0}, overwrite=False)
   assert json.load(open(os.path.join(workdir, 'config.json'))) == {'lr': {'base': 1.0}, 'seed': 0}
   workdir_lib.claim(workdir, {'lr': {'base': 1.0}, 'seed': 0}, overwrite=False)  # same: fine
+  # A run that saved no step (stopped at startup) has nothing to lose: another config takes it.
+  workdir_lib.claim(workdir, {'lr': {'base': 3.0}, 'seed': 0}, overwrite=False)
+  assert json.load(open(os.path.join(workdir, 'config.json')))['lr']['base'] == 3.0
+  workdir_lib.claim(workdir, {'lr': {'base': 1.0}, 'seed': 0}, overwrite=False)
+  os.makedirs(os.path.join(workdir, 'checkpoints', '4'))  # one saved step: now it is a run
   with pytest.raises(ValueError, match=r"different config \(fields: \['lr.base'\]\)"):
     workdir_lib.claim(workdir, {'lr': {'base': 2.0}, 'seed': 0}, overwrite=False)
   open(os.path.join(workdir, 'metrics.jsonl'), 'w').write('{"step": 1}\n')
@@ -29,10 +34,11 @@ def test_a_workdir_from_before_a_new_config_field_still_resumes(tmp_path):
   workdir = str(tmp_path / 'run')
   workdir_lib.claim(workdir, {'seed': 0}, overwrite=False)
   workdir_lib.claim(workdir, {'seed': 0, 'evals': {}, 'keep_period': None}, overwrite=False)
+  workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0}, overwrite=False)
+  os.makedirs(tmp_path / 'other' / 'checkpoints' / '2')
   with pytest.raises(ValueError, match=r"\(fields: \['evals.fewshot.kind'\]\)"):
-    workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0}, overwrite=False) or \
-        workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0, 'evals': {'fewshot': {
-            'kind': 'fewshot'}}}, overwrite=False)
+    workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0, 'evals': {'fewshot': {
+        'kind': 'fewshot'}}}, overwrite=False)
 
 
 def _event_steps(folder):

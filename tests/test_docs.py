@@ -1,0 +1,217 @@
+"""The docs stay true: every command in README.md and docs/ is run.
+
+The fenced `bash` blocks are read off the pages and run in order, in a workspace that holds what
+the commands name (`ViT-B_16.npz`, `/data/pets`, `dinov2-base/`, `cat.jpg`, ...) made small here,
+with tiny settings appended (a one-layer model of width 16, two steps). A command whose data no
+test machine holds (cifar10, VTAB) runs until it stops on the one line naming what is missing.
+Commands for a cluster or the test suite itself are named with the test that runs them. Blocks
+of `$ command` lines with their output (transcripts) are run and their output compared. Python
+blocks must compile and name only attributes our modules have.
+"""
+
+import ast
+import importlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = ['README.md'] + sorted(f'docs/{name}' for name in os.listdir(os.path.join(ROOT, 'docs'))
+                               if name.endswith('.md'))
+# Commands that need what a test cannot have (a cluster) or are the suite itself: (pattern,
+# the file that runs them, what that file must hold).
+ELSEWHERE = (
+    (r'python -m pytest$', '.ci/run', 'python -m pytest'),
+    (r'--num_processes=', 'tests/test_multihost_runs.py', '--num_processes'),
+    (r'\bsbatch experiments/launch/slurm\.sbatch', 'tests/test_multihost_runs.py', 'slurm.sbatch'),
+    (r'experiments/launch/tpu_vm\.sh ', 'tests/test_launch.py', 'tpu_vm.sh'),
+    (r'kubectl apply -f experiments/launch/kubernetes\.yaml', 'tests/test_launch.py',
+     'kubernetes.yaml'),
+)
+# Datasets no test machine has: the command must stop naming them, in one line.
+ABSENT = ('cifar10', 'clevr')
+TINY_MODEL = ['--config.model.hidden_size=16', '--config.model.transformer.mlp_dim=32',
+              '--config.model.transformer.num_heads=2', '--config.model.transformer.num_layers=1']
+TINY_RUN = ['--config.total_steps=2', '--config.batch_size=16', '--config.eval_batch_size=16',
+            '--config.log_every=1', '--config.checkpoint_every=2',
+            '--config.lr.warmup_steps=1'] + TINY_MODEL
+TIMEOUT_S = 240
+
+
+def fenced_blocks(page: str) -> list[tuple[str, str]]:
+  with open(os.path.join(ROOT, page), encoding='utf-8') as f:
+    return re.findall(r'^```(\w*)\n(.*?)^```', f.read(), flags=re.S | re.M)
+
+
+def commands(page: str) -> list[str]:
+  """The page's bash commands: continuation lines joined, comments dropped."""
+  found = []
+  for language, text in fenced_blocks(page):
+    if language != 'bash':
+      continue
+    for line in text.replace('\\\n', ' ').splitlines():
+      words = shlex.split(line, comments=True)
+      if words:
+        found.append(shlex.join(words))
+  return found
+
+
+def _tiny_vit(name: str, num_classes: int = 5, image_size: int = 224):
+  """Parameters of `name` with the tiny width and depth the commands are run with."""
+  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
+  config = model_configs.get_config(name)
+  config.hidden_size = 16
+  config.transformer.update(mlp_dim=32, num_heads=2, num_layers=1)
+  model = models.VisionTransformer(num_classes=num_classes, **config)
+  import jax  # pylint: disable=g-import-not-at-top
+  return model.init(jax.random.key(0), np.zeros((1, image_size, image_size, 3), np.float32),
+                    train=False)['params']
+
+
+def _image(path, seed):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+  """A working directory with every file the docs' commands name, and the digits main job
+  (the README's first command, tiny) already run."""
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from conftest import write_image_folder  # pylint: disable=g-import-not-at-top
+  ws = tmp_path_factory.mktemp('docs')
+  for name in ('configs', 'experiments'):
+    os.symlink(os.path.join(ROOT, name), ws / name)
+  write_image_folder(ws / 'pets', {'': {'abyssinian': 12, 'beagle': 12, 'chihuahua': 12}})
+  b16 = _tiny_vit('ViT-B_16')
+  for path in ('ViT-B_16.npz', 'imagenet21k/ViT-B_16.npz', 'R50+ViT-B_16.npz'):
+    os.makedirs(os.path.dirname(ws / path), exist_ok=True)
+    checkpoint.save(b16, str(ws / path))
+  os.makedirs(ws / 'imagenet21k+imagenet2012', exist_ok=True)
+  checkpoint.save(_tiny_vit('ViT-L_16', num_classes=1000),
+                  str(ws / 'imagenet21k+imagenet2012' / 'ViT-L_16.npz'))
+  for index, name in enumerate(('cat.jpg', 'dog.png', 'my_cat.jpg')):
+    _image(ws / name, index)
+  (ws / 'labels.txt').write_text(''.join(f'class {i}\n' for i in range(5)))
+  _hf_dinov2(ws / 'dinov2-base')
+  (ws / 'tfds').mkdir()
+  run(ws, 'python -m vit_jax.main --config=configs/digits.py --workdir=workdirs/digits')
+  return ws
+
+
+def _hf_dinov2(path):
+  """A DINOv2 directory as transformers writes it (save_pretrained), random and tiny."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, image_size=28, patch_size=14)
+  transformers.Dinov2Model(config).eval().save_pretrained(str(path))
+  transformers.BitImageProcessor(
+      do_resize=True, size={'shortest_edge': 32}, resample=3, do_center_crop=True,
+      crop_size={'height': 28, 'width': 28}, do_normalize=True,
+      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(str(path))
+
+
+def _mapped(ws, word: str) -> str:
+  """The docs' absolute paths, inside the workspace."""
+  return word.replace('/data/pets', str(ws / 'pets')).replace('/data/tfds', str(ws / 'tfds'))
+
+
+def run(ws, command: str) -> subprocess.CompletedProcess:
+  """Runs one docs command in `ws` with the tiny settings; returns the finished process."""
+  words = shlex.split(command)
+  env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT,
+             XLA_FLAGS='--xla_force_host_platform_device_count=8 '
+                       '--xla_backend_optimization_level=0')
+  while words and re.fullmatch(r'[A-Z_]+=.*', words[0]):
+    key, value = words.pop(0).split('=', 1)
+    env[key] = _mapped(ws, value)
+  if words[:2] == ['python', '-m'] and words[2] in ('vit_jax.main', 'vit_jax.plan'):
+    evaluating = '--mode=eval' in words
+    words += TINY_MODEL if words[2] == 'vit_jax.plan' else [] if evaluating else TINY_RUN
+  words = [sys.executable if w == 'python' else _mapped(ws, w) for w in words]
+  return subprocess.run(words, cwd=ws, env=env, capture_output=True, text=True,
+                        timeout=TIMEOUT_S, check=False)
+
+
+def _elsewhere(command: str):
+  for pattern, where, holds in ELSEWHERE:
+    if re.search(pattern, command):
+      return where, holds
+  return None
+
+
+def _steps(command: str) -> list[str]:
+  """`pip install ... && python ...`: the parts after the installs (CI installs first)."""
+  return [part.strip() for part in command.split('&&')
+          if not part.strip().startswith('pip install')]
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_every_command_on_the_page_runs(page, workspace):
+  for command in commands(page):
+    for step in _steps(command):
+      elsewhere = _elsewhere(step)
+      if elsewhere is not None:  # run by another test, which must hold the same program
+        where, holds = elsewhere
+        with open(os.path.join(ROOT, where), encoding='utf-8') as f:
+          assert holds in f.read(), (page, step, where)
+        continue
+      done = run(workspace, step)
+      lines = done.stderr.strip().splitlines()
+      if any(name in step for name in ABSENT):
+        assert done.returncode != 0 and lines and lines[-1].startswith('error: '), (
+            page, step, done.stderr[-2000:])
+        assert 'not prepared' in lines[-1], (page, step, lines[-1])
+        continue
+      assert done.returncode == 0, (page, step, done.stdout[-1000:], done.stderr[-3000:])
+
+
+def test_transcripts_print_what_the_docs_say(workspace):
+  """`$ command` lines followed by their output, in plain fenced blocks."""
+  checked = 0
+  for page in PAGES:
+    for language, text in fenced_blocks(page):
+      lines = text.splitlines()
+      if language or not lines or not lines[0].startswith('$ '):
+        continue
+      for command, expected in zip(lines[::2], lines[1::2]):
+        done = run(workspace, command[2:])
+        assert expected in done.stderr + done.stdout, (page, command, done.stderr[-1000:])
+        checked += 1
+  assert checked >= 2
+
+
+_IMPORT = re.compile(r'^(?:from (vit_jax[\w.]*) import (.+)|import (vit_jax[\w.]*))$', re.M)
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_python_blocks_name_what_exists(page):
+  """Every python block compiles, and every `alias.name` of a vit_jax module it imports exists."""
+  for language, text in fenced_blocks(page):
+    if language != 'python':
+      continue
+    ast.parse(text)  # compiles
+    aliases = {}
+    for package, names, module in _IMPORT.findall(text):
+      if module:
+        aliases[module.rsplit('.', 1)[-1]] = module
+        continue
+      for item in names.split(','):
+        name, _, alias = item.strip().partition(' as ')
+        target = f'{package}.{name}'
+        try:
+          importlib.import_module(target)
+        except ModuleNotFoundError:
+          assert hasattr(importlib.import_module(package), name), (page, target)
+          continue
+        aliases[alias or name] = target
+    for alias, attribute in re.findall(r'\b(\w+)\.(\w+)\b', text):
+      if alias in aliases:
+        assert hasattr(importlib.import_module(aliases[alias]), attribute), (
+            page, f'{aliases[alias]}.{attribute}')
