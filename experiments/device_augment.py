@@ -145,13 +145,13 @@ def main():
     level = jnp.float32(10.0)
     signs = jnp.ones(args.batch)
     for name in ra.OPS:
-      if name in ra.SIGNED_OPS:
-        batched = lambda x, k, s, op=ra.SIGNED_OPS[name]: jax.vmap(  # pylint: disable=unnecessary-lambda-assignment
-            lambda i, g: op(i, level, g))(x, s)
+      if name in ra.table.GEOMETRIC:
+        batched = lambda x, k, s, name=name: jax.vmap(  # pylint: disable=unnecessary-lambda-assignment
+            lambda i, g: ra.geometric(i, name, level, g))(x, s)
       elif name == 'Cutout':
         batched = lambda x, k, s: jax.vmap(lambda i, key: ra.cutout(i, level, key))(x, k)  # pylint: disable=unnecessary-lambda-assignment
       else:
-        batched = lambda x, k, s, op=ra.LEVEL_OPS[name]: jax.vmap(lambda i: op(i, level))(x)  # pylint: disable=unnecessary-lambda-assignment
+        batched = lambda x, k, s, op=ra.PIXEL_OPS[name]: jax.vmap(lambda i: op(i, level))(x)  # pylint: disable=unnecessary-lambda-assignment
       op_programs[name] = _program(batched, (uint8, keys, signs))
     ops = _timed(op_programs, args.iters)
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vit_jax import saved_params
+from vit_jax.weights import workdir_params
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer
 from vit_jax.train import state as state_lib
@@ -40,7 +40,7 @@ def test_round_trip_keeps_every_leaf_and_writes_params_as_their_own_item(tmp_pat
                restored.state, state)
   assert restored.state.params['head']['kernel'].sharding == \
       abstract.params['head']['kernel'].sharding
-  step, params = saved_params.read(str(tmp_path))  # parameters alone, as numpy: the EMA
+  step, params = workdir_params.read(str(tmp_path))  # parameters alone, as numpy: the EMA
   assert step == 5 and isinstance(params['head']['kernel'], np.ndarray)
   jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(state.ema_params))
 

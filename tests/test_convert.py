@@ -11,7 +11,7 @@ import transformers
 
 from vit_jax import checkpoint
 from vit_jax import convert
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
               image_size=64, patch_size=16, num_labels=3)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from vit_jax.data import augment_table
 from vit_jax.data import device_randaugment as jax_ra
 from vit_jax.data import randaugment as tf_ra
 
@@ -32,12 +33,16 @@ OPS = {
     'Contrast': (tf_ra.contrast, jax_ra.contrast, False, 1),
     'Brightness': (tf_ra.brightness, jax_ra.brightness, False, 1),
     'Sharpness': (tf_ra.sharpness, jax_ra.sharpness, False, 1),
-    'Rotate': (tf_ra.rotate, jax_ra.rotate, True, 0),
-    'ShearX': (tf_ra.shear_x, jax_ra.shear_x, True, 0),
-    'ShearY': (tf_ra.shear_y, jax_ra.shear_y, True, 0),
-    'TranslateX': (tf_ra.translate_x, jax_ra.translate_x, True, 0),
-    'TranslateY': (tf_ra.translate_y, jax_ra.translate_y, True, 0),
+    **{name: (lambda x, level, sign, name=name: tf_ra.geometric(x, name, level, sign),
+              lambda x, level, sign, name=name: jax_ra.geometric(x, name, level, sign), True, 0)
+       for name in augment_table.GEOMETRIC},
 }
+
+
+def test_both_sides_implement_the_whole_table():
+  assert set(OPS) | {'Cutout'} == set(augment_table.OPS)
+  assert set(jax_ra.PIXEL_OPS) | set(augment_table.GEOMETRIC) | {'Cutout'} == set(
+      augment_table.OPS)
 
 
 @pytest.mark.parametrize('name', sorted(OPS))
@@ -73,10 +78,10 @@ def test_a_layer_applies_exactly_the_chosen_op(sign):
     for image, out in zip(images, ours):
       if name == 'Cutout':
         expected = jax_ra.cutout(image, level, key)
-      elif name in jax_ra.SIGNED_OPS:
-        expected = jax_ra.SIGNED_OPS[name](image, level, jnp.float32(sign))
+      elif name in augment_table.GEOMETRIC:
+        expected = jax_ra.geometric(image, name, level, jnp.float32(sign))
       else:
-        expected = jax_ra.LEVEL_OPS[name](image, level)
+        expected = jax_ra.PIXEL_OPS[name](image, level)
       difference = np.abs(out.astype(int) - np.asarray(expected).astype(int))
       # The blends may round one level apart where XLA fuses them differently.
       assert difference.max() <= (1 if OPS.get(name, (0, 0, 0, 0))[3] else 0), name

@@ -298,7 +298,7 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax.evaluators import report  # pylint: disable=g-import-not-at-top
+  from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   spec = importlib.util.spec_from_file_location('paper_evals',
                                                 os.path.join(root, 'configs', 'paper_evals.py'))
@@ -329,7 +329,7 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   with open(os.path.join(workdir, 'vtab.json'), 'w', encoding='utf-8') as f:
     json.dump({'groups': {'natural': 0.5, 'specialized': 0.75, 'structured': 0.25},
                'mean': 0.45, 'complete': False}, f)
-  path = report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)')
+  path = paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)')
   text = open(path, encoding='utf-8').read()
   assert f'| ImageNet top-1 | {100 * result["val/accuracy"]:.2f} | 85.30 |' in text
   assert (f'| imagenet 3-shot linear probe | '
@@ -340,4 +340,4 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   saved = json.load(open(os.path.join(workdir, 'report.json'), encoding='utf-8'))
   assert saved['results']['val/accuracy'] == result['val/accuracy']
   with pytest.raises(ValueError, match=r"config.paper_model: expected one of \["):
-    report.write(workdir, npz, result, missing, 'ViT-Q/16')
+    paper_report.write(workdir, npz, result, missing, 'ViT-Q/16')

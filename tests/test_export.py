@@ -47,7 +47,7 @@ def trained(digits_data_dir, tmp_path_factory):
   """A model trained by the runner (12 steps of the tiny digits recipe)."""
   workdir = str(tmp_path_factory.mktemp('trained'))
   loop.train_and_evaluate(tiny_recipe.get_config(digits_data_dir), workdir)
-  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   return workdir, trained_model.load(workdir)
 
 

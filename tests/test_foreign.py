@@ -14,9 +14,9 @@ import torch
 import transformers
 
 from vit_jax import checkpoint
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.export import timm as timm_export
-from vit_jax.formats import foreign
+from vit_jax.weights import foreign
 from vit_jax.models import vit
 from vit_jax.models.vit import VisionTransformer
 

@@ -15,10 +15,10 @@ import torch
 import transformers
 
 from vit_jax import infer
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.data import preprocess
-from vit_jax.formats import preprocessing
+from vit_jax.weights import preprocessing
 
 WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,

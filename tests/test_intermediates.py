@@ -8,7 +8,7 @@ import transformers
 
 from conftest import tiny_vit_config
 from vit_jax import models
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.models import intermediates
 from vit_jax.models.vit import VisionTransformer
 

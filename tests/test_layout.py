@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vit_jax.models import layout
+from vit_jax.models import stacking
 
 
 def _per_layer(depth):
@@ -13,22 +13,22 @@ def _per_layer(depth):
 
 
 def test_stack_orders_layers_by_index_not_by_name():
-  stacked = layout.stack_encoder_blocks(_per_layer(12))
+  stacked = stacking.stack_encoder_blocks(_per_layer(12))
   scale = stacked['Transformer']['encoderblock']['LayerNorm_0']['scale']
   assert scale.shape == (12, 3)
   np.testing.assert_array_equal(scale[:, 0], np.arange(12))  # encoderblock_10 after _9
   assert set(stacked['Transformer']) == {'encoderblock', 'encoder_norm'}
-  assert layout.num_encoder_layers(stacked) == 12
+  assert stacking.num_encoder_layers(stacked) == 12
 
 
 def test_round_trip_and_idempotence():
   tree = _per_layer(3)
-  back = layout.unstack_encoder_blocks(layout.stack_encoder_blocks(tree))
+  back = stacking.unstack_encoder_blocks(stacking.stack_encoder_blocks(tree))
   assert set(back['Transformer']) == set(tree['Transformer'])
   for i in range(3):
     np.testing.assert_array_equal(back['Transformer'][f'encoderblock_{i}']['LayerNorm_0']['scale'],
                                   np.full(3, float(i)))
-  assert layout.unstack_encoder_blocks(tree)['Transformer'].keys() == tree['Transformer'].keys()
-  stacked = layout.stack_encoder_blocks(tree)
-  assert layout.stack_encoder_blocks(stacked)['Transformer'].keys() == stacked['Transformer'].keys()
+  assert stacking.unstack_encoder_blocks(tree)['Transformer'].keys() == tree['Transformer'].keys()
+  stacked = stacking.stack_encoder_blocks(tree)
+  assert stacking.stack_encoder_blocks(stacked)['Transformer'].keys() == stacked['Transformer'].keys()
   assert 'encoderblock_0' in tree['Transformer']  # inputs are not modified

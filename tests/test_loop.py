@@ -302,7 +302,7 @@ def test_fine_tuning_a_frozen_backbone_keeps_it_and_resumes(finished, digits_dat
   """init_from a finished run with everything but the head frozen: the backbone comes out as it
   went in, the head trains, the checkpointed optimizer state (moments for the head alone)
   restores on a second start."""
-  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   source, _ = finished
   config = tiny_recipe.get_config(digits_data_dir)
   config.init_from, config.frozen = source, (r'^(?!head/).*',)

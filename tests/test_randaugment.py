@@ -35,12 +35,13 @@ def test_enhance_ops_at_the_neutral_level():
 
 def test_geometric_ops():
   image = _image()
-  np.testing.assert_array_equal(ra.rotate(image, 0.0, 1.0), image)
-  shifted = ra.translate_x(image, 10.0 * 4 / (0.45 * 40), 1.0).numpy()  # 4 pixels
+  np.testing.assert_array_equal(ra.geometric(image, 'Rotate', 0.0, 1.0), image)
+  shifted = ra.geometric(image, 'TranslateX', 10.0 * 4 / (0.45 * 40), 1.0).numpy()  # 4 pixels
   np.testing.assert_array_equal(shifted[:, 4:], image.numpy()[:, :-4])
   np.testing.assert_array_equal(shifted[:, :4], np.full((32, 4, 3), ra.FILL))
-  rotated = ra.rotate(tf.constant(np.eye(33, dtype=np.uint8)[..., None].repeat(3, -1) * 255),
-                      10.0 * 90 / 30, 1.0)  # 90 degrees (level beyond 10 scales linearly)
+  rotated = ra.geometric(
+      tf.constant(np.eye(33, dtype=np.uint8)[..., None].repeat(3, -1) * 255), 'Rotate',
+      10.0 * 90 / 30, 1.0)  # 90 degrees (level beyond 10 scales linearly)
   np.testing.assert_array_equal(rotated.numpy()[..., 0], np.fliplr(np.eye(33)) * 255)
 
 

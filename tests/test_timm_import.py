@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from vit_jax import trained_model
-from vit_jax.formats import timm_archs
+from vit_jax.weights import trained_model
+from vit_jax.weights import timm_archs
 import timm_reference
 
 timm = timm_reference.import_timm()

@@ -10,7 +10,7 @@ import pytest
 
 import tiny_recipe
 from vit_jax import checkpoint
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.train import loop
 from vit_jax.train import checkpointer
 from vit_jax.train import setup as setup_lib

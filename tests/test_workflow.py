@@ -16,7 +16,7 @@ import torch
 from vit_jax import checkpoint
 from vit_jax import evaluators
 from vit_jax import export
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import sources
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning

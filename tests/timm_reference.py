@@ -3,7 +3,7 @@
 timm imports torchvision at import time, and no CPU torchvision build matches the pinned torch;
 its ViT code uses nothing from it, so a stand-in module is put in its place while timm imports
 (and only then: transformers must not see it). `architecture_fields` reads a built timm model
-the way `vit_jax/formats/timm_archs.py` records it; `python tests/timm_reference.py` rewrites
+the way `vit_jax/weights/timm_archs.py` records it; `python tests/timm_reference.py` rewrites
 that table from the installed timm.
 """
 
@@ -124,7 +124,7 @@ def survey():
   return table
 
 
-def write_table(path='vit_jax/formats/timm_archs.py'):
+def write_table(path='vit_jax/weights/timm_archs.py'):
   timm = import_timm()
   header = (f'"""What timm {timm.__version__}\'s ViT architectures fix beyond their weights: '
             'written by `python tests/timm_reference.py`.\n\n'

@@ -24,10 +24,10 @@ import numpy as np
 import scipy.ndimage
 
 from vit_jax import errors
-from vit_jax import architecture
+from vit_jax.weights import architecture
 from vit_jax import param_names
-from vit_jax.formats import foreign
-from vit_jax.models import layout
+from vit_jax.weights import foreign
+from vit_jax.models import stacking
 from vit_jax.models import patch_embed
 
 POSEMB_PATH = ('Transformer', 'posembed_input', 'pos_embedding')
@@ -115,7 +115,7 @@ def canonicalize(tree: Mapping[str, Any]) -> dict[str, Any]:
   tree = _fix_groupnorm(convert_pre_linen(tree))
   if 'Transformer' not in tree:
     raise errors.UserError(f'Not a ViT checkpoint: no "Transformer" entry among {sorted(tree)}.')
-  tree = layout.unstack_encoder_blocks(tree)
+  tree = stacking.unstack_encoder_blocks(tree)
   encoder = dict(tree['Transformer'])
 
   # big_vision adds the posemb to the patches, then prepends cls: the same as a zero posemb row
@@ -143,7 +143,7 @@ def load(path: str) -> dict[str, Any]:
   """Reads a released or big_vision `.npz` into the canonical parameter tree (numpy leaves).
 
   timm and Hugging Face files (`.safetensors`, `.bin` through `weights_only=True`, a model
-  directory) are read too (`vit_jax.formats.foreign`); their model fields beyond the shapes
+  directory) are read too (`vit_jax.weights.foreign`); their model fields beyond the shapes
   come with `foreign.load`.
   """
   if foreign.handles(path):
@@ -156,7 +156,7 @@ def load(path: str) -> dict[str, Any]:
 
 def to_released_layout(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """Canonical or scanned tree -> flat {name: array} with the paper's released (pre-Linen) names."""
-  tree = layout.unstack_encoder_blocks(flax.core.unfreeze(params))
+  tree = stacking.unstack_encoder_blocks(flax.core.unfreeze(params))
   flat = {}
   for path, value in flax.traverse_util.flatten_dict(tree).items():
     path = list(path)
@@ -283,7 +283,7 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   init_is_frozen = isinstance(init_params, flax.core.FrozenDict)
   init_tree = flax.core.unfreeze(init_params)
   init_scanned = 'encoderblock' in init_tree.get('Transformer', {})
-  init_flat = flatten(layout.unstack_encoder_blocks(init_tree))
+  init_flat = flatten(stacking.unstack_encoder_blocks(init_tree))
 
   take_from_init = list(dont_load) + ([r'head(_dist)?/.*'] if reset_head else [])
   from_init = lambda key: param_names.matches(take_from_init, key)  # pylint: disable=unnecessary-lambda-assignment
@@ -316,11 +316,11 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
     merged[tuple(key.split('/'))] = np.asarray(value).astype(init_value.dtype)
   tree = flax.traverse_util.unflatten_dict(merged)
   if init_scanned:
-    tree = layout.stack_encoder_blocks(tree)
+    tree = stacking.stack_encoder_blocks(tree)
   return flax.core.freeze(tree) if init_is_frozen else tree
 
 
 def infer_model_config(params: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[int]]:
   """Reads the architecture off a tree's shapes -> (model config, num_classes); see
-  `vit_jax.architecture.infer`."""
+  `vit_jax.weights.architecture.infer`."""
   return architecture.infer(canonicalize(params) if 'Transformer' in params else params)

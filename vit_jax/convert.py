@@ -19,9 +19,9 @@ import numpy as np
 from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import cli
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
-from vit_jax.formats import foreign
+from vit_jax.weights import foreign
 from vit_jax.models import vit
 
 

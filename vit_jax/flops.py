@@ -8,6 +8,7 @@ GELU, softmax) is left out, as is customary for MFU. Training = 3 x forward.
 from typing import Optional
 
 from vit_jax.models import geometry
+from vit_jax.models import vit
 
 
 def _conv_macs(height: int, width: int, kernel: int, c_in: int, c_out: int, stride: int):
@@ -45,7 +46,7 @@ def forward_flops(model_config, image_size: int, num_classes: Optional[int] = 10
   macs, side, channels = 0, image_size, 3
   if model_config.get('resnet') is not None:
     macs, side, channels = resnet_stem_macs(image_size, model_config.resnet.num_layers,
-                                            model_config.resnet.get('width_factor', 1))
+                                            model_config.resnet.width_factor)
   patches = (side // patch_h) * (side // patch_w)
   macs += patches * patch_h * patch_w * channels * width
   tokens = patches + geometry.num_prefix_tokens(model_config)
@@ -59,7 +60,7 @@ def forward_flops(model_config, image_size: int, num_classes: Optional[int] = 10
     macs += width * model_config.representation_size
     head_in = model_config.representation_size
   if num_classes:
-    outputs = tokens if model_config.get('classifier') in geometry.UNPOOLED_CLASSIFIERS else 1
+    outputs = tokens if geometry.model_of(model_config).classifier in vit.UNPOOLED_CLASSIFIERS else 1
     macs += outputs * head_in * num_classes
   return 2 * macs
 

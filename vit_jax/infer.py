@@ -21,9 +21,9 @@ import numpy as np
 from vit_jax import errors
 from vit_jax import cli
 from vit_jax import models
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
-from vit_jax.formats import preprocessing
+from vit_jax.weights import preprocessing
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '

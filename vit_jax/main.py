@@ -64,7 +64,7 @@ def main(argv):
 def _run(config) -> None:
   if _MODE.value == 'eval':  # (imports here: after TensorFlow is kept off the accelerators)
     import vit_jax.evaluators  # pylint: disable=g-import-not-at-top
-    from vit_jax.evaluators import report  # pylint: disable=g-import-not-at-top
+    from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
     reporting = bool(_WORKDIR.value)  # a report goes to --workdir; datasets absent are listed
     result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value,
                                                     skip_missing=reporting)
@@ -74,7 +74,7 @@ def _run(config) -> None:
     for name, why in missing.items():
       print(f'{name}: not run: {why}')
     if reporting:
-      path = report.write(os.path.expanduser(_WORKDIR.value), _CHECKPOINT.value, result, missing,
+      path = paper_report.write(os.path.expanduser(_WORKDIR.value), _CHECKPOINT.value, result, missing,
                           config.get('paper_model'))
       print(f'Report: {path}')
     return

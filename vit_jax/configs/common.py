@@ -62,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sharding = 'dp'  # dp | fsdp | fsdp_tp
   # Gradient accumulation: an int, or 'auto' for the fewest that fit (with model.remat='auto',
   # the lightest rematerialisation too); device_memory_gb is the per-device budget (read from
-  # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/plan.py.
+  # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/memory.py.
   config.micro_batches = ml_collections.config_dict.FieldReference(1, field_type=object)
   config.device_memory_gb = ml_collections.config_dict.placeholder(float)
   config.check_memory = False  # compile the step once at startup to check it fits the budget

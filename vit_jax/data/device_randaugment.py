@@ -1,5 +1,5 @@
-"""RandAugment as batched JAX ops, for the accelerator: the same operations and magnitude
-semantics as the TF version (`vit_jax/data/randaugment.py`), on uint8 [b, h, w, 3] batches.
+"""RandAugment as batched JAX ops, for the accelerator, on uint8 [b, h, w, 3] batches: the ops of
+`augment_table.py`, the table the TF version on the host (`randaugment.py`) reads too.
 
 Per-example randomness comes from a key per example (`example_keys(seed, positions)`: the seed
 folded with the example's global stream position), so a batch augments the same way on any host
@@ -10,18 +10,12 @@ is the TF op's twin, tested pixel for pixel (tests/test_device_randaugment.py).
 The trainer runs it as the `randaug` op of `config.pp_device` (device_pp.py), in the train step.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from vit_jax import errors
-
-MAX_LEVEL = 10.0
-FILL = 128
-OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
-       'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
-       'Cutout', 'SolarizeAdd')
+from vit_jax.data import augment_table as table
+from vit_jax.data.augment_table import FILL, OPS
 
 
 def _to_uint8(x: jnp.ndarray) -> jnp.ndarray:
@@ -66,35 +60,32 @@ def invert(image, _):
 
 
 def posterize(image, level):
-  shift = (8 - (level / MAX_LEVEL * 4).astype(jnp.int32)).astype(jnp.uint8)
+  shift = (8 - table.posterize_bits(level).astype(jnp.int32)).astype(jnp.uint8)
   return jnp.left_shift(jnp.right_shift(image, shift), shift)
 
 
 def solarize(image, level):
-  threshold = (level / MAX_LEVEL * 256).astype(jnp.int32)
+  threshold = table.solarize_threshold(level).astype(jnp.int32)
   return jnp.where(image.astype(jnp.int32) < threshold, image, 255 - image)
 
 
 def solarize_add(image, level):
-  added = jnp.clip(image.astype(jnp.int32) + (level / MAX_LEVEL * 110).astype(jnp.int32), 0, 255)
+  added = jnp.clip(image.astype(jnp.int32) + table.solarize_addition(level).astype(jnp.int32),
+                   0, 255)
   return jnp.where(image < 128, added.astype(jnp.uint8), image)
 
 
-def _enhance_factor(level):
-  return level / MAX_LEVEL * 1.8 + 0.1
-
-
 def color(image, level):
-  return _blend(jnp.broadcast_to(grayscale(image), image.shape), image, _enhance_factor(level))
+  return _blend(jnp.broadcast_to(grayscale(image), image.shape), image, table.enhance_factor(level))
 
 
 def contrast(image, level):
   mean = grayscale(image).astype(jnp.float32).mean()
-  return _blend(jnp.full(image.shape, mean), image, _enhance_factor(level))
+  return _blend(jnp.full(image.shape, mean), image, table.enhance_factor(level))
 
 
 def brightness(image, level):
-  return _blend(jnp.zeros_like(image), image, _enhance_factor(level))
+  return _blend(jnp.zeros_like(image), image, table.enhance_factor(level))
 
 
 def sharpness(image, level):
@@ -104,7 +95,7 @@ def sharpness(image, level):
                for i in range(3) for j in range(3))
   smooth = jnp.clip(jnp.round(smooth), 0, 255).astype(jnp.uint8)
   degenerate = image.at[1:-1, 1:-1].set(smooth)  # borders keep their pixels
-  return _blend(degenerate, image, _enhance_factor(level))
+  return _blend(degenerate, image, table.enhance_factor(level))
 
 
 def _round_half_away(x):
@@ -126,69 +117,22 @@ def transform(image, matrix):
   return jnp.where(inside[..., None], gathered, jnp.uint8(FILL))
 
 
-def _matrix(*values):
+def transform_matrix(name, shape, level, sign) -> jnp.ndarray:
+  """The table's projective map of a GEOMETRIC op, as a float32 [8] array."""
+  values = table.transform_matrix(name, float(shape[0]), float(shape[1]), level, sign, jnp.cos,
+                                  jnp.sin)
   return jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
 
 
-# The five geometric ops are one projective transform each: their matrices are built apart, so
-# a RandAugment layer gathers once with the chosen matrix instead of once per op.
-def rotate_matrix(shape, level, sign):
-  radians = sign * level / MAX_LEVEL * 30.0 * math.pi / 180.0
-  height, width = float(shape[0]), float(shape[1])
-  cos, sin = jnp.cos(radians), jnp.sin(radians)
-  x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
-  y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
-  return _matrix(cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0)
-
-
-def shear_x_matrix(shape, level, sign):
-  del shape
-  return _matrix(1.0, sign * level / MAX_LEVEL * 0.3, 0, 0, 1, 0, 0, 0)
-
-
-def shear_y_matrix(shape, level, sign):
-  del shape
-  return _matrix(1.0, 0, 0, sign * level / MAX_LEVEL * 0.3, 1, 0, 0, 0)
-
-
-def translate_x_matrix(shape, level, sign):
-  return _matrix(1.0, 0, -(sign * level / MAX_LEVEL * 0.45 * shape[1]), 0, 1, 0, 0, 0)
-
-
-def translate_y_matrix(shape, level, sign):
-  return _matrix(1.0, 0, 0, 0, 1, -(sign * level / MAX_LEVEL * 0.45 * shape[0]), 0, 0)
-
-
-def rotate(image, level, sign):
-  return transform(image, rotate_matrix(image.shape, level, sign))
-
-
-def shear_x(image, level, sign):
-  return transform(image, shear_x_matrix(image.shape, level, sign))
-
-
-def shear_y(image, level, sign):
-  return transform(image, shear_y_matrix(image.shape, level, sign))
-
-
-def translate_x(image, level, sign):
-  return transform(image, translate_x_matrix(image.shape, level, sign))
-
-
-def translate_y(image, level, sign):
-  return transform(image, translate_y_matrix(image.shape, level, sign))
-
-
-GEOMETRIC = {'Rotate': rotate_matrix, 'ShearX': shear_x_matrix, 'ShearY': shear_y_matrix,
-             'TranslateX': translate_x_matrix, 'TranslateY': translate_y_matrix}
-SIGNED_OPS = {'Rotate': rotate, 'ShearX': shear_x, 'ShearY': shear_y, 'TranslateX': translate_x,
-              'TranslateY': translate_y}  # op(image, level, sign)
+def geometric(image, name, level, sign):
+  """A GEOMETRIC op of the table: its projective transform of the image."""
+  return transform(image, transform_matrix(name, image.shape, level, sign))
 
 
 def cutout_at(image, level, row, col):
-  """A FILL square of half-size level/10 * 40/224 of the shorter side, centred at (row, col)."""
+  """A FILL square of the table's half-size, centred at (row, col)."""
   height, width = image.shape[:2]
-  pad = (level / MAX_LEVEL * 40.0 / 224.0 * min(height, width)).astype(jnp.int32)
+  pad = table.cutout_half_size(level, min(height, width)).astype(jnp.int32)
   rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
   inside = ((jnp.abs(rows - row) <= pad) & (jnp.abs(cols - col) <= pad))[..., None]
   return jnp.where(inside, jnp.uint8(FILL), image)
@@ -207,14 +151,15 @@ def draws(key: jax.Array, num_layers: int) -> dict[str, jnp.ndarray]:
 
   def one(layer_key):
     op_key, sign_key, prob_key, apply_key, cutout_key = jax.random.split(layer_key, 5)
-    probability = jax.random.uniform(prob_key, (), minval=0.2, maxval=0.8)
+    low, high = table.APPLY_PROBABILITY
+    probability = jax.random.uniform(prob_key, (), minval=low, maxval=high)
     return {'op': jax.random.randint(op_key, (), 0, len(OPS)),
             'sign': jnp.where(jax.random.uniform(sign_key) < 0.5, -1.0, 1.0),
             'apply': jax.random.uniform(apply_key) < probability, 'cutout_key': cutout_key}
   return jax.vmap(one)(keys)
 
 
-LEVEL_OPS = {'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
+PIXEL_OPS = {'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
              'Posterize': posterize, 'Solarize': solarize, 'Color': color, 'Contrast': contrast,
              'Brightness': brightness, 'Sharpness': sharpness,
              'SolarizeAdd': solarize_add}  # op(image, level); Cutout: cutout(image, level, key)
@@ -223,24 +168,26 @@ LEVEL_OPS = {'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': inver
 def apply_op(image: jnp.ndarray, op: jnp.ndarray, level, sign, cutout_key) -> jnp.ndarray:
   """OPS[op] applied to one uint8 image (op a traced index). Under vmap every op runs for every
   image (a select); the geometric ones share one gather with the chosen op's matrix."""
-  geometric = [OPS.index(name) for name in GEOMETRIC]
-  matrices = jnp.stack([build(image.shape, level, sign) for build in GEOMETRIC.values()])
-  slot = jnp.argmax(jnp.asarray(geometric) == op)  # 0 (any matrix) when op is not geometric
+  indices = [OPS.index(name) for name in table.GEOMETRIC]
+  matrices = jnp.stack([transform_matrix(name, image.shape, level, sign)
+                        for name in table.GEOMETRIC])
+  slot = jnp.argmax(jnp.asarray(indices) == op)  # 0 (any matrix) when op is not geometric
   moved = transform(image, matrices[slot])
   branches = []
   for name in OPS:
-    if name in GEOMETRIC:
+    if name in table.GEOMETRIC:
       branches.append(lambda x: moved)
     elif name == 'Cutout':
       branches.append(lambda x: cutout(x, level, cutout_key))
     else:
-      branches.append(lambda x, f=LEVEL_OPS[name]: f(x, level))
+      branches.append(lambda x, f=PIXEL_OPS[name]: f(x, level))
   return jax.lax.switch(op, branches, image)
 
 
 def randaugment_one(image: jnp.ndarray, key: jax.Array, num_layers: int = 2,
                     magnitude: float = 10.0) -> jnp.ndarray:
-  """`num_layers` ops drawn uniformly from OPS, each applied with probability in [0.2, 0.8]."""
+  """`num_layers` ops drawn uniformly from OPS, each applied with a probability drawn from the
+  table's APPLY_PROBABILITY."""
   if image.dtype != jnp.uint8:
     raise errors.UserError(f'randaugment expects uint8 images, got {image.dtype}.')
   level = jnp.asarray(float(magnitude), jnp.float32)

@@ -1,19 +1,12 @@
-"""RandAugment (Cubuk et al., arXiv:1909.13719) in TF ops, stateless: same seed, same image.
-
-The op list, magnitude mappings and the per-call application probability (uniform in [0.2, 0.8])
-follow the TF EfficientNet implementation that big_vision's ImageNet recipes use; pixel constants
-written there for 224px (translate 100, cutout 40) are scaled to the image size here.
-Works on uint8 [h, w, 3] images.
+"""RandAugment in TF ops on the host, stateless (same seed, same image), on uint8 [h, w, 3]:
+the ops of `augment_table.py` (shared with the JAX ops of `device_randaugment.py`).
 """
-
-import math
 
 import tensorflow as tf
 
 from vit_jax import errors
-
-MAX_LEVEL = 10.0
-FILL = 128
+from vit_jax.data import augment_table as table
+from vit_jax.data.augment_table import FILL
 
 
 def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
@@ -50,36 +43,32 @@ def invert(image, _):
 
 
 def posterize(image, level):
-  shift = tf.cast(8 - tf.cast(level / MAX_LEVEL * 4, tf.int32), tf.uint8)
+  shift = tf.cast(8 - tf.cast(table.posterize_bits(level), tf.int32), tf.uint8)
   return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
 def solarize(image, level):
-  threshold = tf.cast(level / MAX_LEVEL * 256, tf.int32)
+  threshold = tf.cast(table.solarize_threshold(level), tf.int32)
   return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
 
 
 def solarize_add(image, level):
-  added = tf.clip_by_value(tf.cast(image, tf.int32) + tf.cast(level / MAX_LEVEL * 110, tf.int32),
-                           0, 255)
+  added = tf.clip_by_value(
+      tf.cast(image, tf.int32) + tf.cast(table.solarize_addition(level), tf.int32), 0, 255)
   return tf.where(image < 128, tf.cast(added, tf.uint8), image)
 
 
-def _enhance_factor(level):
-  return level / MAX_LEVEL * 1.8 + 0.1
-
-
 def color(image, level):
-  return _blend(_grey(image), image, _enhance_factor(level))
+  return _blend(_grey(image), image, table.enhance_factor(level))
 
 
 def contrast(image, level):
   mean = tf.reduce_mean(tf.cast(tf.image.rgb_to_grayscale(image), tf.float32))
-  return _blend(tf.fill(tf.shape(image), mean), image, _enhance_factor(level))
+  return _blend(tf.fill(tf.shape(image), mean), image, table.enhance_factor(level))
 
 
 def brightness(image, level):
-  return _blend(tf.zeros_like(image), image, _enhance_factor(level))
+  return _blend(tf.zeros_like(image), image, table.enhance_factor(level))
 
 
 def sharpness(image, level):
@@ -91,7 +80,7 @@ def sharpness(image, level):
   smooth = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
   mask = tf.pad(tf.ones_like(smooth[1:-1, 1:-1]), [[1, 1], [1, 1], [0, 0]])
   degenerate = tf.where(mask == 1, smooth, image)
-  return _blend(degenerate, image, _enhance_factor(level))
+  return _blend(degenerate, image, table.enhance_factor(level))
 
 
 def _transform(image, matrix):
@@ -104,36 +93,16 @@ def _transform(image, matrix):
   return out[0]
 
 
-def rotate(image, level, sign):
-  radians = sign * level / MAX_LEVEL * 30.0 * math.pi / 180.0
+def geometric(image, name, level, sign):
+  """A GEOMETRIC op of the table: its projective transform of the image."""
   height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
-  cos, sin = tf.cos(radians), tf.sin(radians)
-  x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
-  y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
-  return _transform(image, [cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
-
-
-def shear_x(image, level, sign):
-  return _transform(image, [1.0, sign * level / MAX_LEVEL * 0.3, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-
-
-def shear_y(image, level, sign):
-  return _transform(image, [1.0, 0.0, 0.0, sign * level / MAX_LEVEL * 0.3, 1.0, 0.0, 0.0, 0.0])
-
-
-def translate_x(image, level, sign):
-  pixels = sign * level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[1], tf.float32)
-  return _transform(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0, 0.0, 0.0])
-
-
-def translate_y(image, level, sign):
-  pixels = sign * level / MAX_LEVEL * 0.45 * tf.cast(tf.shape(image)[0], tf.float32)
-  return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0])
+  return _transform(image, table.transform_matrix(name, height, width, level, sign, tf.cos,
+                                                  tf.sin))
 
 
 def cutout(image, level, seed):
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  pad = tf.cast(level / MAX_LEVEL * 40.0 / 224.0 * tf.cast(tf.minimum(height, width), tf.float32),
+  pad = tf.cast(table.cutout_half_size(level, tf.cast(tf.minimum(height, width), tf.float32)),
                 tf.int32)
   row_seed, col_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   centre_row = tf.random.stateless_uniform([], row_seed, 0, height, tf.int32)
@@ -143,36 +112,36 @@ def cutout(image, level, seed):
   return tf.where(inside, tf.constant(FILL, tf.uint8), image)
 
 
-OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
-       'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
-       'Cutout', 'SolarizeAdd')
+_PIXEL_OPS = {'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
+              'Posterize': posterize, 'Solarize': solarize, 'Color': color, 'Contrast': contrast,
+              'Brightness': brightness, 'Sharpness': sharpness, 'SolarizeAdd': solarize_add}
 
 
 def randaugment(image: tf.Tensor, seed: tf.Tensor, num_layers: int = 2,
                 magnitude: float = 10.0) -> tf.Tensor:
-  """Applies `num_layers` ops drawn uniformly from OPS, each with probability in [0.2, 0.8]."""
+  """Applies `num_layers` ops drawn uniformly from the table's OPS, each with a probability
+  drawn from APPLY_PROBABILITY."""
   image = tf.convert_to_tensor(image)
   if image.dtype != tf.uint8:
     raise errors.UserError(f'randaug expects uint8 images, got {image.dtype}; put it before '
                            'value_range/normalize.')
   level = tf.constant(float(magnitude))
+  low, high = table.APPLY_PROBABILITY
   for layer in range(num_layers):
     seeds = tf.random.experimental.stateless_split(
         tf.random.experimental.stateless_fold_in(seed, layer), 4)
-    op_index = tf.random.stateless_uniform([], seeds[0], 0, len(OPS), tf.int32)
+    op_index = tf.random.stateless_uniform([], seeds[0], 0, len(table.OPS), tf.int32)
     sign = tf.where(tf.random.stateless_uniform([], seeds[1]) < 0.5, -1.0, 1.0)
-    probability = tf.random.stateless_uniform([], seeds[2], 0.2, 0.8)
+    probability = tf.random.stateless_uniform([], seeds[2], low, high)
     apply = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seeds[2], 1)) < probability
-    branches = [
-        lambda: autocontrast(image, level), lambda: equalize(image, level),
-        lambda: invert(image, level), lambda: rotate(image, level, sign),
-        lambda: posterize(image, level), lambda: solarize(image, level),
-        lambda: color(image, level), lambda: contrast(image, level),
-        lambda: brightness(image, level), lambda: sharpness(image, level),
-        lambda: shear_x(image, level, sign), lambda: shear_y(image, level, sign),
-        lambda: translate_x(image, level, sign), lambda: translate_y(image, level, sign),
-        lambda: cutout(image, level, seeds[3]), lambda: solarize_add(image, level),
-    ]
+    branches = []
+    for name in table.OPS:  # the table's order: op_index picks the same op on both sides
+      if name in table.GEOMETRIC:
+        branches.append(lambda name=name: geometric(image, name, level, sign))
+      elif name == 'Cutout':
+        branches.append(lambda: cutout(image, level, seeds[3]))
+      else:
+        branches.append(lambda op=_PIXEL_OPS[name]: op(image, level))
     augmented = tf.switch_case(op_index, branches)
     augmented = tf.ensure_shape(augmented, image.shape)
     image = tf.where(apply, augmented, image)

@@ -13,12 +13,12 @@ import jax
 import ml_collections
 
 from vit_jax import errors
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
 from vit_jax.evaluators import fewshot
-from vit_jax.formats import preprocessing
+from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning

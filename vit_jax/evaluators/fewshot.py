@@ -37,10 +37,6 @@ from vit_jax.evaluators import base
 from vit_jax.evaluators import eval_step as step_lib
 from vit_jax.models import vit
 
-DEFAULT_SHOTS = (1, 5, 10, 25)
-DEFAULT_L2_REGS = tuple(2.0 ** i for i in range(-10, 11))
-DEFAULT_L2_REG = 2.0 ** 10
-DEFAULT_SEEDS = (0, 1, 2)
 BIAS_CONSTANT = 100.0  # big_vision's: a large constant feature leaves the bias almost free
 PROTOCOLS = ('fixed_l2', 'selected_l2')
 DATASET_FIELDS = ('name', 'train_split', 'test_split', 'data_dir', 'image_size', 'root',
@@ -126,10 +122,10 @@ class FewShot(base.Evaluator):
 
   Fields: `datasets` ({short name: {name, train_split, test_split, and source fields such as
   data_dir, image_size, root}}), `pp` (image preprocessing with fixed output size, no labels
-  needed), `shots` (default 1, 5, 10, 25), `protocol` ('fixed_l2', the published one, or
-  'selected_l2'), `l2_reg` (2^10) and `seeds` (0, 1, 2) for the first, `l2_regs` (2^-10 ...
-  2^10), `holdout_per_class` (5) and `seed` for the second, `representation` ('pre_logits',
-  the default, or 'pooled': see `vit.REPRESENTATIONS`).
+  needed), `shots`, `protocol` ('fixed_l2', the published one, or 'selected_l2'), `l2_reg` and
+  `seeds` for the first, `l2_regs`, `holdout_per_class` and `seed` for the second,
+  `representation` ('pre_logits' or 'pooled': see `vit.REPRESENTATIONS`). Every field is
+  required; `vit_jax.configs.common.fewshot_eval` writes an entry with big_vision's defaults.
   """
 
   FIELDS = ('datasets', 'pp', 'shots', 'protocol', 'l2_reg', 'seeds', 'l2_regs',
@@ -138,27 +134,32 @@ class FewShot(base.Evaluator):
   def __init__(self, name: str, entry: Mapping[str, Any], context: base.Context, run_loss=None):
     del run_loss
     super().__init__(name, entry, context)
-    self.shots = tuple(int(k) for k in (entry.get('shots') or DEFAULT_SHOTS))
+    missing = [field for field in self.FIELDS if entry.get(field) is None]
+    if missing:
+      raise errors.UserError(
+          f'config.evals.{name} has no {", ".join(missing)}; write the entry with '
+          'vit_jax.configs.common.fewshot_eval(...), which sets every field.')
+    self.shots = tuple(int(k) for k in entry['shots'])
     if not self.shots or min(self.shots) < 1:
       raise errors.UserError(f'config.evals.{name}.shots must be positive integers, found '
                              f'{self.shots}.')
-    self.protocol = entry.get('protocol') or 'fixed_l2'
+    self.protocol = entry['protocol']
     if self.protocol not in PROTOCOLS:
       raise errors.UserError(f'config.evals.{name}.protocol must be one of {PROTOCOLS}, found '
                              f'{self.protocol!r}.')
-    self.l2_reg = float(entry.get('l2_reg') or DEFAULT_L2_REG)
-    self.seeds = tuple(int(v) for v in (entry.get('seeds') or DEFAULT_SEEDS))
-    self.l2_regs = tuple(float(v) for v in (entry.get('l2_regs') or DEFAULT_L2_REGS))
+    self.l2_reg = float(entry['l2_reg'])
+    self.seeds = tuple(int(v) for v in entry['seeds'])
+    self.l2_regs = tuple(float(v) for v in entry['l2_regs'])
     if self.l2_reg <= 0 or not self.l2_regs or min(self.l2_regs) <= 0:
       raise errors.UserError(f'config.evals.{name}: l2_reg and l2_regs must be positive, found '
                              f'{self.l2_reg} and {self.l2_regs}.')
-    self.holdout = int(entry.get('holdout_per_class', 5))
+    self.holdout = int(entry['holdout_per_class'])
     if self.protocol == 'selected_l2' and self.holdout < 1:
       raise errors.UserError(
           f'config.evals.{name}.holdout_per_class must be >= 1 (the L2 is chosen '
           f'on those examples), found {self.holdout}.')
-    seed = int(entry.get('seed') or 0)
-    self.representation = entry.get('representation') or 'pre_logits'
+    seed = int(entry['seed'])
+    self.representation = entry['representation']
     if not entry.get('pp'):
       raise errors.UserError(f'config.evals.{name}.pp: expected an image preprocessing string, '
                              f'found {entry.get("pp")!r}.')

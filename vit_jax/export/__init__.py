@@ -14,7 +14,7 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
   # Imported here, not at the top: `vit_jax.export.stablehlo` must load an exported program
   # without the model code (flax), and the hf, timm and onnx formats need the export extra.
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax import trained_model  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise errors.UserError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
   loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)

@@ -13,10 +13,11 @@ from typing import Any, Optional, Sequence
 from safetensors import numpy as safetensors_numpy
 
 from vit_jax import errors
-from vit_jax.formats import hf_layout
-from vit_jax.formats import preprocessing
+from vit_jax.models import geometry
 from vit_jax.models.vit import activation_name
-from vit_jax.formats import torch_layouts
+from vit_jax.weights import hf_names
+from vit_jax.weights import preprocessing
+from vit_jax.weights import torch_names
 
 
 _HF_ACT = {'gelu_tanh': 'gelu_pytorch_tanh', 'gelu': 'gelu', 'quick_gelu': 'quick_gelu'}
@@ -29,6 +30,7 @@ def hf_config(model_config, num_classes: int, image_size: int,
     raise errors.UserError(
         f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
   labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes)]
+  model = geometry.model_of(model_config)  # every field, with the model's defaults
   return {
       'architectures': ['ViTForImageClassification'],
       'model_type': 'vit',
@@ -36,12 +38,11 @@ def hf_config(model_config, num_classes: int, image_size: int,
       'num_hidden_layers': model_config.transformer.num_layers,
       'num_attention_heads': model_config.transformer.num_heads,
       'intermediate_size': model_config.transformer.mlp_dim,
-      'hidden_act': _HF_ACT[activation_name(model_config.get('activation'),
-                                            model_config.get('gelu_approximate', True))],
+      'hidden_act': _HF_ACT[activation_name(model.activation, model.gelu_approximate)],
       'hidden_dropout_prob': 0.0,
       'attention_probs_dropout_prob': 0.0,
       'initializer_range': 0.02,
-      'layer_norm_eps': model_config.get('layer_norm_eps', 1e-6),
+      'layer_norm_eps': model.layer_norm_eps,
       'image_size': image_size,
       'patch_size': patch_h,
       'num_channels': 3,
@@ -57,7 +58,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
            labels: Optional[Sequence[str]] = None, pp: Optional[str] = None) -> str:
   """Writes the directory; `pp`, the model's input transform, becomes preprocessor_config.json
   (default: the official [-1, 1] resize)."""
-  torch_layouts.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
+  torch_names.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
                                  allow_pre_logits=False)
   os.makedirs(out_dir, exist_ok=True)
   config = hf_config(model_config, num_classes, image_size, labels)
@@ -66,7 +67,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
     json.dump(preprocessing.to_hf(pp or preprocessing.released(image_size), image_size), f,
               indent=2)
-  safetensors_numpy.save_file(hf_layout.vit_state_dict(params, model_config, image_size),
+  safetensors_numpy.save_file(hf_names.vit_state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   return out_dir

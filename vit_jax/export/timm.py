@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 from safetensors import numpy as safetensors_numpy
 
-from vit_jax.formats import preprocessing
-from vit_jax.formats import timm_archs
-from vit_jax.formats import timm_layout
-from vit_jax.formats import torch_layouts
+from vit_jax.weights import preprocessing
+from vit_jax.weights import timm_archs
+from vit_jax.weights import timm_names
+from vit_jax.weights import torch_names
 from vit_jax.models import geometry
 from vit_jax.models.vit import activation_name
 
@@ -36,34 +36,31 @@ def timm_model_spec(model_config, num_classes: int, image_size: int,
                     pp: Optional[str] = None) -> dict[str, Any]:
   """The `timm.create_model` name and args that build the model our state dict fills, and
   timm's `pretrained_cfg` input fields for the model's input transform `pp`."""
-  width, depth = model_config.hidden_size, model_config.transformer.num_layers
-  heads, patch = model_config.transformer.num_heads, model_config.patches.size[0]
+  model = geometry.model_of(model_config)  # every field, with the model's defaults
+  width, depth = model.hidden_size, model.transformer['num_layers']
+  heads, patch = model.transformer['num_heads'], model.patches['size'][0]
   size = _TIMM_SIZES.get((width, depth, heads))
-  distilled = bool(model_config.get('distilled'))
+  distilled = model.distilled
   family = 'deit' if distilled else 'vit'
   architecture = (f'{family}_{size}_{"distilled_" if distilled else ""}patch{patch}_{image_size}'
                   if size else f'{family}_custom')
-  pool = {'gap': 'avg', 'map': 'map'}.get(model_config.classifier, 'token')
-  class_token = geometry.has_class_token(model_config)
-  registers = int(model_config.get('num_registers') or 0)
-  activation = activation_name(model_config.get('activation'),
-                               model_config.get('gelu_approximate', True))
+  pool = {'gap': 'avg', 'map': 'map'}.get(model.classifier, 'token')
+  registers = model.num_registers
   args = {
       'img_size': image_size, 'patch_size': patch, 'embed_dim': width, 'depth': depth,
-      'num_heads': heads, 'mlp_ratio': model_config.transformer.mlp_dim / width,
-      'qkv_bias': True, 'num_classes': num_classes, 'class_token': class_token,
-      'global_pool': pool, 'fc_norm': bool(model_config.get('fc_norm')),
-      'act_layer': _TIMM_ACT[activation],
+      'num_heads': heads, 'mlp_ratio': model.transformer['mlp_dim'] / width,
+      'qkv_bias': True, 'num_classes': num_classes, 'class_token': model.has_class_token,
+      'global_pool': pool, 'fc_norm': model.fc_norm,
+      'act_layer': _TIMM_ACT[activation_name(model.activation, model.gelu_approximate)],
       'reg_tokens': registers, 'no_embed_class': bool(registers),
-      'init_values': model_config.get('layerscale'), 'qk_norm': bool(model_config.get('qk_norm')),
-      'pre_norm': bool(model_config.get('pre_norm')),
+      'init_values': model.layerscale, 'qk_norm': model.qk_norm, 'pre_norm': model.pre_norm,
   }
   return {
       'architecture': architecture,
       'args': args,
       'pretrained_cfg': preprocessing.to_timm(pp or preprocessing.released(image_size),
                                               image_size),
-      'layer_norm_eps': model_config.get('layer_norm_eps', 1e-6),
+      'layer_norm_eps': model.layer_norm_eps,
       'notes': ('Inputs are NCHW in [-1, 1] (mean 0.5, std 0.5). timm builds LayerNorm with '
                 'eps 1e-6; pass norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps) for another.'
                 + (' Distilled: build with timm.models.deit.VisionTransformerDistilled.'
@@ -74,9 +71,8 @@ def timm_model_spec(model_config, num_classes: int, image_size: int,
 def _base_architecture(model_config, preferred: str) -> Optional[str]:
   """A timm architecture whose fixed choices (LayerNorm eps, MLP kind, distillation) are ours:
   `model_args` then set everything else. None when timm has none."""
-  eps = float(model_config.get('layer_norm_eps', 1e-6))
-  gated = bool(model_config.get('gated_mlp'))
-  distilled = bool(model_config.get('distilled'))
+  model = geometry.model_of(model_config)
+  eps, gated, distilled = float(model.layer_norm_eps), model.gated_mlp, model.distilled
 
   def fits(name):
     entry = timm_archs.ARCHITECTURES.get(name)
@@ -115,10 +111,10 @@ def timm_hf_config(model_config, num_classes: int, image_size: int,
 
 def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
            pp: Optional[str] = None) -> str:
-  torch_layouts.check_exportable(params, model_config, 'timm', allow_gap=True,
+  torch_names.check_exportable(params, model_config, 'timm', allow_gap=True,
                                  allow_pre_logits=False, allow_map=True, allow_features=True)
   os.makedirs(out_dir, exist_ok=True)
-  safetensors_numpy.save_file(timm_layout.state_dict(params, model_config, image_size),
+  safetensors_numpy.save_file(timm_names.state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   with open(os.path.join(out_dir, SPEC_FILE), 'w', encoding='utf-8') as f:

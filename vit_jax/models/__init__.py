@@ -1,8 +1,8 @@
 """The ViT model family: `VisionTransformer` and `get_model(name, **overrides)`."""
 
 from vit_jax.configs import models as model_configs
-from vit_jax.models.layout import stack_encoder_blocks
-from vit_jax.models.layout import unstack_encoder_blocks
+from vit_jax.models.stacking import stack_encoder_blocks
+from vit_jax.models.stacking import unstack_encoder_blocks
 from vit_jax.models.vit import count_params
 from vit_jax.models.vit import VisionTransformer
 

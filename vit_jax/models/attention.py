@@ -1,4 +1,4 @@
-"""Multi-head dot-product attention with the released parameter layout (query/key/value/out).
+"""Multi-head dot-product attention with the released parameters (query/key/value/out).
 
 The kernels are `[width, heads, head_dim]` (and `[heads, head_dim, width]` for `out`) exactly as
 in `flax.linen.MultiHeadDotProductAttention`, so the released checkpoints load unchanged. The
@@ -89,7 +89,7 @@ class MultiHeadAttention(nn.Module):
     preferred = self.implementation or ('explicit' if jax.default_backend() == 'cpu' else 'fused')
     explicit = (dropout_active or self.is_mutable_collection('intermediates')
                 or preferred == 'explicit')
-    layout = 'bhtd' if explicit else 'bthd'
+    axes = 'bhtd' if explicit else 'bthd'  # the einsum's output order
     # Logical names: a no-op unless the trainer sets axis rules (tensor parallelism over heads).
     heads_axes = (('batch', 'act_heads', 'length', None) if explicit else
                   ('batch', 'length', 'act_heads', None))
@@ -97,11 +97,11 @@ class MultiHeadAttention(nn.Module):
     if inputs_q is inputs_kv:  # self-attention: q, k and v from one [width, 3 * width] GEMM
       kernel = jnp.stack([k for k, _ in projections])
       bias = jnp.stack([b.reshape(bias_shape) for _, b in projections])[:, None]
-      qkv = jnp.einsum(f'btc,schd->s{layout}', inputs_q.astype(self.dtype), kernel) + bias
+      qkv = jnp.einsum(f'btc,schd->s{axes}', inputs_q.astype(self.dtype), kernel) + bias
       query, key, value = qkv[0], qkv[1], qkv[2]
     else:
       query, key, value = (
-          jnp.einsum(f'btc,chd->{layout}', inputs.astype(self.dtype), k) + b.reshape(bias_shape)
+          jnp.einsum(f'btc,chd->{axes}', inputs.astype(self.dtype), k) + b.reshape(bias_shape)
           for inputs, (k, b) in zip((inputs_q, inputs_kv, inputs_kv), projections))
     if self.qk_norm:
       query, key = (nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)(t)

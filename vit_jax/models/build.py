@@ -33,7 +33,7 @@ def model_config_from(config: ml_collections.ConfigDict) -> ml_collections.Confi
   """The variant's fields with `config.model` overrides applied (nested for `transformer`)."""
   model_config = model_configs.get_config(config.model_name)
   overrides = _set_fields(config.get('model') or {})
-  if overrides.get('remat') == 'auto':  # the memory planner's to choose (train/plan.py)
+  if overrides.get('remat') == 'auto':  # the memory planner's to choose (train/memory.py)
     del overrides['remat']
   transformer = overrides.pop('transformer', None) or {}
   for key, value in transformer.items():

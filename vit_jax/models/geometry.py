@@ -1,8 +1,9 @@
 """The model's geometry, asked of one place: prefix tokens, patch stride and grid, position table.
 
 Data, visualisation, exports, FLOP counts and checkpoint loading all need the same facts about a
-model config (`patches.size`, `classifier`, `resnet`, `posemb`, `hidden_size`); they read them
-here instead of re-deriving them.
+model (`patches.size`, `classifier`, `resnet`, `posemb`, `hidden_size`), given as the model or its
+config; they read them here (`model_of`: one reading, the model's own defaults) instead of
+re-deriving them.
 """
 
 import math
@@ -14,39 +15,41 @@ import numpy as np
 from vit_jax import errors
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
-
-TOKEN_CLASSIFIERS = ('token', 'token_unpooled')
-UNPOOLED_CLASSIFIERS = ('unpooled', 'token_unpooled')
+from vit_jax.models import vit
 
 
-def _get(config: Any, field: str, default: Any = None) -> Any:
-  if isinstance(config, Mapping) or hasattr(config, 'get'):
-    return config.get(field, default)
-  return getattr(config, field, default)
+
+def model_of(model_or_config) -> vit.VisionTransformer:
+  """The model a config describes (an official ConfigDict or plain dict), or the model itself:
+  every field read from one place, with the model's own defaults."""
+  if isinstance(model_or_config, vit.VisionTransformer):
+    return model_or_config
+  fields = (model_or_config.to_dict() if hasattr(model_or_config, 'to_dict')
+            else dict(model_or_config))
+  fields.pop('num_classes', None)
+  return vit.VisionTransformer(num_classes=None, **fields)
 
 
-def has_class_token(model_config) -> bool:
-  """`class_token` when set, else whether the classifier reads a class token."""
-  explicit = _get(model_config, 'class_token')
-  if explicit is not None:
-    return bool(explicit)
-  return _get(model_config, 'classifier', 'token') in TOKEN_CLASSIFIERS + ('token_gap',)
+def has_class_token(model_or_config) -> bool:
+  return model_of(model_or_config).has_class_token
 
 
-def num_posemb_prefix(model_config) -> int:
+def num_posemb_prefix(model_or_config) -> int:
   """Tokens before the patches that have a row in the position table: cls, distillation."""
-  return int(has_class_token(model_config)) + int(bool(_get(model_config, 'distilled', False)))
+  model = model_of(model_or_config)
+  return int(model.has_class_token) + int(model.distilled)
 
 
-def num_prefix_tokens(model_config) -> int:
+def num_prefix_tokens(model_or_config) -> int:
   """Tokens before the patch tokens: cls, distillation and register tokens."""
-  return num_posemb_prefix(model_config) + int(_get(model_config, 'num_registers', 0) or 0)
+  return num_posemb_prefix(model_or_config) + model_of(model_or_config).num_registers
 
 
-def patch_stride(model_config) -> tuple[int, int]:
+def patch_stride(model_or_config) -> tuple[int, int]:
   """Input pixels per patch token along (height, width): patch size x the ResNet stem's stride."""
-  stem = resnet.stem_stride(model_config)
-  patch = tuple(_get(_get(model_config, 'patches'), 'size'))
+  model = model_of(model_or_config)
+  stem = resnet.stem_stride(model.resnet)
+  patch = tuple(model.patches['size'])
   return patch[0] * stem, patch[1] * stem
 
 
@@ -55,10 +58,10 @@ def check_image_size(image_size, model_config) -> None:
   sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
   stride = patch_stride(model_config)
   if any(side <= 0 or side % s for side, s in zip(sides, stride)):
-    stem = resnet.stem_stride(model_config)
+    stem = resnet.stem_stride(model_of(model_config).resnet)
     raise errors.UserError(
         f'image_size={image_size} is not a positive multiple of the effective patch size '
-        f'{stride[0]} (patches.size={tuple(_get(_get(model_config, "patches"), "size"))}'
+        f'{stride[0]} (patches.size={tuple(model_of(model_config).patches["size"])}'
         f'{f", ResNet stem stride {stem}" if stem > 1 else ""}).')
 
 
@@ -96,11 +99,12 @@ def position_table(params: Mapping[str, Any], model_config, image_size) -> tuple
   if 'posembed_input' in encoder:
     table = np.asarray(encoder['posembed_input']['pos_embedding'])
     return table, num_posemb_prefix(model_config)
-  if _get(model_config, 'posemb') == 'rope':
+  model = model_of(model_config)
+  if model.posemb == 'rope':
     raise errors.UserError('posemb=rope: the model has no position table (positions rotate queries '
                            'and keys).')
   rows, columns = patch_grid(model_config, image_size)
-  return posemb_lib.posemb_sincos_2d(rows, columns, _get(model_config, 'hidden_size')), 0
+  return posemb_lib.posemb_sincos_2d(rows, columns, model.hidden_size), 0
 
 
 def abstract_params(model, image_size) -> Any:

@@ -4,7 +4,7 @@ The parameter names (`conv_root`, `gn_root`, `block1/unit1/conv1`, ...) are thos
 released hybrid checkpoints (Kolesnikov et al., "Big Transfer", arXiv:1912.11370).
 """
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -71,10 +71,10 @@ class ResNetStage(nn.Module):
     return x
 
 
-def stem_stride(model_config) -> int:
-  """Input pixels per feature-map step before the patch embedding: 1 without a ResNet stem,
-  4 for the root (stride-2 conv, stride-2 pool) and x2 for every stage after the first."""
-  resnet = model_config.get('resnet')
+def stem_stride(resnet: Optional[Mapping[str, Any]]) -> int:
+  """Input pixels per feature-map step before the patch embedding (`resnet`: the model's
+  `resnet` field): 1 without a ResNet stem, 4 for the root (stride-2 conv, stride-2 pool) and
+  x2 for every stage after the first."""
   return 1 if resnet is None else 4 * 2**max(len(resnet['num_layers']) - 1, 0)
 
 

@@ -9,7 +9,7 @@ MlpBlock_0}`, `Transformer/encoder_norm`, `pre_logits`, `head`), big_vision's `M
 MAP pooling, and `Transformer/encoderblock` (layers stacked on axis 0) when `scan=True`.
 """
 
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,6 @@ import jax.numpy as jnp
 
 from vit_jax import errors
 from vit_jax.models import attention
-from vit_jax.models import geometry
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
 
@@ -28,6 +27,8 @@ Dtype = Any
 # patches] side by side (transformers' Dinov2ForImageClassification); unpooled / token_unpooled:
 # every token.
 CLASSIFIERS = ('token', 'gap', 'map', 'token_gap', 'unpooled', 'token_unpooled')
+TOKEN_CLASSIFIERS = ('token', 'token_unpooled')  # read the class token
+UNPOOLED_CLASSIFIERS = ('unpooled', 'token_unpooled')  # logits per token
 POSEMBS = ('learn', 'sincos2d', 'rope')  # rope: 2-D rotary embeddings of q and k (DINOv3)
 # MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
 # CLIP's quick GELU x * sigmoid(1.702 x).
@@ -273,13 +274,6 @@ class MAPHead(nn.Module):
     return x[:, 0]
 
 
-def _get(config: Any, field: str, default: Any = None) -> Any:
-  """Reads `field` from a ConfigDict, dict or attribute object."""
-  if isinstance(config, Mapping) or hasattr(config, 'get'):
-    return config.get(field, default)
-  return getattr(config, field, default)
-
-
 # The outputs a frozen-feature evaluation may read: `pooled` (the encoder output after pooling)
 # and `pre_logits` (after the representation layer when the model has one; else `pooled`). They
 # change neither parameters nor logits.
@@ -337,6 +331,13 @@ class VisionTransformer(nn.Module):
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
   rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
 
+  @property
+  def has_class_token(self) -> bool:
+    """`class_token` when set, else whether the classifier reads a class token."""
+    if self.class_token is not None:
+      return self.class_token
+    return self.classifier in TOKEN_CLASSIFIERS + ('token_gap',)
+
   def _check_fields(self):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
                                   ('posemb', self.posemb, POSEMBS),
@@ -347,10 +348,10 @@ class VisionTransformer(nn.Module):
       raise errors.UserError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
     if self.distilled and self.classifier != 'token':
       raise errors.UserError(f'distilled=True needs classifier="token", got {self.classifier!r}.')
-    if self.class_token is False and self.classifier in geometry.TOKEN_CLASSIFIERS:
+    if self.class_token is False and self.classifier in TOKEN_CLASSIFIERS:
       raise errors.UserError(
           f'classifier={self.classifier!r} needs the class token; class_token=False.')
-    if self.fc_norm and self.classifier in geometry.UNPOOLED_CLASSIFIERS:
+    if self.fc_norm and self.classifier in UNPOOLED_CLASSIFIERS:
       raise errors.UserError(
           f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
           'pools nothing.')
@@ -360,9 +361,9 @@ class VisionTransformer(nn.Module):
   def _embed(self, x: jnp.ndarray) -> tuple[jnp.ndarray, tuple[int, int]]:
     """Images [b, h, w, 3] -> patch tokens [b, gh*gw, width] and the grid (gh, gw)."""
     if self.resnet is not None:
-      x = resnet.resnet_stem(x, num_layers=tuple(_get(self.resnet, 'num_layers')),
-                             width_factor=_get(self.resnet, 'width_factor', 1), dtype=self.dtype)
-    patch_size = tuple(_get(self.patches, 'size'))
+      x = resnet.resnet_stem(x, num_layers=tuple(self.resnet['num_layers']),
+                             width_factor=self.resnet['width_factor'], dtype=self.dtype)
+    patch_size = tuple(self.patches['size'])
     height, width = x.shape[1:3]
     if height % patch_size[0] or width % patch_size[1]:
       stem = 'the ResNet stem output' if self.resnet is not None else 'the image'
@@ -384,7 +385,7 @@ class VisionTransformer(nn.Module):
     x, grid = self._embed(inputs.astype(self.dtype))
     n, _, c = x.shape
 
-    prefix_names = (('cls',) if geometry.has_class_token(self) else ()) + (
+    prefix_names = (('cls',) if self.has_class_token else ()) + (
         ('dist',) if self.distilled else ())
     if self.transformer is not None:
       prefix = [self.param(name, nn.initializers.zeros, (1, 1, c)) for name in prefix_names]
@@ -413,8 +414,8 @@ class VisionTransformer(nn.Module):
     elif self.classifier == 'token_gap':
       x = jnp.concatenate([x[:, 0], jnp.mean(patches, axis=1)], axis=-1)
     elif self.classifier == 'map':
-      x = MAPHead(num_heads=_get(self.transformer, 'num_heads'),
-                  mlp_dim=_get(self.transformer, 'mlp_dim'),
+      x = MAPHead(num_heads=self.transformer['num_heads'],
+                  mlp_dim=self.transformer['mlp_dim'],
                   activation=activation_name(self.activation, self.gelu_approximate),
                   layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)(patches)
     if self.fc_norm:

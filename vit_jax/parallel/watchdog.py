@@ -20,14 +20,11 @@ from typing import Callable, Optional
 
 import jax
 
+from vit_jax.parallel import coordination
+
 PREFIX = 'vit_jax/heartbeat'
 DONE = 'done'
 EXIT_STATUS = 3
-
-
-def _client():
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return distributed.global_state.client
 
 
 def _lost(who: str, silent_s: float, timeout_s: float) -> None:
@@ -43,7 +40,7 @@ class PeerWatchdog:
 
   def __init__(self, timeout_s: float, *, interval_s: Optional[float] = None,
                on_lost: Callable[[str, float, float], None] = _lost):
-    self._client = _client()
+    self._store = coordination.KeyValueStore()
     self._me, self._count = jax.process_index(), jax.process_count()
     self._timeout = float(timeout_s)
     self._interval = interval_s or max(0.5, self._timeout / 5)
@@ -60,8 +57,8 @@ class PeerWatchdog:
       now = time.monotonic()
       beat += 1
       try:
-        self._client.key_value_set(f'{PREFIX}/{self._me}', str(beat), allow_overwrite=True)
-        entries = dict(self._client.key_value_dir_get(PREFIX))
+        self._store.set(f'{PREFIX}/{self._me}', str(beat))
+        entries = self._store.entries(PREFIX)
         reached = now
       except Exception as e:  # pylint: disable=broad-except  (the coordinator is gone or busy)
         logging.debug('Heartbeat to the coordinator failed: %s', e)
@@ -94,7 +91,7 @@ class PeerWatchdog:
     """Marks this process done (peers stop watching it) and ends the thread."""
     self._stopped.set()
     try:
-      self._client.key_value_set(f'{PREFIX}/{self._me}', DONE, allow_overwrite=True)
+      self._store.set(f'{PREFIX}/{self._me}', DONE)
     except Exception:  # pylint: disable=broad-except
       pass
     self._thread.join(timeout=5)

@@ -1,6 +1,6 @@
 """Training checkpoints with orbax: async, atomic, keep-N, restore onto any mesh, fall back.
 
-Each `<workdir>/checkpoints/<step>/` holds the items `vit_jax.saved_params` describes: the
+Each `<workdir>/checkpoints/<step>/` holds the items `vit_jax.weights.workdir_params` describes: the
 parameters (and EMA) on their own, the rest of the TrainState, the data position and the config.
 The state is restored onto whatever shardings the caller asks for (another mesh or device count
 reshards on restore). orbax writes a step to a temporary directory and renames it when complete,
@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import orbax.checkpoint as ocp
 
-from vit_jax import saved_params
+from vit_jax.weights import workdir_params
 from vit_jax.train.state import TrainState
 
 
@@ -40,21 +40,21 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, max_to_keep: int = 3, keep_period: Optional[int] = None,
                async_save: bool = True):
-    self.directory = saved_params.checkpoints_dir(workdir)
+    self.directory = workdir_params.checkpoints_dir(workdir)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, keep_period=keep_period, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=saved_params.ITEM_NAMES)
+                                          item_names=workdir_params.ITEM_NAMES)
 
   def save(self, step: int, state: TrainState, data_state: dict, config: dict, *,
            wait: bool = False) -> None:
     """Starts saving (asynchronously unless `wait`); the arrays are copied before returning."""
     self._manager.save(step, args=ocp.args.Composite(**{
-        saved_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
-        saved_params.TRAIN_STATE: ocp.args.StandardSave(_rest_item(state)),
-        saved_params.DATA: ocp.args.JsonSave(data_state),
-        saved_params.CONFIG: ocp.args.JsonSave(config)}), force=True)
+        workdir_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
+        workdir_params.TRAIN_STATE: ocp.args.StandardSave(_rest_item(state)),
+        workdir_params.DATA: ocp.args.JsonSave(data_state),
+        workdir_params.CONFIG: ocp.args.JsonSave(config)}), force=True)
     if wait:
       self._manager.wait_until_finished()
 
@@ -63,22 +63,22 @@ class Checkpointer:
 
   def _restore_step(self, step: int, abstract_state: TrainState) -> Restored:
     restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        saved_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
-        saved_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
-        saved_params.DATA: ocp.args.JsonRestore(),
-        saved_params.CONFIG: ocp.args.JsonRestore()}))
-    params, rest = restored[saved_params.PARAMS], restored[saved_params.TRAIN_STATE]
+        workdir_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
+        workdir_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
+        workdir_params.DATA: ocp.args.JsonRestore(),
+        workdir_params.CONFIG: ocp.args.JsonRestore()}))
+    params, rest = restored[workdir_params.PARAMS], restored[workdir_params.TRAIN_STATE]
     state = TrainState(step=rest['step'], params=params['params'], opt_state=rest['opt_state'],
                        rng=rest['rng'], ema_params=params.get('ema_params'))
-    return Restored(step, state, dict(restored[saved_params.DATA]),
-                    dict(restored[saved_params.CONFIG]))
+    return Restored(step, state, dict(restored[workdir_params.DATA]),
+                    dict(restored[workdir_params.CONFIG]))
 
   def restore(self, abstract_state: TrainState) -> Optional[Restored]:
     """The newest checkpoint that restores, else None.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with the target shardings.
     """
-    found = saved_params.newest_restorable(
+    found = workdir_params.newest_restorable(
         self.directory, self.steps(), lambda step: self._restore_step(step, abstract_state))
     return None if found is None else found[1]
 

@@ -31,7 +31,7 @@ import optax
 
 from vit_jax import errors
 from vit_jax import param_names
-from vit_jax.models import layout
+from vit_jax.models import stacking
 from vit_jax.train import options
 
 Schedule = Callable[[jax.Array], jax.Array]
@@ -83,7 +83,7 @@ def lr_multipliers(opt: options.Optimizer, params: Any) -> Optional[Any]:
   decay = opt.layerwise_lr_decay
   if not opt.lr_mults and not decay:
     return None
-  depth = layout.num_encoder_layers(params) if decay else 0
+  depth = stacking.num_encoder_layers(params) if decay else 0
 
   def value(path, leaf):
     mult = np.float32(param_names.lookup(opt.lr_mults, path, 1.0))
@@ -92,7 +92,7 @@ def lr_multipliers(opt: options.Optimizer, params: Any) -> Optional[Any]:
       per_layer = decay ** (depth - np.arange(depth, dtype=np.float32))
       return (mult * per_layer).reshape((depth,) + (1,) * (len(leaf.shape) - 1))
     if role == 'block':
-      mult = mult * decay ** (depth - layout.block_index(path))
+      mult = mult * decay ** (depth - stacking.block_index(path))
     elif role == 'stem':
       mult = mult * decay ** (depth + 1)
     return np.float32(mult)

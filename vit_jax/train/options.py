@@ -19,7 +19,7 @@ from vit_jax.models import build
 from vit_jax.models import vit
 from vit_jax.parallel import partitioning
 
-AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/plan.py)
+AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
 SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor')
 

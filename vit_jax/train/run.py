@@ -20,12 +20,12 @@ import numpy as np
 from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
-from vit_jax import saved_params
-from vit_jax import trained_model
+from vit_jax.weights import workdir_params
+from vit_jax.weights import trained_model
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
-from vit_jax.formats import preprocessing
+from vit_jax.weights import preprocessing
 from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
@@ -268,7 +268,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   pretrained = functools.cache(lambda: Pretrained(
       config.init_from, _load_pretrained(config, options.model_config),
       tuple(config.dont_load)) if config.init_from else None)
-  if not saved_params.checkpoints_dir(workdir).exists():
+  if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)

@@ -14,10 +14,10 @@ from absl import logging
 import flax
 
 from vit_jax import errors
-from vit_jax import saved_params
+from vit_jax.weights import workdir_params
 
 RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png',
-             saved_params.LABELS_FILE)
+             workdir_params.LABELS_FILE)
 
 
 def config_dict(config) -> dict:
@@ -77,7 +77,7 @@ def write_labels(workdir: str, class_names) -> None:
   """`labels.txt`: the class names in label order, one a line (read by infer and the exports)."""
   if not class_names:
     return
-  path = os.path.join(workdir, saved_params.LABELS_FILE)
+  path = os.path.join(workdir, workdir_params.LABELS_FILE)
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
     f.writelines(f'{name}\n' for name in class_names)
   os.replace(path + '.tmp', path)

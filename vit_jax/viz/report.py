@@ -6,9 +6,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from vit_jax import trained_model
+from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
-from vit_jax.formats import preprocessing
+from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
 from vit_jax.viz import figures

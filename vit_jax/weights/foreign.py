@@ -7,7 +7,7 @@ beside it is read when present), and `.bin`/`.pt`/`.pth` files, read only throug
 `torch.load(weights_only=True)`: a file that needs more (pickled code or objects) is refused.
 What the file's configs say decides the fields they fix (timm's `config.json`: architecture,
 model_args, global_pool, pretrained_cfg; transformers' `config.json` and
-`preprocessor_config.json`); the shapes (`vit_jax.architecture`) fill only what no config says.
+`preprocessor_config.json`); the shapes (`vit_jax.weights.architecture`) fill only what no config says.
 """
 
 import dataclasses
@@ -21,13 +21,13 @@ import ml_collections
 import numpy as np
 
 from vit_jax import errors
-from vit_jax import architecture
+from vit_jax.weights import architecture
 from vit_jax.configs import models as model_configs
-from vit_jax.formats import hf_layout
-from vit_jax.formats import preprocessing
-from vit_jax.formats import timm_archs
-from vit_jax.formats import timm_config as timm_config_lib
-from vit_jax.formats import timm_layout
+from vit_jax.weights import hf_names
+from vit_jax.weights import preprocessing
+from vit_jax.weights import timm_archs
+from vit_jax.weights import timm_config as timm_config_lib
+from vit_jax.weights import timm_names
 
 SAFETENSORS = ('.safetensors',)
 PICKLED = ('.bin', '.pt', '.pth')
@@ -175,17 +175,17 @@ class Imported:
 
 def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Optional[str]]:
   """Params, fields and transform of a transformers file; `hf_config` is its config.json."""
-  if hf_config is None or 'model_type' not in hf_layout.vision_config(hf_config):
+  if hf_config is None or 'model_type' not in hf_names.vision_config(hf_config):
     guess = _guess_hf_config(state)
-    if model_name in hf_layout.FAMILIES:
+    if model_name in hf_names.FAMILIES:
       guess['model_type'] = model_name
     read.append(f'no config.json: assumed transformers {guess.get("model_type")!r} defaults '
                 f'(hidden_act={guess.get("hidden_act")!r}, layer_norm_eps='
                 f'{guess.get("layer_norm_eps")})')
     hf_config = {**guess, **(hf_config or {})}
-  vision = hf_layout.vision_config(hf_config)
-  family = hf_layout.family_of(vision, path)
-  fields = hf_layout.model_fields(vision, path)
+  vision = hf_names.vision_config(hf_config)
+  family = hf_names.family_of(vision, path)
+  fields = hf_names.model_fields(vision, path)
   heads = vision.get('num_attention_heads')
   if not heads:
     raise errors.UserError(f'{path}: config.json has no num_attention_heads.')
@@ -193,8 +193,8 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   if width and int(width) % int(heads):
     raise errors.UserError(f'{path}: config.json num_attention_heads={heads} does not divide '
                            f'hidden_size={width}.')
-  params = hf_layout.to_params(state, family, int(heads), path)
-  fields.update(hf_layout.pooling(params))
+  params = hf_names.to_params(state, family, int(heads), path)
+  fields.update(hf_names.pooling(params))
   read.append(f'config.json: model_type={vision.get("model_type")!r}, '
               + ', '.join(f'{k}={v!r}' for k, v in fields.items()) + f', num_heads={heads}')
   pp = input_transform(path)
@@ -228,7 +228,7 @@ def _from_timm(path, state, timm_config, model_name, read) -> tuple[dict, dict, 
     read.append(f'no config.json: assumed {fields["activation"]} MLPs, LayerNorm eps '
                 f'{fields["layer_norm_eps"]:g}, timm\'s pooling default for these weights'
                 + ('' if fields['num_heads'] else ' and heads by width'))
-  params, heads = timm_layout.to_params(state, path, fields.pop('num_heads'))
+  params, heads = timm_names.to_params(state, path, fields.pop('num_heads'))
   pool = timm_config_lib.classifier(fields.pop('global_pool'), 'cls' in params,
                                     'MAPHead_0' in params)
   fields.update(pool)
@@ -265,10 +265,10 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
   """
   config = _side_file(path, 'config.json')
   if config and 'model_type' in config:  # a family we lack is refused before any weight is read
-    hf_layout.family_of(config, os.path.join(_folder(path), 'config.json'))
+    hf_names.family_of(config, os.path.join(_folder(path), 'config.json'))
   state = read_state_dict(path)
   read = []
-  if hf_layout.looks_like(state):
+  if hf_names.looks_like(state):
     params, fields, pp = _from_hf(path, state, config, model_name, read)
   elif 'patch_embed.proj.weight' in state:
     params, fields, pp = _from_timm(path, state, config, model_name, read)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax import errors
-from vit_jax.formats import torch_layouts
+from vit_jax.weights import torch_names
 from vit_jax.models import geometry
 
 
@@ -38,21 +38,21 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
 
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
   """Our canonical tree -> timm's state dict."""
-  top, per_block = torch_layouts.to_roles(params, model_config, image_size)
+  top, per_block = torch_names.to_roles(params, model_config, image_size)
   if 'pre_norm.weight' in top:  # timm's pre-norm models have no patch bias: it is a constant
     bias = top.pop('patch.bias')  # added to every patch token, so it joins their positions
     prefix = geometry.num_posemb_prefix(model_config)
     top['posemb'] = np.concatenate([top['posemb'][:, :prefix],
                                     top['posemb'][:, prefix:] + bias], axis=1)
   for arrays in per_block:
-    torch_layouts.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
-  torch_layouts.join_fused(top, 'map.kv', ('map.key', 'map.value'))
+    torch_names.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
+  torch_names.join_fused(top, 'map.kv', ('map.key', 'map.value'))
   if 'registers' in top and 'cls' in top:  # no_embed_class: fold the prefix rows into tokens
     prefix = ('cls', 'dist') if 'dist' in top else ('cls',)
     for i, name in enumerate(prefix):
       top[name] = top[name] + top['posemb'][:, i:i + 1]
     top['posemb'] = top['posemb'][:, len(prefix):]
-  return torch_layouts.name_roles(top, per_block, TOP, BLOCK_PREFIX, BLOCK)
+  return torch_names.name_roles(top, per_block, TOP, BLOCK_PREFIX, BLOCK)
 
 
 def _is_square(n: int) -> bool:
@@ -64,7 +64,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
   timm's sizes by width."""
-  top, per_block, used = torch_layouts.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
+  top, per_block, used = torch_names.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
   unknown = sorted(k for k in state if k not in used)
   if unknown:
     raise errors.UserError(
@@ -80,8 +80,8 @@ def to_params(state: dict[str, np.ndarray], source: str,
         f'{source}: width {width} is not a timm size ({sorted(_HEADS_BY_WIDTH)}); '
         'give the head count (timm_model.json "num_heads" or --model).')
   for arrays in per_block:
-    torch_layouts.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
-  torch_layouts.split_fused(top, 'map.kv', ('map.key', 'map.value'))
+    torch_names.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
+  torch_names.split_fused(top, 'map.kv', ('map.key', 'map.value'))
   prefix = [n for n in ('cls', 'dist') if n in top]
   registers = top['registers'].shape[1] if 'registers' in top else 0
   rows = top['posemb'].shape[1]
@@ -98,7 +98,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
   elif not _is_square(rows - len(prefix)):
     raise errors.UserError(f'{source}: pos_embed has {rows} rows, which is neither a square patch '
                            f'grid nor one plus the prefix tokens {prefix}.')
-  return torch_layouts.from_roles(top, per_block, num_heads), num_heads
+  return torch_names.from_roles(top, per_block, num_heads), num_heads
 
 
 # timm's ViT sizes: width -> heads (tiny, small, medium, base, large, so400m, huge, giant, gigantic).

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from vit_jax import errors
-from vit_jax.formats import torch_layouts
+from vit_jax.weights import torch_names
 
 
 def _pairs(role: str, name: str) -> dict[str, str]:
@@ -196,7 +196,7 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
   block_prefix = base + family.block_prefix
   if not any(k.startswith(block_prefix.format(0)) for k in state):
     block_prefix = family.block_prefix  # ViTMSN files keep their blocks outside `vit.`
-  top, per_block, used = torch_layouts.read_roles(state, top_names, block_prefix, family.block)
+  top, per_block, used = torch_names.read_roles(state, top_names, block_prefix, family.block)
   if base.startswith('ijepa') and 'pre_logits.weight' in top:
     raise errors.UserError(
         f'{source}: an I-JEPA pooler (a dense layer on the first patch token) has '
@@ -206,16 +206,16 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
   if unknown:
     raise errors.UserError(f'{source}: entries not understood for this family: '
                            f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
-  torch_layouts.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
+  torch_names.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
   for arrays in per_block:  # a gated MLP's gate and value projections: one packed kernel
     if 'gate.weight' in arrays:
-      torch_layouts.join_fused(arrays, 'fc1', ('gate', 'fc1'))
-  return torch_layouts.from_roles(top, per_block, num_heads)
+      torch_names.join_fused(arrays, 'fc1', ('gate', 'fc1'))
+  return torch_names.from_roles(top, per_block, num_heads)
 
 
 def vit_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
   """Our canonical tree -> transformers' ViTForImageClassification state dict."""
-  top, per_block = torch_layouts.to_roles(params, model_config, image_size)
+  top, per_block = torch_names.to_roles(params, model_config, image_size)
   names = {role: f'vit.{name}' for role, name in _VIT_TOP.items()}
   names.update(_VIT.heads)
-  return torch_layouts.name_roles(top, per_block, names, 'vit.' + _VIT.block_prefix, _VIT_BLOCK)
+  return torch_names.name_roles(top, per_block, names, 'vit.' + _VIT.block_prefix, _VIT_BLOCK)

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import ml_collections
 
 from vit_jax.configs import models as model_configs
-from vit_jax.models import layout
+from vit_jax.models import stacking
 
 
 def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[int]]:
@@ -23,7 +23,7 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
   when one matches, else 'custom'.
   """
   encoder = tree['Transformer']
-  depth = layout.num_encoder_layers(tree)
+  depth = stacking.num_encoder_layers(tree)
   block = encoder['encoderblock_0']
   query_kernel = block['MultiHeadDotProductAttention_0']['query']['kernel']
   embedding_kernel = tree['embedding']['kernel']

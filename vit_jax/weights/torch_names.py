@@ -5,7 +5,7 @@ roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm
 `head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
 `out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), all in
 PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
-Face layouts (`formats/timm_layout.py`, `formats/hf_layout.py`) only name these roles.
+Face names (`timm_names.py`, `hf_names.py`) only name these roles.
 """
 
 from typing import Any, Optional
@@ -14,7 +14,8 @@ import numpy as np
 
 from vit_jax import errors
 from vit_jax.models import geometry
-from vit_jax.models import layout
+from vit_jax.models import stacking
+from vit_jax.models import vit
 
 
 
@@ -27,7 +28,7 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append('a hybrid ResNet stem (R+ViT)')
   if model_config.classifier == 'map' and not allow_map:
     problems.append('a MAP (attention pooling) head')
-  if model_config.classifier in geometry.UNPOOLED_CLASSIFIERS:
+  if model_config.classifier in vit.UNPOOLED_CLASSIFIERS:
     problems.append(f'classifier={model_config.classifier!r}')
   if model_config.classifier == 'gap' and not allow_gap:
     problems.append('global average pooling (classifier="gap"): it classifies from the cls token')
@@ -98,7 +99,7 @@ def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
 
 def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dict]]:
   """(model-level roles, [per-block roles]) of a canonical or scanned tree."""
-  tree = layout.unstack_encoder_blocks(params)
+  tree = stacking.unstack_encoder_blocks(params)
   encoder = tree['Transformer']
   top = {name: np.asarray(tree[name]) for name in ('cls', 'dist', 'registers') if name in tree}
   top['posemb'] = position_embedding(tree, model_config, image_size)
@@ -122,7 +123,7 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
     _linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
 
   per_block = []
-  for i in range(layout.num_encoder_layers(tree)):
+  for i in range(stacking.num_encoder_layers(tree)):
     block = encoder[f'encoderblock_{i}']
     arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
     _linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])

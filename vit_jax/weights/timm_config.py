@@ -9,7 +9,7 @@ is refused naming the feature it needs.
 from typing import Any, Mapping, Optional
 
 from vit_jax import errors
-from vit_jax.formats import timm_archs
+from vit_jax.weights import timm_archs
 
 # timm's act_layer names -> ours.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_tanh': 'gelu_tanh', 'quick_gelu': 'quick_gelu',

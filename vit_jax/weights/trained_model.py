@@ -5,7 +5,7 @@ checkpoint (EMA parameters when the run kept them); only the model is built: no 
 data, nothing from training. A released or big_vision `.npz` brings only parameters: its
 architecture (width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid
 stem, class count) is read off their shapes unless a variant name is given. timm and Hugging Face
-files bring the fields their configs fix beyond the shapes (`vit_jax.formats.foreign`).
+files bring the fields their configs fix beyond the shapes (`vit_jax.weights.foreign`).
 """
 
 import dataclasses
@@ -20,9 +20,9 @@ import numpy as np
 
 from vit_jax import errors
 from vit_jax import checkpoint
-from vit_jax.formats import foreign
-from vit_jax.formats import preprocessing
-from vit_jax import saved_params
+from vit_jax.weights import foreign
+from vit_jax.weights import preprocessing
+from vit_jax.weights import workdir_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
 from vit_jax.models import geometry
@@ -61,7 +61,7 @@ def _from_workdir(workdir: str
                   ) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int, str]:
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
-  _, params = saved_params.read(workdir)
+  _, params = workdir_params.read(workdir)
   pp = preprocessing.of_run(config)
   return (checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size,
           pp)
@@ -122,7 +122,7 @@ def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:
   id2label (ignored unless there is one name per class)."""
   folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
   names = None
-  labels_path = os.path.join(folder, saved_params.LABELS_FILE)
+  labels_path = os.path.join(folder, workdir_params.LABELS_FILE)
   config_path = os.path.join(folder, 'config.json')
   if os.path.isfile(labels_path):
     with open(labels_path, encoding='utf-8') as f:
