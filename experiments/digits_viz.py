@@ -13,6 +13,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from vit_jax.data import images
 from vit_jax.data import sources
 from vit_jax.viz import report
 
@@ -31,7 +32,7 @@ def main():
       pixels = tf.io.decode_image(example['image']).numpy()
       Image.fromarray(pixels.astype(np.uint8)).save(
           os.path.join(folder, f'digit{index}_label{int(example["label"])}.png'))
-    written = report.run(args.workdir, report.image_paths(folder, args.count), args.out)
+    written = report.run(args.workdir, images.image_paths(folder, args.count), args.out)
   for path in [*written.rollouts, written.distance_png, written.posemb_png, written.filters_png]:
     print(path)
 
