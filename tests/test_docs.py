@@ -40,6 +40,7 @@ TINY_RUN = ['--config.total_steps=2', '--config.batch_size=16', '--config.eval_b
             '--config.log_every=1', '--config.checkpoint_every=2',
             '--config.lr.warmup_steps=1'] + TINY_MODEL
 TIMEOUT_S = 240
+_RAN: dict[str, subprocess.CompletedProcess] = {}  # a command two pages give runs once
 
 
 def fenced_blocks(page: str) -> list[tuple[str, str]]:
@@ -135,7 +136,15 @@ def _mapped(ws, word: str) -> str:
 
 def run(ws, command: str, tiny: bool = True) -> subprocess.CompletedProcess:
   """Runs one docs command in `ws` (with the tiny settings unless `tiny=False`); returns the
-  finished process. Commands see one CPU device, as on a user's machine."""
+  finished process. Commands see one CPU device, as on a user's machine. A command already run
+  in this workspace with success is not run again (the README repeats the docs' commands)."""
+  key = f'{ws}|{tiny}|{command}'
+  if key not in _RAN or _RAN[key].returncode:
+    _RAN[key] = _run(ws, command, tiny)
+  return _RAN[key]
+
+
+def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
   words = _words(command)
   env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT,
              XLA_FLAGS='--xla_backend_optimization_level=0')

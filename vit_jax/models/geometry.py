@@ -27,6 +27,8 @@ def model_of(model_or_config) -> vit.VisionTransformer:
   fields = (model_or_config.to_dict() if hasattr(model_or_config, 'to_dict')
             else dict(model_or_config))
   fields.pop('num_classes', None)
+  for required in ('patches', 'transformer', 'hidden_size'):  # a geometry question may omit them
+    fields.setdefault(required, None)
   return vit.VisionTransformer(num_classes=None, **fields)
 
 

@@ -45,9 +45,7 @@ def forward_intermediates(model: vit.VisionTransformer, params: Any, images: jnp
     variables = {'params': params['Transformer']['encoder_norm']}
     selected = [final_norm.apply(variables, x) for x in selected]
   if output == 'nhwc':
-    fields = {f: getattr(model, f) for f in
-              ('patches', 'resnet', 'classifier', 'distilled', 'num_registers')}
-    prefix = geometry.num_prefix_tokens(fields)
-    rows, columns = geometry.patch_grid(fields, tuple(images.shape[1:3]))
+    prefix = geometry.num_prefix_tokens(model)
+    rows, columns = geometry.patch_grid(model, tuple(images.shape[1:3]))
     selected = [x[:, prefix:].reshape(x.shape[0], rows, columns, x.shape[-1]) for x in selected]
   return result, selected
