@@ -265,9 +265,14 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   # Files and datasets: the evaluators' and the checkpoint to start from.
   evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
                                           setup.shardings.params)
-  pretrained = functools.cache(lambda: Pretrained(
-      config.init_from, _load_pretrained(config, options.model_config),
-      tuple(config.dont_load)) if config.init_from else None)
+
+  @functools.cache
+  def pretrained() -> Optional[Pretrained]:
+    """`config.init_from`, loaded once and checked (None without one)."""
+    if not config.init_from:
+      return None
+    return Pretrained(config.init_from, _load_pretrained(config, options.model_config),
+                      tuple(config.dont_load))
   if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
   if lead:  # only a config that passed every check above claims the workdir
