@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import models
-from vit_jax.configs import common
 from vit_jax.parallel import partitioning
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
@@ -26,12 +25,9 @@ NUM_CLASSES = 5
 
 def opt_config(**overrides) -> options.Optimizer:
   """Adam with warmup, cosine decay, decoupled decay and clipping; `overrides` of config fields."""
-  config = common.get_config()
-  config.update(dict(optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1,
-                                                      schedule='cosine'),
-                     wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0))
-  config.update(overrides)
-  return options.read_optimizer(config)
+  fields = dict(optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1, schedule='cosine'),
+                wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0)
+  return options.optimizer_with(**{**fields, **overrides})
 
 
 def under_rules(step, mesh, preset):

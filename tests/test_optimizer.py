@@ -17,7 +17,7 @@ def _config(**overrides) -> options.Optimizer:
   config = common.get_config()
   config.update(dict(optim=dict(name='sgd', momentum=0.0), grad_clip_norm=0.0,
                      lr=dict(base=0.1, warmup_steps=0, schedule='constant')))
-  config.update(overrides)
+  config.update(overrides)  # nested: optim={'name': 'adam'} keeps the other optim fields
   return options.read_optimizer(config)
 
 

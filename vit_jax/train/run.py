@@ -43,7 +43,6 @@ from vit_jax.viz import curves
 
 @dataclasses.dataclass
 class Run:
-  options: options_lib.Options
   workdir: str
   config_dict: dict
   setup: setup_lib.Setup
@@ -56,6 +55,10 @@ class Run:
   writer: metric_writer.MetricWriter
   progress: progress_lib.Progress
   stops: preemption.StopRequest
+
+  @property
+  def options(self) -> options_lib.Options:
+    return self.setup.options
 
   @property
   def lead(self) -> bool:
@@ -296,7 +299,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
 
   batches = pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
-  return Run(options=setup.options, workdir=workdir, config_dict=config_dict, setup=setup,
+  return Run(workdir=workdir, config_dict=config_dict, setup=setup,
              state=state, start_step=start_step, batches=batches, train_step=train_step,
              evaluators=evaluators, checkpointer=ckpt,
              writer=metric_writer.MetricWriter(workdir, enabled=lead),

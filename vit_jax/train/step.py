@@ -148,16 +148,15 @@ def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
   return spec
 
 
-def for_run(setup, model: Optional[nn.Module] = None, micro_batches: Optional[int] = None):
-  """The run's train step (`setup.Setup`), jitted: `model` and `micro_batches` default to the
-  run's (the memory planner passes other choices)."""
+def for_run(setup):
+  """The run's train step (a `setup.Setup`: its model, optimizer, options and mesh), jitted."""
   step = setup.options.step
   mixer = (mixup.per_shard_mixer(step.mixup, step.mixup_alpha, setup.mesh,
                                  mesh_lib.BATCH_AXES) if step.mixup else None)
   augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
              if step.device_pp else None)
   pure = make_train_step(
-      model or setup.model, setup.tx, loss=step.loss, label_smoothing=step.label_smoothing,
-      micro_batches=micro_batches or step.micro_batches,
+      setup.model, setup.tx, loss=step.loss, label_smoothing=step.label_smoothing,
+      micro_batches=step.micro_batches,
       ema_decay=step.ema_decay, schedule=setup.schedule, mixer=mixer, augment=augment)
   return jit_train_step(pure, setup.shardings, setup.mesh)
