@@ -8,12 +8,16 @@ import jax
 from vit_jax import errors
 from vit_jax.parallel import watchdog
 
+BACKSTOP = 4
+
 
 def timeouts_from_config(config) -> dict[str, int]:
   """`config.distributed` -> the runtime's timeouts, in seconds (absent fields keep JAX's).
 
-  JAX's own heartbeat timeout is set to twice `heartbeat_timeout_s`: our watchdog reports a
-  lost peer first, by name; JAX's abort stays as the backstop.
+  JAX's own heartbeat timeout is set to `BACKSTOP` times `heartbeat_timeout_s`: our watchdog
+  reports a lost peer first, by name; JAX's abort stays as the backstop. JAX's runtime declares
+  a task dead between half and all of its timeout after the task's death (measured: 14.6 s
+  with a 20 s timeout), so at twice ours it could abort (exit 134) before our watchdog spoke.
   """
   fields = {'heartbeat_timeout_s': 'heartbeat_timeout_seconds',
             'initialization_timeout_s': 'initialization_timeout',
@@ -30,7 +34,7 @@ def timeouts_from_config(config) -> dict[str, int]:
       if int(value) <= 0:
         raise errors.UserError(f'config.distributed.{field} must be a positive number of seconds, '
                                f'found {value}.')
-      out[argument] = int(value) * (2 if field == 'heartbeat_timeout_s' else 1)
+      out[argument] = int(value) * (BACKSTOP if field == 'heartbeat_timeout_s' else 1)
   return out
 
 
