@@ -15,7 +15,7 @@ def _inputs():
           rng.standard_normal((2, 7, 16)).astype(np.float32))
 
 
-@pytest.mark.parametrize('implementation', [None, 'fused', 'explicit'])
+@pytest.mark.parametrize('implementation', ['auto', 'xla', 'explicit'])
 @pytest.mark.parametrize('cross', [False, True])
 def test_matches_flax_multi_head_dot_product_attention(implementation, cross):
   """The official model uses flax's module; ours must be a drop-in: same initial values from the
@@ -38,7 +38,7 @@ def test_matches_flax_multi_head_dot_product_attention(implementation, cross):
 
 def test_weights_route_equals_fused_route_and_is_recorded():
   xq, xkv = _inputs()
-  module = attention.MultiHeadAttention(num_heads=4, implementation='fused')
+  module = attention.MultiHeadAttention(num_heads=4, implementation='xla')
   params = randomize(module.init(jax.random.key(0), xq, xkv, deterministic=True)['params'])
   fused = module.apply({'params': params}, xq, xkv, deterministic=True)
   explicit, state = module.apply({'params': params}, xq, xkv, deterministic=True,
@@ -62,8 +62,9 @@ def test_attention_dropout_only_when_training():
 
 def test_unknown_implementation_is_refused():
   xq, _ = _inputs()
-  with pytest.raises(ValueError, match="implementation must be None, 'fused' or 'explicit', got 'cudnn'"):
-    attention.MultiHeadAttention(num_heads=4, implementation='cudnn').init(
+  with pytest.raises(ValueError, match="attention_impl must be one of .'auto', 'xla', 'cudnn', "
+                                       "'explicit'., got 'fused'"):
+    attention.MultiHeadAttention(num_heads=4, implementation='fused').init(
         jax.random.key(0), xq, xq, deterministic=True)
 
 

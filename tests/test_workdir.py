@@ -29,16 +29,17 @@ def test_claim_writes_refuses_and_overwrites(tmp_path):
 
 
 def test_a_workdir_from_before_a_new_config_field_still_resumes(tmp_path):
-  """Fields added to the code since a run began (e.g. `evals`, empty by default) are no change;
-  setting one is."""
+  """Fields added to the code since a run began (e.g. `evals`, empty by default, or
+  `nonfinite_guard` at its default 'auto') are no change; setting one is."""
   workdir = str(tmp_path / 'run')
   workdir_lib.claim(workdir, {'seed': 0}, overwrite=False)
-  workdir_lib.claim(workdir, {'seed': 0, 'evals': {}, 'keep_period': None}, overwrite=False)
+  workdir_lib.claim(workdir, {'seed': 0, 'evals': {}, 'keep_period': None,
+                              'nonfinite_guard': 'auto'}, overwrite=False)
   workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0}, overwrite=False)
   os.makedirs(tmp_path / 'other' / 'checkpoints' / '2')
-  with pytest.raises(ValueError, match=r"\(fields: \['evals.fewshot.kind'\]\)"):
-    workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0, 'evals': {'fewshot': {
-        'kind': 'fewshot'}}}, overwrite=False)
+  with pytest.raises(ValueError, match=r"\(fields: \['evals.fewshot.kind', 'nonfinite_guard'\]\)"):
+    workdir_lib.claim(str(tmp_path / 'other'), {'seed': 0, 'nonfinite_guard': 'select', 'evals': {
+        'fewshot': {'kind': 'fewshot'}}}, overwrite=False)
 
 
 def _event_steps(folder):

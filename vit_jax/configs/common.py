@@ -66,6 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.micro_batches = ml_collections.config_dict.FieldReference(1, field_type=object)
   config.device_memory_gb = ml_collections.config_dict.placeholder(float)
   config.check_memory = False  # compile the step once at startup to check it fits the budget
+  # Accelerator costs (docs/accelerators.md). A step whose loss or gradients are not finite changes nothing: 'cond' skips the update
+  # (cheapest on CPU), 'select' picks per leaf (no second copy of the state in memory).
+  config.nonfinite_guard = 'auto'  # cond on CPU, select elsewhere
+  config.dropout_rng = 'auto'  # dropout bits: 'threefry', or 'rbg' (cheap on GPU/TPU); auto: rbg off CPU
 
   # Bookkeeping.
   config.log_every = 50
@@ -99,7 +103,8 @@ def model_overrides() -> ml_collections.ConfigDict:
       layer_norm_eps=unset(float), layerscale=unset(float), qk_norm=unset(bool),
       pre_norm=unset(bool), num_registers=unset(int), distilled=unset(bool),
       distillation_head=unset(bool), dynamic_image_size=unset(bool), class_token=unset(bool),
-      fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float)))
+      fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float),
+      attention_impl=unset(str)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

@@ -1,9 +1,10 @@
 """Multi-head dot-product attention with the released parameters (query/key/value/out).
 
 The kernels are `[width, heads, head_dim]` (and `[heads, head_dim, width]` for `out`) exactly as
-in `flax.linen.MultiHeadDotProductAttention`, so the released checkpoints load unchanged. The
-attention itself runs through `jax.nn.dot_product_attention` on accelerators (cuDNN flash kernels
-on GPU) and as explicit heads-major dots on CPU; self-attention projects q, k and v in one GEMM.
+in `flax.linen.MultiHeadDotProductAttention`, so the released checkpoints load unchanged.
+Self-attention projects q, k and v in one GEMM. The attention itself is one of IMPLEMENTATIONS:
+`auto` (the default) picks per backend and dtype with `choose`: cuDNN's flash kernels on GPU in
+bf16/fp16 where JAX accepts them, XLA's fused call elsewhere, explicit heads-major dots on CPU.
 """
 
 from typing import Any, Callable, Optional
@@ -17,6 +18,48 @@ from vit_jax.models import posemb as posemb_lib
 
 Dtype = Any
 Initializer = Callable[..., jnp.ndarray]
+
+# auto: `choose` decides; xla: jax.nn.dot_product_attention's XLA version (the logits are
+# materialised); cudnn: cuDNN flash attention (GPU, bf16/fp16; an error elsewhere); explicit: the
+# weights as two einsums (what attention dropout and attention maps need).
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'explicit')
+
+
+def platform() -> str:
+  """The backend the program is built for ('cpu', 'gpu', 'tpu'): `choose`'s one input that is
+  not a shape (tests that lower for CUDA on a CPU machine replace it)."""
+  return jax.default_backend()
+
+
+def choose(implementation: str, dtype: Dtype, head_dim: int) -> str:
+  """The implementation `auto` stands for: explicit dots on CPU (no transposes around them;
+  experiments/results/cpu_levers.md), cuDNN on GPU where JAX's conditions for its flash kernels
+  hold (bf16/fp16, head_dim a multiple of 8 up to 128; odd token counts are padded to even by
+  the caller, see `_cudnn`), XLA otherwise. An explicit choice is kept as it is."""
+  if implementation != 'auto':
+    return implementation
+  backend = platform()
+  if backend == 'cpu':
+    return 'explicit'
+  if (backend == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and head_dim % 8 == 0 and head_dim <= 128):
+    return 'cudnn'
+  return 'xla'
+
+
+def _cudnn(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
+  """cuDNN flash attention on [b, t, h, d]. JAX's cuDNN path refuses odd token counts when
+  training (it checks them as if a bias were given), and a ViT has 197 tokens: odd lengths are
+  padded by one token that a padding mask hides, and the output is cut back."""
+  queries, keys = query.shape[1], key.shape[1]
+  if queries % 2 == 0 and keys % 2 == 0:
+    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
+  pad = lambda t: jnp.pad(t, ((0, 0), (0, t.shape[1] % 2), (0, 0), (0, 0)))  # pylint: disable=unnecessary-lambda-assignment
+  lengths = lambda n: jnp.full((query.shape[0],), n, jnp.int32)  # pylint: disable=unnecessary-lambda-assignment
+  out = jax.nn.dot_product_attention(
+      pad(query), pad(key), pad(value), implementation='cudnn',
+      query_seq_lengths=lengths(queries), key_value_seq_lengths=lengths(keys))
+  return out[:, :queries]
 
 
 class _HeadsProjection(nn.Module):
@@ -45,9 +88,9 @@ class _HeadsProjection(nn.Module):
 class MultiHeadAttention(nn.Module):
   """Attention of `inputs_q` [b, q, width] over `inputs_kv` [b, k, width] -> [b, q, width].
 
-  Equivalent routes, one set of weights:
-  - the fused `jax.nn.dot_product_attention` (accelerators, without attention dropout);
-  - explicit heads-major weights on CPU, when attention dropout is active (the fused call has
+  Equivalent routes, one set of weights (`implementation`, see IMPLEMENTATIONS and `choose`):
+  - the fused `jax.nn.dot_product_attention`, as cuDNN flash attention or XLA's version;
+  - explicit heads-major weights: on CPU, when attention dropout is active (the fused call has
     no dropout), and when the caller makes `intermediates` mutable: then the weights
     ([b, heads, q, k]) are also recorded with `sow('intermediates', 'attention_weights')`.
   For self-attention (`inputs_q is inputs_kv`) the three projections run as one GEMM.
@@ -58,8 +101,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.initializers.xavier_uniform()
-  # None picks per backend (explicit on CPU, fused elsewhere); 'fused' or 'explicit' forces one.
-  implementation: Optional[str] = None
+  implementation: str = 'auto'  # one of IMPLEMENTATIONS
   # LayerNorm of queries and keys over head_dim (`query_norm`, `key_norm`; ViT-22B, timm qk_norm).
   qk_norm: bool = False
   layer_norm_eps: float = 1e-6
@@ -72,8 +114,8 @@ class MultiHeadAttention(nn.Module):
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise errors.UserError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
-    if self.implementation not in (None, 'fused', 'explicit'):
-      raise errors.UserError(f"implementation must be None, 'fused' or 'explicit', got "
+    if self.implementation not in IMPLEMENTATIONS:
+      raise errors.UserError(f'attention_impl must be one of {IMPLEMENTATIONS}, got '
                              f'{self.implementation!r}.')
     num_heads, head_dim = self.num_heads, width // self.num_heads
     # One (kernel, bias) per projection, exactly `nn.DenseGeneral`'s parameters.
@@ -82,13 +124,9 @@ class MultiHeadAttention(nn.Module):
                                 name=name)() for name in ('query', 'key', 'value')]
 
     dropout_active = not deterministic and self.dropout_rate > 0
-    # On CPU XLA runs the fused call as the same two batched dots; computing them heads-major
-    # ([b, h, t, d]) saves the transposes around them (with the fused q/k/v GEMM, +4-10% on a
-    # ViT-S/16 CPU train step, experiments/results/cpu_levers.md). Elsewhere the fused call can
-    # take cuDNN kernels.
-    preferred = self.implementation or ('explicit' if jax.default_backend() == 'cpu' else 'fused')
+    chosen = choose(self.implementation, self.dtype, head_dim)
     explicit = (dropout_active or self.is_mutable_collection('intermediates')
-                or preferred == 'explicit')
+                or chosen == 'explicit')
     axes = 'bhtd' if explicit else 'bthd'  # the einsum's output order
     # Logical names: a no-op unless the trainer sets axis rules (tensor parallelism over heads).
     heads_axes = (('batch', 'act_heads', 'length', None) if explicit else
@@ -120,8 +158,10 @@ class MultiHeadAttention(nn.Module):
       # Dropout per weight, not broadcast over queries, as the official model.
       weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=not dropout_active)
       x = jnp.einsum('bhqk,bhkd->bqhd', weights, value)
+    elif chosen == 'cudnn':
+      x = _cudnn(query, key, value)
     else:
-      x = jax.nn.dot_product_attention(query, key, value)
+      x = jax.nn.dot_product_attention(query, key, value, implementation='xla')
 
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,

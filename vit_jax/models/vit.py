@@ -132,6 +132,7 @@ class Encoder1DBlock(nn.Module):
   qk_norm: bool = False
   gated_mlp: bool = False
   rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
+  attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -146,6 +147,7 @@ class Encoder1DBlock(nn.Module):
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
+        implementation=self.attention_impl,
         name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
@@ -193,6 +195,7 @@ class Encoder(nn.Module):
   final_norm: bool = True  # False when the norm comes after pooling (`fc_norm`)
   rope_theta: float = 100.0
   dynamic_image_size: bool = False
+  attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -221,7 +224,7 @@ class Encoder(nn.Module):
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
-        gated_mlp=self.gated_mlp, dtype=self.dtype,
+        gated_mlp=self.gated_mlp, attention_impl=self.attention_impl, dtype=self.dtype,
         rope=((tuple(self.grid_shape), float(self.rope_theta),
                self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
               if self.posemb == 'rope' else None))
@@ -259,6 +262,7 @@ class MAPHead(nn.Module):
   mlp_dim: int
   activation: str = 'gelu_tanh'
   layer_norm_eps: float = 1e-6
+  attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -266,7 +270,7 @@ class MAPHead(nn.Module):
     probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
     probe = jnp.tile(probe.astype(x.dtype), [x.shape[0], 1, 1])
     x = attention.MultiHeadAttention(
-        num_heads=self.num_heads, dtype=self.dtype,
+        num_heads=self.num_heads, dtype=self.dtype, implementation=self.attention_impl,
         name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='LayerNorm_0')(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, activation=self.activation,
@@ -293,8 +297,9 @@ class VisionTransformer(nn.Module):
   dropout_rate, attention_dropout_rate}`, `classifier`, `representation_size`,
   `resnet.{num_layers, width_factor}`, `head_bias_init`, `model_name`. Our fields default to the
   official behaviour: `posemb` ('learn' | 'sincos2d'), `stochastic_depth` (max drop-path rate),
-  `dtype` (compute dtype; parameters stay float32), `scan`, `remat` (a REMAT_POLICIES name),
-  `gelu_approximate`. Fields for other families (docs/models.md, "Model fields"): `activation`,
+  `dtype` (compute dtype, or 'auto': bfloat16 on accelerators, float32 on CPU; parameters,
+  softmax statistics, the head and the loss stay float32), `attention_impl` (an
+  attention.IMPLEMENTATIONS name), `scan`, `remat` (a REMAT_POLICIES name), `gelu_approximate`. Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
   `rope_theta` (with posemb='rope'). Images are NHWC in [-1, 1] for the official checkpoints;
@@ -330,6 +335,14 @@ class VisionTransformer(nn.Module):
   fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
   rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
+  attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
+
+  @property
+  def compute_dtype(self):
+    """`dtype`, with 'auto' resolved: bfloat16 on accelerators, float32 on CPU."""
+    if isinstance(self.dtype, str) and self.dtype == 'auto':
+      return jnp.float32 if attention.platform() == 'cpu' else jnp.bfloat16
+    return jnp.dtype(self.dtype)
 
   @property
   def has_class_token(self) -> bool:
@@ -341,7 +354,9 @@ class VisionTransformer(nn.Module):
   def _check_fields(self):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
                                   ('posemb', self.posemb, POSEMBS),
-                                  ('remat', self.remat, tuple(REMAT_POLICIES))):
+                                  ('remat', self.remat, tuple(REMAT_POLICIES)),
+                                  ('attention_impl', self.attention_impl,
+                                   attention.IMPLEMENTATIONS)):
       if value not in allowed:
         raise errors.UserError(f'{field}={value!r} is not supported; expected one of {allowed}.')
     if not 0.0 <= self.stochastic_depth < 1.0:
@@ -362,7 +377,7 @@ class VisionTransformer(nn.Module):
     """Images [b, h, w, 3] -> patch tokens [b, gh*gw, width] and the grid (gh, gw)."""
     if self.resnet is not None:
       x = resnet.resnet_stem(x, num_layers=tuple(self.resnet['num_layers']),
-                             width_factor=self.resnet['width_factor'], dtype=self.dtype)
+                             width_factor=self.resnet['width_factor'], dtype=self.compute_dtype)
     patch_size = tuple(self.patches['size'])
     height, width = x.shape[1:3]
     if height % patch_size[0] or width % patch_size[1]:
@@ -372,7 +387,7 @@ class VisionTransformer(nn.Module):
           f'use an image size that is a multiple of the (effective) patch size.')
     # A strided convolution is the paper's "linear projection of flattened patches".
     x = nn.Conv(features=self.hidden_size, kernel_size=patch_size, strides=patch_size,
-                padding='VALID', dtype=self.dtype, name='embedding')(x)
+                padding='VALID', dtype=self.compute_dtype, name='embedding')(x)
     n, gh, gw, c = x.shape
     return jnp.reshape(x, [n, gh * gw, c]), (gh, gw)
 
@@ -382,7 +397,7 @@ class VisionTransformer(nn.Module):
     if inputs.ndim != 4:
       raise errors.UserError(f'VisionTransformer expects images [batch, height, width, channels], '
                              f'got shape {inputs.shape}.')
-    x, grid = self._embed(inputs.astype(self.dtype))
+    x, grid = self._embed(inputs.astype(self.compute_dtype))
     n, _, c = x.shape
 
     prefix_names = (('cls',) if self.has_class_token else ()) + (
@@ -402,8 +417,8 @@ class VisionTransformer(nn.Module):
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta,
-          dynamic_image_size=self.dynamic_image_size,
-          dtype=self.dtype)(x, train=train, registers=registers)
+          dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
+          dtype=self.compute_dtype)(x, train=train, registers=registers)
 
     distillation = x[:, 1] if self.distilled else None
     patches = x[:, len(prefix_names) + self.num_registers:]
@@ -417,9 +432,10 @@ class VisionTransformer(nn.Module):
       x = MAPHead(num_heads=self.transformer['num_heads'],
                   mlp_dim=self.transformer['mlp_dim'],
                   activation=activation_name(self.activation, self.gelu_approximate),
-                  layer_norm_eps=self.layer_norm_eps, dtype=self.dtype)(patches)
+                  layer_norm_eps=self.layer_norm_eps, attention_impl=self.attention_impl,
+                  dtype=self.compute_dtype)(patches)
     if self.fc_norm:
-      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='fc_norm')(x)
+      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.compute_dtype, name='fc_norm')(x)
 
     # The head runs in float32 whatever the compute dtype: logits feed the loss.
     x = x.astype(jnp.float32)

@@ -67,6 +67,8 @@ class Step:
   mixup: Optional[str]  # 'mixup' | 'cutmix' | None
   mixup_alpha: float
   device_pp: Optional[device_pp_lib.DevicePreprocess]  # config.pp_device, parsed; None if empty
+  guard: str = 'auto'  # the non-finite guard: 'cond' | 'select' | 'auto' (cond on CPU only)
+  dropout_rng: str = 'auto'  # 'threefry' | 'rbg' | 'unsafe_rbg' | 'auto' (rbg off CPU)
 
   @property
   def ema(self) -> bool:
@@ -188,9 +190,13 @@ def read_step(config: ml_collections.ConfigDict) -> Step:
   if ema_decay is not None and not 0.0 < ema_decay < 1.0:
     raise errors.UserError(f'config.ema_decay must be in (0, 1) (or unset), found {ema_decay}.')
   pp = device_pp_lib.DevicePreprocess(config.pp_device or '', seed=int(config.seed))
+  _one_of('nonfinite_guard', config.nonfinite_guard, ('auto', 'cond', 'select'))
+  _one_of('dropout_rng', config.dropout_rng, ('auto', 'threefry', 'rbg', 'unsafe_rbg'))
   return Step(loss=config.loss, label_smoothing=float(config.label_smoothing),
               micro_batches=micro_batches, ema_decay=ema_decay, mixup=mix.kind,
-              mixup_alpha=float(mix.alpha), device_pp=pp if pp else None)
+              mixup_alpha=float(mix.alpha), device_pp=pp if pp else None,
+              guard=config.nonfinite_guard,
+              dropout_rng=config.dropout_rng)
 
 
 def read_data(config: ml_collections.ConfigDict) -> Data:

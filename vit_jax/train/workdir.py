@@ -14,6 +14,7 @@ from absl import logging
 import flax
 
 from vit_jax import errors
+from vit_jax.configs import common
 from vit_jax.weights import workdir_params
 
 RUN_FILES = ('checkpoints', 'tensorboard', 'metrics.jsonl', 'config.json', 'curves.png',
@@ -27,15 +28,18 @@ def config_dict(config) -> dict:
 
 def changed_fields(saved: dict, new: dict) -> list[str]:
   """Dotted names of the fields that differ. A field the saved config lacks and the new one
-  leaves unset (None or empty) is a field added to the code since the run began: not a change."""
+  leaves unset (None or empty) or at its default (configs/common.py) is a field added to the
+  code since the run began: not a change."""
   missing = object()
-  flat_saved = flax.traverse_util.flatten_dict(saved, sep='.', keep_empty_nodes=True)
-  flat_new = flax.traverse_util.flatten_dict(new, sep='.', keep_empty_nodes=True)
+  flatten = lambda tree: flax.traverse_util.flatten_dict(tree, sep='.', keep_empty_nodes=True)  # pylint: disable=unnecessary-lambda-assignment
+  flat_saved, flat_new = flatten(saved), flatten(new)
+  defaults = flatten(config_dict(common.get_config()))
   changed = []
   for key in set(flat_saved) | set(flat_new):
     old_value, new_value = flat_saved.get(key, missing), flat_new.get(key, missing)
     added_unset = old_value is missing and (
-        new_value is None or new_value is flax.traverse_util.empty_node)
+        new_value is None or new_value is flax.traverse_util.empty_node
+        or new_value == defaults.get(key, missing))
     if old_value != new_value and not added_unset:
       changed.append(key)
   return sorted(changed)
