@@ -35,6 +35,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # XLA reads its flags when the first backend starts: ours go in first (a user's value wins).
+  from vit_jax.parallel import xla_flags  # pylint: disable=g-import-not-at-top
+  xla_flags.apply()
   # TensorFlow only feeds the input pipeline: keep it off the accelerators.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')

@@ -32,7 +32,7 @@ case "${action}" in
     for argument in "$@"; do
       extra+=" $(printf '%q' "${argument}")"
     done
-    on_all_workers "cd ${REPO_DIR} && python -m vit_jax.main --config=$(printf '%q' "${CONFIG}") --workdir=$(printf '%q' "${WORKDIR}")${extra}"
+    on_all_workers "cd ${REPO_DIR} && eval \"\$(python -m vit_jax.parallel.xla_flags)\" && python -m vit_jax.main --config=$(printf '%q' "${CONFIG}") --workdir=$(printf '%q' "${WORKDIR}")${extra}"
     ;;
   *)
     echo "usage: $0 setup|run [vit_jax.main arguments]" >&2
