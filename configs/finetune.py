@@ -40,6 +40,7 @@ def get_config(arg='cifar10'):
   classes, steps, train_split, eval_split, lr = DATASETS[dataset]
   config = common.get_config()
   config.model_name = 'ViT-B_16'
+  config.model.dtype = 'auto'  # bf16 on GPU/TPU (docs/accelerators.md), float32 on CPU
   config.num_classes = classes
   config.image_size = size
   # Set --config.init_from=<released .npz or workdir>.

@@ -15,6 +15,7 @@ def get_config(epochs='90'):
   config = common.get_config()
   config.model_name = 'ViT-S_16'
   config.model.classifier, config.model.posemb = 'gap', 'sincos2d'
+  config.model.dtype = 'auto'  # bf16 on GPU/TPU (docs/accelerators.md), float32 on CPU
   config.num_classes = 1000
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet2012', 'train[:99%]'

@@ -19,6 +19,10 @@ def get_config(model_name='ViT-B_16'):
   config.model.representation_size = width
   config.model.head_bias_init = -10.0
   config.model.transformer.dropout_rate = 0.1
+  config.model.dtype = 'auto'  # bf16 on GPU/TPU (docs/accelerators.md), float32 on CPU
+  # L/16 and up: the layers as one scanned block (compiles once, not 24-48 times; the
+  # checkpoint stores them stacked, every loader reads both layouts).
+  config.model.scan = model_configs.get_config(model_name).transformer.num_layers >= 24
   config.num_classes = 21843
   config.image_size = 224
   config.data.name, config.data.split = 'imagenet21k', 'full[102400:]'

@@ -20,6 +20,7 @@ PP = 'decode|resize({size})|value_range(-1, 1)|onehot|keep("image", "labels")'
 def get_config(task='cifar100'):
   config = common.get_config()
   config.model_name = 'ViT-B_16'
+  config.model.dtype = 'auto'  # bf16 on GPU/TPU (docs/accelerators.md), float32 on CPU
   config.num_classes = vtab.task(task).num_classes
   config.image_size = 384
   # Set --config.init_from=<released .npz or workdir>.

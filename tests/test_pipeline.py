@@ -11,6 +11,7 @@ import tensorflow as tf
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
+from vit_jax.parallel import mesh as mesh_lib
 
 
 def _index_source(n):
@@ -137,12 +138,12 @@ def test_processes_read_their_slice_of_the_same_global_batches(digits_data_dir, 
 
 
 def test_startup_checks():
-  assert pipeline.local_batch_size(256, 2, 8) == 128
+  assert mesh_lib.local_batch_size(256, 2, 8) == 128
   with pytest.raises(ValueError, match='batch_size=100 must be a positive multiple of the device '
                      r'count \(8\)'):
-    pipeline.local_batch_size(100, 1, 8)
+    mesh_lib.local_batch_size(100, 1, 8)
   with pytest.raises(ValueError, match='process count'):
-    pipeline.local_batch_size(24, 16, 8)
+    mesh_lib.local_batch_size(24, 16, 8)
   with pytest.raises(ValueError, match='Data position 12 is not a whole number of global '
                      'batches of 8'):
     pipeline.train_dataset(_index_source(20), preprocess.parse('keep("label")'), global_batch=8,

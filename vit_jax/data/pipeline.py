@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from vit_jax import errors
 from vit_jax.data import sources as sources_lib
+from vit_jax.parallel import mesh as mesh_lib
 
 Batch = dict[str, Any]
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor], dict[str, tf.Tensor]]
@@ -31,15 +32,6 @@ def process_range(num_examples: int, process_index: int, process_count: int) -> 
   """[start, stop) of this process's block: sizes differ by at most one (as tfds.even_splits)."""
   return (num_examples * process_index // process_count,
           num_examples * (process_index + 1) // process_count)
-
-
-def local_batch_size(global_batch: int, process_count: int, device_count: int) -> int:
-  """Per-process batch; the global batch must split evenly over processes and devices."""
-  if global_batch <= 0 or global_batch % device_count or global_batch % process_count:
-    raise errors.UserError(
-        f'batch_size={global_batch} must be a positive multiple of the device count '
-        f'({device_count}) and the process count ({process_count}).')
-  return global_batch // process_count
 
 
 def _example_seed(seed: int, position):
@@ -60,7 +52,7 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
   p takes the p-th contiguous slice. Indices are cheap to skip: only this process's examples are
   read and decoded.
   """
-  local_batch = local_batch_size(global_batch, process_count, 1)
+  local_batch = mesh_lib.local_batch_size(global_batch, process_count, 1)
   if position % global_batch:
     raise errors.UserError(f'Data position {position} is not a whole number of global batches of '
                            f'{global_batch}.')

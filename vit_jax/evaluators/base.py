@@ -33,7 +33,7 @@ class Context:
   batch_size: int  # the default global eval batch
 
   def local_batch(self, global_batch: int) -> int:
-    return pipeline.local_batch_size(global_batch, jax.process_count(), jax.device_count())
+    return mesh_lib.local_batch_size(global_batch, jax.process_count(), jax.device_count())
 
 
 class Evaluator:

@@ -359,6 +359,13 @@ class VisionTransformer(nn.Module):
                                    attention.IMPLEMENTATIONS)):
       if value not in allowed:
         raise errors.UserError(f'{field}={value!r} is not supported; expected one of {allowed}.')
+    try:
+      dtype = self.compute_dtype
+    except TypeError:
+      dtype = None
+    if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+      raise errors.UserError(f"dtype={self.dtype!r} is not supported; expected 'auto', "
+                             "'float32', 'bfloat16' or 'float16'.")
     if not 0.0 <= self.stochastic_depth < 1.0:
       raise errors.UserError(f'stochastic_depth must be in [0, 1), got {self.stochastic_depth}.')
     if self.distilled and self.classifier != 'token':

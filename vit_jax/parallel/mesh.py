@@ -52,3 +52,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
+
+def local_batch_size(global_batch: int, process_count: int, device_count: int) -> int:
+  """Per-process batch; the global batch must split evenly over processes and devices."""
+  if global_batch <= 0 or global_batch % device_count or global_batch % process_count:
+    raise errors.UserError(
+        f'batch_size={global_batch} must be a positive multiple of the device count '
+        f'({device_count}) and the process count ({process_count}).')
+  return global_batch // process_count

@@ -12,7 +12,6 @@ import ml_collections
 import optax
 
 from vit_jax import errors
-from vit_jax.data import pipeline
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
@@ -66,7 +65,7 @@ def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
   """Mesh, optimizer and abstract state; fails early, naming the config field."""
   data = options.data
   mesh = mesh_lib.make_mesh(options.parallel.mesh)
-  pipeline.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
+  mesh_lib.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
   geometry.check_image_size(data.image_size, options.model_config)
   abstract_params = geometry.abstract_params(options.model, data.image_size)
   tx, schedule = optimizer.build(options.optimizer, abstract_params, total_steps)
