@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Parallelism.
   config.mesh = (-1, 1, 1)  # (data, fsdp, tensor)
   config.sharding = 'dp'  # dp | fsdp | fsdp_tp
+  # Multi-slice TPU / multi-node GPU: how the slow-link groups (slices, nodes) split over
+  # (data, fsdp, tensor); unset: slices (TPU) or multi-GPU processes along 'data'. With one
+  # process per GPU set it, e.g. (nodes, 1, 1) (vit_jax/parallel/mesh.py).
+  config.dcn_mesh = ml_collections.config_dict.placeholder(tuple)
   # Gradient accumulation: an int, or 'auto' for the fewest that fit (with model.remat='auto',
   # the lightest rematerialisation too); device_memory_gb is the per-device budget (read from
   # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/memory.py.

@@ -69,7 +69,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
     raise errors.UserError('--mode=eval needs an evaluator in config.evals; found none.')
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)
-  mesh = mesh_lib.make_mesh(tuple(config.mesh))
+  dcn = config.get('dcn_mesh')
+  mesh = mesh_lib.make_mesh(tuple(config.mesh), dcn=None if dcn is None else tuple(dcn))
   shardings = partitioning.param_shardings(loaded.params, mesh, config.sharding)
   context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}

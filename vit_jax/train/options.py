@@ -95,6 +95,7 @@ class Data:
 class Parallel:
   mesh: tuple[int, ...]  # (data, fsdp, tensor); -1 takes the remaining devices
   sharding: str  # the parameter sharding preset (vit_jax.parallel.partitioning)
+  dcn_mesh: Optional[tuple[int, ...]] = None  # slow-link groups per axis (parallel/mesh.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +211,9 @@ def read_data(config: ml_collections.ConfigDict) -> Data:
 
 def read_parallel(config: ml_collections.ConfigDict) -> Parallel:
   _one_of('sharding', config.sharding, tuple(partitioning.RULES))
-  return Parallel(mesh=tuple(config.mesh), sharding=config.sharding)
+  dcn = config.dcn_mesh
+  return Parallel(mesh=tuple(config.mesh), sharding=config.sharding,
+                  dcn_mesh=None if dcn is None else tuple(dcn))
 
 
 def read_memory(config: ml_collections.ConfigDict) -> Memory:

@@ -64,7 +64,7 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
 def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
   """Mesh, optimizer and abstract state; fails early, naming the config field."""
   data = options.data
-  mesh = mesh_lib.make_mesh(options.parallel.mesh)
+  mesh = mesh_lib.make_mesh(options.parallel.mesh, dcn=options.parallel.dcn_mesh)
   mesh_lib.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
   geometry.check_image_size(data.image_size, options.model_config)
   abstract_params = geometry.abstract_params(options.model, data.image_size)
