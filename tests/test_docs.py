@@ -31,6 +31,7 @@ ELSEWHERE = (
     (r'experiments/launch/tpu_vm\.sh ', 'tests/test_launch.py', 'tpu_vm.sh'),
     (r'kubectl apply -f experiments/launch/kubernetes\.yaml', 'tests/test_launch.py',
      'kubernetes.yaml'),
+    (r'bash experiments/gpu_check\.sh', 'tests/test_gpu_check.py', 'gpu_check.sh'),
 )
 # Datasets no test machine has: the command must stop naming them, in one line.
 ABSENT = ('cifar10', 'clevr')
