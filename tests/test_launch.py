@@ -98,6 +98,7 @@ def _srun_tasks(tmp_path, script_text):
   script = tmp_path / 'job.sbatch'
   script.write_text(script_text)
   env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'FAKE_SBATCH': str(script),
+         'PYTHON': sys.executable,
          'FAKE_OUT': str(tmp_path / 'tasks.json'), 'CONFIG': 'configs/pretrain_i21k.py',
          'WORKDIR': '/shared/run', 'REPO_DIR': ROOT}
   subprocess.run(['bash', str(script), '--config.batch_size=4096'], env=env, check=True,
@@ -119,7 +120,7 @@ def test_the_slurm_launcher_gives_every_gpu_one_process(tmp_path):
   assert not _devices_missing(tasks)
   used = {(t['node'], t['visible'][i]) for t in tasks for i in t['local_device_ids']}
   assert used == {(node, gpu) for node in range(2) for gpu in range(8)}  # each GPU once
-  assert tasks[0]['argv'][:4] == ['python', '-m', 'vit_jax.main',
+  assert tasks[0]['argv'][:4] == [sys.executable, '-m', 'vit_jax.main',
                                   '--config=configs/pretrain_i21k.py']
   assert tasks[0]['argv'][-1] == '--config.batch_size=4096'
   # The control: the old --gpus-per-task=1 header leaves local ranks 1-7 without their GPU.

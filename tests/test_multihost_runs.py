@@ -271,7 +271,7 @@ def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_pa
              SLURM_JOB_ID=str(_slurm_job_id()), JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {conftest.TEST_XLA_FLAGS}',
              CONFIG=f'{ROOT}/tests/tiny_recipe.py:{digits_data_dir}', WORKDIR=workdir,
-             REPO_DIR=ROOT)
+             REPO_DIR=ROOT, PYTHON=sys.executable)
   result = subprocess.run(
       ['bash', os.path.join(ROOT, 'experiments', 'launch', 'slurm.sbatch'),
        f'--config.total_steps={STEPS}', '--config.checkpoint_every=8', '--config.evals.eval.every=0',

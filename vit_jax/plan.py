@@ -23,6 +23,9 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  # The XLA flags the run will have: they change what the compiled step needs.
+  from vit_jax.parallel import xla_flags  # pylint: disable=g-import-not-at-top
+  xla_flags.apply()
   # After the flags: a bad flag is reported before JAX and TensorFlow load.
   from vit_jax.train import memory  # pylint: disable=g-import-not-at-top
   from vit_jax.train import options  # pylint: disable=g-import-not-at-top
