@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from vit_jax import errors
 from vit_jax.data import folders
+from vit_jax.data import preparation
 from vit_jax.data import vtab
 from vit_jax.data import splits
 
@@ -55,7 +56,10 @@ def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetMissing(f'Unknown tfds dataset {name!r}: {str(e).splitlines()[0]}') from e
   if prepare:
-    builder.download_and_prepare(file_format='array_record')
+    preparation.once(f'{builder.name}/{builder.version}', str(builder.data_dir_root),
+                     builder.is_prepared,
+                     lambda: builder.download_and_prepare(file_format='array_record'))
+    builder = tfds.builder(name, data_dir=data_dir)  # anew: see digits_source
   if not builder.is_prepared():
     raise DatasetMissing(
         f'tfds dataset {name!r} is not prepared under {builder.data_dir_root}; build it first '
@@ -184,8 +188,11 @@ def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] =
   # Here: the digits builder brings scikit-learn, needed by this dataset alone.
   from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
   builder = digits.builder(image_size, data_dir=data_dir)
-  if not builder.is_prepared():
-    builder.download_and_prepare(file_format='array_record')
+  preparation.once(f'{builder.name}/{builder.builder_config.name}/{builder.version}',
+                   str(builder.data_dir_root), builder.is_prepared,
+                   lambda: builder.download_and_prepare(file_format='array_record'))
+  # Anew: a builder made before another process prepared the data knows no splits.
+  builder = digits.builder(image_size, data_dir=data_dir)
   return _builder_source(builder, split, 'image', 'label')
 
 

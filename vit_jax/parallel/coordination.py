@@ -15,7 +15,8 @@ def _client() -> Any:
 
 
 class KeyValueStore:
-  """`set` and `entries` on the job's coordination service (after `jax.distributed.initialize`)."""
+  """`set`, `get` and `entries` on the job's coordination service (after
+  `jax.distributed.initialize`)."""
 
   def __init__(self):
     self._client = _client()
@@ -25,6 +26,11 @@ class KeyValueStore:
 
   def set(self, key: str, value: str) -> None:
     self._client.key_value_set(key, value, allow_overwrite=True)
+
+  def get(self, key: str, timeout_s: float) -> str:
+    """The value of `key`, waiting up to `timeout_s` for another process to set it (raises the
+    runtime's deadline error past that)."""
+    return self._client.blocking_key_value_get(key, int(timeout_s * 1000))
 
   def entries(self, prefix: str) -> dict[str, str]:
     """{key: value} of every key under `prefix` (a directory: `prefix/...`)."""
