@@ -206,8 +206,10 @@ class TrainIterator:
 
 
 def position_of(data_state: dict) -> int:
-  """The global stream position of a saved data state (`{'global_position': int}`)."""
-  if set(data_state) == {'global_position'} and int(data_state['global_position']) >= 0:
+  """The global stream position of a saved data state (`{'global_position': int}`, beside
+  which the loop may keep its `unlogged` training rows)."""
+  if ('global_position' in data_state and set(data_state) <= {'global_position', 'unlogged'}
+      and int(data_state['global_position']) >= 0):
     return int(data_state['global_position'])
   raise errors.UserError(f'Not a data-iterator state: {data_state!r}; expected '
                          '{"global_position": int >= 0}.')

@@ -7,6 +7,7 @@ from `setup`, `checkpointer`, `preemption`, `workdir`, `metric_writer` and `prog
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -26,17 +27,37 @@ def _check_finite(pending: list, fetched: list, last_saved: int) -> None:
           'the input.')
 
 
-def _flush(run: run_lib.Run, pending: list) -> None:
-  """Host sync: every pending step was finite; their mean goes to the writers."""
-  if not pending:
-    return
+def _fetch(run: run_lib.Run, pending: list) -> list[dict]:
+  """Host sync: the pending steps' metrics as host floats ({'step': s, name: value}), each
+  step checked finite."""
   fetched = jax.device_get([metrics for _, metrics in pending])
   _check_finite(pending, fetched, max(run.checkpointer.steps(), default=0))
-  scalars = {f'train/{k}': float(np.mean([v[k] for v in fetched]))
-             for k in fetched[0] if k not in ('finite', preemption.STOP_KEY)}
-  run.writer.write(pending[-1][0], scalars)
-  run.progress.update(pending[-1][0], scalars)
+  return [{'step': number, **{k: float(v) for k, v in values.items() if k != preemption.STOP_KEY}}
+          for (number, _), values in zip(pending, fetched)]
+
+
+def _flush(run: run_lib.Run, pending: list) -> None:
+  """Every pending step was finite; their mean (in float64, whether the steps ran in this
+  process or came with the checkpoint) goes to the writers."""
+  if not pending:
+    return
+  rows = _fetch(run, pending)
+  scalars = {f'train/{k}': float(np.mean([row[k] for row in rows]))
+             for k in rows[0] if k not in ('step', 'finite')}
+  run.writer.write(rows[-1]['step'], scalars)
+  run.progress.update(rows[-1]['step'], scalars)
   pending.clear()
+
+
+def _finished(run: run_lib.Run, step: int) -> bool:
+  """Whether the run logged its end at `step`: the final evaluation (or, without evaluators,
+  the last training row). Process 0 reads the metrics; every process gets its answer."""
+  logged = run.logged_at(step)
+  done = (any(not k.startswith('train/') for k in logged) if run.evaluators
+          else 'train/loss' in logged)
+  if jax.process_count() > 1:
+    done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  return done
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -58,23 +79,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train(run: run_lib.Run) -> dict[str, Any]:
   state, step, total = run.state, run.start_step, run.setup.total_steps
   book = run.options.bookkeeping
-  pending, previous, outcome, final = [], None, 'completed', {}
+  if step >= total and _finished(run, step):  # started again: nothing to train, log or evaluate
+    logged = {k: v for k, v in run.logged_at(step).items() if not k.startswith('train/')}
+    return {'outcome': 'completed', 'step': step, **logged}
+  # Steps after the last logged row come back with an agreed stop's checkpoint.
+  pending = [(row['step'], {k: v for k, v in row.items() if k != 'step'})
+             for row in run.unlogged]
+  previous, outcome, final = None, 'completed', {}
   while step < total:
     batch = run.next_batch(step)
     state, metrics = run.train_step(state, batch)
     step += 1
     pending.append((step, metrics))
     # Step s-1's stop flag, reduced over every process, read after step s is queued: all
-    # processes read the same value here, so all of them stop after the same step.
-    stop = previous is not None and preemption.agreed(previous)
+    # processes read the same value here, so all of them stop after the same step. At the last
+    # step a stop is the end of the run.
+    stop = step < total and previous is not None and preemption.agreed(previous)
     previous = metrics
-    if step % book.log_every == 0 or stop:
+    checkpoint_due = step % book.checkpoint_every == 0 and step < total
+    if step % book.log_every == 0 or checkpoint_due:  # a checkpoint follows its rows
       _flush(run, pending)
     if stop:  # saved first: an evaluation due now comes after, as in an uninterrupted run
-      run.save(step, state, wait=True)
+      # The steps since the last logged row go with the checkpoint, not into a shorter row.
+      unlogged = _fetch(run, pending)
+      pending.clear()
+      run.save(step, state, wait=True, unlogged=unlogged)
       outcome = f'preempted at step {step} ({run.stops.reason or "another process"})'
-    elif step % book.checkpoint_every == 0 and step < total:
-      _flush(run, pending)
+    elif checkpoint_due:
       run.save(step, state)
     due = [e for e in run.evaluators if e.due(step, total)]
     if due and step < total:

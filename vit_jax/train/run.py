@@ -48,6 +48,10 @@ class Run:
   setup: setup_lib.Setup
   state: state_lib.TrainState
   start_step: int
+  # Training metrics of the steps after the last logged row, carried by the checkpoint of an
+  # agreed stop: [{'step': s, 'loss': ..., ...}], so the resumed run logs the rows an
+  # uninterrupted one would.
+  unlogged: list
   batches: pipeline.TrainIterator
   train_step: Any
   evaluators: list  # of evaluators.base.Evaluator
@@ -64,6 +68,10 @@ class Run:
   def lead(self) -> bool:
     return jax.process_index() == 0
 
+  def logged_at(self, step: int) -> dict:
+    """What the run logged at `step` (process 0 reads it; the others get {})."""
+    return workdir_lib.metrics_at(self.workdir, step) if self.lead else {}
+
   def next_batch(self, step: int) -> dict:
     """The next global batch, carrying this process's stop request."""
     batch = next(self.batches)
@@ -72,10 +80,14 @@ class Run:
                                                   mesh_lib.batch_sharding(self.setup.mesh))
     return batch
 
-  def save(self, step: int, state: state_lib.TrainState, wait: bool = False) -> None:
+  def save(self, step: int, state: state_lib.TrainState, wait: bool = False,
+           unlogged: Optional[list] = None) -> None:
     if step in self.checkpointer.steps():  # e.g. re-running a finished run
       return
-    self.checkpointer.save(step, state, self.batches.get_state(), self.config_dict, wait=wait)
+    data_state = self.batches.get_state()
+    if unlogged:
+      data_state = {**data_state, 'unlogged': unlogged}
+    self.checkpointer.save(step, state, data_state, self.config_dict, wait=wait)
 
   def evaluate(self, step: int, state: state_lib.TrainState, due: list) -> dict[str, float]:
     """Runs the `due` evaluators (on the EMA parameters when the run keeps them)."""
@@ -161,11 +173,13 @@ class Pretrained:
 
 def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
                    pretrained: Callable[[], Optional[Pretrained]]):
-  """(step, state, global data position): the newest valid checkpoint, else a fresh start."""
+  """(step, state, global data position, unlogged training rows): the newest valid
+  checkpoint, else a fresh start."""
   options = setup.options
   restored = ckpt.restore(setup.abstract_state)
   if restored is not None:
-    return restored.step, restored.state, pipeline.position_of(restored.data_state)
+    return (restored.step, restored.state, pipeline.position_of(restored.data_state),
+            list(restored.data_state.get('unlogged', [])))
   seed, ema = options.data.seed, options.step.ema
   state, _ = state_lib.create(setup.model, setup.tx, image_shape=options.data.image_shape,
                               seed=seed, mesh=setup.mesh, preset=options.parallel.sharding,
@@ -175,7 +189,7 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
     params = checkpoint.adapt_params(init.loaded.params, jax.device_get(state.params),
                                      source=init.path, dont_load=init.dont_load)
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
-  return 0, state, 0
+  return 0, state, 0, []
 
 
 def _check_host_output(spec: dict, device_pp) -> None:
@@ -292,15 +306,17 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   book = options.bookkeeping
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=book.keep_checkpoints,
                                        keep_period=book.keep_period)
-  start_step, state, position = _initial_state(setup, ckpt, pretrained)
+  start_step, state, position, unlogged = _initial_state(setup, ckpt, pretrained)
+  if lead:  # rows past the restored step (or every row, when no step was saved) were
+    workdir_lib.drop_metrics_after(workdir, start_step)  # written before a kill
   if lead and start_step:
-    workdir_lib.drop_metrics_after(workdir, start_step)
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
   batches = pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
                                    sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
   return Run(workdir=workdir, config_dict=config_dict, setup=setup,
-             state=state, start_step=start_step, batches=batches, train_step=train_step,
+             state=state, start_step=start_step, unlogged=unlogged, batches=batches,
+             train_step=train_step,
              evaluators=evaluators, checkpointer=ckpt,
              writer=metric_writer.MetricWriter(workdir, enabled=lead),
              progress=progress_lib.Progress(setup.total_steps, start_step, data.batch_size,

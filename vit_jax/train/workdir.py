@@ -99,10 +99,11 @@ def _trim_jsonl(path: str, step: int) -> int:
         kept.append(line)
     except (json.JSONDecodeError, KeyError):  # a row cut short by the kill
       continue
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  if len(kept) < len(lines):  # else the file stays as it is
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
   return len(lines) - len(kept)
 
 
@@ -131,6 +132,18 @@ def _trim_events(folder: str, step: int) -> int:
           writer.write(record)
       os.replace(path + '.tmp', path)
   return dropped
+
+
+def metrics_at(workdir: str, step: int) -> dict:
+  """Every metric logged at `step` in `metrics.jsonl` ({name: value}; empty without rows)."""
+  path, found = os.path.join(workdir, 'metrics.jsonl'), {}
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      for line in f:
+        row = json.loads(line) if line.strip() else {}
+        if row.get('step') == step:
+          found.update({k: v for k, v in row.items() if k != 'step'})
+  return found
 
 
 def drop_metrics_after(workdir: str, step: int) -> None:
