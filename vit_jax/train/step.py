@@ -16,16 +16,15 @@ donation of the old state and nothing else: the mesh and the logical axis rules 
 around the run (`partitioning.use`). The eval step lives with the evaluators.
 """
 
-import re
 from typing import Any, Callable, Optional
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from vit_jax import losses
+from vit_jax import param_names
 from vit_jax.data import device_pp
 from vit_jax.data import mixup
 from vit_jax.parallel import mesh as mesh_lib
@@ -44,12 +43,12 @@ def _tree_norm(tree) -> jax.Array:
   return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
-# The weights the model computes with in its compute dtype: matrices of the encoder and the MAP
-# head, the patch embedding, the position embedding and the prefix tokens. Norms, biases, the
-# head and the ResNet stem (standardised in float32) keep float32.
-_COMPUTE_DTYPE_PARAMS = re.compile(
-    r'(embedding/kernel|cls|dist|registers|Transformer/posembed_input/pos_embedding|'
-    r'(Transformer|MAPHead_0)/.*kernel)')
+# The weights the model computes with in its compute dtype (param_names patterns): matrices of
+# the encoder and the MAP head, the patch embedding, the position embedding and the prefix
+# tokens. Norms, biases, the head and the ResNet stem (standardised in float32) keep float32.
+COMPUTE_DTYPE_PARAMS = (r'embedding/kernel', r'cls', r'dist', r'registers',
+                        r'Transformer/posembed_input/pos_embedding',
+                        r'(Transformer|MAPHead_0)/.*kernel')
 
 
 def cast_for_compute(params, dtype, shardings=None):
@@ -57,17 +56,16 @@ def cast_for_compute(params, dtype, shardings=None):
   FSDP then gathers them in `dtype` (bf16) whatever the partitioner would infer, and their
   gradients, which the bf16 matmuls emit in bf16, are reduced in it. Numerically the model's
   own cast; only where the collectives happen and what they move can change."""
-  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
-  flat_shardings = (flax.traverse_util.flatten_dict(flax.core.unfreeze(shardings), sep='/')
-                    if shardings is not None else {})
-  out = {}
-  for path, leaf in flat.items():
-    if _COMPUTE_DTYPE_PARAMS.fullmatch(path) and leaf.dtype != dtype:
-      leaf = leaf.astype(dtype)
-      if path in flat_shardings:
-        leaf = jax.lax.with_sharding_constraint(leaf, flat_shardings[path])
-    out[path] = leaf
-  return flax.traverse_util.unflatten_dict(out, sep='/')
+  flat_shardings = param_names.flatten(shardings) if shardings is not None else {}
+
+  def cast(name, leaf):
+    if not param_names.matches(COMPUTE_DTYPE_PARAMS, name) or leaf.dtype == dtype:
+      return leaf
+    leaf = leaf.astype(dtype)
+    if name in flat_shardings:
+      leaf = jax.lax.with_sharding_constraint(leaf, flat_shardings[name])
+    return leaf
+  return param_names.map_names(params, cast)
 
 
 def dropout_key(rng: jax.Array, kind: str) -> jax.Array:
