@@ -89,7 +89,8 @@ def main():
     lines.append(f'| {dtype} | {dict(collectives(text, "all-gather"))} | '
                  f'{dict(collectives(text, "all-reduce"))} |')
   lines += ['', 'The float32 entries of the bf16 model are the head (float32 by design): its '
-            'kernel, its gradient, and the logits gradient of the batch.', '', '## Gradient accumulation under dp (micro_batches=2)', '',
+            'kernel, its gradient, and the logits gradient of the batch.', '',
+            '## Gradient accumulation under dp (micro_batches=2)', '',
             '| split | all-gathers in the partitioned step |', '|---|---|']
   strided = step_lib.split_micro_batches
   for name, split in (('strided (ours)', strided),
@@ -100,7 +101,8 @@ def main():
     lines.append(f'| {name} | {sum(collectives(text, "all-gather").values())} |')
   step_lib.split_micro_batches = strided
   lines += ['', '## The non-finite guard: temporary bytes of the compiled step (CPU)', '',
-            '| devices | dtype | cond | select | state bytes (params + Adam) |', '|---|---|---|---|---|']
+            '| devices | dtype | cond | select | state bytes (params + Adam) |',
+            '|---|---|---|---|---|']
   for devices in (1, 8):
     for dtype in ('bfloat16', 'float32'):
       temps = {}

@@ -25,8 +25,9 @@ def test_every_gpu_flag_is_known_to_the_installed_xla():
   """XLA parses every backend's flags at start-up and aborts on an unknown one: a CPU process
   with all of them set starts and computes."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(xla_flags.GPU_FLAGS)}
-  out = subprocess.run([sys.executable, '-c', 'import jax.numpy as jnp; print(jnp.arange(3).sum())'],
-                       env=env, capture_output=True, text=True, timeout=120, check=False)
+  program = 'import jax.numpy as jnp; print(jnp.arange(3).sum())'
+  out = subprocess.run([sys.executable, '-c', program], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
   assert out.returncode == 0 and out.stdout.strip() == '3', out.stderr[-2000:]
   env['XLA_FLAGS'] += ' --xla_gpu_no_such_flag=true'  # the control: an unknown flag aborts
   out = subprocess.run([sys.executable, '-c', 'import jax.numpy as jnp; jnp.arange(3).sum()'],

@@ -271,8 +271,8 @@ def compare(rows: list[dict]) -> str:
     lines.append(f'- best B/16 train: {best["train_img_s_per_device"]:.0f} img/s per device, '
                  f'{100 * best["train_mfu"]:.1f}% MFU ({best["name"]}); JAX-Toolbox reports '
                  '1,459 img/s per H100 (~16% MFU); goal >= 50% MFU')
-    lines.append(f'- B/16 inference: {max(r["infer_img_s"] for r in by_name.values() if r["variant"] == "B/16"):.0f} '
-                 'img/s (goal >= 10,000 per device)')
+    inference = max(r['infer_img_s'] for r in by_name.values() if r['variant'] == 'B/16')
+    lines.append(f'- B/16 inference: {inference:.0f} img/s (goal >= 10,000 per device)')
   errors = [abs(r['prediction_error']) for r in by_name.values()
             if r.get('prediction_error') is not None]
   if errors:

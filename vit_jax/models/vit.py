@@ -299,7 +299,8 @@ class VisionTransformer(nn.Module):
   official behaviour: `posemb` ('learn' | 'sincos2d'), `stochastic_depth` (max drop-path rate),
   `dtype` (compute dtype, or 'auto': bfloat16 on accelerators, float32 on CPU; parameters,
   softmax statistics, the head and the loss stay float32), `attention_impl` (an
-  attention.IMPLEMENTATIONS name), `scan`, `remat` (a REMAT_POLICIES name), `gelu_approximate`. Fields for other families (docs/models.md, "Model fields"): `activation`,
+  attention.IMPLEMENTATIONS name), `scan`, `remat` (a REMAT_POLICIES name), `gelu_approximate`.
+  Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
   `rope_theta` (with posemb='rope'). Images are NHWC in [-1, 1] for the official checkpoints;

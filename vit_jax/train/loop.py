@@ -49,10 +49,10 @@ def _flush(run: run_lib.Run, pending: list) -> None:
   pending.clear()
 
 
-def _finished(run: run_lib.Run, step: int) -> bool:
-  """Whether the run logged its end at `step`: the final evaluation (or, without evaluators,
-  the last training row). Process 0 reads the metrics; every process gets its answer."""
-  logged = run.logged_at(step)
+def _finished(run: run_lib.Run, logged: dict) -> bool:
+  """Whether the run logged its end (`logged`: its rows at the last step, read on process 0):
+  the final evaluation, or without evaluators the last training row. Every process gets
+  process 0's answer."""
   done = (any(not k.startswith('train/') for k in logged) if run.evaluators
           else 'train/loss' in logged)
   if jax.process_count() > 1:
@@ -79,9 +79,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train(run: run_lib.Run) -> dict[str, Any]:
   state, step, total = run.state, run.start_step, run.setup.total_steps
   book = run.options.bookkeeping
-  if step >= total and _finished(run, step):  # started again: nothing to train, log or evaluate
-    logged = {k: v for k, v in run.logged_at(step).items() if not k.startswith('train/')}
-    return {'outcome': 'completed', 'step': step, **logged}
+  logged = run.logged_at(step) if step >= total else {}
+  if step >= total and _finished(run, logged):  # started again: nothing to train, log, evaluate
+    return {'outcome': 'completed', 'step': step,
+            **{k: v for k, v in logged.items() if not k.startswith('train/')}}
   # Steps after the last logged row come back with an agreed stop's checkpoint.
   pending = [(row['step'], {k: v for k, v in row.items() if k != 'step'})
              for row in run.unlogged]
