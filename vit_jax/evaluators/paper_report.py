@@ -12,6 +12,7 @@ import os
 from typing import Mapping, Optional
 
 from vit_jax import errors
+from vit_jax import storage
 
 # Table 2 of the paper (fine-tuned models; top-1 %, VTAB: mean over the 19 tasks).
 PAPER = {
@@ -41,9 +42,9 @@ def rows(results: Mapping[str, float], vtab: Optional[dict]) -> list[tuple[str, 
 def write(workdir: str, checkpoint: str, results: Mapping[str, float],
           missing: Mapping[str, str], paper_model: Optional[str] = None) -> str:
   """Writes `<workdir>/report.md` and `report.json`; returns the Markdown path."""
-  os.makedirs(workdir, exist_ok=True)
-  vtab_path = os.path.join(workdir, 'vtab.json')
-  vtab = json.load(open(vtab_path, encoding='utf-8')) if os.path.exists(vtab_path) else None
+  root = storage.path(workdir)
+  vtab_path = root / 'vtab.json'
+  vtab = json.loads(vtab_path.read_text(encoding='utf-8')) if vtab_path.exists() else None
   if paper_model and paper_model not in PAPER:
     raise errors.UserError(f'config.paper_model: expected one of {sorted(PAPER)}, found '
                            f'{paper_model!r}.')
@@ -59,12 +60,10 @@ def write(workdir: str, checkpoint: str, results: Mapping[str, float],
     lines += ['', 'Not run: datasets not prepared (prepare them, then run again):', '']
     lines += [f'- {name}: {why}' for name, why in missing.items()]
   lines.append('')
-  with open(os.path.join(workdir, 'report.json'), 'w', encoding='utf-8') as f:
-    json.dump({'checkpoint': checkpoint, 'paper_model': paper_model, 'results': dict(results),
-               'rows': [{'key': k, 'evaluation': t, 'ours': v, 'paper': paper.get(k)}
-                        for k, t, v in table],
-               'vtab': vtab, 'missing': dict(missing)}, f, indent=2)
-  path = os.path.join(workdir, 'report.md')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write('\n'.join(lines))
-  return path
+  storage.write(root / 'report.json', json.dumps(
+      {'checkpoint': checkpoint, 'paper_model': paper_model, 'results': dict(results),
+       'rows': [{'key': k, 'evaluation': t, 'ours': v, 'paper': paper.get(k)}
+                for k, t, v in table],
+       'vtab': vtab, 'missing': dict(missing)}, indent=2))
+  storage.write(root / 'report.md', '\n'.join(lines))
+  return os.fspath(root / 'report.md')

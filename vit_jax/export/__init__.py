@@ -4,20 +4,28 @@
 """
 
 from vit_jax import errors
+from vit_jax import storage
 
 FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
 
 
 def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
            labels=None) -> str:
-  """Writes `checkpoint_path` as `fmt` to `out`; returns the path written."""
+  """Writes `checkpoint_path` as `fmt` to `out` (a path or an object-store URL); returns the
+  path written."""
   # Imported here, not at the top: `vit_jax.export.stablehlo` must load an exported program
   # without the model code (flax), and the hf, timm and onnx formats need the export extra.
-  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise errors.UserError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
   loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
+  with storage.local_target(out) as local:  # a URL: written here, then uploaded
+    written = _write(loaded, fmt, local, labels)
+  return out if storage.is_remote(out) else written
+
+
+def _write(loaded, fmt: str, out: str, labels) -> str:
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
   args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
   if fmt == 'npz':
     checkpoint.save(loaded.params, out)

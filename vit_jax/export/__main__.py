@@ -12,6 +12,7 @@ from absl import flags
 
 from vit_jax import cli
 from vit_jax import export as export_lib
+from vit_jax import storage
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.', required=True)
 _FORMAT = flags.DEFINE_enum('format', None, export_lib.FORMATS, 'What to write.', required=True)
@@ -26,8 +27,8 @@ def main(argv):
   del argv
   labels = None
   if _LABELS.value:
-    with open(_LABELS.value, encoding='utf-8') as f:
-      labels = [line.strip() for line in f if line.strip()]
+    labels = [line.strip() for line in storage.read_text(_LABELS.value).splitlines()
+              if line.strip()]
   path = export_lib.export(_CHECKPOINT.value, _FORMAT.value, _OUT.value, model_name=_MODEL.value,
                 image_size=_IMAGE_SIZE.value, labels=labels)
   print(f'Wrote {_FORMAT.value} export to {path}')

@@ -20,6 +20,7 @@ import numpy as np
 from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
+from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.weights import trained_model
 from vit_jax.data import pipeline
@@ -110,7 +111,8 @@ class Run:
     self.writer.close()
     if not self.lead:
       return None
-    return curves.plot_curves(self.writer.jsonl_path, os.path.join(self.workdir, 'curves.png'))
+    return curves.plot_curves(self.writer.jsonl_path,
+                              os.fspath(storage.path(self.workdir) / 'curves.png'))
 
 
 # Model fields a checkpoint fixes that its shapes may not show (foreign files, workdirs).
@@ -231,10 +233,9 @@ def _source_input_transform(config: ml_collections.ConfigDict, workdir: str) -> 
   (a resume needs no source), else read off the source's side files."""
   if not config.init_from or not config.pp_from_init:
     return None
-  kept = os.path.join(workdir, SOURCE_PP_FILE)
-  if os.path.isfile(kept):
-    with open(kept, encoding='utf-8') as f:
-      return f.read().strip()
+  kept = storage.path(workdir) / SOURCE_PP_FILE
+  if kept.exists():
+    return kept.read_text(encoding='utf-8').strip()
   return trained_model.input_transform(config.init_from)
 
 
@@ -262,6 +263,7 @@ def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Option
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step."""
   lead = jax.process_index() == 0
+  storage.check_workdir(workdir)  # a URL nothing reads, a bucket without access: one line now
   # The config: the fields the training data and the init checkpoint decide, then read once.
   train_source = sources.from_config(config.data)
   _class_count(config, train_source)
@@ -295,9 +297,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
-    if source_pp and not os.path.isfile(os.path.join(workdir, SOURCE_PP_FILE)):
-      with open(os.path.join(workdir, SOURCE_PP_FILE), 'w', encoding='utf-8') as f:
-        f.write(source_pp + '\n')
+    if source_pp and not (storage.path(workdir) / SOURCE_PP_FILE).exists():
+      storage.write(storage.path(workdir) / SOURCE_PP_FILE, source_pp + '\n')
   # Compilation: the memory planner's executable when it ran, else one jit (at the first step).
   setup, memory_plan = memory.resolve(setup)
   if lead and memory_plan is not None:

@@ -5,15 +5,15 @@ config is refused (or wiped with `overwrite`). On resume from step S, the metric
 TensorBoard events a killed run wrote past S are dropped, so every step appears once.
 """
 
-import glob
 import json
-import os
-import shutil
 
 from absl import logging
 import flax
+from tensorboard.compat.proto import event_pb2
 
 from vit_jax import errors
+from vit_jax import storage
+from vit_jax.train import metric_writer
 from vit_jax.configs import common
 from vit_jax.weights import workdir_params
 
@@ -49,14 +49,14 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   """Creates `workdir`, refuses one that holds another config's run, writes `config.json`.
   A run that saved no step (it stopped at startup, e.g. on a memory plan that did not fit) holds
   nothing to lose: its config is replaced."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
+  root = storage.path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  path = root / 'config.json'
+  if path.exists():
+    saved = json.loads(path.read_text(encoding='utf-8'))
     changed = changed_fields(saved, config_dict_)
-    saved_steps = os.path.join(workdir, 'checkpoints')
-    if changed and not (os.path.isdir(saved_steps) and os.listdir(saved_steps)):
+    saved_steps = root / 'checkpoints'
+    if changed and not (saved_steps.is_dir() and any(saved_steps.iterdir())):
       logging.warning('%s: replacing the config of a run that saved no step (fields: %s).',
                       workdir, changed)
     elif changed:
@@ -66,32 +66,25 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
             'Use another --workdir, or --overwrite to start it afresh.')
       logging.warning('Overwriting the run in %s (its config differs).', workdir)
       for name in RUN_FILES:
-        target = os.path.join(workdir, name)
-        if os.path.isdir(target):
-          shutil.rmtree(target)
-        elif os.path.exists(target):
-          os.remove(target)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(config_dict_, f, indent=2)
-  os.replace(tmp, path)
+        storage.remove(root / name)
+  storage.write(path, json.dumps(config_dict_, indent=2))
 
 
 def write_labels(workdir: str, class_names) -> None:
   """`labels.txt`: the class names in label order, one a line (read by infer and the exports)."""
-  if not class_names:
-    return
-  path = os.path.join(workdir, workdir_params.LABELS_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.writelines(f'{name}\n' for name in class_names)
-  os.replace(path + '.tmp', path)
+  if class_names:
+    storage.write(storage.path(workdir) / workdir_params.LABELS_FILE,
+                  ''.join(f'{name}\n' for name in class_names))
 
 
-def _trim_jsonl(path: str, step: int) -> int:
-  if not os.path.exists(path):
+def _rows(path) -> list[str]:
+  return [line + '\n' for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+
+
+def _trim_jsonl(path, step: int) -> int:
+  if not path.exists():
     return 0
-  with open(path, encoding='utf-8') as f:
-    lines = [line for line in f if line.strip()]
+  lines = _rows(path)
   kept = []
   for line in lines:
     try:
@@ -100,56 +93,42 @@ def _trim_jsonl(path: str, step: int) -> int:
     except (json.JSONDecodeError, KeyError):  # a row cut short by the kill
       continue
   if len(kept) < len(lines):  # else the file stays as it is
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    storage.write(path, ''.join(kept))
   return len(lines) - len(kept)
 
 
-def _trim_events(folder: str, step: int) -> int:
-  """Rewrites the TensorBoard event files without the events past `step`."""
-  files = sorted(glob.glob(os.path.join(folder, 'events.out.tfevents.*')))
-  if not files:
+def _trim_events(folder, step: int) -> int:
+  """Rewrites the TensorBoard event files without the events past `step` (or cut short)."""
+  if not folder.is_dir():
     return 0
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (host-side only)
   dropped = 0
-  for path in files:
-    records, changed = [], False
-    try:
-      for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        event = tf.compat.v1.Event.FromString(record)
-        if event.step > step:
-          changed = True
-          dropped += 1
-        else:
-          records.append(record)
-    except tf.errors.DataLossError:  # a record cut short by the kill
-      changed = True
-    if changed:
-      with tf.io.TFRecordWriter(path + '.tmp') as writer:
-        for record in records:
-          writer.write(record)
-      os.replace(path + '.tmp', path)
+  for path in sorted(folder.glob(f'{metric_writer.EVENTS_PREFIX}*')):
+    data = path.read_bytes()
+    records = list(metric_writer.read_records(data))
+    kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    dropped += len(records) - len(kept)
+    encoded = metric_writer.frame(kept)
+    if encoded != data:
+      storage.write(path, encoded)
   return dropped
 
 
 def metrics_at(workdir: str, step: int) -> dict:
   """Every metric logged at `step` in `metrics.jsonl` ({name: value}; empty without rows)."""
-  path, found = os.path.join(workdir, 'metrics.jsonl'), {}
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      for line in f:
-        row = json.loads(line) if line.strip() else {}
-        if row.get('step') == step:
-          found.update({k: v for k, v in row.items() if k != 'step'})
+  path, found = storage.path(workdir) / 'metrics.jsonl', {}
+  if path.exists():
+    for line in _rows(path):
+      row = json.loads(line)
+      if row.get('step') == step:
+        found.update({k: v for k, v in row.items() if k != 'step'})
   return found
 
 
 def drop_metrics_after(workdir: str, step: int) -> None:
   """Removes metric rows and TensorBoard events past `step` (written before a kill)."""
-  rows = _trim_jsonl(os.path.join(workdir, 'metrics.jsonl'), step)
-  events = _trim_events(os.path.join(workdir, 'tensorboard'), step)
+  root = storage.path(workdir)
+  rows = _trim_jsonl(root / 'metrics.jsonl', step)
+  events = _trim_events(root / metric_writer.EVENTS_DIR, step)
   if rows or events:
     logging.info('Resuming at step %d: dropped %d metric rows and %d events past it.', step,
                  rows, events)

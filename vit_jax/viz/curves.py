@@ -1,16 +1,19 @@
 """Training curves: `metrics.jsonl` read back and drawn as a PNG (loss and accuracy vs step)."""
 
+import io
 import json
 import math
-import os
 from typing import Optional
+
+from vit_jax import storage
 
 
 def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
+  path = storage.path(path)
+  if not path.exists():
     return []
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()
+          if line.strip()]
 
 
 def plot_curves(jsonl_path: str, png_path: str) -> Optional[str]:
@@ -47,6 +50,8 @@ def plot_curves(jsonl_path: str, png_path: str) -> Optional[str]:
   if final:
     fig.suptitle(f'final eval accuracy {final[1][-1]:.4f}')
   fig.tight_layout()
-  fig.savefig(png_path, dpi=100)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=100)
   plt.close(fig)
+  storage.write(png_path, png.getvalue())
   return png_path

@@ -10,7 +10,6 @@ files bring the fields their configs fix beyond the shapes (`vit_jax.weights.for
 
 import dataclasses
 import json
-import os
 from typing import Any, Optional
 
 from absl import logging
@@ -20,6 +19,7 @@ import numpy as np
 
 from vit_jax import errors
 from vit_jax import checkpoint
+from vit_jax import storage
 from vit_jax.weights import foreign
 from vit_jax.weights import preprocessing
 from vit_jax.weights import workdir_params
@@ -46,15 +46,14 @@ class TrainedModel:
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   """A workdir's `config.json`; a clear error when the run never wrote it."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = storage.path(workdir) / 'config.json'
+  if not path.exists():
     raise errors.MissingFile(f'{workdir} is not a run directory: it has no config.json (a run '
                              'writes it before its first step; did this one start?).')
-  with open(path, encoding='utf-8') as f:
-    try:
-      return ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise errors.UserError(f'{path} is not valid JSON ({e}).') from e
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text(encoding='utf-8')))
+  except json.JSONDecodeError as e:
+    raise errors.UserError(f'{path} is not valid JSON ({e}).') from e
 
 
 def _from_workdir(workdir: str
@@ -72,7 +71,7 @@ def input_transform(path: str) -> str:
   files, a workdir's evaluator, the official [-1, 1] for an .npz."""
   if foreign.handles(path):
     return foreign.input_transform(path) or preprocessing.released(224)
-  if os.path.isdir(path):
+  if storage.path(path).is_dir():
     config = read_run_config(path)
     return preprocessing.of_run(config)
   return preprocessing.released(224)
@@ -92,11 +91,11 @@ def load(path: str, model_name: Optional[str] = None, *,
       if line.startswith('no config.json'):  # what was guessed is said, in one line
         logging.warning('%s: %s', path, line)
     read = imported.read
-  elif os.path.isdir(path):
+  elif storage.path(path).is_dir():
     if model_name:
       raise errors.UserError(f'{path} is a workdir: its model comes from its config; drop --model.')
     params, model_config, num_classes, native, pp = _from_workdir(path)
-  elif os.path.exists(path):
+  elif storage.path(path).exists():
     params = checkpoint.load(path)
     model_config, num_classes = checkpoint.infer_model_config(params)
     if model_name:
@@ -120,15 +119,13 @@ def load(path: str, model_name: Optional[str] = None, *,
 def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:
   """Class names stored with a checkpoint: a workdir's labels.txt or a Hugging Face config's
   id2label (ignored unless there is one name per class)."""
-  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  location = storage.path(path)
+  folder = location if location.is_dir() else location.parent
   names = None
-  labels_path = os.path.join(folder, workdir_params.LABELS_FILE)
-  config_path = os.path.join(folder, 'config.json')
-  if os.path.isfile(labels_path):
-    with open(labels_path, encoding='utf-8') as f:
-      names = [line.rstrip('\n') for line in f if line.strip()]
-  elif foreign.handles(path) and os.path.isfile(config_path):
-    with open(config_path, encoding='utf-8') as f:
-      id2label = json.load(f).get('id2label') or {}
+  labels_path, config_path = folder / workdir_params.LABELS_FILE, folder / 'config.json'
+  if labels_path.is_file():
+    names = [line for line in labels_path.read_text(encoding='utf-8').splitlines() if line.strip()]
+  elif foreign.handles(path) and config_path.is_file():
+    id2label = json.loads(config_path.read_text(encoding='utf-8')).get('id2label') or {}
     names = [id2label.get(str(i), '') for i in range(len(id2label))]
   return names if names and num_classes and len(names) == num_classes else None

@@ -12,7 +12,6 @@ the saved metadata and every array is restored as numpy on the host.
 """
 
 import logging
-import os
 from typing import Any, Callable, Optional, TypeVar
 
 from etils import epath
@@ -21,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax import errors
+from vit_jax import storage
 
 PARAMS = 'params'
 TRAIN_STATE = 'train_state'
@@ -33,9 +33,7 @@ T = TypeVar('T')
 
 def checkpoints_dir(workdir: str) -> epath.Path:
   """`<workdir>/checkpoints` as an absolute path (orbax needs one; gs://... is left alone)."""
-  if '://' not in workdir:
-    workdir = os.path.abspath(workdir)
-  return epath.Path(workdir) / 'checkpoints'
+  return storage.path(workdir) / 'checkpoints'
 
 
 def _as_numpy(metadata: Any) -> Any:

@@ -1,0 +1,92 @@
+"""A digits run started as a user starts it (`python -m vit_jax.main` on the tiny recipe), stopped
+by a signal at a chosen step, and read back: final state, metric rows, files. Used by the chaos
+and object-store tests. Workdirs may be local paths or object-store URLs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+import tiny_recipe
+from vit_jax import storage
+from vit_jax.train import checkpointer
+from vit_jax.train import setup as setup_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Rows every 3 steps, checkpoints every 4, evaluations every 6: a stop rarely falls on a row.
+FIELDS = dict(total_steps=20, log_every=3, checkpoint_every=4)
+
+
+def config(data_dir):
+  config_ = tiny_recipe.get_config(data_dir)
+  config_.update(FIELDS)
+  return config_
+
+
+def launch(workdir, data_dir, *extra):
+  flags = [f'--config.{k}={v}' for k, v in FIELDS.items()]
+  return subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
+       f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+
+
+def interrupt(workdir, data_dir, at_step, sig):
+  """Starts the run and sends `sig` once it has printed step `at_step` (or finishes first)."""
+  proc = launch(workdir, data_dir)
+  lines = []
+  try:
+    for line in proc.stdout:
+      lines.append(line)
+      words = line.split()
+      if line.startswith('step ') and '/' in words[1] and int(words[1].split('/')[0]) >= at_step:
+        proc.send_signal(sig)
+        break
+    out = proc.communicate(timeout=300)[0]
+  finally:
+    if proc.poll() is None:  # only the process this test started
+      proc.kill()
+      proc.wait()
+  return proc.returncode, ''.join(lines) + out
+
+
+def state(workdir, data_dir):
+  """(step, parameters as numpy) of the newest checkpoint."""
+  setup = setup_lib.from_config(config(data_dir))
+  ckpt = checkpointer.Checkpointer(workdir)
+  restored = ckpt.restore(setup.abstract_state)
+  ckpt.close()
+  return restored.step, jax.tree.map(np.asarray, jax.device_get(restored.state.params))
+
+
+def rows(workdir):
+  text = storage.read_text(storage.path(workdir) / 'metrics.jsonl')
+  return [json.loads(line) for line in text.splitlines()]
+
+
+def files(workdir):
+  """{relative path: bytes} of everything in a local workdir."""
+  found = {}
+  for folder, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, workdir)] = f.read()
+  return found
+
+
+def assert_same_run(workdir, reference, data_dir, context=()):
+  """The final parameters bit-identical, `metrics.jsonl` the same rows with the same values."""
+  step, params = state(workdir, data_dir)
+  ref_step, ref_params = state(reference, data_dir)
+  assert step == ref_step == FIELDS['total_steps']
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  got, expected = rows(workdir), rows(reference)
+  assert [sorted(r) for r in got] == [sorted(r) for r in expected], (
+      context, [(r['step'], sorted(r)) for r in got][-4:],
+      [(r['step'], sorted(r)) for r in expected][-4:])  # every row once
+  differ = [(row, ref) for row, ref in zip(got, expected) if row != ref]
+  assert not differ, (context, differ)  # the same values

@@ -1,0 +1,225 @@
+"""Workdirs on object stores, against emulators this test starts on 127.0.0.1.
+
+GCS (`gcp-storage-emulator`): the whole stack. Our files go through gcsfs, orbax's metadata through
+etils.epath (gcsfs too), its arrays through TensorStore's GCS driver (`TENSORSTORE_GCS_HTTP_URL`).
+A digits run killed with SIGKILL and resumed there ends bit-identical to an uninterrupted local run;
+evaluation, export, figures and init_from read it there.
+
+S3 (moto): everything but checkpoints. orbax 0.12 points TensorStore only at local paths and gs://,
+so a training workdir on s3:// is refused at startup; exports and figures go there, read back with
+boto3.
+"""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import randomize
+from conftest import tiny_vit_config
+import runs
+from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax import errors
+from vit_jax import export as export_lib
+from vit_jax import storage
+from vit_jax.train import loop
+from vit_jax.viz import report
+from vit_jax.weights import trained_model
+
+BUCKET = 'vit-runs'
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _wait_for(port, proc, bound_s=30):
+  deadline = time.monotonic() + bound_s
+  while time.monotonic() < deadline:
+    assert proc.poll() is None, 'the emulator exited'
+    try:
+      socket.create_connection(('127.0.0.1', port), timeout=1).close()
+      return
+    except OSError:
+      time.sleep(0.2)
+  raise TimeoutError(f'no emulator on port {port} after {bound_s} s')
+
+
+@pytest.fixture(scope='module')
+def gcs():
+  """A GCS emulator with one bucket; this process and its children pointed at it."""
+  port = _free_port()
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(runs.ROOT, 'tests', 'gcs_emulator.py'), 'start', '--host=127.0.0.1', f'--port={port}',
+       '--in-memory', f'--default-bucket={BUCKET}', '--quiet'],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  patch = pytest.MonkeyPatch()
+  try:
+    _wait_for(port, proc)
+    url = f'http://127.0.0.1:{port}'
+    patch.setenv('STORAGE_EMULATOR_HOST', url)  # gcsfs
+    patch.setenv('TENSORSTORE_GCS_HTTP_URL', url)  # orbax's arrays
+    patch.setenv('EPATH_USE_TF', 'false')
+    yield f'gs://{BUCKET}'
+  finally:
+    patch.undo()
+    proc.kill()  # only the emulator this fixture started
+    proc.wait()
+
+
+@pytest.fixture(scope='module')
+def s3():
+  """An S3 emulator (moto) with one bucket; credentials for it in the environment."""
+  from moto import server  # pylint: disable=g-import-not-at-top
+  emulator = server.ThreadedMotoServer(ip_address='127.0.0.1', port=_free_port())
+  emulator.start()
+  patch = pytest.MonkeyPatch()
+  try:
+    host, port = emulator.get_host_and_port()
+    patch.setenv('AWS_ENDPOINT_URL', f'http://{host}:{port}')
+    for name, value in (('AWS_ACCESS_KEY_ID', 'test'), ('AWS_SECRET_ACCESS_KEY', 'test'),
+                        ('AWS_DEFAULT_REGION', 'us-east-1')):
+      patch.setenv(name, value)
+    import boto3  # pylint: disable=g-import-not-at-top
+    client = boto3.client('s3')
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+  finally:
+    patch.undo()
+    emulator.stop()
+
+
+@pytest.mark.slow
+def test_a_run_killed_and_resumed_on_gcs_ends_as_the_uninterrupted_local_run(
+    gcs, digits_data_dir, tmp_path):
+  local = str(tmp_path / 'local')
+  assert loop.train_and_evaluate(runs.config(digits_data_dir), local)['outcome'] == 'completed'
+  workdir = f'{gcs}/digits'
+  code, out = runs.interrupt(workdir, digits_data_dir, 9, signal.SIGKILL)
+  assert code == -signal.SIGKILL, out[-3000:]
+  steps = sorted(int(p.name) for p in (storage.path(workdir) / 'checkpoints').iterdir()
+                 if p.name.isdigit())
+  assert steps and steps[-1] < runs.FIELDS['total_steps'], steps
+  resumed = runs.launch(workdir, digits_data_dir)
+  out = resumed.communicate(timeout=300)[0]
+  assert resumed.returncode == 0, out[-3000:]
+  resumed_at = int(out.split('Resumed from the checkpoint at step ')[1].split('.')[0])
+  assert resumed_at in steps, (steps, out[-3000:])  # a step the kill cut short is not one
+  runs.assert_same_run(workdir, local, digits_data_dir)
+  names = {p.name for p in storage.path(workdir).iterdir()}
+  assert {'config.json', 'labels.txt', 'metrics.jsonl', 'curves.png', 'checkpoints',
+          'tensorboard'} <= names, names
+  events = list((storage.path(workdir) / 'tensorboard').iterdir())
+  assert events and all(e.name.startswith('events.out.tfevents.') for e in events)
+
+  # What reads a workdir reads it there: the model, an export, figures, a fine-tuning source.
+  there, here = trained_model.load(workdir), trained_model.load(local)
+  assert there.labels == here.labels and there.pp == here.pp
+  for name, value in checkpoint.flatten(there.params).items():
+    np.testing.assert_array_equal(value, checkpoint.flatten(here.params)[name])
+  assert export_lib.export(workdir, 'npz', f'{gcs}/exports/digits.npz') == f'{gcs}/exports/digits.npz'
+  exported = checkpoint.read_npz(f'{gcs}/exports/digits.npz')
+  expected = checkpoint.read_npz(export_lib.export(local, 'npz', str(tmp_path / 'digits.npz')))
+  assert sorted(exported) == sorted(expected)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(exported[name], value)
+
+  evaluation = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.main', '--mode=eval', f'--checkpoint={workdir}',
+       f'--config={runs.ROOT}/tests/tiny_recipe.py:{digits_data_dir}',
+       f'--workdir={gcs}/eval'], cwd=runs.ROOT, capture_output=True, text=True, timeout=300)
+  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  assert storage.read_text(f'{gcs}/eval/report.md').startswith(f'# Evaluation of {workdir}')
+  report = json.loads(storage.read_text(f'{gcs}/eval/report.json'))
+  final = runs.rows(local)[-1]
+  assert report['results']['eval/accuracy'] == pytest.approx(final['eval/accuracy'], abs=1e-6)
+
+
+def test_unknown_schemes_missing_packages_and_s3_checkpoints_are_one_line(monkeypatch):
+  with pytest.raises(errors.UserError, match=r'^ftp://host/run: no backend reads ftp:// URLs'):
+    storage.check_workdir('ftp://host/run')
+  with pytest.raises(errors.UserError, match=r'checkpoints cannot be written to s3:// \(orbax'):
+    storage.check_workdir('s3://bucket/run')
+  monkeypatch.setitem(sys.modules, 'gcsfs', None)  # as if it were not installed
+  with pytest.raises(errors.UserError, match=r"gs:// paths need the gcsfs package.*vit_jax\[cloud\]"):
+    storage.path('gs://bucket/run')
+
+
+def test_missing_credentials_are_the_backends_line(s3, tmp_path):
+  env = {k: v for k, v in os.environ.items() if k not in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY')}
+  env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / 'none'),
+             AWS_CONFIG_FILE=str(tmp_path / 'none'))
+  probe = subprocess.run(
+      [sys.executable, '-c', 'from vit_jax import storage, errors\n'
+       'try:\n  storage.check_writable("s3://%s/run")\n'
+       'except errors.UserError as e:\n  print(e)' % BUCKET],
+      env=env, capture_output=True, text=True, cwd=runs.ROOT, timeout=120)
+  assert probe.stdout.strip() == (f's3://{BUCKET}/run: cannot write there (NoCredentialsError: '
+                                  'Unable to locate credentials).'), probe.stderr[-2000:]
+
+
+def test_a_workdir_that_cannot_be_written_stops_the_run_at_startup_in_one_line(gcs, tmp_path):
+  started = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.main', f'--config={runs.ROOT}/configs/digits.py',
+       f'--config.data.data_dir={tmp_path}/data', '--workdir=gs://no-such-bucket/run'],
+      capture_output=True, text=True, cwd=runs.ROOT, timeout=120)
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: gs://no-such-bucket/run: cannot write there: its bucket was not '
+                         'found (FileNotFoundError: '), result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr and not os.path.exists(tmp_path / 'data')
+  assert time.monotonic() - started < 60
+
+
+def test_exports_and_figures_go_to_s3_and_read_from_it(s3, tmp_path):
+  """A released-style .npz put on S3 by boto3 is read there; the hf export and the figures
+  written there hold, object for object, what the same commands write to a local folder."""
+  model = models.VisionTransformer(num_classes=3, **tiny_vit_config())
+  params = randomize(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                                train=False)['params'], scale=0.3)
+  local_npz = str(tmp_path / 'model.npz')
+  checkpoint.save(params, local_npz)
+  with open(local_npz, 'rb') as f:
+    s3.put_object(Bucket=BUCKET, Key='models/model.npz', Body=f.read())
+  image = str(tmp_path / 'img0.png')
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(image)
+
+  def objects(prefix):
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get('Contents', [])
+    return {item['Key'][len(prefix):]: s3.get_object(Bucket=BUCKET, Key=item['Key'])['Body'].read()
+            for item in listed}
+
+  def local_files(folder):
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), 'rb').read()
+            for d, _, names in os.walk(folder) for n in names}
+
+  remote_npz = f's3://{BUCKET}/models/model.npz'
+  assert export_lib.export(remote_npz, 'hf', f's3://{BUCKET}/hf') == f's3://{BUCKET}/hf'
+  export_lib.export(local_npz, 'hf', str(tmp_path / 'hf'))
+  exported = objects('hf/')
+  assert {'config.json', 'model.safetensors'} <= set(exported), sorted(exported)
+  assert exported == local_files(str(tmp_path / 'hf'))
+
+  written = report.run(remote_npz, [image], f's3://{BUCKET}/viz')
+  assert written.distance_csv == f's3://{BUCKET}/viz/attention_distance.csv'
+  report.run(local_npz, [image], str(tmp_path / 'viz'))
+  figures = objects('viz/')
+  assert set(figures) == set(local_files(str(tmp_path / 'viz'))), sorted(figures)
+  assert figures['attention_distance.csv'] == open(tmp_path / 'viz' / 'attention_distance.csv',
+                                                   'rb').read()
+  np.testing.assert_array_equal(np.load(io.BytesIO(figures['img0_rollout.npy'])),
+                                np.load(tmp_path / 'viz' / 'img0_rollout.npy'))
