@@ -93,5 +93,10 @@ def run(main: Callable[[list[str]], None]) -> None:
       if _TRACEBACK.value:
         raise
       fail(e)
+    except OSError as e:  # a write that found the disk full is not a bug of ours
+      if _TRACEBACK.value or not errors.out_of_space(e):
+        raise
+      fail(f'{e.filename or "a file"} could not be written: no space left on the device. Free '
+           'space and run the same command again.')
 
   app.run(guarded, flags_parser=parse_flags)

@@ -17,3 +17,19 @@ class MissingFile(UserError, FileNotFoundError):
 
 class Diverged(UserError, FloatingPointError):
   """Training produced non-finite values (a learning rate too high, bad data)."""
+
+
+class OutOfSpace(UserError):
+  """A file or checkpoint could not be written for lack of space where it goes."""
+
+
+def out_of_space(error: BaseException) -> bool:
+  """Whether `error`, or one it was raised from, is a write that found no space left (ENOSPC,
+  or TensorStore's RESOURCE_EXHAUSTED when orbax writes arrays)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if getattr(error, 'errno', None) == 28 or 'No space left on device' in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False

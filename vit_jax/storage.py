@@ -20,6 +20,7 @@ and reports may go to `s3://`.
 import contextlib
 import logging
 import os
+import socket
 import tempfile
 from typing import Iterator, Union
 
@@ -82,7 +83,7 @@ def check_writable(location: PathLike) -> None:
   bucket that does not exist or credentials that are missing become one line, the backend's."""
   if not is_remote(location):
     return
-  probe = path(location) / '.vit_jax_write_check'
+  probe = path(location) / f'.vit_jax_write_check.{socket.gethostname()}.{os.getpid()}'
   try:
     probe.write_text('ok')
     probe.unlink()

@@ -9,12 +9,25 @@ a new one is finalized. A newest checkpoint that fails to restore is reported an
 it used.
 """
 
+import contextlib
+import os
+import shutil
 from typing import NamedTuple, Optional
 
+import jax
 import orbax.checkpoint as ocp
 
+from vit_jax import errors
+from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.train.state import TrainState
+
+
+def _size(count: int) -> str:
+  for unit in ('bytes', 'KB', 'MB', 'GB'):
+    if count < 1024 or unit == 'GB':
+      return f'{count:.0f} {unit}' if unit == 'bytes' else f'{count:.1f} {unit}'
+    count /= 1024
 
 
 class Restored(NamedTuple):
@@ -46,17 +59,46 @@ class Checkpointer:
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=workdir_params.ITEM_NAMES)
+    self._saving = None  # (step, bytes) of the save in flight: its errors surface later
+    self._failed = False
 
   def save(self, step: int, state: TrainState, data_state: dict, config: dict, *,
            wait: bool = False) -> None:
-    """Starts saving (asynchronously unless `wait`); the arrays are copied before returning."""
-    self._manager.save(step, args=ocp.args.Composite(**{
-        workdir_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
-        workdir_params.TRAIN_STATE: ocp.args.StandardSave(_rest_item(state)),
-        workdir_params.DATA: ocp.args.JsonSave(data_state),
-        workdir_params.CONFIG: ocp.args.JsonSave(config)}), force=True)
-    if wait:
-      self._manager.wait_until_finished()
+    """Starts saving (asynchronously unless `wait`); the arrays are copied before returning.
+    A save that finds no space left stops the run with one line (`errors.OutOfSpace`)."""
+    with self._space_checked():
+      self._manager.save(step, args=ocp.args.Composite(**{
+          workdir_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
+          workdir_params.TRAIN_STATE: ocp.args.StandardSave(_rest_item(state)),
+          workdir_params.DATA: ocp.args.JsonSave(data_state),
+          workdir_params.CONFIG: ocp.args.JsonSave(config)}), force=True)
+      self._saving = (step, sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
+      if wait:
+        self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _space_checked(self):
+    """Turns a write that found no space (now, or in the save in flight) into one line."""
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except
+      if not errors.out_of_space(error):
+        raise
+      self._failed = True
+      raise self._out_of_space_error() from error
+
+  def _out_of_space_error(self) -> errors.OutOfSpace:
+    step, needed = self._saving or (None, 0)
+    free = ''
+    if not storage.is_remote(self.directory):
+      free = f', {_size(shutil.disk_usage(os.fspath(self.directory)).free)} free there'
+    kept = [s for s in self._manager.all_steps() if s != step]
+    resume = (f'a restart resumes from step {max(kept)}' if kept else
+              'no earlier checkpoint: a restart begins anew')
+    return errors.OutOfSpace(
+        f'The checkpoint of step {step} could not be written to {self.directory}: no space left '
+        f'on the device (its arrays alone take {_size(needed)}{free}). Free space or '
+        f'use another --workdir; {resume}, and the incomplete step is never restored.')
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -87,5 +129,12 @@ class Checkpointer:
     return self._manager.reached_preemption(step)
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    if self._failed:  # the error has been raised; the manager's threads hold it still
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      return
+    with self._space_checked():
+      self._manager.wait_until_finished()
     self._manager.close()

@@ -71,9 +71,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     with partitioning.use(run.setup.mesh, run.options.parallel.sharding):
       result = _train(run)
-  finally:
-    plot = run.close()
-  return {**result, 'plot': plot}
+  except BaseException:
+    run.close(failed=True)
+    raise
+  return {**result, 'plot': run.close()}
 
 
 def _train(run: run_lib.Run) -> dict[str, Any]:

@@ -102,14 +102,18 @@ class Run:
     self.progress.note(f'step {step}: ' + '; '.join(notes))
     return result
 
-  def close(self) -> Optional[str]:
-    """Releases everything; returns the curves PNG (process 0) or None."""
-    self.stops.restore_handlers()
-    self.batches.close()
-    self.checkpointer.close()
-    self.progress.close()
-    self.writer.close()
-    if not self.lead:
+  def close(self, failed: bool = False) -> Optional[str]:
+    """Releases everything; returns the curves PNG (process 0) or None. After a failure
+    (`failed`) each release is tried and nothing more is written: the first error stands."""
+    for release in (self.stops.restore_handlers, self.batches.close, self.checkpointer.close,
+                    self.progress.close, self.writer.close):
+      try:
+        release()
+      except Exception:  # pylint: disable=broad-except
+        if not failed:
+          raise
+        logging.exception('While closing after a failure:')
+    if not self.lead or failed:
       return None
     return curves.plot_curves(self.writer.jsonl_path,
                               os.fspath(storage.path(self.workdir) / 'curves.png'))
