@@ -6,6 +6,7 @@ from typing import Optional
 import jax
 
 from vit_jax import errors
+from vit_jax.parallel import coordinator
 from vit_jax.parallel import watchdog
 
 BACKSTOP = 4
@@ -48,10 +49,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   --num_processes, --process_id flags) override the detection. `cpu_collectives='gloo'` enables
   cross-process collectives for CPU devices (tests on one machine). `timeouts` are
   `heartbeat_timeout_seconds` (a peer silent this long is declared dead and every process
-  exits non-zero, naming it), `initialization_timeout` and `shutdown_timeout_seconds`.
+  exits non-zero, naming it), `initialization_timeout` and `shutdown_timeout_seconds`. On
+  process 0 the coordination service runs in a process of its own (`coordinator`).
   """
   if cpu_collectives:
     jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
+  # Process 0 runs the coordination service in a process of its own (`coordinator`), which
+  # outlives it by half of JAX's heartbeat timeout: the survivors' watchdogs name it first.
+  linger_s = timeouts.get('heartbeat_timeout_seconds', 100) / 2
   explicit = coordinator_address is not None or num_processes is not None
   if explicit:
     missing = [name for name, value in (('coordinator_address', coordinator_address),
@@ -60,12 +65,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     if missing:
       raise errors.UserError(f'Multi-host start-up needs coordinator_address, num_processes and '
                              f'process_id together; missing {missing}.')
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               local_device_ids=local_device_ids, **timeouts)
+    with coordinator.own_process(linger_s):
+      jax.distributed.initialize(coordinator_address=coordinator_address,
+                                 num_processes=num_processes, process_id=process_id,
+                                 local_device_ids=local_device_ids, **timeouts)
   else:
     try:
-      jax.distributed.initialize(**timeouts)
+      with coordinator.own_process(linger_s):
+        jax.distributed.initialize(**timeouts)
     except (ValueError, RuntimeError) as e:  # nothing to auto-detect: a single-host run
       logging.info('Single-process run (no cluster detected: %s).', e)
       return
