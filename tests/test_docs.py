@@ -32,6 +32,8 @@ ELSEWHERE = (
     (r'kubectl apply -f experiments/launch/kubernetes\.yaml', 'tests/test_launch.py',
      'kubernetes.yaml'),
     (r'bash experiments/gpu_check\.sh', 'tests/test_gpu_check.py', 'gpu_check.sh'),
+    (r'--workdir=gs://', 'tests/test_object_store.py', 'gs://'),
+    (r'python -m pytest -n 0 tests/test_chaos\.py', 'tests/test_chaos.py', 'VIT_JAX_CHAOS_TRIALS'),
 )
 # Datasets no test machine has: the command must stop naming them, in one line.
 ABSENT = ('cifar10', 'clevr')

@@ -283,3 +283,41 @@ def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_pa
   logs = ''.join((tmp_path / f'task_{i}.log').read_text()[-2000:] for i in range(2))
   assert result.returncode == 0, result.stderr[-2000:] + logs
   _assert_same_run(_params_and_rows(workdir, digits_data_dir), reference, exact=True)
+
+
+CHAOS_TRIALS = int(os.environ.get('VIT_JAX_CHAOS_TRIALS', '1'))
+
+
+@pytest.mark.parametrize('trial', range(CHAOS_TRIALS))
+def test_a_random_process_stopped_by_a_random_signal_then_restarted_ends_as_the_reference(
+    trial, reference, digits_data_dir, tmp_path):
+  """Chaos on 2 processes: a random process gets a random signal at a random moment (a random
+  step and up to 1.5 s after it: inside a checkpoint save at step 8, inside the final
+  evaluation); the job is started again until it completes. The end equals the uninterrupted
+  2-process run bit for bit, every metric row once. A SIGKILL makes the survivor exit 3."""
+  seed = int(os.environ.get('VIT_JAX_CHAOS_SEED', int(time.time() * 1000) % 2**31)) + trial
+  draw = random.Random(seed)
+  workdir = str(tmp_path / 'run')
+  fast = ('--config.distributed.heartbeat_timeout_s=8',)
+  victim, sig = draw.randrange(2), draw.choice((signal.SIGTERM, signal.SIGINT, signal.SIGKILL))
+  at_step, delay = draw.randint(2, STEPS), draw.uniform(0, 1.5)
+  events = (victim, signal.Signals(sig).name, at_step, round(delay, 2))
+  job = Job(workdir, digits_data_dir, 2, str(tmp_path), extra=fast)
+  job.wait_for_step(at_step)
+  time.sleep(delay)
+  if job.procs[victim].poll() is None:
+    job.procs[victim].send_signal(sig)
+  codes = job.wait()
+  survivor = 1 - victim
+  if sig == signal.SIGKILL and codes[victim] == -signal.SIGKILL:
+    assert codes[survivor] in (3, 0), (seed, events, codes, job.diagnosis(survivor))
+    if codes[survivor] == 3:
+      last = job.log(survivor).strip().splitlines()[-1]
+      assert last.startswith(f'error: process {victim} of 2 stopped responding'), (seed, last)
+  else:
+    assert codes == [0, 0], (seed, events, codes, job.diagnosis(0), job.diagnosis(1))
+  again = Job(workdir, digits_data_dir, 2, str(tmp_path), extra=fast)
+  assert again.wait() == [0, 0], (seed, events, again.diagnosis(0), again.diagnosis(1))
+  assert f'Run completed at step {STEPS}' in again.log(0), again.log(0)[-3000:]
+  _assert_same_run(_params_and_rows(workdir, digits_data_dir), reference, exact=True)
+  print(f'2-process chaos trial {trial}: seed {seed}, {events}, exits {codes}: equal')

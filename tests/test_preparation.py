@@ -103,3 +103,41 @@ def test_one_process_prepares_under_the_lock_only_when_missing(tmp_path):
     preparation.once('x/1.0.0', str(tmp_path), lambda: state['ready'], prepare)
   assert calls == [1]
   assert os.listdir(tmp_path) == ['.prepare.x_1.0.0.lock']
+
+
+class _DictStore:
+  def __init__(self):
+    self.values = {}
+
+  def set(self, key, value):
+    self.values[key] = value
+
+  def get(self, key, timeout_s):
+    del timeout_s
+    return self.values[key]
+
+
+def test_an_image_folder_is_decode_checked_by_process_0_only(monkeypatch, tmp_path):
+  """Process 0 decodes every file; process 1 takes its verdict and decodes none; both drop the
+  same broken file. A host whose copy of the folder differs is one line."""
+  from conftest import write_image_folder  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import folders  # pylint: disable=g-import-not-at-top
+  write_image_folder(tmp_path, {'': {'cat': 4, 'dog': 4}})
+  broken = tmp_path / 'dog' / 'broken.png'
+  broken.write_bytes(b'not an image')
+  store, decoded = _DictStore(), []
+  real_check = folders.check_decodable
+  monkeypatch.setattr(folders, 'check_decodable',
+                      lambda files: decoded.append(len(files)) or real_check(files))
+  monkeypatch.setattr(preparation.coordination, 'KeyValueStore', lambda: store)
+  monkeypatch.setattr(preparation.jax, 'process_count', lambda: 2)
+  kept = {}
+  for index in (0, 1):
+    monkeypatch.setattr(preparation.jax, 'process_index', lambda index=index: index)
+    split = folders.drop_undecodable(folders.read_split(str(tmp_path), 'train'), strict=False)
+    kept[index] = (split.files, split.skipped)
+  assert decoded == [len(kept[0][0]) + 1]  # process 0 only, every file
+  assert kept[0] == kept[1] and kept[0][1] == [str(broken)]
+  os.remove(broken)
+  with pytest.raises(errors.UserError, match=r'holds \d+ images on process 1 but \d+ on process 0'):
+    folders.drop_undecodable(folders.read_split(str(tmp_path), 'train'), strict=False)

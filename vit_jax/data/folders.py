@@ -14,15 +14,18 @@ machine, copy and run.
 import concurrent.futures
 import dataclasses
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
 from typing import Optional, Sequence
 
+import jax
 from PIL import Image
 
 from vit_jax import errors
 from vit_jax.data import images
+from vit_jax.data import preparation
 
 HOLDOUT_FRACTION = 0.1
 _PARALLEL_FROM = 4000  # files; below it, worker start-up (about a second) costs more than it saves
@@ -135,8 +138,20 @@ def read_split(root: str, split_name: str) -> FolderSplit:
 
 
 def drop_undecodable(split: FolderSplit, *, strict: bool) -> FolderSplit:
-  """The split without the files that do not decode (counted and named), or a ValueError."""
-  decodable = check_decodable(split.files)
+  """The split without the files that do not decode (counted and named), or a ValueError. With
+  several processes, process 0 decodes every file and hands the verdict to the others."""
+
+  def scan() -> str:
+    return json.dumps({'count': len(split.files), 'bad': [
+        i for i, ok in enumerate(check_decodable(split.files)) if not ok]})
+
+  verdict = json.loads(preparation.agreed(f'decode check of {split.description}', scan))
+  if verdict['count'] != len(split.files):
+    raise errors.UserError(f'{split.description} holds {len(split.files)} images on process '
+                           f'{jax.process_index()} but {verdict["count"]} on process 0: a folder '
+                           'local to each host must hold the same files.')
+  bad = set(verdict['bad'])
+  decodable = [i not in bad for i in range(len(split.files))]
   skipped = [path for path, ok in zip(split.files, decodable) if not ok]
   if not skipped:
     return split

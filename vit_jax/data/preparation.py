@@ -23,6 +23,7 @@ from vit_jax.parallel import coordination
 PREFIX = 'vit_jax/prepared'
 WAIT_S = 3600  # how long other processes wait for process 0 to prepare a dataset
 OK = 'ok'
+_FAILED = 'failed: '
 
 
 @contextlib.contextmanager
@@ -78,3 +79,29 @@ def once(name: str, data_dir: Optional[str], is_prepared: Callable[[], bool],
   if verdict != OK:
     raise errors.UserError(f'{name}: process 0 could not prepare it in {data_dir}: {verdict}')
   _prepare_here(name, data_dir, is_prepared, prepare)  # a host-local data dir: ours to build
+
+
+def agreed(name: str, compute: Callable[[], str], *, wait_s: float = WAIT_S, store=None) -> str:
+  """`compute()` run on process 0 only, its result (a short string) handed to every process:
+  a check every process needs but one should do (an image folder's decode check). A failure on
+  process 0 is one line on the others; so is a wait past `wait_s`."""
+  if jax.process_count() == 1:
+    return compute()
+  store = store or coordination.KeyValueStore()
+  key = f'{PREFIX}/agreed/' + hashlib.sha1(name.encode()).hexdigest()[:16]
+  if jax.process_index() == 0:
+    try:
+      result = compute()
+    except BaseException as e:
+      store.set(key, _FAILED + f'{type(e).__name__}: {e}'.splitlines()[0][:500])
+      raise
+    store.set(key, result)
+    return result
+  try:
+    result = store.get(key, wait_s)
+  except Exception as e:  # pylint: disable=broad-except  (the store's deadline error)
+    raise errors.UserError(f'{name}: process 0 had not finished it after {wait_s:g} s '
+                           f'({type(e).__name__}).') from None
+  if result.startswith(_FAILED):
+    raise errors.UserError(f'{name}: process 0 failed: {result[len(_FAILED):]}')
+  return result
