@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from absl import app
 from absl import flags
 
+from vit_jax import storage
 from vit_jax import cli
 from vit_jax.data import sources
 from vit_jax.data import vtab
@@ -105,11 +106,9 @@ def markdown(summary: dict) -> str:
 
 
 def write(summary: dict, out_dir: str) -> None:
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'vtab.json'), 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(out_dir, 'vtab.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown(summary))
+  """`vtab.json` and `vtab.md` into `out_dir` (a folder or an object-store URL)."""
+  storage.write(storage.path(out_dir) / 'vtab.json', json.dumps(summary, indent=2))
+  storage.write(storage.path(out_dir) / 'vtab.md', markdown(summary))
 
 
 def main(argv):

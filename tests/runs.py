@@ -20,23 +20,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = dict(total_steps=20, log_every=3, checkpoint_every=4)
 
 
-def config(data_dir):
+def config(data_dir, fields=None):
   config_ = tiny_recipe.get_config(data_dir)
-  config_.update(FIELDS)
+  config_.update(fields or FIELDS)
   return config_
 
 
-def launch(workdir, data_dir, *extra):
-  flags = [f'--config.{k}={v}' for k, v in FIELDS.items()]
+def launch(workdir, data_dir, *extra, fields=None):
+  flags = [f'--config.{k}={v}' for k, v in (fields or FIELDS).items()]
   return subprocess.Popen(
       [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
        f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
 
 
-def interrupt(workdir, data_dir, at_step, sig):
+def interrupt(workdir, data_dir, at_step, sig, fields=None):
   """Starts the run and sends `sig` once it has printed step `at_step` (or finishes first)."""
-  proc = launch(workdir, data_dir)
+  proc = launch(workdir, data_dir, fields=fields)
   lines = []
   try:
     for line in proc.stdout:
@@ -53,9 +53,9 @@ def interrupt(workdir, data_dir, at_step, sig):
   return proc.returncode, ''.join(lines) + out
 
 
-def state(workdir, data_dir):
+def state(workdir, data_dir, fields=None):
   """(step, parameters as numpy) of the newest checkpoint."""
-  setup = setup_lib.from_config(config(data_dir))
+  setup = setup_lib.from_config(config(data_dir, fields))
   ckpt = checkpointer.Checkpointer(workdir)
   restored = ckpt.restore(setup.abstract_state)
   ckpt.close()
@@ -78,11 +78,11 @@ def files(workdir):
   return found
 
 
-def assert_same_run(workdir, reference, data_dir, context=()):
+def assert_same_run(workdir, reference, data_dir, context=(), fields=None):
   """The final parameters bit-identical, `metrics.jsonl` the same rows with the same values."""
-  step, params = state(workdir, data_dir)
-  ref_step, ref_params = state(reference, data_dir)
-  assert step == ref_step == FIELDS['total_steps']
+  step, params = state(workdir, data_dir, fields)
+  ref_step, ref_params = state(reference, data_dir, fields)
+  assert step == ref_step == (fields or FIELDS)['total_steps']
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
   got, expected = rows(workdir), rows(reference)
   assert [sorted(r) for r in got] == [sorted(r) for r in expected], (

@@ -31,13 +31,17 @@ import runs
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import errors
+from vit_jax import evaluators
 from vit_jax import export as export_lib
 from vit_jax import storage
+from vit_jax.evaluators import paper_report
 from vit_jax.train import loop
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
 
 BUCKET = 'vit-runs'
+# Checkpoints every 4 steps, rows every 3: a kill at step 7 falls between both.
+FIELDS = dict(total_steps=12, log_every=3, checkpoint_every=4)
 
 
 def _free_port():
@@ -106,42 +110,40 @@ def s3():
 def test_a_run_killed_and_resumed_on_gcs_ends_as_the_uninterrupted_local_run(
     gcs, digits_data_dir, tmp_path):
   local = str(tmp_path / 'local')
-  assert loop.train_and_evaluate(runs.config(digits_data_dir), local)['outcome'] == 'completed'
+  config = runs.config(digits_data_dir, FIELDS)
+  assert loop.train_and_evaluate(config, local)['outcome'] == 'completed'
   workdir = f'{gcs}/digits'
-  code, out = runs.interrupt(workdir, digits_data_dir, 9, signal.SIGKILL)
+  code, out = runs.interrupt(workdir, digits_data_dir, 7, signal.SIGKILL, FIELDS)
   assert code == -signal.SIGKILL, out[-3000:]
   steps = sorted(int(p.name) for p in (storage.path(workdir) / 'checkpoints').iterdir()
                  if p.name.isdigit())
-  assert steps and steps[-1] < runs.FIELDS['total_steps'], steps
-  resumed = runs.launch(workdir, digits_data_dir)
+  assert steps and steps[-1] < FIELDS['total_steps'], steps
+  resumed = runs.launch(workdir, digits_data_dir, fields=FIELDS)
   out = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0, out[-3000:]
   resumed_at = int(out.split('Resumed from the checkpoint at step ')[1].split('.')[0])
   assert resumed_at in steps, (steps, out[-3000:])  # a step the kill cut short is not one
-  runs.assert_same_run(workdir, local, digits_data_dir)
+  runs.assert_same_run(workdir, local, digits_data_dir, fields=FIELDS)
   names = {p.name for p in storage.path(workdir).iterdir()}
   assert {'config.json', 'labels.txt', 'metrics.jsonl', 'curves.png', 'checkpoints',
           'tensorboard'} <= names, names
   events = list((storage.path(workdir) / 'tensorboard').iterdir())
   assert events and all(e.name.startswith('events.out.tfevents.') for e in events)
 
-  # What reads a workdir reads it there: the model, an export, figures, a fine-tuning source.
+  # What reads a workdir reads it there: the model, an export, an evaluation and its report.
   there, here = trained_model.load(workdir), trained_model.load(local)
   assert there.labels == here.labels and there.pp == here.pp
   for name, value in checkpoint.flatten(there.params).items():
     np.testing.assert_array_equal(value, checkpoint.flatten(here.params)[name])
-  assert export_lib.export(workdir, 'npz', f'{gcs}/exports/digits.npz') == f'{gcs}/exports/digits.npz'
-  exported = checkpoint.read_npz(f'{gcs}/exports/digits.npz')
+  remote_npz = f'{gcs}/exports/digits.npz'
+  assert export_lib.export(workdir, 'npz', remote_npz) == remote_npz
+  exported = checkpoint.read_npz(remote_npz)
   expected = checkpoint.read_npz(export_lib.export(local, 'npz', str(tmp_path / 'digits.npz')))
   assert sorted(exported) == sorted(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(exported[name], value)
-
-  evaluation = subprocess.run(
-      [sys.executable, '-m', 'vit_jax.main', '--mode=eval', f'--checkpoint={workdir}',
-       f'--config={runs.ROOT}/tests/tiny_recipe.py:{digits_data_dir}',
-       f'--workdir={gcs}/eval'], cwd=runs.ROOT, capture_output=True, text=True, timeout=300)
-  assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+  results = evaluators.evaluate_checkpoint(config, workdir)  # what --mode=eval runs
+  paper_report.write(f'{gcs}/eval', workdir, results, {})
   assert storage.read_text(f'{gcs}/eval/report.md').startswith(f'# Evaluation of {workdir}')
   report = json.loads(storage.read_text(f'{gcs}/eval/report.json'))
   final = runs.rows(local)[-1]

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import storage
 from vit_jax import errors
 from vit_jax import cli
 from vit_jax import models
@@ -91,8 +92,7 @@ def main(argv):
   del argv
   labels = None
   if _LABELS.value:
-    with open(_LABELS.value, encoding='utf-8') as f:
-      labels = [line.strip() for line in f]
+    labels = [line.strip() for line in storage.read_text(_LABELS.value).splitlines()]
   predictions = run(model_name=_MODEL.value, checkpoint_path=_CHECKPOINT.value,
                     image_paths=_IMAGE.value or (), image_size=_IMAGE_SIZE.value,
                     num_classes=_NUM_CLASSES.value, top_k=_TOP_K.value)
