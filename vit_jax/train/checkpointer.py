@@ -85,7 +85,12 @@ class Checkpointer:
       if not errors.out_of_space(error):
         raise
       self._failed = True
-      raise self._out_of_space_error() from error
+      found = self._out_of_space_error()
+      try:  # its other writers end (and log) before the one line is printed
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      raise found from error
 
   def _out_of_space_error(self) -> errors.OutOfSpace:
     step, needed = self._saving or (None, 0)
