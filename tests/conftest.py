@@ -64,14 +64,3 @@ def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
         paths.append(path)
   return paths
 
-
-# The files that take minutes (multi-process jobs, emulators, the GPU script's dry run) are
-# handed out first: with `--dist loadfile` a long file started last runs alone at the end.
-LONG_FILES = ('test_multihost_runs.py', 'test_gpu_check.py', 'test_chaos.py',
-              'test_object_store.py', 'test_docs.py', 'test_workflow.py', 'test_full_disk.py',
-              'test_preparation.py', 'test_plan.py')
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: index for index, name in enumerate(LONG_FILES)}
-  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(LONG_FILES)))

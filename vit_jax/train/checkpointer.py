@@ -3,10 +3,11 @@
 Each `<workdir>/checkpoints/<step>/` holds the items `vit_jax.weights.workdir_params` describes: the
 parameters (and EMA) on their own, the rest of the TrainState, the data position and the config.
 The state is restored onto whatever shardings the caller asks for (another mesh or device count
-reshards on restore). orbax writes a step to a temporary directory and renames it when complete,
-so a crash mid-save leaves the previous checkpoints as they were; old steps are removed only after
-a new one is finalized. A newest checkpoint that fails to restore is reported and the one before
-it used.
+reshards on restore). orbax writes a step to a temporary directory and renames it when complete
+(on `gs://`, where nothing is renamed, it writes a commit marker last), so a crash mid-save leaves
+the previous checkpoints as they were; old steps are removed only after a new one is finalized.
+A newest checkpoint that fails to restore is reported and the one before it used. A save that
+finds no space left is one line (`errors.OutOfSpace`) naming the step a restart resumes from.
 """
 
 import contextlib
