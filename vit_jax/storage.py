@@ -8,7 +8,7 @@ file systems, which know no `s3://` and no emulator, stay out of the write path.
 are not cached, so a process sees the files other processes wrote since it last looked.
 
 Object stores have no append and no rename: a file is written whole (`write`), and an append
-reads the object and writes it back whole (`append`). Locally, a write goes to a temporary file
+keeps the object's bytes after one read and writes it back whole (`AppendedFile`). Locally, a write goes to a temporary file
 beside the target and is renamed over it, so a kill never leaves half a file. Checkpoints are
 orbax's: it commits a step by writing its commit marker last, not by renaming a directory.
 
@@ -123,17 +123,26 @@ def write(target: PathLike, data: Union[bytes, str]) -> None:
   os.replace(tmp, os.fspath(target))
 
 
-def append(target: PathLike, data: Union[bytes, str]) -> None:
-  """Adds to the end of a file. Object stores have no append: the object is read and written
-  back whole (metric rows and scalar events: kilobytes)."""
-  target = path(target)
-  payload = data.encode('utf-8') if isinstance(data, str) else data
-  if is_remote(target):
-    write(target, (target.read_bytes() if target.exists() else b'') + payload)
-    return
-  os.makedirs(os.fspath(target.parent), exist_ok=True)
-  with open(os.fspath(target), 'ab') as f:
-    f.write(payload)
+class AppendedFile:
+  """A file that grows by appends (metric rows, event records). Locally each append goes to the
+  end of the file. Object stores have no append: the object is read once, kept here, and each
+  append writes it back whole (metric rows and scalar events: kilobytes)."""
+
+  def __init__(self, target: PathLike):
+    self.path = path(target)
+    self._contents = None  # an object's bytes, after the first append
+
+  def append(self, data: Union[bytes, str]) -> None:
+    payload = data.encode('utf-8') if isinstance(data, str) else data
+    if not is_remote(self.path):
+      os.makedirs(os.fspath(self.path.parent), exist_ok=True)
+      with open(os.fspath(self.path), 'ab') as f:
+        f.write(payload)
+      return
+    if self._contents is None:
+      self._contents = self.path.read_bytes() if self.path.exists() else b''
+    self._contents += payload
+    write(self.path, self._contents)
 
 
 def read_text(source: PathLike) -> str:

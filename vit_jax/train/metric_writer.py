@@ -79,19 +79,20 @@ class MetricWriter:
     self.enabled = enabled
     self.workdir = workdir
     self.jsonl_path = os.fspath(storage.path(workdir) / 'metrics.jsonl')
-    self._events_path = None
+    self._rows = storage.AppendedFile(self.jsonl_path)
+    self._events = None  # named at the first write
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    storage.append(self.jsonl_path, json.dumps({'step': int(step), **scalars}) + '\n')
+    self._rows.append(json.dumps({'step': int(step), **scalars}) + '\n')
     events = [scalar_event(int(step), name, value) for name, value in scalars.items()]
-    if self._events_path is None:
+    if self._events is None:
       name = f'{EVENTS_PREFIX}{int(time.time())}.{socket.gethostname()}.{os.getpid()}.v2'
-      self._events_path = storage.path(self.workdir) / EVENTS_DIR / name
+      self._events = storage.AppendedFile(storage.path(self.workdir) / EVENTS_DIR / name)
       events.insert(0, event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
-    storage.append(self._events_path, frame(e.SerializeToString() for e in events))
+    self._events.append(frame(e.SerializeToString() for e in events))
 
   def close(self) -> None:
     pass
