@@ -57,7 +57,6 @@ def test_rows_and_events_past_the_restored_step_are_dropped(tmp_path):
   writer = metric_writer.MetricWriter(workdir)
   for step in range(1, 8):
     writer.write(step, {'train/loss': 1.0 / step})
-  writer.close()
   with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
     f.write('{"step": 8, "train/lo')  # a row cut short by a kill
   workdir_lib.drop_metrics_after(workdir, 4)

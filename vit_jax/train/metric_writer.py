@@ -93,6 +93,3 @@ class MetricWriter:
       self._events = storage.AppendedFile(storage.path(self.workdir) / EVENTS_DIR / name)
       events.insert(0, event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
     self._events.append(frame(e.SerializeToString() for e in events))
-
-  def close(self) -> None:
-    pass

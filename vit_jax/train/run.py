@@ -106,7 +106,7 @@ class Run:
     """Releases everything; returns the curves PNG (process 0) or None. After a failure
     (`failed`) each release is tried and nothing more is written: the first error stands."""
     for release in (self.stops.restore_handlers, self.batches.close, self.checkpointer.close,
-                    self.progress.close, self.writer.close):
+                    self.progress.close):
       try:
         release()
       except Exception:  # pylint: disable=broad-except
