@@ -95,7 +95,7 @@ def test_the_train_step_augments_on_device_and_compiles_once():
   state = fresh_state()
   norms = []  # of the gradient: the zero-initialised head gives every input the same first loss
   for index in range(3):
-    state, metrics = step(state, batch(index))
+    state, metrics = step(state, batch(index), {})
     norms.append(float(metrics['grad_norm']))
   assert step._cache_size() == 1  # one program for every step  # pylint: disable=protected-access
   # The same first step, fed the batch the device preprocessing makes, without it: the same.
@@ -105,11 +105,11 @@ def test_the_train_step_augments_on_device_and_compiles_once():
   host_step = step_lib.for_run(setup_lib.from_config(host_config))
   first = batch(0)
   augmented = jax.jit(pp)(first['image'], first['position'])
-  _, metrics = host_step(fresh_state(), {'image': augmented, 'labels': first['labels']})
+  _, metrics = host_step(fresh_state(), {'image': augmented, 'labels': first['labels']}, {})
   np.testing.assert_allclose(float(metrics['grad_norm']), norms[0], rtol=1e-6)
   _, plain = host_step(fresh_state(), {
       'image': jax.device_put(_images(32, seed=0) / 127.5 - 1.0, sharding),
-      'labels': first['labels']})
+      'labels': first['labels']}, {})
   assert abs(float(plain['grad_norm']) - norms[0]) > 1e-4 * norms[0]  # RandAugment changed it
 
 

@@ -38,7 +38,7 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   jpeg = tf.io.encode_jpeg(tf.zeros([300, 400, 3], tf.uint8))
   example = train_pp({'image': jpeg, 'label': tf.constant(0, tf.int64)},
                      tf.constant([0, 0], tf.int64))
-  run._check_host_output(example, read.step.device_pp)  # pylint: disable=protected-access
+  run._check_host_output(example, read.step.device_pp, True)  # pylint: disable=protected-access
   for entry in evaluators.entries(config).values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
   shapes = geometry.abstract_params(read.model, config.image_size)

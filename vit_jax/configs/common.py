@@ -27,6 +27,17 @@ def get_config() -> ml_collections.ConfigDict:
   # checkpoint's own input statistics (a timm/HF file's mean and std, a workdir's own).
   config.pp_from_init = True
 
+  # What the run trains for (vit_jax.objectives): 'classification' (the paper), 'mae'
+  # (masked-autoencoder pretraining, no labels) or 'distillation' (DeiT's distillation token
+  # learning a teacher). `mae` and `distill` hold their fields (docs/objectives.md).
+  config.objective = 'classification'
+  config.mae = ml_collections.ConfigDict(dict(
+      mask_ratio=0.75, decoder_width=512, decoder_depth=8, decoder_heads=16,
+      decoder_mlp_dim=2048, norm_pix_loss=True))
+  config.distill = ml_collections.ConfigDict(dict(
+      teacher=ml_collections.config_dict.placeholder(str),  # anything --checkpoint accepts
+      kind='hard', alpha=0.5, tau=1.0))  # 'hard' | 'soft'; DeiT's weight and temperature
+
   # Data: sources (vit_jax.data.sources.from_config) and preprocessing strings. `onehot` takes
   # its depth from num_classes; label smoothing is `label_smoothing` below.
   config.data = data_source('imagenet2012', 'train[:99%]')
@@ -37,8 +48,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 512  # global: independent of the device count
   config.total_steps = ml_collections.config_dict.placeholder(int)
   config.total_epochs = ml_collections.config_dict.placeholder(float)
+  # 'mixup' | 'cutmix' | 'mixup_cutmix' (one or the other per batch, as timm's Mixup with
+  # switch_prob 0.5: mixup with `alpha`, CutMix with `cutmix_alpha`)
   config.mixup = ml_collections.ConfigDict(dict(
-      kind=ml_collections.config_dict.placeholder(str), alpha=0.2))  # 'mixup' | 'cutmix'
+      kind=ml_collections.config_dict.placeholder(str), alpha=0.2, cutmix_alpha=1.0))
+  # Repeated augmentation (DeiT): each example of an epoch's order comes `repeated_aug` times in
+  # a row, each copy augmented on its own; an epoch keeps the split's length.
+  config.repeated_aug = 1
 
   # Loss and optimizer (vit_jax.train.optimizer documents every field).
   config.loss = 'softmax_xent'

@@ -52,11 +52,25 @@ def per_shard(mixer: Mixer, mesh: jax.sharding.Mesh, batch_axes: Sequence[str]) 
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=(spec, spec))
 
 
-KINDS = {'mixup': mixup, 'cutmix': cutmix}
+def mixup_or_cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, alpha: float = 0.8,
+                    cutmix_alpha: float = 1.0):
+  """Mixup (with `alpha`) or CutMix (with `cutmix_alpha`), one of the two per batch with equal
+  odds: timm's Mixup(mixup_alpha, cutmix_alpha, switch_prob=0.5), DeiT's and MAE's setting."""
+  choose, draw = jax.random.split(rng)
+  return jax.lax.cond(jax.random.bernoulli(choose),
+                      lambda: cutmix(draw, images, labels, cutmix_alpha),
+                      lambda: mixup(draw, images, labels, alpha))
+
+
+KINDS = {'mixup': mixup, 'cutmix': cutmix, 'mixup_cutmix': mixup_or_cutmix}
 
 
 def per_shard_mixer(kind: str, alpha: float, mesh: jax.sharding.Mesh,
-                    batch_axes: Sequence[str]) -> Mixer:
-  """The per-shard mixer of `config.mixup` (kind 'mixup' | 'cutmix'; options.read checks both)."""
+                    batch_axes: Sequence[str], cutmix_alpha: float = 1.0) -> Mixer:
+  """The per-shard mixer of `config.mixup` (kind 'mixup' | 'cutmix' | 'mixup_cutmix';
+  options.read checks them)."""
+  if kind == 'mixup_cutmix':
+    return per_shard(lambda rng, x, y: mixup_or_cutmix(rng, x, y, alpha, cutmix_alpha), mesh,
+                     batch_axes)
   base = KINDS[kind]
   return per_shard(lambda rng, x, y: base(rng, x, y, alpha), mesh, batch_axes)

@@ -41,8 +41,13 @@ def _example_seed(seed: int, position):
 
 def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_batch: int,
                   seed: int, position: int = 0, process_index: int = 0,
-                  process_count: int = 1, with_position: bool = False) -> tf.data.Dataset:
+                  process_count: int = 1, with_position: bool = False,
+                  repeats: int = 1) -> tf.data.Dataset:
   """Infinite batches of this process's slice of each global batch, from global `position`.
+
+  `repeats` > 1 is repeated augmentation (DeiT's RASampler): each epoch's order holds every
+  example `repeats` times in a row and is cut to the split's length (an epoch sees 1/repeats of
+  the split, each image `repeats` times, each copy at its own position: its own augmentation).
 
   `with_position` adds each example's global stream position (uint32, modulo 2**32) as
   `position`: the device preprocessing (device_pp.py) seeds its randomness with it.
@@ -63,8 +68,10 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
 
   def epoch_order(epoch):
     epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-    return tf.data.Dataset.from_tensor_slices(
-        tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), epoch_seed))
+    order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), epoch_seed)
+    if repeats > 1:
+      order = tf.repeat(order, repeats)[:size]
+    return tf.data.Dataset.from_tensor_slices(order)
 
   indices = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_order).skip(offset)
   positions = tf.data.Dataset.range(position, 2**62)

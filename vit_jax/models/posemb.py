@@ -15,16 +15,17 @@ Dtype = Any
 
 
 def posemb_sincos_2d(height: int, width: int, hidden_size: int,
-                     temperature: float = 10_000.) -> np.ndarray:
+                     temperature: float = 10_000., mae: bool = False) -> np.ndarray:
   """Fixed embeddings of a [height, width] patch grid -> [1, height * width, hidden_size].
 
   A quarter of the channels each for sin(x), cos(x), sin(y), cos(y), with frequencies
-  temperature^(-k / (hidden_size/4 - 1)), rows in row-major patch order.
+  temperature^(-k / (hidden_size/4 - 1)) (big_vision), or temperature^(-k / (hidden_size/4))
+  with `mae` (the MAE reference's table); rows in row-major patch order.
   """
   if hidden_size % 4:
     raise errors.UserError(f'posemb=sincos2d needs hidden_size divisible by 4, got {hidden_size}.')
   quarter = hidden_size // 4
-  omega = 1.0 / temperature**(np.arange(quarter) / max(quarter - 1, 1))
+  omega = 1.0 / temperature**(np.arange(quarter) / (quarter if mae else max(quarter - 1, 1)))
   y, x = np.mgrid[:height, :width]
   x = np.einsum('m,d->md', x.ravel(), omega)
   y = np.einsum('m,d->md', y.ravel(), omega)

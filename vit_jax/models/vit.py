@@ -40,6 +40,9 @@ ACTIVATIONS = {
 }
 # Every block's output (before the final norm) is sown into this collection when it is mutable.
 BLOCK_OUTPUTS = 'block_outputs'
+# A distilled model's two heads, (class head, distillation head), before they are averaged: sown
+# when the collection is mutable (DeiT distillation trains them apart).
+HEADS = 'heads'
 
 
 def activation_name(activation: Optional[str], gelu_approximate: bool = True) -> str:
@@ -458,7 +461,10 @@ class VisionTransformer(nn.Module):
           bias_init=nn.initializers.constant(self.head_bias_init), name=name)
       logits = head('head')(x)
       if self.distilled and self.distillation_head:  # DeiT: both heads, averaged
-        logits = (logits + head('head_dist')(distillation.astype(jnp.float32))) / 2
+        dist_logits = head('head_dist')(distillation.astype(jnp.float32))
+        if not self.is_initializing():
+          self.sow(HEADS, 'logits', (logits, dist_logits))
+        logits = (logits + dist_logits) / 2
       return logits
     return x
 

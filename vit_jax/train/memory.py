@@ -80,9 +80,12 @@ def _per_device_bytes(tree: Any, shardings: Any) -> int:
 def with_choice(setup: setup_lib.Setup, micro_batches: int, remat: str) -> setup_lib.Setup:
   """`setup` with these micro-batches and this remat policy (neither changes the state)."""
   options = setup.options
-  return dataclasses.replace(setup, options=dataclasses.replace(
-      options, model=options.model.clone(remat=remat), remat=remat,
-      step=dataclasses.replace(options.step, micro_batches=micro_batches)))
+  model = options.model.clone(remat=remat)
+  return dataclasses.replace(setup, objective=setup.objective.with_model(model),
+                             options=dataclasses.replace(
+                                 options, model=model, remat=remat,
+                                 step=dataclasses.replace(options.step,
+                                                          micro_batches=micro_batches)))
 
 
 def measure(setup: setup_lib.Setup, budget: Optional[int] = None) -> Plan:
@@ -90,9 +93,13 @@ def measure(setup: setup_lib.Setup, budget: Optional[int] = None) -> Plan:
   options = setup.options
   train_step = step_lib.for_run(setup)
   batch_sharding = mesh_lib.batch_sharding(setup.mesh)
-  batch = step_lib.train_batch_spec(options.data, options.step, batch_sharding)
+  batch = step_lib.train_batch_spec(options.data, options.step, batch_sharding, setup.objective)
   with partitioning.use(setup.mesh, options.parallel.sharding):
-    compiled = train_step.lower(setup.abstract_state, batch).compile()
+    extras = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
+        setup.objective.extras(),
+        setup.objective.extras_shardings(setup.mesh, options.parallel.sharding))
+    compiled = train_step.lower(setup.abstract_state, batch, extras).compile()
   analysis = compiled.memory_analysis()
   state, shardings = setup.abstract_state, setup.shardings
   parameters = _per_device_bytes(state.params, shardings.params)

@@ -15,9 +15,11 @@ import ml_collections
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.data import device_pp as device_pp_lib
+from vit_jax import objectives
 from vit_jax.models import build
 from vit_jax.models import vit
 from vit_jax.parallel import partitioning
+from vit_jax.weights import preprocessing
 
 AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
 SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
@@ -64,11 +66,12 @@ class Step:
   label_smoothing: float
   micro_batches: Any  # an int, or AUTO until the planner chooses
   ema_decay: Optional[float]  # None: no EMA parameters kept
-  mixup: Optional[str]  # 'mixup' | 'cutmix' | None
+  mixup: Optional[str]  # 'mixup' | 'cutmix' | 'mixup_cutmix' | None
   mixup_alpha: float
   device_pp: Optional[device_pp_lib.DevicePreprocess]  # config.pp_device, parsed; None if empty
   guard: str = 'auto'  # the non-finite guard: 'cond' | 'select' | 'auto' (cond on CPU only)
   dropout_rng: str = 'auto'  # 'threefry' | 'rbg' | 'unsafe_rbg' | 'auto' (rbg off CPU)
+  cutmix_alpha: float = 1.0  # CutMix's alpha with mixup='mixup_cutmix'
 
   @property
   def ema(self) -> bool:
@@ -85,6 +88,7 @@ class Data:
   seed: int
   image_size: int
   num_classes: int
+  repeated_aug: int = 1  # copies of each example in a row (DeiT's repeated augmentation)
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -127,6 +131,17 @@ class Options:
   parallel: Parallel
   memory: Memory
   bookkeeping: Bookkeeping
+  objective: objectives.Spec = objectives.Spec('classification', None)
+
+  def objective_context(self) -> objectives.Context:
+    """What `objectives.build` makes the run's objective from."""
+    pp = '|'.join(p for p in (self.data.pp_train, self.step.device_pp and
+                              self.step.device_pp.spec) if p)
+    return objectives.Context(
+        model=self.model, model_config=self.model_config, loss=self.step.loss,
+        label_smoothing=self.step.label_smoothing, image_size=self.data.image_size,
+        num_classes=self.data.num_classes, seed=self.data.seed,
+        input_pp=preprocessing.value_op(pp) or 'value_range(-1, 1)')
 
 
 def _positive(field: str, value, allow_none: bool = False) -> None:
@@ -185,8 +200,9 @@ def read_step(config: ml_collections.ConfigDict) -> Step:
           f"config.micro_batches must be a positive integer or 'auto', found {micro_batches!r}.")
   mix = config.mixup
   if mix.kind is not None:
-    _one_of('mixup.kind', mix.kind, ('mixup', 'cutmix'))
+    _one_of('mixup.kind', mix.kind, ('mixup', 'cutmix', 'mixup_cutmix'))
     _positive('mixup.alpha', mix.alpha)
+    _positive('mixup.cutmix_alpha', mix.cutmix_alpha)
   ema_decay = config.ema_decay
   if ema_decay is not None and not 0.0 < ema_decay < 1.0:
     raise errors.UserError(f'config.ema_decay must be in (0, 1) (or unset), found {ema_decay}.')
@@ -197,16 +213,19 @@ def read_step(config: ml_collections.ConfigDict) -> Step:
               micro_batches=micro_batches, ema_decay=ema_decay, mixup=mix.kind,
               mixup_alpha=float(mix.alpha), device_pp=pp if pp else None,
               guard=config.nonfinite_guard,
-              dropout_rng=config.dropout_rng)
+              dropout_rng=config.dropout_rng, cutmix_alpha=float(mix.cutmix_alpha))
 
 
 def read_data(config: ml_collections.ConfigDict) -> Data:
   _positive('batch_size', config.batch_size)
   _positive('image_size', config.image_size)
   _positive('num_classes', config.num_classes)
+  repeats = config.repeated_aug
+  if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+    raise errors.UserError(f'config.repeated_aug must be a positive integer, found {repeats!r}.')
   return Data(source=config.data, pp_train=config.pp_train, batch_size=int(config.batch_size),
               seed=int(config.seed), image_size=int(config.image_size),
-              num_classes=int(config.num_classes))
+              num_classes=int(config.num_classes), repeated_aug=repeats)
 
 
 def read_parallel(config: ml_collections.ConfigDict) -> Parallel:
@@ -240,4 +259,5 @@ def read(config: ml_collections.ConfigDict) -> Options:
   return Options(model=model, model_config=model_config,
                  remat=config.model.remat or model.remat, optimizer=read_optimizer(config),
                  step=step, data=data, parallel=read_parallel(config),
-                 memory=read_memory(config), bookkeeping=read_bookkeeping(config))
+                 memory=read_memory(config), bookkeeping=read_bookkeeping(config),
+                 objective=objectives.read(config, model_config))

@@ -93,6 +93,7 @@ class Run:
   def evaluate(self, step: int, state: state_lib.TrainState, due: list) -> dict[str, float]:
     """Runs the `due` evaluators (on the EMA parameters when the run keeps them)."""
     params = state.ema_params if state.ema_params is not None else state.params
+    params = self.setup.objective.eval_params(params)
     result, notes = {}, []
     for evaluator in due:
       metrics = evaluator.run(params, step)
@@ -198,11 +199,15 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
   return 0, state, 0, []
 
 
-def _check_host_output(spec: dict, device_pp) -> None:
-  """pp_train must hand the device preprocessing uint8 images, and a model float ones."""
+def _check_host_output(spec: dict, device_pp, needs_labels: bool) -> None:
+  """pp_train must hand the device preprocessing uint8 images, and a model float ones; and
+  labels when the objective learns them."""
   image = spec.get('image')
   if image is None:
     raise errors.UserError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
+  if needs_labels and 'labels' not in spec:
+    raise errors.UserError(f'config.pp_train must produce "labels" (end it with onehot) for '
+                           f'this objective; it produces {sorted(spec)}.')
   if device_pp and image.dtype.name != 'uint8':
     raise errors.UserError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
                            f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
@@ -278,16 +283,20 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   data, device_pp = options.data, options.step.device_pp
   train_pp = preprocess.parse(data.pp_train, num_classes=data.num_classes)
 
+  # The objective (a distillation teacher is read and checked here), mesh, abstract state.
+  setup = setup_lib.build_setup(options, setup_lib.num_steps(config, train_source.num_examples))
+
   def make_dataset(position):
     return pipeline.train_dataset(
         train_source, train_pp, global_batch=data.batch_size, seed=data.seed,
         position=position, process_index=jax.process_index(), process_count=jax.process_count(),
-        with_position=bool(device_pp and device_pp.needs_positions))
-  _check_host_output(make_dataset(0).element_spec, device_pp)  # built, not read
-  setup = setup_lib.build_setup(options, setup_lib.num_steps(config, train_source.num_examples))
+        with_position=step_lib.needs_positions(options.step, setup.objective),
+        repeats=data.repeated_aug)
+  _check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
+                     setup.objective.needs_labels)
   # Files and datasets: the evaluators' and the checkpoint to start from.
-  evaluators = evaluators_lib.from_config(config, setup.model, setup.mesh,
-                                          setup.shardings.params)
+  evaluators = evaluators_lib.from_config(config, setup.objective.eval_model, setup.mesh,
+                                          setup.eval_param_shardings())
 
   @functools.cache
   def pretrained() -> Optional[Pretrained]:
@@ -307,7 +316,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   setup, memory_plan = memory.resolve(setup)
   if lead and memory_plan is not None:
     print(memory_plan.table(), flush=True)
-  train_step = memory_plan.compiled if memory_plan else step_lib.for_run(setup)
+  step_fn = memory_plan.compiled if memory_plan else step_lib.for_run(setup)
+  extras = step_lib.place_extras(setup)  # a teacher's parameters, placed once
+
+  def train_step(state, batch):
+    return step_fn(state, batch, extras)
   book = options.bookkeeping
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=book.keep_checkpoints,
                                        keep_period=book.keep_period)

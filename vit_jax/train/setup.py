@@ -12,8 +12,10 @@ import ml_collections
 import optax
 
 from vit_jax import errors
+from vit_jax import objectives
 from vit_jax.models import geometry
 from vit_jax.parallel import mesh as mesh_lib
+from vit_jax.parallel import partitioning
 from vit_jax.train import optimizer
 from vit_jax.train import options as options_lib
 from vit_jax.train import state as state_lib
@@ -28,10 +30,17 @@ class Setup:
   schedule: optimizer.Schedule
   abstract_state: state_lib.TrainState  # of ShapeDtypeStructs carrying their shardings
   shardings: state_lib.TrainState
+  objective: objectives.Objective
 
   @property
   def model(self):
-    return self.options.model
+    """The module the state's parameters belong to (the objective's `train_model`)."""
+    return self.objective.train_model
+
+  def eval_param_shardings(self):
+    """Shardings of `objective.eval_params(params)`: what evaluators take."""
+    abstract = jax.eval_shape(self.objective.eval_params, self.abstract_state.params)
+    return partitioning.param_shardings(abstract, self.mesh, self.options.parallel.sharding)
 
 
 def _positive(field: str, value, unset=(None,)) -> None:
@@ -62,17 +71,20 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
 
 
 def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
-  """Mesh, optimizer and abstract state; fails early, naming the config field."""
+  """Mesh, objective (a teacher loaded), optimizer and abstract state; fails early, naming the
+  config field."""
   data = options.data
   mesh = mesh_lib.make_mesh(options.parallel.mesh, dcn=options.parallel.dcn_mesh)
   mesh_lib.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
   geometry.check_image_size(data.image_size, options.model_config)
-  abstract_params = geometry.abstract_params(options.model, data.image_size)
+  objective = objectives.build(options.objective, options.objective_context())
+  model = objective.train_model
+  abstract_params = geometry.abstract_params(model, data.image_size)
   tx, schedule = optimizer.build(options.optimizer, abstract_params, total_steps)
   abstract_state, shardings = state_lib.abstract(
-      options.model, tx, image_shape=data.image_shape, mesh=mesh,
+      model, tx, image_shape=data.image_shape, mesh=mesh,
       preset=options.parallel.sharding, ema=options.step.ema)
-  return Setup(options, mesh, total_steps, tx, schedule, abstract_state, shardings)
+  return Setup(options, mesh, total_steps, tx, schedule, abstract_state, shardings, objective)
 
 
 def from_config(config: ml_collections.ConfigDict, *,

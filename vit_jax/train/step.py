@@ -3,7 +3,7 @@
   train_step(state, batch) -> (state, metrics)
     images = augment(batch['image'], batch['position'])  # config.pp_device, on the accelerator
     images, labels = mixer(rng, images, labels)           # config.mixup
-    loss, accuracy, grads = gradients(...)                # or accumulate_gradients over micro-batches
+    (loss, metrics), grads = objective.loss' gradients    # or accumulated over micro-batches
     state = apply_update(...)                             # optax, EMA; a non-finite step is dropped
 
 Dropout and mixup randomness is `fold_in(state.rng, step)` (dropout bits from an `rbg` key
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax import losses
+from vit_jax import objectives
 from vit_jax import param_names
 from vit_jax.data import device_pp
 from vit_jax.data import mixup
@@ -35,7 +35,7 @@ from vit_jax.train.state import TrainState
 Batch = dict[str, jax.Array]
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 Augment = Callable[[jax.Array, Optional[jax.Array]], jax.Array]  # (images, positions) -> images
-# (params, images, labels, dropout rng) -> ((mean loss, mean accuracy), gradients)
+# (params, inputs, dropout rng, extras) -> ((mean loss, {metric: mean}), gradients)
 GradFn = Callable[..., tuple[tuple[jax.Array, jax.Array], Any]]
 
 
@@ -77,20 +77,26 @@ def dropout_key(rng: jax.Array, kind: str) -> jax.Array:
   return jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl=kind)
 
 
-def gradient_fn(model: nn.Module, loss: str, label_smoothing: float, *,
+def gradient_fn(objective, loss: str = 'softmax_xent', label_smoothing: float = 0.0, *,
                 compute_dtype=None, param_shardings=None) -> GradFn:
-  """The mean loss and accuracy of a batch, and the loss's gradients. With `compute_dtype` the
+  """`(params, inputs, rng, extras) -> ((mean loss, {metric: mean}), gradients)` of an
+  objective (a bare model: supervised classification with `loss`). With `compute_dtype` the
   weights are cast first (`cast_for_compute`)."""
-  loss_fn = losses.get_loss(loss)
+  objective = as_objective(objective, loss, label_smoothing)
 
-  def forward(params, images, labels, rng):
+  def forward(params, inputs, rng, extras):
     if compute_dtype is not None:
       params = cast_for_compute(params, compute_dtype, param_shardings)
-    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': rng})
-    per_example = loss_fn(logits, labels, label_smoothing)
-    return jnp.mean(per_example), jnp.mean(losses.correct(logits, labels))
+    return objective.loss(params, inputs, rng, extras)
 
   return jax.value_and_grad(forward, has_aux=True)
+
+
+def as_objective(objective, loss: str = 'softmax_xent', label_smoothing: float = 0.0):
+  """An objective as is; a bare model as supervised classification."""
+  if isinstance(objective, objectives.Objective):
+    return objective
+  return objectives.classification.Classification(objective, loss, label_smoothing)
 
 
 def split_micro_batches(x: jax.Array, micro_batches: int) -> jax.Array:
@@ -101,22 +107,25 @@ def split_micro_batches(x: jax.Array, micro_batches: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(-1, micro_batches, *x.shape[1:]), 0, 1)
 
 
-def accumulate_gradients(grad_fn: GradFn, params, images, labels, rng, micro_batches: int):
-  """(loss, accuracy, gradients) averaged over `micro_batches` equal slices, one at a time:
-  the activations of one slice are alive at once."""
-  if images.shape[0] % micro_batches:
-    raise ValueError(f'Batch of {images.shape[0]} does not split into {micro_batches} '
+def accumulate_gradients(grad_fn: GradFn, params, inputs: Batch, rng, micro_batches: int,
+                         extras=None):
+  """((loss, metrics), gradients) averaged over `micro_batches` equal slices of `inputs`, one
+  at a time: the activations of one slice are alive at once."""
+  size = next(iter(inputs.values())).shape[0]
+  if size % micro_batches:
+    raise ValueError(f'Batch of {size} does not split into {micro_batches} '
                      'micro-batches.')  # the setup checks batch_size; this is a bug of ours
-  split = lambda x: split_micro_batches(x, micro_batches)  # pylint: disable=unnecessary-lambda-assignment
+  extras = {} if extras is None else extras
+  split = {k: split_micro_batches(v, micro_batches) for k, v in inputs.items()}
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], split), rng, extras)
 
-  def add(carry, inputs):
-    index, micro_images, micro_labels = inputs
-    (value, acc), grads = grad_fn(params, micro_images, micro_labels,
-                                  jax.random.fold_in(rng, index))
-    return jax.tree.map(jnp.add, carry, (value, acc, grads)), None
+  def add(carry, micro):
+    index, micro_inputs = micro
+    values = grad_fn(params, micro_inputs, jax.random.fold_in(rng, index), extras)
+    return jax.tree.map(jnp.add, carry, values), None
 
-  zeros = (jnp.zeros([]), jnp.zeros([]), jax.tree.map(jnp.zeros_like, params))
-  totals, _ = jax.lax.scan(add, zeros, (jnp.arange(micro_batches), split(images), split(labels)))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  totals, _ = jax.lax.scan(add, zeros, (jnp.arange(micro_batches), split))
   return jax.tree.map(lambda x: x / micro_batches, totals)
 
 
@@ -135,7 +144,7 @@ def apply_update(tx: optax.GradientTransformation, state: TrainState, grads,
                     ema_params=ema_params)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
+def make_train_step(model, tx: optax.GradientTransformation, *,
                     loss: str = 'softmax_xent', label_smoothing: float = 0.0,
                     micro_batches: int = 1, ema_decay: Optional[float] = None,
                     schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
@@ -143,28 +152,36 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     grad_reduce: Optional[Callable[[Any], Any]] = None,
                     compute_dtype=None, param_shardings=None, guard: str = 'cond',
                     dropout_kind: str = 'threefry'):
-  """The pure train step. `grad_reduce` (a pmean) reduces gradients and metrics in an explicit
-  data-parallel (shard_map) variant; GSPMD needs none. `compute_dtype` and `param_shardings`:
-  see `cast_for_compute`; `guard`: 'cond' or 'select' (see below); `dropout_kind`: see
-  `dropout_key`."""
-  grad_fn = gradient_fn(model, loss, label_smoothing, compute_dtype=compute_dtype,
+  """The pure train step `(state, batch, extras={}) -> (state, metrics)` of an objective
+  (`vit_jax.objectives`; a bare model trains for classification with `loss`). `grad_reduce`
+  (a pmean) reduces gradients and metrics in an explicit data-parallel (shard_map) variant;
+  GSPMD needs none. `compute_dtype` and `param_shardings`: see `cast_for_compute`; `guard`:
+  'cond' or 'select' (see below); `dropout_kind`: see `dropout_key`."""
+  objective = as_objective(model, loss, label_smoothing)
+  grad_fn = gradient_fn(objective, compute_dtype=compute_dtype,
                         param_shardings=param_shardings)
 
-  def train_step(state: TrainState, batch: Batch):
+  def train_step(state: TrainState, batch: Batch, extras=None):
+    extras = {} if extras is None else extras
     dropout_rng, mix_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     dropout_rng = dropout_key(dropout_rng, dropout_kind)
-    images, labels = batch['image'], batch['labels']
+    images = batch['image']
     if augment is not None:
       images = augment(images, batch.get('position'))
-    if mixer is not None:
-      images, labels = mixer(mix_rng, images, labels)
+    inputs = {'image': images}
+    if objective.needs_labels:
+      inputs['labels'] = batch['labels']
+      if mixer is not None:
+        inputs['image'], inputs['labels'] = mixer(mix_rng, images, batch['labels'])
+    if objective.needs_positions:
+      inputs['position'] = batch['position']
     if micro_batches == 1:
-      (loss_value, accuracy), grads = grad_fn(state.params, images, labels, dropout_rng)
+      (loss_value, measured), grads = grad_fn(state.params, inputs, dropout_rng, extras)
     else:
-      loss_value, accuracy, grads = accumulate_gradients(grad_fn, state.params, images, labels,
-                                                         dropout_rng, micro_batches)
+      (loss_value, measured), grads = accumulate_gradients(
+          grad_fn, state.params, inputs, dropout_rng, micro_batches, extras)
     if grad_reduce is not None:
-      grads, loss_value, accuracy = grad_reduce((grads, loss_value, accuracy))
+      grads, loss_value, measured = grad_reduce((grads, loss_value, measured))
     new_state = apply_update(tx, state, grads, ema_decay)
     grad_norm = _tree_norm(grads)
     finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
@@ -175,7 +192,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
       new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
     else:
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-    metrics = {'loss': loss_value, 'accuracy': accuracy, 'grad_norm': grad_norm,
+    metrics = {'loss': loss_value, **measured, 'grad_norm': grad_norm,
                'param_norm': _tree_norm(new_state.params), 'finite': finite.astype(jnp.float32)}
     if schedule is not None:
       metrics['learning_rate'] = schedule(state.step)
@@ -186,24 +203,39 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
   return train_step
 
 
-def jit_train_step(train_step, shardings: TrainState, mesh: jax.sharding.Mesh):
+def jit_train_step(train_step, shardings: TrainState, mesh: jax.sharding.Mesh,
+                   extras_shardings=None):
   """`train_step` under jit: the state on its shardings (the old one donated), the batch split
-  over the batch axes, metrics replicated."""
-  return jax.jit(train_step, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+  over the batch axes, metrics replicated; with `extras_shardings` the step takes the extras
+  (a teacher) as a third argument, on those shardings."""
+  batch = mesh_lib.batch_sharding(mesh)
+  out = (shardings, mesh_lib.replicated(mesh))
+  if extras_shardings is None:
+    return jax.jit(lambda state, batch: train_step(state, batch), in_shardings=(shardings, batch),
+                   out_shardings=out, donate_argnums=(0,))
+  return jax.jit(train_step, in_shardings=(shardings, batch, extras_shardings),
+                 out_shardings=out, donate_argnums=(0,))
+
+
+def needs_positions(step: options_lib.Step, objective) -> bool:
+  """Whether batches carry each example's stream position (device pp randomness, MAE masks)."""
+  return bool(step.device_pp and step.device_pp.needs_positions) or objective.needs_positions
 
 
 def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
-                     sharding: Optional[jax.sharding.Sharding] = None) -> Batch:
+                     sharding: Optional[jax.sharding.Sharding] = None,
+                     objective=None) -> Batch:
   """Shapes and dtypes of the global batches the run's step takes: what the pipeline ships,
   and the stop flags (vit_jax.train.preemption)."""
+  objective = objective or objectives.base.Objective(None)
   pp, batch = step.device_pp, data.batch_size
   spec = {'image': jax.ShapeDtypeStruct((batch, *data.image_shape),
                                         jnp.uint8 if pp else jnp.float32, sharding=sharding),
-          'labels': jax.ShapeDtypeStruct((batch, data.num_classes), jnp.float32,
-                                         sharding=sharding),
           preemption.STOP_KEY: jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=sharding)}
-  if pp and pp.needs_positions:
+  if objective.needs_labels:
+    spec['labels'] = jax.ShapeDtypeStruct((batch, data.num_classes), jnp.float32,
+                                          sharding=sharding)
+  if needs_positions(step, objective):
     spec['position'] = jax.ShapeDtypeStruct((batch,), jnp.uint32, sharding=sharding)
   return spec
 
@@ -222,15 +254,26 @@ def accelerator_choices(step: options_lib.Step, model: nn.Module) -> dict:
 
 
 def for_run(setup):
-  """The run's train step (a `setup.Setup`: its model, optimizer, options and mesh), jitted."""
+  """The run's train step (a `setup.Setup`: its objective, optimizer, options and mesh),
+  jitted: `(state, batch, extras) -> (state, metrics)` with `setup.objective.extras()` placed
+  on their shardings (`place_extras`)."""
   step = setup.options.step
   mixer = (mixup.per_shard_mixer(step.mixup, step.mixup_alpha, setup.mesh,
-                                 mesh_lib.BATCH_AXES) if step.mixup else None)
+                                 mesh_lib.BATCH_AXES, cutmix_alpha=step.cutmix_alpha)
+           if step.mixup else None)
   augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
              if step.device_pp else None)
   pure = make_train_step(
-      setup.model, setup.tx, loss=step.loss, label_smoothing=step.label_smoothing,
-      micro_batches=step.micro_batches,
+      setup.objective, setup.tx, micro_batches=step.micro_batches,
       ema_decay=step.ema_decay, schedule=setup.schedule, mixer=mixer, augment=augment,
-      param_shardings=setup.shardings.params, **accelerator_choices(step, setup.model))
-  return jit_train_step(pure, setup.shardings, setup.mesh)
+      param_shardings=setup.shardings.params,
+      **accelerator_choices(step, setup.options.model))
+  return jit_train_step(pure, setup.shardings, setup.mesh, setup.objective.extras_shardings(
+      setup.mesh, setup.options.parallel.sharding))
+
+
+def place_extras(setup) -> dict:
+  """The objective's extras (a teacher's parameters) on the devices, once per run."""
+  objective = setup.objective
+  return jax.device_put(objective.extras(), objective.extras_shardings(
+      setup.mesh, setup.options.parallel.sharding))

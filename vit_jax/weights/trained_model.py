@@ -26,6 +26,7 @@ from vit_jax.weights import workdir_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
 from vit_jax.models import geometry
+from vit_jax.models import mae
 from vit_jax.models.vit import VisionTransformer
 
 
@@ -62,8 +63,11 @@ def _from_workdir(workdir: str
   _, model_config = build.from_run_config(config)
   _, params = workdir_params.read(workdir)
   pp = preprocessing.of_run(config)
-  return (checkpoint.canonicalize(params), model_config, config.num_classes, config.image_size,
-          pp)
+  num_classes = config.num_classes
+  if config.get('objective') == 'mae':  # the encoder, as a ViT without a head
+    params, model_config = mae.encoder_params(params, model_config, config.image_size)
+    num_classes = None
+  return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp)
 
 
 def input_transform(path: str) -> str:

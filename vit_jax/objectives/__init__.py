@@ -1,0 +1,47 @@
+"""Objectives: what a run trains its model for (`config.objective`).
+
+  classification  the paper's supervised objective (objectives/classification.py)
+  mae             masked-autoencoder pretraining, no labels (objectives/mae.py)
+  distillation    DeiT's distillation token learning a teacher (objectives/distillation.py)
+
+Each is one module with `read(config, model_config)` (its own config fields, checked: a typed
+value or None) and `build(fields, context) -> base.Objective`; a new objective is one new file
+and one line in `MODULES`. The trainer calls only `base.Objective`'s methods.
+"""
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from vit_jax import errors
+from vit_jax.objectives import base
+from vit_jax.objectives import classification
+from vit_jax.objectives import distillation
+from vit_jax.objectives import mae
+
+MODULES = {'classification': classification, 'mae': mae, 'distillation': distillation}
+Objective = base.Objective
+Context = base.Context
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """`config.objective` and its fields, read and checked (nothing loaded yet)."""
+
+  name: str
+  fields: Any
+
+
+def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict) -> Spec:
+  name = config.objective
+  if name not in MODULES:
+    raise errors.UserError(f'config.objective={name!r}; expected one of {", ".join(MODULES)}.')
+  if name == 'mae' and config.mixup.kind:
+    raise errors.UserError(f'config.mixup.kind={config.mixup.kind!r} mixes labels; '
+                           'config.objective=mae has none: unset it.')
+  return Spec(name, MODULES[name].read(config, model_config))
+
+
+def build(spec: Spec, context: Context) -> Objective:
+  return MODULES[spec.name].build(spec.fields, context)

@@ -1,0 +1,77 @@
+"""What every objective provides to the one trainer (`vit_jax.train`).
+
+An objective decides three things and nothing else: the module whose parameters the run trains
+(`train_model`), the loss of a batch (`loss`), and the classifier-shaped view of those
+parameters that evaluators and exports read (`eval_model`, `eval_params`). The loop, the
+checkpoints and their exact resume, preemption, hosts, sharding, evaluators and the memory
+planner are the same code for all of them.
+
+  loss(params, inputs, rng, extras) -> (mean loss, {metric: mean value})
+    inputs: the batch after the device preprocessing and mixing: 'image', and 'labels' and
+      'position' when the objective asks for them (`needs_labels`, `needs_positions`)
+    extras: arrays the step takes beside the state, placed once (a teacher's parameters)
+"""
+
+import copy
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+
+class Objective:
+  """The default shape: trains `model` itself; evaluators see it unchanged."""
+
+  name = ''
+  needs_labels = True  # the batch carries one-hot 'labels'
+  needs_positions = False  # the batch carries each example's stream position ('position')
+
+  def __init__(self, model: nn.Module):
+    self.model = model
+
+  @property
+  def train_model(self) -> nn.Module:
+    """The module the state's parameters belong to (initialised on images)."""
+    return self.model
+
+  @property
+  def eval_model(self) -> nn.Module:
+    """The ViT that evaluators and exports run on `eval_params(params)`."""
+    return self.model
+
+  def eval_params(self, params: Any) -> Any:
+    return params
+
+  def with_model(self, model: nn.Module) -> 'Objective':
+    """The same objective around `model` (the memory planner's remat choice)."""
+    clone = copy.copy(self)
+    clone.model = model
+    return clone
+
+  def extras(self) -> dict[str, Any]:
+    """Host arrays the step takes beside the state ({}: none)."""
+    return {}
+
+  def extras_shardings(self, mesh: jax.sharding.Mesh, preset: str) -> dict[str, Any]:
+    del mesh, preset
+    return {}
+
+  def loss(self, params: Any, inputs: dict[str, jax.Array], rng: jax.Array,
+           extras: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What an objective is built from: the run's model and the options around it."""
+
+  model: nn.Module  # the run's ViT (the student; the encoder for MAE)
+  model_config: ml_collections.ConfigDict
+  loss: str
+  label_smoothing: float
+  image_size: int
+  num_classes: int
+  seed: int
+  input_pp: str  # the run's training input transform (its value op): what the model is fed

@@ -1,0 +1,37 @@
+"""Supervised classification (the paper's objective): the model's logits against the labels."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vit_jax import losses
+from vit_jax.objectives import base
+
+
+class Classification(base.Objective):
+  """`loss` (softmax_xent | sigmoid_xent) of the logits against (mixed, smoothed) labels."""
+
+  name = 'classification'
+
+  def __init__(self, model, loss: str = 'softmax_xent', label_smoothing: float = 0.0):
+    super().__init__(model)
+    self.loss_fn = losses.get_loss(loss)
+    self.label_smoothing = label_smoothing
+
+  def loss(self, params: Any, inputs: dict[str, jax.Array], rng: jax.Array,
+           extras: dict[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    del extras
+    logits = self.model.apply({'params': params}, inputs['image'], train=True,
+                              rngs={'dropout': rng})
+    per_example = self.loss_fn(logits, inputs['labels'], self.label_smoothing)
+    return jnp.mean(per_example), {'accuracy': jnp.mean(losses.correct(logits, inputs['labels']))}
+
+
+def read(config, model_config) -> None:
+  del config, model_config  # nothing of its own
+
+
+def build(fields: None, context: base.Context) -> Classification:
+  del fields
+  return Classification(context.model, context.loss, context.label_smoothing)
