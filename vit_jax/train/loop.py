@@ -118,4 +118,6 @@ def _train(run: run_lib.Run) -> dict[str, Any]:
   run.save(step, state, wait=True)
   if outcome == 'completed' and run.evaluators:  # every evaluator runs at the final step
     final = run.evaluate(step, state, run.evaluators)
+  if outcome == 'completed':
+    run.end_figures(state)
   return {'outcome': outcome, 'step': step, **final}

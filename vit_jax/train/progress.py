@@ -25,15 +25,17 @@ class Progress:
     done = step - self._start_step
     images_per_s = done * self.batch / elapsed
     eta = (self.total - step) * elapsed / max(done, 1)
-    fields = {'loss': scalars.get('train/loss', float('nan')),
-              'acc': scalars.get('train/accuracy', float('nan'))}
+    fields = {'loss': scalars.get('train/loss', float('nan'))}
+    if 'train/accuracy' in scalars:  # objectives without labels have none
+      fields['acc'] = scalars['train/accuracy']
     if self._bar is not None:
       self._bar.n = step
-      self._bar.set_postfix(loss=f'{fields["loss"]:.4f}', acc=f'{fields["acc"]:.3f}',
-                            img_s=f'{images_per_s:.0f}')
+      self._bar.set_postfix(**{k: f'{v:.4f}' if k == 'loss' else f'{v:.3f}'
+                               for k, v in fields.items()}, img_s=f'{images_per_s:.0f}')
       self._bar.refresh()
     else:
-      print(f'step {step}/{self.total}  loss {fields["loss"]:.4f}  acc {fields["acc"]:.3f}  '
+      acc = f'  acc {fields["acc"]:.3f}' if 'acc' in fields else ''
+      print(f'step {step}/{self.total}  loss {fields["loss"]:.4f}{acc}  '
             f'{images_per_s:.0f} img/s  ETA {eta:.0f}s', flush=True)
 
   def note(self, text: str) -> None:

@@ -40,6 +40,7 @@ from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
 from vit_jax.train import workdir as workdir_lib
 from vit_jax.viz import curves
+from vit_jax.viz import reconstruction
 
 
 @dataclasses.dataclass
@@ -60,6 +61,7 @@ class Run:
   writer: metric_writer.MetricWriter
   progress: progress_lib.Progress
   stops: preemption.StopRequest
+  train_source: Optional[sources.Source] = None
 
   @property
   def options(self) -> options_lib.Options:
@@ -102,6 +104,18 @@ class Run:
     self.writer.write(step, result)
     self.progress.note(f'step {step}: ' + '; '.join(notes))
     return result
+
+  def end_figures(self, state: state_lib.TrainState) -> Optional[str]:
+    """An MAE run's reconstruction figure of its first training images (process 0)."""
+    if self.setup.objective.name != 'mae' or not self.lead or self.train_source is None:
+      return None
+    pp = preprocessing.of_run(self.config_dict)
+    dataset, _ = pipeline.eval_dataset(self.train_source,
+                                       preprocess.parse(f'decode|{pp}|keep("image")'),
+                                       local_batch=8)
+    images = next(dataset.as_numpy_iterator())['image']
+    return reconstruction.write(self.setup.objective, state.params, images, pp,
+                                os.fspath(storage.path(self.workdir) / reconstruction.FILE))
 
   def close(self, failed: bool = False) -> Optional[str]:
     """Releases everything; returns the curves PNG (process 0) or None. After a failure
@@ -339,4 +353,5 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
              writer=metric_writer.MetricWriter(workdir, enabled=lead),
              progress=progress_lib.Progress(setup.total_steps, start_step, data.batch_size,
                                             book.log_every, enabled=lead),
-             stops=preemption.StopRequest(cluster_notice=ckpt.reached_preemption))
+             stops=preemption.StopRequest(cluster_notice=ckpt.reached_preemption),
+             train_source=train_source)

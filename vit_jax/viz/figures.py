@@ -124,3 +124,17 @@ def filter_components(components: np.ndarray, path: str, columns: int = 7) -> st
   return path
 
 
+
+
+def reconstruction_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: str) -> str:
+  """One row per image: (input, masked input, reconstruction), each [h, w, 3] in [0, 1]."""
+  fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
+  for row, images in zip(axes, rows):
+    for axis, image, title in zip(row, images, ('input', 'masked', 'reconstruction')):
+      axis.imshow(np.clip(image, 0, 1))
+      axis.set_title(title, fontsize=8)
+      axis.axis('off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

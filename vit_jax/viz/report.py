@@ -13,6 +13,7 @@ from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
 from vit_jax.viz import figures
+from vit_jax.viz import reconstruction
 
 
 @dataclasses.dataclass
@@ -23,6 +24,7 @@ class Written:
   distance_csv: str
   posemb_png: Optional[str]  # None for a RoPE model
   filters_png: str
+  reconstruction_png: Optional[str] = None  # an MAE workdir's (viz/reconstruction.py)
 
 
 def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optional[str] = None,
@@ -68,8 +70,12 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
     filters_png = figures.filter_components(
         analysis.embedding_components(np.asarray(first_layer)),
         os.path.join(folder, 'embedding_filters.png'))
+    reconstruction_png = None
+    if reconstruction.is_mae_workdir(checkpoint):
+      reconstruction_png = reconstruction.for_workdir(checkpoint, inputs[:8], folder)
 
   def named(local):  # a written file's name under `out`
     return local and os.path.join(os.fspath(out), os.path.relpath(local, folder))
   return Written([named(p) for p in rollouts], [named(p) for p in heads], named(distance_png),
-                 named(distance_csv), named(posemb_png), named(filters_png))
+                 named(distance_csv), named(posemb_png), named(filters_png),
+                 named(reconstruction_png))
