@@ -1,12 +1,20 @@
 """The default main job: a small ViT on the embedded digits data, a few minutes on 2 CPU cores.
 
   python -m vit_jax.main --config=configs/digits.py --workdir=workdirs/digits
+
+The other objectives on the same data (docs/objectives.md): `:mae` pretrains the encoder on the
+images alone (monitored by the few-shot probes), `:distillation` trains a distilled student of a
+teacher given by flag:
+
+  python -m vit_jax.main --config=configs/digits.py:mae --workdir=workdirs/digits_mae
+  python -m vit_jax.main --config=configs/digits.py:distillation --workdir=workdirs/digits_deit \
+      --config.distill.teacher=workdirs/digits
 """
 
 from vit_jax.configs import common
 
 
-def get_config():
+def get_config(objective='classification'):
   config = common.get_config()
   config.model_name = 'ViT-Ti_16'
   config.model.patches.size = (4, 4)
@@ -38,4 +46,12 @@ def get_config():
   config.wd_decoupled = True
   config.log_every = 50
   config.checkpoint_every = 500
+  config.objective = objective
+  if objective == 'mae':  # the images without their labels; a light decoder
+    config.pp_train = 'decode|resize(20)|random_crop(16)|value_range(-1, 1)|keep("image")'
+    config.mae.update(decoder_width=64, decoder_depth=2, decoder_heads=4, decoder_mlp_dim=128)
+    del config.evals['eval']  # no head to score; the few-shot probes read the encoder
+    config.label_smoothing = 0.0
+  elif objective == 'distillation':
+    config.model.distilled = True  # DeiT's distillation token and head
   return config

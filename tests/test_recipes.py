@@ -28,9 +28,12 @@ def _recipe(name, *args):
 @pytest.mark.parametrize('name,args', [('digits', ()), ('finetune', ('cifar10',)),
                                        ('finetune', ('oxford_iiit_pet',)),
                                        ('pretrain_i21k', ()), ('pretrain_i21k', ('ViT-L_16',)),
-                                       ('i1k_s16', ())])
+                                       ('i1k_s16', ()), ('mae_pretrain', ('L,1600',)),
+                                       ('mae_finetune', ()), ('deit_distill', ('S',))])
 def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   config = _recipe(name, *args)
+  if config.objective == 'distillation':
+    config.distill.teacher = 'teacher.npz'  # read at setup, not here
   read = options.read(config)  # every field read and checked once
   geometry.check_image_size(config.image_size, read.model_config)
   train_pp = preprocess.parse(config.pp_train, num_classes=config.num_classes)
@@ -38,7 +41,8 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   jpeg = tf.io.encode_jpeg(tf.zeros([300, 400, 3], tf.uint8))
   example = train_pp({'image': jpeg, 'label': tf.constant(0, tf.int64)},
                      tf.constant([0, 0], tf.int64))
-  run._check_host_output(example, read.step.device_pp, True)  # pylint: disable=protected-access
+  run._check_host_output(example, read.step.device_pp,  # pylint: disable=protected-access
+                         read.objective.name != 'mae')
   for entry in evaluators.entries(config).values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
   shapes = geometry.abstract_params(read.model, config.image_size)
@@ -124,3 +128,45 @@ def test_folder_recipe_takes_its_classes_and_eval_folder_from_one_flag():
   assert config.evals.eval.data.root == '/data/pets' and config.evals.eval.data.split == 'val'
   with pytest.raises(ValueError, match='must be a number of pixels'):
     _recipe('finetune', 'folder,big')
+
+
+def _tiny(config, data_dir):
+  """A recipe at digits size: its objective, ops and optimizer kept, the model and data shrunk."""
+  config.model_name = 'testing'
+  config.model.update(patches={'size': (4, 4)}, hidden_size=16, dtype='float32')
+  config.model.transformer.update(mlp_dim=32, num_heads=2, num_layers=1)
+  config.mae.update(decoder_width=16, decoder_depth=1, decoder_heads=2, decoder_mlp_dim=32)
+  config.update(num_classes=10, image_size=16, batch_size=8, total_epochs=None, total_steps=2,
+                log_every=1, evals={})
+  config.data.update(name='digits', split='train[:64]', data_dir=data_dir)
+  config.pp_train = config.pp_train.replace('decode_jpeg_and_inception_crop(224',
+                                            'decode|inception_crop(16')
+  config.lr.warmup_steps = 1
+  return config
+
+
+@pytest.mark.parametrize('name', ['mae_pretrain', 'mae_finetune', 'deit_distill'])
+def test_objective_recipes_run_at_tiny_size(name, digits_data_dir, tmp_path):
+  """Each new recipe, every op and setting of it kept (RandAugment, random erasing, mixup or
+  CutMix, repeated augmentation, layer-wise decay, masking, a teacher), trains two steps."""
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_jax.models import vit  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  config = _tiny(_recipe(name), digits_data_dir)
+  if name == 'deit_distill':  # a random tiny teacher in the released .npz format
+    teacher = vit.VisionTransformer(num_classes=10, patches={'size': (4, 4)}, hidden_size=16,
+                                    transformer=dict(mlp_dim=32, num_heads=2, num_layers=1))
+    params = teacher.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)['params']
+    params['head']['kernel'] = jax.random.normal(jax.random.key(1), (16, 10))
+    checkpoint.save(jax.device_get(params), str(tmp_path / 'teacher.npz'))
+    config.distill.teacher = str(tmp_path / 'teacher.npz')
+  workdir = tmp_path / 'run'
+  assert loop.train_and_evaluate(config, str(workdir))['step'] == 2
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  losses = [row['train/loss'] for row in rows if 'train/loss' in row]
+  assert len(losses) == 2 and all(0 < loss < 100 for loss in losses)
+  if name == 'deit_distill':
+    assert all('train/teacher_agreement' in row for row in rows if 'train/loss' in row)

@@ -294,6 +294,10 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
 
   if 'pre_logits/kernel' not in init_flat:
     restored_flat = {k: v for k, v in restored_flat.items() if not k.startswith('pre_logits/')}
+  if 'fc_norm/scale' in init_flat and 'Transformer/encoder_norm/scale' not in init_flat:
+    # A model normalising after pooling (MAE, BEiT fine-tuning) drops the encoder's final norm.
+    restored_flat = {k: v for k, v in restored_flat.items()
+                     if not k.startswith('Transformer/encoder_norm/')}
 
   missing = [k for k in init_flat if k not in restored_flat and not from_init(k)]
   unexpected = [k for k in restored_flat if k not in init_flat and not from_init(k)]

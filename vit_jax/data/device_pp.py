@@ -11,6 +11,9 @@ examples. Ops:
   flip_lr                               mirrors left-right with probability 1/2
   value_range(vmin=-1, vmax=1, in_min=0, in_max=255)   -> float32
   normalize(mean=ImageNet, std=ImageNet)                (x / 255 - mean) / std, -> float32
+  random_erase(probability=0.25, area_min=0.02, area_max=1/3, aspect_min=0.3)
+      timm's RandomErasing (DeiT: 0.25, mode 'pixel'): with `probability`, a box of that area
+      fraction and aspect ratio gets per-pixel N(0, 1) noise; after value_range/normalize
 
 Randomness is per example: op i of the example at global stream position p draws from
 `fold_in(fold_in(key(seed), p), i)`, and the pipeline puts each example's position in the batch
@@ -18,6 +21,7 @@ Randomness is per example: op i of the example at global stream position p draws
 No TensorFlow here.
 """
 
+import math
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -57,10 +61,43 @@ def _normalize(mean: Sequence[float] = pp_spec.IMAGENET_MEAN,
   return lambda images, keys: (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
+def _random_erase(probability: float = 0.25, area_min: float = 0.02, area_max: float = 1 / 3,
+                  aspect_min: float = 0.3, attempts: int = 10) -> BatchOp:
+  """timm's RandomErasing(mode='pixel', count 1): up to `attempts` box draws, the first that
+  fits the image is filled with N(0, 1) noise (none fits: nothing is erased)."""
+  if not 0.0 <= probability <= 1.0 or not 0.0 < area_min <= area_max <= 1.0 or not 0 < aspect_min:
+    raise ValueError(f'random_erase: bad probability/area/aspect ({probability}, {area_min}, '
+                     f'{area_max}, {aspect_min}).')
+  log_ratio = math.log(aspect_min), math.log(1 / aspect_min)
+
+  def one(image, key):
+    height, width = image.shape[:2]
+    k_do, k_area, k_ratio, k_top, k_left, k_noise = jax.random.split(key, 6)
+    area = jax.random.uniform(k_area, (attempts,), minval=area_min, maxval=area_max)
+    ratio = jnp.exp(jax.random.uniform(k_ratio, (attempts,), minval=log_ratio[0],
+                                       maxval=log_ratio[1]))
+    box_h = jnp.round(jnp.sqrt(area * height * width * ratio)).astype(jnp.int32)
+    box_w = jnp.round(jnp.sqrt(area * height * width / ratio)).astype(jnp.int32)
+    fits = (box_h < height) & (box_w < width)
+    first = jnp.argmax(fits)
+    box_h, box_w = box_h[first], box_w[first]
+    top = jax.random.randint(k_top, (), 0, height - box_h + 1)
+    left = jax.random.randint(k_left, (), 0, width - box_w + 1)
+    rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    erase = inside & fits[first] & jax.random.bernoulli(k_do, probability)
+    noise = jax.random.normal(k_noise, image.shape, jnp.float32)
+    return jnp.where(erase[:, :, None], noise, image)
+
+  return lambda images, keys: jax.vmap(one)(images.astype(jnp.float32), keys)
+
+
 # name: (factory, whether it draws random numbers)
 OPS = {'randaug': (_randaug, True), 'flip_lr': (_flip_lr, True),
-       'value_range': (_value_range, False), 'normalize': (_normalize, False)}
+       'value_range': (_value_range, False), 'normalize': (_normalize, False),
+       'random_erase': (_random_erase, True)}
 UINT8_INPUT = ('randaug', 'value_range', 'normalize')  # read pixels in [0, 255]
+FLOAT_INPUT = ('random_erase',)  # read the model's input values
 FLOAT_OUTPUT = ('value_range', 'normalize')
 
 
@@ -82,6 +119,9 @@ class DevicePreprocess:
       if name in UINT8_INPUT and float_from is not None:
         raise errors.UserError(f'config.pp_device: {text!r} works on uint8 images but comes after '
                                f'{float_from!r}; put it before.')
+      if name in FLOAT_INPUT and float_from is None:
+        raise errors.UserError(f'config.pp_device: {text!r} works on the model\'s input values; '
+                               'put it after value_range/normalize.')
       try:
         self._ops.append((index, factory(*args, **kwargs)))
       except TypeError as e:

@@ -40,6 +40,12 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
   if name == 'mae' and config.mixup.kind:
     raise errors.UserError(f'config.mixup.kind={config.mixup.kind!r} mixes labels; '
                            'config.objective=mae has none: unset it.')
+  if name == 'mae':
+    scored = [k for k, e in (config.get('evals') or {}).items() if e.get('kind') != 'fewshot']
+    if scored:
+      raise errors.UserError(f'config.evals.{scored[0]} scores a classifier; '
+                             'config.objective=mae trains an encoder without a head: keep '
+                             'few-shot evaluators only.')
   return Spec(name, MODULES[name].read(config, model_config))
 
 
