@@ -175,3 +175,32 @@ def test_bad_mae_fields_are_refused_before_the_claim(digits_data_dir, tmp_path, 
   with pytest.raises(errors.UserError, match=message):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'config.json').exists()
+
+
+def test_the_encoder_exports_to_timm_and_hugging_face(pretrained, tmp_path):
+  """The MAE encoder, exported headless, gives our features in timm's and transformers' own
+  models (timm's VisionTransformer with num_classes=0; transformers' ViTModel)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  import timm_reference  # pylint: disable=g-import-not-at-top
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  loaded = trained_model.load(pretrained)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  ours = np.asarray(vit.representations(loaded.model, loaded.params, images)['pooled'])
+  pixels = torch.from_numpy(images.transpose(0, 3, 1, 2))
+  hf_dir = export.export(pretrained, 'hf', str(tmp_path / 'hf'))
+  assert json.load(open(f'{hf_dir}/config.json'))['architectures'] == ['ViTModel']
+  hf_model = transformers.ViTModel.from_pretrained(hf_dir).eval()
+  timm_dir = export.export(pretrained, 'timm', str(tmp_path / 'timm'))
+  spec = json.load(open(f'{timm_dir}/timm_model.json'))
+  assert spec['args']['num_classes'] == 0
+  timm = timm_reference.import_timm()
+  timm_model = timm.models.vision_transformer.VisionTransformer(**spec['args']).eval()
+  timm_model.load_state_dict(safetensors_torch.load_file(f'{timm_dir}/model.safetensors'))
+  with torch.no_grad():
+    theirs_hf = hf_model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
+    theirs_timm = timm_model(pixels).numpy()  # the pooled (class token) features
+  np.testing.assert_allclose(theirs_hf, ours, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(theirs_timm, ours, rtol=1e-4, atol=1e-5)

@@ -29,10 +29,11 @@ def hf_config(model_config, num_classes: int, image_size: int,
   if patch_h != patch_w:
     raise errors.UserError(
         f'Hugging Face ViT needs square patches; got patches.size={(patch_h, patch_w)}.')
-  labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes)]
+  labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes or 0)]
   model = geometry.model_of(model_config)  # every field, with the model's defaults
   return {
-      'architectures': ['ViTForImageClassification'],
+      # A headless encoder (an MAE encoder) is a ViTModel: last_hidden_state, no pooler.
+      'architectures': ['ViTForImageClassification' if num_classes else 'ViTModel'],
       'model_type': 'vit',
       'hidden_size': model_config.hidden_size,
       'num_hidden_layers': model_config.transformer.num_layers,
@@ -59,7 +60,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   """Writes the directory; `pp`, the model's input transform, becomes preprocessor_config.json
   (default: the official [-1, 1] resize)."""
   torch_names.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
-                                 allow_pre_logits=False)
+                                 allow_pre_logits=False, allow_headless=True)
   os.makedirs(out_dir, exist_ok=True)
   config = hf_config(model_config, num_classes, image_size, labels)
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:

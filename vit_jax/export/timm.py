@@ -111,8 +111,9 @@ def timm_hf_config(model_config, num_classes: int, image_size: int,
 
 def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
            pp: Optional[str] = None) -> str:
-  torch_names.check_exportable(params, model_config, 'timm', allow_gap=True,
+  torch_names.check_exportable(params, model_config, 'timm', allow_gap=True, allow_headless=True,
                                  allow_pre_logits=False, allow_map=True, allow_features=True)
+  num_classes = num_classes or 0  # a headless encoder: timm's num_classes=0 (no head)
   os.makedirs(out_dir, exist_ok=True)
   safetensors_numpy.save_file(timm_names.state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),

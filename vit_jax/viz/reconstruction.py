@@ -16,7 +16,7 @@ import numpy as np
 from vit_jax import storage
 from vit_jax.models import mae as mae_lib
 from vit_jax.objectives import mae as mae_objective
-from vit_jax.train import options as options_lib
+from vit_jax.models import build
 from vit_jax.viz import figures
 from vit_jax.weights import preprocessing
 from vit_jax.weights import trained_model
@@ -61,8 +61,10 @@ def write(objective: mae_objective.MaskedAutoencoding, params, images: np.ndarra
 def of_workdir(workdir: str) -> tuple[mae_objective.MaskedAutoencoding, dict, str]:
   """(objective, the full parameters with the decoder, input transform) of an MAE workdir."""
   config = trained_model.read_run_config(workdir)
-  options = options_lib.read(config)
-  objective = mae_objective.build(options.objective.fields, options.objective_context())
+  model, model_config = build.from_run_config(config)
+  objective = mae_objective.MaskedAutoencoding(
+      model, model_config, mae_objective.read(config, model_config),
+      image_size=config.image_size, seed=config.seed)
   _, params = workdir_params.read(workdir)
   return objective, params, preprocessing.of_run(config)
 

@@ -21,8 +21,9 @@ from vit_jax.models import vit
 
 def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
                      allow_pre_logits: bool, allow_map: bool = False,
-                     allow_features: bool = False) -> None:
-  """Raises a ValueError naming what `fmt` cannot hold."""
+                     allow_features: bool = False, allow_headless: bool = False) -> None:
+  """Raises a ValueError naming what `fmt` cannot hold (`allow_headless`: an encoder without
+  a head, e.g. an MAE encoder, is written as the format's headless model)."""
   problems = []
   if model_config.get('resnet') is not None:
     problems.append('a hybrid ResNet stem (R+ViT)')
@@ -39,7 +40,7 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
                 if model_config.get(f)]
     if features:
       problems.append(f'{", ".join(features)} (export to timm instead)')
-  if 'head' not in params:
+  if 'head' not in params and not allow_headless:
     problems.append('no classification head')
   if model_config.get('gated_mlp') and not allow_features:
     problems.append('a gated (SwiGLU) MLP (export to timm instead)')
