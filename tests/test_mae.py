@@ -204,3 +204,16 @@ def test_the_encoder_exports_to_timm_and_hugging_face(pretrained, tmp_path):
     theirs_timm = timm_model(pixels).numpy()  # the pooled (class token) features
   np.testing.assert_allclose(theirs_hf, ours, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(theirs_timm, ours, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('preset,axes', [('fsdp', ('fsdp', None, None)),
+                                          ('fsdp_tp', ('fsdp', 'tensor', None))])
+def test_encoder_and_decoder_are_sharded_like_any_model(digits_data_dir, preset, axes):
+  config = mae_config(digits_data_dir, mesh=(2, 2, 2), sharding=preset)
+  config.model.transformer.num_heads = 2
+  shardings = setup_lib.from_config(config).shardings.params
+  for prefix in ('Transformer', 'decoder'):
+    query = shardings[prefix]['encoderblock_0']['MultiHeadDotProductAttention_0']['query']
+    assert tuple(query['kernel'].spec) == axes, (prefix, query['kernel'].spec)
+  assert shardings['mask_token'].spec[2] == 'fsdp'
+  assert shardings['decoder_embed']['kernel'].spec[0] == 'fsdp'

@@ -29,14 +29,14 @@ from vit_jax.parallel import mesh as mesh_lib
 # (per-layer) parameter. Scanned parameters get a leading 'layers' axis on top.
 PARAM_AXES: tuple[tuple[str, Optional[tuple[Optional[str], ...]]], ...] = (
     (r'(.*/)?embedding/kernel', (None, None, None, 'embed')),
-    (r'(.*/)?(cls|probe|pos_embedding)', (None, None, 'embed')),
+    (r'(.*/)?(cls|probe|pos_embedding|mask_token)', (None, None, 'embed')),
     (r'.*/(query|key|value)/kernel', ('embed', 'heads', 'kv')),
     (r'.*/(query|key|value)/bias', ('heads', 'kv')),
     (r'.*/out/kernel', ('heads', 'kv', 'embed')),
     (r'.*/Dense_0/kernel', ('embed', 'mlp')),
     (r'.*/Dense_0/bias', ('mlp',)),
     (r'.*/Dense_1/kernel', ('mlp', 'embed')),
-    (r'(.*/)?(pre_logits|head)/kernel', ('embed', None)),
+    (r'(.*/)?(pre_logits|head|decoder_embed|decoder_pred)/kernel', ('embed', None)),
     (r'(.*/)?(LayerNorm_\d+|encoder_norm)/(scale|bias)|.*/(out|Dense_1)/bias|(.*/)?embedding/bias',
      ('embed',)),
     (r'.*', None),  # everything else (ResNet stem, head bias): replicated
