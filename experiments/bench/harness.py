@@ -163,7 +163,7 @@ def run_row(row: dict, tiny: bool) -> dict:
     reference_loss = float(-jnp.mean(jnp.sum(batch['labels'] * jax.nn.log_softmax(logits), -1)))
   holder = {'state': state}
   with partitioning.use(setup.mesh, options.parallel.sharding):
-    holder['state'], metrics = plan.compiled(holder['state'], batch)
+    holder['state'], metrics = plan.compiled(holder['state'], batch, {})
     loss = float(metrics['loss'])
     if reference_loss is not None:
       tolerance = 1e-4 if row['dtype'] == 'float32' else 3e-2
@@ -171,7 +171,7 @@ def run_row(row: dict, tiny: bool) -> dict:
         raise AssertionError(f'step loss {loss} != reference {reference_loss}')
 
     def train_once():
-      holder['state'], m = plan.compiled(holder['state'], batch)
+      holder['state'], m = plan.compiled(holder['state'], batch, {})
       m['loss'].block_until_ready()
     train_s = timing.median_seconds(train_once, iters=row['iters'])
 

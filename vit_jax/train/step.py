@@ -211,8 +211,11 @@ def jit_train_step(train_step, shardings: TrainState, mesh: jax.sharding.Mesh,
   batch = mesh_lib.batch_sharding(mesh)
   out = (shardings, mesh_lib.replicated(mesh))
   if extras_shardings is None:
-    return jax.jit(lambda state, batch: train_step(state, batch), in_shardings=(shardings, batch),
-                   out_shardings=out, donate_argnums=(0,))
+    def two_arguments(state, batch_):
+      return train_step(state, batch_)
+    two_arguments.__name__ = 'train_step'  # the program's name: jit_train_step
+    return jax.jit(two_arguments, in_shardings=(shardings, batch), out_shardings=out,
+                   donate_argnums=(0,))
   return jax.jit(train_step, in_shardings=(shardings, batch, extras_shardings),
                  out_shardings=out, donate_argnums=(0,))
 
