@@ -137,7 +137,8 @@ def _tiny(config, data_dir):
   config.model.transformer.update(mlp_dim=32, num_heads=2, num_layers=1)
   config.mae.update(decoder_width=16, decoder_depth=1, decoder_heads=2, decoder_mlp_dim=32)
   config.update(num_classes=10, image_size=16, batch_size=8, total_epochs=None, total_steps=2,
-                log_every=1, evals={})
+                log_every=1)
+  config.evals = type(config)()  # no ImageNet evaluators (update would merge, not clear)
   config.data.update(name='digits', split='train[:64]', data_dir=data_dir)
   config.pp_train = config.pp_train.replace('decode_jpeg_and_inception_crop(224',
                                             'decode|inception_crop(16')
