@@ -47,17 +47,21 @@ def choose(implementation: str, dtype: Dtype, head_dim: int) -> str:
   return 'xla'
 
 
-def _cudnn(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
+def _cudnn(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray,
+           mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
   """cuDNN flash attention on [b, t, h, d]. JAX's cuDNN path refuses odd token counts when
   training (it checks them as if a bias were given), and a ViT has 197 tokens: odd lengths are
-  padded by one token that a padding mask hides, and the output is cut back."""
+  padded by one token that a padding mask hides, and the output is cut back. A `mask`
+  ([b, 1, q, k] bool: NaFlex padding and packed segments) is padded alike."""
   queries, keys = query.shape[1], key.shape[1]
   if queries % 2 == 0 and keys % 2 == 0:
-    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='cudnn')
   pad = lambda t: jnp.pad(t, ((0, 0), (0, t.shape[1] % 2), (0, 0), (0, 0)))  # pylint: disable=unnecessary-lambda-assignment
   lengths = lambda n: jnp.full((query.shape[0],), n, jnp.int32)  # pylint: disable=unnecessary-lambda-assignment
+  if mask is not None:
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, queries % 2), (0, keys % 2)))
   out = jax.nn.dot_product_attention(
-      pad(query), pad(key), pad(value), implementation='cudnn',
+      pad(query), pad(key), pad(value), mask=mask, implementation='cudnn',
       query_seq_lengths=lengths(queries), key_value_seq_lengths=lengths(keys))
   return out[:, :queries]
 
@@ -94,6 +98,8 @@ class MultiHeadAttention(nn.Module):
     no dropout), and when the caller makes `intermediates` mutable: then the weights
     ([b, heads, q, k]) are also recorded with `sow('intermediates', 'attention_weights')`.
   For self-attention (`inputs_q is inputs_kv`) the three projections run as one GEMM.
+  `mask` ([b, 1, q, k] bool, True: attend) hides keys: NaFlex padding and other images of a
+  packed sequence (`sequences.attention_mask`); every route takes it, cuDNN included.
   """
 
   num_heads: int
@@ -110,7 +116,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, *,
-               deterministic: bool) -> jnp.ndarray:
+               deterministic: bool, mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise errors.UserError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
@@ -153,15 +159,18 @@ class MultiHeadAttention(nn.Module):
 
     if explicit:
       logits = jnp.einsum('bhqd,bhkd->bhqk', query, key) / jnp.sqrt(head_dim).astype(query.dtype)
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(query.dtype)
+      logits = logits.astype(jnp.float32)
+      if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
       self.sow('intermediates', 'attention_weights', weights)
       # Dropout per weight, not broadcast over queries, as the official model.
       weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=not dropout_active)
       x = jnp.einsum('bhqk,bhkd->bqhd', weights, value)
     elif chosen == 'cudnn':
-      x = _cudnn(query, key, value)
+      x = _cudnn(query, key, value, mask)
     else:
-      x = jax.nn.dot_product_attention(query, key, value, implementation='xla')
+      x = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='xla')
 
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import errors
+from vit_jax.models import sequences as sequences_lib
 
 Dtype = Any
 
@@ -101,9 +102,11 @@ class AddPositionEmbs(nn.Module):
   num_prefix_tokens: int = 0
 
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, inputs: jnp.ndarray, sequences=None) -> jnp.ndarray:
     if inputs.ndim != 3:
       raise errors.UserError(f'AddPositionEmbs expects [batch, tokens, width], got {inputs.shape}.')
+    if sequences is not None:
+      return inputs + self._at_sequences(inputs, sequences).astype(inputs.dtype)
     if self.has_variable('params', 'pos_embedding'):
       # The stored table keeps its own shape (flax's shape check is for creating it).
       posemb = self.get_variable('params', 'pos_embedding')
@@ -117,3 +120,21 @@ class AddPositionEmbs(nn.Module):
                              'tokens: resample it (checkpoint.adapt_params) or set '
                              'dynamic_image_size=True.')
     return inputs + posemb.astype(inputs.dtype)
+
+  def _at_sequences(self, inputs: jnp.ndarray, seqs) -> jnp.ndarray:
+    """NaFlex tokens [b, t + slots * prefix, w]: each patch's row of the (square) table resized
+    to its image's grid; each slot's prefix tokens get the prefix rows."""
+    if not self.has_variable('params', 'pos_embedding'):
+      raise errors.UserError('A NaFlex model is initialised on square images (the position '
+                             'table takes their grid); apply it to sequences afterwards.')
+    posemb = self.get_variable('params', 'pos_embedding')[0]
+    prefix, grid = posemb[:self.num_prefix_tokens], posemb[self.num_prefix_tokens:]
+    side = math.isqrt(grid.shape[0])
+    if side * side != grid.shape[0]:
+      raise errors.UserError(f'A position table of {grid.shape[0]} patch rows is not a square '
+                             'grid; NaFlex resizes square tables.')
+    patches = sequences_lib.resized_table_at(
+        grid.reshape(side, side, -1), seqs.positions, sequences_lib.token_grids(seqs))
+    prefix = jnp.tile(prefix[None].astype(jnp.float32),
+                      [inputs.shape[0], seqs.images_per_sequence, 1])
+    return jnp.concatenate([patches, prefix], axis=1)

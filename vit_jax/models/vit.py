@@ -17,8 +17,10 @@ import jax.numpy as jnp
 
 from vit_jax import errors
 from vit_jax.models import attention
+from vit_jax.models import patch_embed
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
+from vit_jax.models import sequences as sequences_lib
 
 Dtype = Any
 
@@ -120,7 +122,8 @@ class Encoder1DBlock(nn.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), on [b, tokens, width].
 
   `drop_path_rate` (stochastic depth, per example) may be None, a float, or a traced scalar
-  (one per layer when scanned). `layerscale` (an initial value) scales both branches
+  (one per layer when scanned). `mask` ([b, 1, t, t] bool) keeps attention inside each image of
+  a NaFlex sequence. `layerscale` (an initial value) scales both branches
   (`LayerScale_0/1`); `qk_norm` normalises queries and keys per head. Returns `(x, None)` so the
   same block serves `nn.scan`.
   """
@@ -139,7 +142,7 @@ class Encoder1DBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool):
+  def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool, mask=None):
     if inputs.ndim != 3:
       raise errors.UserError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
     inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
@@ -151,7 +154,7 @@ class Encoder1DBlock(nn.Module):
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
         implementation=self.attention_impl,
-        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic)
+        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
     x = inputs + drop(scale(y, 'LayerScale_0'))
@@ -201,28 +204,64 @@ class Encoder(nn.Module):
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
+  def _add_position(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Square inputs: the position embedding of the grid (prefix rows first), then dropout."""
+    if not self.add_position_embedding or self.posemb == 'rope':
+      return x
+    if self.posemb == 'learn':
+      x = posemb_lib.AddPositionEmbs(
+          grid_shape=self.grid_shape if self.dynamic_image_size else None,
+          num_prefix_tokens=self.num_prefix_tokens, name='posembed_input')(x)
+    else:
+      grid = posemb_lib.posemb_sincos_2d(*self.grid_shape, x.shape[-1])
+      prefix = jnp.zeros((1, self.num_prefix_tokens, x.shape[-1]), jnp.float32)
+      x = x + jnp.concatenate([prefix, grid], axis=1).astype(x.dtype)
+    return nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+
+  def _sequence_tokens(self, x, seqs, registers, train):
+    """NaFlex inputs: x is [b, t + k * prefix, w], the patch tokens then each image slot's
+    prefix tokens. Adds each patch's position (the table resized to its image's grid), appends
+    each slot's registers, and returns the tokens with the attention mask of their segments."""
+    tokens, slots = seqs.patches.shape[1], seqs.images_per_sequence
+    if self.posemb == 'rope':
+      raise errors.UserError('posemb=rope is square-only here; NaFlex sequences need a learned '
+                             'or sincos2d position embedding.')
+    if self.add_position_embedding:
+      if self.posemb == 'learn':
+        x = posemb_lib.AddPositionEmbs(num_prefix_tokens=self.num_prefix_tokens,
+                                       name='posembed_input')(x, sequences=seqs)
+      else:
+        grid = sequences_lib.sincos_at(seqs.positions, x.shape[-1])
+        prefix = jnp.zeros((x.shape[0], x.shape[1] - tokens, x.shape[-1]), jnp.float32)
+        x = x + jnp.concatenate([grid, prefix], axis=1).astype(x.dtype)
+      x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+    slot_ids = jnp.where(sequences_lib.valid_images(seqs.grids),
+                         sequences_lib.slot_segments(slots, x.shape[0]), 0)
+    segments = [seqs.segments, jnp.repeat(slot_ids, self.num_prefix_tokens, axis=1)]
+    if registers is not None:
+      count = registers.shape[1]
+      x = jnp.concatenate([x, jnp.tile(registers.astype(x.dtype), [x.shape[0], slots, 1])], 1)
+      segments.append(jnp.repeat(slot_ids, count, axis=1))
+    segments = jnp.concatenate(segments, axis=1)
+    return x, sequences_lib.attention_mask(segments, segments)
+
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool,
-               registers: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+               registers: Optional[jnp.ndarray] = None,
+               sequences: Optional[sequences_lib.Sequences] = None) -> jnp.ndarray:
     if x.ndim != 3:
       raise errors.UserError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
-    if self.add_position_embedding and self.posemb != 'rope':
-      if self.posemb == 'learn':
-        x = posemb_lib.AddPositionEmbs(
-            grid_shape=self.grid_shape if self.dynamic_image_size else None,
-            num_prefix_tokens=self.num_prefix_tokens, name='posembed_input')(x)
-      else:
-        grid = posemb_lib.posemb_sincos_2d(*self.grid_shape, x.shape[-1])
-        prefix = jnp.zeros((1, self.num_prefix_tokens, x.shape[-1]), jnp.float32)
-        x = x + jnp.concatenate([prefix, grid], axis=1).astype(x.dtype)
-      x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
-    if registers is not None:
-      registers = jnp.tile(registers.astype(x.dtype), [x.shape[0], 1, 1])
-      x = jnp.concatenate(
-          [x[:, :self.num_prefix_tokens], registers, x[:, self.num_prefix_tokens:]], axis=1)
+    mask = None
+    if sequences is not None:
+      x, mask = self._sequence_tokens(x, sequences, registers, train)
+    else:
+      x = self._add_position(x, train)
+      if registers is not None:
+        registers = jnp.tile(registers.astype(x.dtype), [x.shape[0], 1, 1])
+        x = jnp.concatenate(
+            [x[:, :self.num_prefix_tokens], registers, x[:, self.num_prefix_tokens:]], axis=1)
     if self.pre_norm:
       x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='pre_norm')(x)
-
     block_kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
@@ -233,7 +272,7 @@ class Encoder(nn.Module):
               if self.posemb == 'rope' else None))
     block = Encoder1DBlock
     if self.remat != 'none':
-      # Arguments: (self, inputs, drop_path_rate, deterministic); `deterministic` is static.
+      # Arguments: (self, inputs, drop_path_rate, deterministic, mask); `deterministic` is static.
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan,
                        static_argnums=(3,))
 
@@ -245,21 +284,25 @@ class Encoder(nn.Module):
     if self.scan:
       stack = nn.scan(
           block, variable_axes={'params': 0, 'intermediates': 0, BLOCK_OUTPUTS: 0},
-          split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast),
+          split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast, nn.broadcast),
           length=self.num_layers)
       x, _ = stack(name='encoderblock', **block_kwargs)(
-          x, None if rates is None else jnp.asarray(rates), not train)
+          x, None if rates is None else jnp.asarray(rates), not train, mask)
     else:
       for layer in range(self.num_layers):
         x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
-            x, None if rates is None else rates[layer], not train)
+            x, None if rates is None else rates[layer], not train, mask)
     if not self.final_norm:
       return x
     return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
 
 
 class MAPHead(nn.Module):
-  """Multihead attention pooling (big_vision): a learned probe attends over [b, t, w] -> [b, w]."""
+  """Multihead attention pooling (big_vision): a learned probe attends over [b, t, w] -> [b, w].
+
+  With `segments` ([b, t]; NaFlex) one probe per image slot attends to its own segment's tokens:
+  [b, t, w] -> [b, slots, w].
+  """
 
   num_heads: int
   mlp_dim: int
@@ -269,16 +312,21 @@ class MAPHead(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, segments: Optional[jnp.ndarray] = None,
+               slots: int = 1) -> jnp.ndarray:
     probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
-    probe = jnp.tile(probe.astype(x.dtype), [x.shape[0], 1, 1])
+    probe = jnp.tile(probe.astype(x.dtype), [x.shape[0], slots, 1])
+    mask = None
+    if segments is not None:
+      mask = sequences_lib.attention_mask(sequences_lib.slot_segments(slots, x.shape[0]),
+                                          segments)
     x = attention.MultiHeadAttention(
         num_heads=self.num_heads, dtype=self.dtype, implementation=self.attention_impl,
-        name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True)
+        name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True, mask=mask)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='LayerNorm_0')(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, activation=self.activation,
                      dtype=self.dtype, name='MlpBlock_0')(y, deterministic=True)
-    return x[:, 0]
+    return x if segments is not None else x[:, 0]
 
 
 # The outputs a frozen-feature evaluation may read: `pooled` (the encoder output after pooling)
@@ -402,20 +450,46 @@ class VisionTransformer(nn.Module):
     n, gh, gw, c = x.shape
     return jnp.reshape(x, [n, gh * gw, c]), (gh, gw)
 
+  def _embed_sequences(self, seqs: sequences_lib.Sequences) -> jnp.ndarray:
+    """NaFlex patches [b, t, ph*pw*c] -> tokens [b, t, width] with the same `embedding`."""
+    square_only = {'resnet (a hybrid stem)': self.resnet is not None,
+                   "posemb='rope'": self.posemb == 'rope'}
+    for feature, asked in square_only.items():
+      if asked:
+        raise errors.UserError(f'{feature} is square-only; NaFlex sequences take plain patch '
+                               'embeddings with a learned or sincos2d position table.')
+    if self.classifier in UNPOOLED_CLASSIFIERS:
+      raise errors.UserError(f'classifier={self.classifier!r} is square-only; NaFlex sequences '
+                             "pool per image ('token', 'gap', 'map', 'token_gap').")
+    return patch_embed.FlattenedPatchEmbedding(
+        patch_size=tuple(self.patches['size']), features=self.hidden_size,
+        dtype=self.compute_dtype, name='embedding')(seqs.patches.astype(self.compute_dtype))
+
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+  def __call__(self, inputs, *, train: bool) -> jnp.ndarray:
+    """Logits [b, classes] of images [b, h, w, c]; [b, k, classes] of NaFlex `Sequences`
+    (one row per image slot; empty slots give values to be masked)."""
     self._check_fields()
-    if inputs.ndim != 4:
+    seqs = inputs if isinstance(inputs, sequences_lib.Sequences) else None
+    if seqs is not None:
+      x, grid = self._embed_sequences(seqs), None
+    elif inputs.ndim != 4:
       raise errors.UserError(f'VisionTransformer expects images [batch, height, width, channels], '
                              f'got shape {inputs.shape}.')
-    x, grid = self._embed(inputs.astype(self.compute_dtype))
-    n, _, c = x.shape
+    else:
+      x, grid = self._embed(inputs.astype(self.compute_dtype))
+    n, tokens, c = x.shape
+    slots = 1 if seqs is None else seqs.images_per_sequence
 
     prefix_names = (('cls',) if self.has_class_token else ()) + (
         ('dist',) if self.distilled else ())
     if self.transformer is not None:
       prefix = [self.param(name, nn.initializers.zeros, (1, 1, c)) for name in prefix_names]
-      x = jnp.concatenate([jnp.tile(t.astype(x.dtype), [n, 1, 1]) for t in prefix] + [x], axis=1)
+      if prefix and seqs is None:  # in front of the patches
+        x = jnp.concatenate([jnp.tile(t.astype(x.dtype), [n, 1, 1]) for t in prefix] + [x], 1)
+      elif prefix:  # after the patches, once per image slot: (slot 0: cls, dist), (slot 1: ...)
+        prefix = jnp.concatenate(prefix, axis=1).astype(x.dtype)
+        x = jnp.concatenate([x, jnp.tile(prefix, [n, slots, 1])], axis=1)
       registers = None
       if self.num_registers:
         registers = self.param('registers', nn.initializers.normal(stddev=0.02),
@@ -429,22 +503,29 @@ class VisionTransformer(nn.Module):
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta,
           dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
-          dtype=self.compute_dtype)(x, train=train, registers=registers)
+          dtype=self.compute_dtype)(x, train=train, registers=registers, sequences=seqs)
 
-    distillation = x[:, 1] if self.distilled else None
-    patches = x[:, len(prefix_names) + self.num_registers:]
+    if seqs is None:
+      first = 0  # the class token; the distillation token follows it
+      patches, segments = x[:, len(prefix_names) + self.num_registers:], None
+      mean = lambda t: jnp.mean(t, axis=1)  # pylint: disable=unnecessary-lambda-assignment
+    else:
+      first = tokens + jnp.arange(slots) * len(prefix_names)  # each slot's class token
+      patches, segments = x[:, :tokens], seqs.segments
+      mean = lambda t: sequences_lib.segment_mean(t, segments, slots)  # pylint: disable=unnecessary-lambda-assignment
+    distillation = x[:, first + 1] if self.distilled else None
     if self.classifier == 'token':
-      x = x[:, 0]
+      x = x[:, first]
     elif self.classifier == 'gap':
-      x = jnp.mean(patches, axis=1)
+      x = mean(patches)
     elif self.classifier == 'token_gap':
-      x = jnp.concatenate([x[:, 0], jnp.mean(patches, axis=1)], axis=-1)
+      x = jnp.concatenate([x[:, first], mean(patches)], axis=-1)
     elif self.classifier == 'map':
       x = MAPHead(num_heads=self.transformer['num_heads'],
                   mlp_dim=self.transformer['mlp_dim'],
                   activation=activation_name(self.activation, self.gelu_approximate),
                   layer_norm_eps=self.layer_norm_eps, attention_impl=self.attention_impl,
-                  dtype=self.compute_dtype)(patches)
+                  dtype=self.compute_dtype)(patches, segments, slots)
     if self.fc_norm:
       x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.compute_dtype, name='fc_norm')(x)
 
