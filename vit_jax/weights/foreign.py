@@ -193,7 +193,8 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   if width and int(width) % int(heads):
     raise errors.UserError(f'{path}: config.json num_attention_heads={heads} does not divide '
                            f'hidden_size={width}.')
-  params = hf_names.to_params(state, family, int(heads), path)
+  params = hf_names.to_params(state, family, int(heads), path,
+                              channels=int(vision.get('num_channels', 3)))
   fields.update(hf_names.pooling(params))
   read.append(f'config.json: model_type={vision.get("model_type")!r}, '
               + ', '.join(f'{k}={v!r}' for k, v in fields.items()) + f', num_heads={heads}')

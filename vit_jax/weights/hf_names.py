@@ -4,12 +4,14 @@ One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
 `ViTForImageClassification`, and the same architecture as MAE, MSN and I-JEPA encoders), DeiT
 (distilled: two heads, averaged; or the class head alone), DINOv2 with and without registers
 (LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
-(pre-encoder norm, the projection as the head) and SigLIP's image tower (MAP head). Families
+(pre-encoder norm, the projection as the head) and SigLIP's image tower (MAP head), and SigLIP 2's NaFlex tower (the same, with a linear patch
+embedding; run it on `models.sequences.Sequences`). Families
 whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
 base prefix (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
 
 import dataclasses
+import math
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -84,6 +86,9 @@ _SIGLIP = Family(
          **_pairs('map.out', 'head.attention.out_proj'), **_pairs('map.norm', 'head.layernorm'),
          **_pairs('map.fc1', 'head.mlp.fc1'), **_pairs('map.fc2', 'head.mlp.fc2')},
     heads={}, block_prefix='encoder.layers.{}.', block=_TOWER_BLOCK, ignored=_TOWER_IGNORED)
+# SigLIP 2 NaFlex: SigLIP's names; the patch embedding is a linear layer on flattened patches
+# (row, column, channel), which `to_params` turns into the convolution's kernel.
+_SIGLIP2 = dataclasses.replace(_SIGLIP)
 
 # DINOv3: RoPE (no position table), registers, LayerScale; `gate_proj` + `up_proj` of a gated MLP
 # are packed into one [gate, value] kernel.
@@ -104,11 +109,10 @@ FAMILIES = {'vit': _VIT, 'vit_mae': _VIT, 'vit_msn': _VIT, 'ijepa': _VIT, 'deit'
             'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
             'clip': _CLIP, 'clip_vision_model': _CLIP, 'metaclip_2': _CLIP,
             'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP,
+            'siglip2': _SIGLIP2, 'siglip2_vision_model': _SIGLIP2,
             'dinov3_vit': _DINOV3}
 # model_type -> the feature our model lacks: refused naming it.
 REFUSED = {'beit': 'relative position bias', 'data2vec-vision': 'relative position bias',
-           'siglip2': 'NaFlex variable-resolution patches',
-           'siglip2_vision_model': 'NaFlex variable-resolution patches',
            'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
            'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
@@ -188,8 +192,9 @@ def looks_like(state: Mapping[str, Any]) -> bool:
 
 
 def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
-              source: str) -> dict[str, Any]:
-  """A transformers state dict -> our canonical tree; ValueError naming what is not understood."""
+              source: str, channels: int = 3) -> dict[str, Any]:
+  """A transformers state dict -> our canonical tree; ValueError naming what is not understood.
+  `channels`: the image channels of a linear patch embedding (SigLIP 2 NaFlex)."""
   base = base_prefix(state, source)
   top_names = {role: base + name for role, name in family.top.items()}
   top_names.update(family.heads)
@@ -206,6 +211,14 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
   if unknown:
     raise errors.UserError(f'{source}: entries not understood for this family: '
                            f'{", ".join(unknown[:12])}{" ..." if len(unknown) > 12 else ""}')
+  if top['patch.weight'].ndim == 2:  # [width, p * p * c] on patches flattened (row, col, channel)
+    width, values = top['patch.weight'].shape
+    side = math.isqrt(values // channels)
+    if side * side * channels != values:
+      raise errors.UserError(f'{source}: a linear patch embedding of {values} inputs is not '
+                             f'square patches of {channels} channels.')
+    top['patch.weight'] = top['patch.weight'].reshape(width, side, side, channels).transpose(
+        0, 3, 1, 2)
   torch_names.split_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
   for arrays in per_block:  # a gated MLP's gate and value projections: one packed kernel
     if 'gate.weight' in arrays:
