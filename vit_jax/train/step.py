@@ -27,6 +27,7 @@ from vit_jax import objectives
 from vit_jax import param_names
 from vit_jax.data import device_pp
 from vit_jax.data import mixup
+from vit_jax.models import sequences
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import preemption
 from vit_jax.train import options as options_lib
@@ -165,13 +166,16 @@ def make_train_step(model, tx: optax.GradientTransformation, *,
     extras = {} if extras is None else extras
     dropout_rng, mix_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     dropout_rng = dropout_key(dropout_rng, dropout_kind)
-    images = batch['image']
-    if augment is not None:
-      images = augment(images, batch.get('position'))
-    inputs = {'image': images}
+    if 'image' in batch:
+      images = batch['image']
+      if augment is not None:
+        images = augment(images, batch.get('position'))
+      inputs = {'image': images}
+    else:  # NaFlex sequences (models.sequences): augmented on the host, never mixed
+      images, inputs = None, {key: batch[key] for key in sequences.KEYS}
     if objective.needs_labels:
       inputs['labels'] = batch['labels']
-      if mixer is not None:
+      if mixer is not None and images is not None:
         inputs['image'], inputs['labels'] = mixer(mix_rng, images, batch['labels'])
     if objective.needs_positions:
       inputs['position'] = batch['position']
