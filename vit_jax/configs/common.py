@@ -55,6 +55,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Repeated augmentation (DeiT): each example of an epoch's order comes `repeated_aug` times in
   # a row, each copy augmented on its own; an epoch keeps the split's length.
   config.repeated_aug = 1
+  # NaFlex (docs/naflex.md): with a `naflex(patch_size, max_patches)` op in pp_train, images
+  # keep their aspect ratio as sequences of max_patches tokens; `images_per_sequence` > 1 packs
+  # that many at most into each of `sequences` sequences per step (None: batch_size, padded).
+  config.naflex = ml_collections.ConfigDict(dict(
+      images_per_sequence=1, sequences=ml_collections.config_dict.placeholder(int)))
 
   # Loss and optimizer (vit_jax.train.optimizer documents every field).
   config.loss = 'softmax_xent'

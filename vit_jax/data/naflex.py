@@ -110,3 +110,23 @@ def pack(tokens: Sequence[np.ndarray], positions: Sequence[np.ndarray],
     count[s] += 1
     placed[i] = (s, slot)
   return batch, placed
+
+
+def pack_batch(batch: dict[str, np.ndarray], num_sequences: int,
+               images_per_sequence: int) -> dict[str, np.ndarray]:
+  """A batch of one-image sequences (the `naflex` op's output, batched) packed into
+  `num_sequences` sequences of the same length: `sequences.KEYS`, and every other entry (labels)
+  per image slot [num_sequences, images_per_sequence, ...]. Images that find no room are left
+  out (the step's sequences are full)."""
+  counts = batch['segments'].astype(bool).sum(axis=1)
+  tokens = [patches[:n] for patches, n in zip(batch['patches'], counts)]
+  positions = [p[:n] for p, n in zip(batch['positions'], counts)]
+  grids = [tuple(g[0]) for g in batch['grids']]
+  extras = {k: list(v) for k, v in batch.items() if k not in _SEQUENCE_KEYS}
+  packed, _ = pack(tokens, positions, grids, num_sequences=num_sequences,
+                   seq_len=batch['patches'].shape[1], images_per_sequence=images_per_sequence,
+                   extras=extras)
+  return packed
+
+
+_SEQUENCE_KEYS = ('patches', 'positions', 'segments', 'grids')  # models.sequences.KEYS

@@ -42,12 +42,17 @@ def _example_seed(seed: int, position):
 def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_batch: int,
                   seed: int, position: int = 0, process_index: int = 0,
                   process_count: int = 1, with_position: bool = False,
-                  repeats: int = 1) -> tf.data.Dataset:
+                  repeats: int = 1, pack: Optional[Callable[[Batch], Batch]] = None
+                  ) -> tf.data.Dataset:
   """Infinite batches of this process's slice of each global batch, from global `position`.
 
   `repeats` > 1 is repeated augmentation (DeiT's RASampler): each epoch's order holds every
   example `repeats` times in a row and is cut to the split's length (an epoch sees 1/repeats of
   the split, each image `repeats` times, each copy at its own position: its own augmentation).
+
+  `pack` (NaFlex packing, `naflex.pack_batch`) turns each local batch of examples into the
+  step's sequences on the host, a pure function of the batch: positions and resume are the
+  same as without it.
 
   `with_position` adds each example's global stream position (uint32, modulo 2**32) as
   `position`: the device preprocessing (device_pp.py) seeds its randomness with it.
@@ -93,7 +98,28 @@ def train_dataset(source: sources_lib.Source, preprocess: Preprocess, *, global_
     load = lambda position, index: transform(position, source.lookup(index))  # pylint: disable=unnecessary-lambda-assignment
 
   dataset = mine.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return dataset.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.batch(local_batch, drop_remainder=True)
+  if pack is not None:
+    dataset = dataset.map(_numpy_map(pack, dataset.element_spec),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _numpy_map(fn: Callable[[Batch], Batch], spec: dict) -> Callable:
+  """A numpy function of a batch dict as a tf.data map (output shapes from a dry run)."""
+  keys = sorted(spec)
+  dry = fn({k: np.zeros(spec[k].shape, spec[k].dtype.as_numpy_dtype) for k in keys})
+  out_keys = sorted(dry)
+
+  def run(*values):
+    result = fn(dict(zip(keys, values)))
+    return [np.asarray(result[k], dry[k].dtype) for k in out_keys]
+
+  def mapped(batch):
+    values = tf.numpy_function(run, [batch[k] for k in keys],
+                               [tf.as_dtype(dry[k].dtype) for k in out_keys])
+    return {k: tf.ensure_shape(v, dry[k].shape) for k, v in zip(out_keys, values)}
+  return mapped
 
 
 def eval_dataset(source: sources_lib.Source, preprocess: Preprocess, *, local_batch: int,

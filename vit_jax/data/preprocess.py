@@ -9,9 +9,11 @@ position in the stream), so augmentation is reproducible and independent of para
 
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from vit_jax import errors
+from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pp_spec
 from vit_jax.data import randaugment as randaugment_lib
 
@@ -245,6 +247,48 @@ def _onehot_depth(text: str, args: list, kwargs: dict, num_classes) -> tuple[lis
     raise errors.UserError(f'{text.strip()!r} has depth {depth} but config.num_classes is '
                            f'{num_classes}; write onehot without a depth to follow num_classes.')
   return args, kwargs
+
+
+@register('naflex')
+def naflex(patch_size: int, max_patches: int, max_side: Optional[int] = None,
+           upscale: bool = False) -> Op:
+  """`image` -> one NaFlex sequence of `max_patches` tokens (`models.sequences.KEYS`): the image
+  resized, keeping its aspect ratio, to the largest grid under the budget
+  (`naflex.budget_grid`; small images keep their size unless `upscale`), antialiased
+  bilinear, patchified (row, column, channel), padded. Ends the image ops; labels stay."""
+  naflex_lib.budget_grid(patch_size, patch_size, patch_size, max_patches, max_side)  # checks
+
+  def grid_of(height, width):
+    return np.asarray(naflex_lib.budget_grid(int(height), int(width), patch_size, max_patches,
+                                             max_side, upscale), np.int32)
+
+  def op(example, seed):
+    del seed
+    image = example['image']
+    shape = tf.shape(image)
+    grid = tf.ensure_shape(tf.numpy_function(grid_of, [shape[0], shape[1]], tf.int32), [2])
+    rows, columns, channels = grid[0], grid[1], image.shape[-1]
+    resized = tf.image.resize(tf.cast(image, tf.float32), [rows * patch_size,
+                                                           columns * patch_size],
+                              'bilinear', antialias=True)
+    resized = _to_uint8(resized) if image.dtype == tf.uint8 else tf.cast(resized, image.dtype)
+    patches = tf.reshape(tf.transpose(tf.reshape(
+        resized, [rows, patch_size, columns, patch_size, channels]), [0, 2, 1, 3, 4]),
+                         [rows * columns, patch_size * patch_size * channels])
+    count = rows * columns
+    padding = [[0, max_patches - count], [0, 0]]
+    positions = tf.reshape(tf.stack(tf.meshgrid(tf.range(rows), tf.range(columns),
+                                                indexing='ij'), -1), [-1, 2])
+    out = {k: v for k, v in example.items() if k != 'image'}
+    out.update(
+        patches=tf.ensure_shape(tf.pad(patches, padding),
+                                [max_patches, patch_size * patch_size * channels]),
+        positions=tf.ensure_shape(tf.pad(positions, padding), [max_patches, 2]),
+        segments=tf.ensure_shape(tf.pad(tf.ones([count], tf.int32),
+                                        [[0, max_patches - count]]), [max_patches]),
+        grids=grid[None])
+    return out
+  return op
 
 
 def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf.Tensor], Example]:

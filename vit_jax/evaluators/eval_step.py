@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from vit_jax import losses
+from vit_jax.models import sequences
 from vit_jax.parallel import mesh as mesh_lib
 
 Batch = dict[str, jax.Array]
@@ -44,7 +45,10 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, *, loss: str = 'so
     return jax.lax.psum(local, mesh_lib.BATCH_AXES)
 
   def eval_step(params, batch: Batch):
-    logits = model.apply({'params': params}, batch['image'], train=False)
+    if 'image' in batch:
+      logits = model.apply({'params': params}, batch['image'], train=False)
+    else:  # one-image NaFlex sequences (the naflex op): [b, 1, classes]
+      logits = model.apply({'params': params}, sequences.from_batch(batch), train=False)[:, 0]
     return masked_sums(logits, batch['labels'], batch['mask'].astype(jnp.float32))
 
   return eval_step

@@ -32,7 +32,8 @@ class Classification(base.Objective):
 
   def _sequence_loss(self, params, inputs, rng):
     """NaFlex batches: logits and labels per image slot [b, k, classes]; the means are over
-    the slots that hold an image."""
+    the slots that hold an image. `images_packed` counts them (per micro-batch when the step
+    accumulates)."""
     seqs = sequences.from_batch(inputs)
     logits = self.model.apply({'params': params}, seqs, train=True, rngs={'dropout': rng})
     classes = logits.shape[-1]
@@ -41,7 +42,8 @@ class Classification(base.Objective):
     count = jnp.maximum(jnp.sum(valid), 1.0)
     per_example = self.loss_fn(logits, labels, self.label_smoothing)
     return jnp.sum(per_example * valid) / count, {
-        'accuracy': jnp.sum(losses.correct(logits, labels) * valid) / count}
+        'accuracy': jnp.sum(losses.correct(logits, labels) * valid) / count,
+        'images_packed': jnp.sum(valid)}  # of the step's images; the rest found no room
 
 
 def read(config, model_config) -> None:

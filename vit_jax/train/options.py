@@ -15,6 +15,7 @@ import ml_collections
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.data import device_pp as device_pp_lib
+from vit_jax.data import pp_spec
 from vit_jax import objectives
 from vit_jax.models import build
 from vit_jax.models import vit
@@ -79,6 +80,25 @@ class Step:
 
 
 @dataclasses.dataclass(frozen=True)
+class Naflex:
+  """NaFlex input (pp_train's `naflex` op, config.naflex): sequences of `max_patches` tokens,
+  `images_per_sequence` images packed in each (1: padded NaFlex), `sequences` per global step."""
+
+  patch_size: int
+  max_patches: int
+  images_per_sequence: int
+  sequences: int
+
+  def batch_spec(self, channels: int = 3) -> dict[str, tuple]:
+    """{key: (shape, dtype name)} of a global NaFlex batch, labels aside."""
+    rows = self.sequences
+    return {'patches': ((rows, self.max_patches, self.patch_size**2 * channels), 'float32'),
+            'positions': ((rows, self.max_patches, 2), 'int32'),
+            'segments': ((rows, self.max_patches), 'int32'),
+            'grids': ((rows, self.images_per_sequence, 2), 'int32')}
+
+
+@dataclasses.dataclass(frozen=True)
 class Data:
   """The training input: its source fields (vit_jax.data.sources), host preprocessing, batch."""
 
@@ -89,6 +109,7 @@ class Data:
   image_size: int
   num_classes: int
   repeated_aug: int = 1  # copies of each example in a row (DeiT's repeated augmentation)
+  naflex: Optional[Naflex] = None  # NaFlex sequences instead of square images
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -225,7 +246,42 @@ def read_data(config: ml_collections.ConfigDict) -> Data:
     raise errors.UserError(f'config.repeated_aug must be a positive integer, found {repeats!r}.')
   return Data(source=config.data, pp_train=config.pp_train, batch_size=int(config.batch_size),
               seed=int(config.seed), image_size=int(config.image_size),
-              num_classes=int(config.num_classes), repeated_aug=repeats)
+              num_classes=int(config.num_classes), repeated_aug=repeats,
+              naflex=read_naflex(config))
+
+
+def read_naflex(config: ml_collections.ConfigDict) -> Optional[Naflex]:
+  """The NaFlex input of a run whose pp_train has a `naflex(patch_size, max_patches)` op."""
+  ops = [pp_spec.parse_op(text) for text in pp_spec.ops(config.pp_train)]
+  found = [(args, kwargs) for name, args, kwargs in ops if name == 'naflex']
+  if not found:
+    return None
+  args, kwargs = found[0]
+  try:
+    patch_size, max_patches = (list(args) + [kwargs.get('patch_size'),
+                                             kwargs.get('max_patches')][len(args):])[:2]
+  except (TypeError, IndexError):
+    patch_size = max_patches = None
+  for field, value in (('patch_size', patch_size), ('max_patches', max_patches)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise errors.UserError(f'pp_train naflex: {field} must be a positive integer (a sequence '
+                             f'must hold at least one patch), found {value!r}.')
+  fields = config.get('naflex') or {}
+  per_sequence = fields.get('images_per_sequence', 1)
+  if isinstance(per_sequence, bool) or not isinstance(per_sequence, int) or per_sequence < 1:
+    raise errors.UserError('config.naflex.images_per_sequence must be a positive integer, found '
+                           f'{per_sequence!r}.')
+  sequences = fields.get('sequences') or int(config.batch_size)
+  if per_sequence == 1 and sequences != config.batch_size:
+    raise errors.UserError(f'config.naflex.sequences={sequences} with one image per sequence '
+                           f'must equal batch_size={config.batch_size}; pack images '
+                           '(images_per_sequence > 1) to use fewer sequences.')
+  _positive('naflex.sequences', sequences)
+  if config.get('pp_device') or (config.get('mixup') and config.mixup.get('kind')):
+    raise errors.UserError('pp_device and mixup are square-only (batched image ops); a NaFlex '
+                           'run (pp_train naflex) augments on the host: drop them.')
+  return Naflex(patch_size=patch_size, max_patches=max_patches,
+                images_per_sequence=per_sequence, sequences=int(sequences))
 
 
 def read_parallel(config: ml_collections.ConfigDict) -> Parallel:

@@ -23,6 +23,7 @@ from vit_jax import evaluators as evaluators_lib
 from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.weights import trained_model
+from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
@@ -78,7 +79,9 @@ class Run:
   def next_batch(self, step: int) -> dict:
     """The next global batch, carrying this process's stop request."""
     batch = next(self.batches)
-    local_batch = self.options.data.batch_size // jax.process_count()
+    naflex = self.options.data.naflex
+    rows = self.options.data.batch_size if naflex is None else naflex.sequences
+    local_batch = rows // jax.process_count()
     batch[preemption.STOP_KEY] = self.stops.flags(step, local_batch,
                                                   mesh_lib.batch_sharding(self.setup.mesh))
     return batch
@@ -213,9 +216,30 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
   return 0, state, 0, []
 
 
-def _check_host_output(spec: dict, device_pp, needs_labels: bool) -> None:
+def _packer(naflex: Optional[options_lib.Naflex]):
+  """The host packing of a NaFlex run's local batches (None: one image per sequence)."""
+  if naflex is None or naflex.images_per_sequence == 1:
+    return None
+  if naflex.sequences % jax.process_count():
+    raise errors.UserError(f'config.naflex.sequences={naflex.sequences} does not split over '
+                           f'{jax.process_count()} processes.')
+  return functools.partial(naflex_lib.pack_batch,
+                           num_sequences=naflex.sequences // jax.process_count(),
+                           images_per_sequence=naflex.images_per_sequence)
+
+
+def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None) -> None:
   """pp_train must hand the device preprocessing uint8 images, and a model float ones; and
-  labels when the objective learns them."""
+  labels when the objective learns them. A NaFlex run's naflex op gives float patches."""
+  if naflex is not None:
+    if 'patches' not in spec or spec['patches'].dtype.name != 'float32':
+      raise errors.UserError('config.pp_train must end its image ops with value_range/normalize '
+                             'then naflex(patch_size, max_patches): float patches; it produces '
+                             f'{ {k: v.dtype.name for k, v in spec.items()} }.')
+    if needs_labels and 'labels' not in spec:
+      raise errors.UserError(f'config.pp_train must produce "labels" (end it with onehot) for '
+                             f'this objective; it produces {sorted(spec)}.')
+    return
   image = spec.get('image')
   if image is None:
     raise errors.UserError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
@@ -305,9 +329,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
         train_source, train_pp, global_batch=data.batch_size, seed=data.seed,
         position=position, process_index=jax.process_index(), process_count=jax.process_count(),
         with_position=step_lib.needs_positions(options.step, setup.objective),
-        repeats=data.repeated_aug)
+        repeats=data.repeated_aug, pack=_packer(data.naflex))
   _check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
-                     setup.objective.needs_labels)
+                     setup.objective.needs_labels, data.naflex)
   # Files and datasets: the evaluators' and the checkpoint to start from.
   evaluators = evaluators_lib.from_config(config, setup.objective.eval_model, setup.mesh,
                                           setup.eval_param_shardings())

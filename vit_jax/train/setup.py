@@ -70,12 +70,27 @@ def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[in
   raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
 
 
+def _check_naflex(naflex: options_lib.Naflex, options: options_lib.Options) -> None:
+  """A NaFlex run's sequences split over the devices and match the model's patches."""
+  devices = jax.device_count()
+  if naflex.sequences % devices or naflex.sequences % jax.process_count():
+    raise errors.UserError(f'config.naflex.sequences={naflex.sequences} (sequences per step) must '
+                           f'be a multiple of the device count ({devices}) and the process '
+                           f'count ({jax.process_count()}).')
+  patch = tuple(options.model.patches['size'])
+  if patch != (naflex.patch_size, naflex.patch_size):
+    raise errors.UserError(f'pp_train naflex patch_size={naflex.patch_size} differs from the '
+                           f'model\'s patches.size={patch}.')
+
+
 def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
   """Mesh, objective (a teacher loaded), optimizer and abstract state; fails early, naming the
   config field."""
   data = options.data
   mesh = mesh_lib.make_mesh(options.parallel.mesh, dcn=options.parallel.dcn_mesh)
   mesh_lib.local_batch_size(data.batch_size, jax.process_count(), jax.device_count())
+  if data.naflex is not None:
+    _check_naflex(data.naflex, options)
   geometry.check_image_size(data.image_size, options.model_config)
   objective = objectives.build(options.objective, options.objective_context())
   model = objective.train_model

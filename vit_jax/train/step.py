@@ -236,12 +236,20 @@ def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
   and the stop flags (vit_jax.train.preemption)."""
   objective = objective or objectives.base.Objective(None)
   pp, batch = step.device_pp, data.batch_size
-  spec = {'image': jax.ShapeDtypeStruct((batch, *data.image_shape),
-                                        jnp.uint8 if pp else jnp.float32, sharding=sharding),
-          preemption.STOP_KEY: jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=sharding)}
+  if data.naflex is not None:  # sequences (packed: labels per image slot)
+    naflex = data.naflex
+    spec = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+            for key, (shape, dtype) in naflex.batch_spec().items()}
+    batch = naflex.sequences
+    labels = ((batch, data.num_classes) if naflex.images_per_sequence == 1 else
+              (batch, naflex.images_per_sequence, data.num_classes))
+  else:
+    spec = {'image': jax.ShapeDtypeStruct((batch, *data.image_shape),
+                                          jnp.uint8 if pp else jnp.float32, sharding=sharding)}
+    labels = (batch, data.num_classes)
+  spec[preemption.STOP_KEY] = jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=sharding)
   if objective.needs_labels:
-    spec['labels'] = jax.ShapeDtypeStruct((batch, data.num_classes), jnp.float32,
-                                          sharding=sharding)
+    spec['labels'] = jax.ShapeDtypeStruct(labels, jnp.float32, sharding=sharding)
   if needs_positions(step, objective):
     spec['position'] = jax.ShapeDtypeStruct((batch,), jnp.uint32, sharding=sharding)
   return spec
