@@ -4,9 +4,9 @@ One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
 `ViTForImageClassification`, and the same architecture as MAE, MSN and I-JEPA encoders), DeiT
 (distilled: two heads, averaged; or the class head alone), DINOv2 with and without registers
 (LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
-(pre-encoder norm, the projection as the head) and SigLIP's image tower (MAP head), and SigLIP 2's NaFlex tower (the same, with a linear patch
-embedding; run it on `models.sequences.Sequences`). Families
-whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
+(pre-encoder norm, the projection as the head), SigLIP's image tower (MAP head) and SigLIP 2's
+NaFlex tower (SigLIP's, with a linear patch embedding; run it on `models.sequences.Sequences`).
+Families whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
 base prefix (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
 
