@@ -17,7 +17,9 @@ from vit_jax import checkpoint
 from vit_jax.weights import trained_model
 from vit_jax.export import timm as timm_export
 from vit_jax.weights import foreign
+from vit_jax import param_names
 from vit_jax.models import sequences
+from vit_jax.models.stacking import stack_encoder_blocks
 from vit_jax.models import vit
 from vit_jax.models.vit import VisionTransformer
 
@@ -173,6 +175,40 @@ def test_siglip2_naflex_equals_transformers_on_several_aspect_ratios(tmp_path):
     out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
                 spatial_shapes=torch.tensor(grids))
   positions = np.zeros((len(grids), max_patches, 2), np.int32)
+  for i, (rows, columns) in enumerate(grids):
+    grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing='ij'), -1)
+    positions[i, :rows * columns] = grid.reshape(-1, 2)
+  seqs = sequences.Sequences(patches=pixels, positions=positions, segments=mask.astype(np.int32),
+                             grids=np.asarray(grids, np.int32)[:, None])
+  pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
+  _close(np.asarray(pooled)[:, 0], out.pooler_output)
+
+
+def test_big_vision_naflex_npz_loads_and_equals_the_same_weights_in_transformers(tmp_path):
+  """A big_vision `naflex_vit.py` file: Dense `embedding` on flattened patches, a [n, n, width]
+  `pos_embedding`, scanned blocks under `params/`; the weights of a transformers SigLIP 2
+  tower (which transformers converts from big_vision) in that layout give its pooled output."""
+  config = transformers.Siglip2VisionConfig(
+      hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      patch_size=PATCH, num_patches=16, num_channels=3)
+  model = _randomize(transformers.Siglip2VisionModel(config), seed=14)
+  model.save_pretrained(tmp_path / 'hf')
+  params = dict(trained_model.load(str(tmp_path / 'hf')).params)
+  params['embedding'] = {**params['embedding'],
+                         'kernel': params['embedding']['kernel'].reshape(-1, 32)}
+  encoder = dict(params['Transformer'])
+  params['pos_embedding'] = encoder.pop('posembed_input')['pos_embedding'].reshape(4, 4, 32)
+  params['Transformer'] = encoder
+  params = stack_encoder_blocks(params)
+  flat = {f'params/{k}': np.asarray(v) for k, v in param_names.flatten(params).items()}
+  np.savez(tmp_path / 'naflex.npz', **flat)
+  loaded = trained_model.load(str(tmp_path / 'naflex.npz'))
+  grids = [(1, 8), (4, 4), (3, 2)]
+  pixels, mask = _siglip2_inputs(grids, 16, seed=14)
+  with torch.no_grad():
+    out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
+                spatial_shapes=torch.tensor(grids))
+  positions = np.zeros((len(grids), 16, 2), np.int32)
   for i, (rows, columns) in enumerate(grids):
     grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing='ij'), -1)
     positions[i, :rows * columns] = grid.reshape(-1, 2)

@@ -120,3 +120,18 @@ def test_square_only_features_are_refused_for_sequences(fields, message):
   seqs = sequences.from_images(jnp.zeros((1, 16, 16, 3)), (PATCH, PATCH))
   with pytest.raises(errors.UserError, match=message):
     model.init(jax.random.key(0), seqs, train=False)
+
+
+@pytest.mark.parametrize('grid', [(7, 12), (20, 5), (16, 16)])
+def test_posemb_resize_equals_big_visions_scale_and_translate(grid):
+  """big_vision's NaFlex resizes its table with jax.image.scale_and_translate (bilinear,
+  antialiased, no translation); the per-token weights give the same rows."""
+  table = np.random.default_rng(1).normal(size=(16, 16, 8)).astype(np.float32)
+  resized = jax.image.scale_and_translate(
+      jnp.asarray(table), (*grid, 8), (0, 1), jnp.asarray(grid, jnp.float32) / 16.0,
+      jnp.zeros(2), method='bilinear', antialias=True)
+  rows, columns = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing='ij')
+  positions = np.stack([rows.ravel(), columns.ravel()], -1)[None]
+  got = sequences.resized_table_at(jnp.asarray(table), jnp.asarray(positions),
+                                   jnp.asarray(np.broadcast_to(np.asarray(grid), positions.shape)))
+  np.testing.assert_allclose(got[0], np.asarray(resized).reshape(-1, 8), atol=1e-5)

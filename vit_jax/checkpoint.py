@@ -7,6 +7,8 @@ A drop-in for the official `vit_jax.checkpoint` (`load`, `load_pretrained`, `ins
 It accepts
 - the files released with the paper (pre-Linen names: `MultiHeadDotProductAttention_1`,
   `LayerNorm_2`, `MlpBlock_3`; GroupNorm scales shaped [1, 1, 1, C]; cls+posemb combined),
+- big_vision NaFlex files (`naflex_vit.py`: a Dense `embedding` on flattened patches, a
+  [n, n, width] `pos_embedding` grid): the convolution's kernel and the square table;
 - big_vision files (`params/` prefix, top-level `pos_embedding` without the cls row, layers
   stacked in `Transformer/encoderblock`, MAP heads, inlined MAP probes).
 """
@@ -123,6 +125,15 @@ def canonicalize(tree: Mapping[str, Any]) -> dict[str, Any]:
   posemb = tree.pop('pos_embedding', None)
   if posemb is None:
     posemb = encoder.pop('pos_embedding', None)
+  if posemb is not None and posemb.ndim == 3 and posemb.shape[0] == posemb.shape[1] != 1:
+    posemb = posemb.reshape(1, -1, posemb.shape[-1])  # big_vision NaFlex: a [n, n, width] grid
+  kernel = tree.get('embedding', {}).get('kernel')
+  if kernel is not None and kernel.ndim == 2:  # big_vision NaFlex: Dense on flattened patches
+    side = math.isqrt(kernel.shape[0] // 3)
+    if side * side * 3 != kernel.shape[0]:
+      raise errors.UserError(f'A linear patch embedding of {kernel.shape[0]} inputs is not '
+                             'square patches of 3 channels.')
+    tree['embedding'] = {**tree['embedding'], 'kernel': kernel.reshape(side, side, 3, -1)}
   if posemb is not None:
     if 'cls' in tree and not _is_square(posemb.shape[1] - 1):
       posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
