@@ -16,6 +16,7 @@ from vit_jax import infer
 from vit_jax import models
 from vit_jax.data import images as images_lib
 from vit_jax.models import geometry
+from vit_jax.models import sequences
 
 CONFIG = ml_collections.ConfigDict(dict(
     model_name='tiny', patches={'size': (8, 8)}, hidden_size=16,
@@ -83,3 +84,24 @@ def test_command_line_smoke_run():
       capture_output=True, text=True, timeout=300, check=True)
   assert 'china.jpg' in result.stdout
   assert result.stdout.count('0.2500  class') == 2  # zero head: uniform over 4 classes
+
+
+def test_native_resolution_keeps_each_images_aspect_ratio(saved, tmp_path):
+  model, params, path, images = saved
+  tall = tmp_path / 'tall.png'
+  Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 20, 3), dtype=np.uint8)).save(tall)
+  paths = images + [str(tall)]
+  predictions = infer.run(checkpoint_path=path, image_paths=paths, top_k=3, naflex_patches=64)
+  # Under 64 patches both keep their size: 40x50 is 5 x 7 patches of 8 px (rounded up), 60x20
+  # is 8 x 3.
+  seqs = infer.native_sequences(paths, "value_range(-1, 1)", 8, 64)
+  np.testing.assert_array_equal(np.asarray(seqs.grids)[:, 0], [[5, 7], [5, 7], [8, 3]])
+  # Each image equals the model on its own pixels: resized to its grid, as one-image sequences.
+  for prediction, image_path, grid in zip(predictions, paths, [(5, 7), (5, 7), (8, 3)]):
+    pixels = np.asarray(Image.open(image_path).convert('RGB').resize(
+        (grid[1] * 8, grid[0] * 8), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1
+    logits = model.apply({'params': params}, sequences.from_images(pixels[None], (8, 8)),
+                         train=False)[0, 0]
+    row = np.asarray(jax.nn.softmax(logits))
+    assert prediction.classes == list(np.argsort(-row)[:3])
+    np.testing.assert_allclose(prediction.probabilities, np.sort(row)[::-1][:3], rtol=1e-4)

@@ -24,6 +24,8 @@ from vit_jax import cli
 from vit_jax import models
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
+from vit_jax.data import naflex
+from vit_jax.models import sequences
 from vit_jax.weights import preprocessing
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
@@ -37,6 +39,8 @@ _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of a randomly 
 _LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per line (default: '
                                "the checkpoint's own, e.g. a workdir's labels.txt).")
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
+_NAFLEX = flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
+                               'ratio as a sequence of at most this many patches (docs/naflex.md).')
 
 
 @dataclasses.dataclass
@@ -68,20 +72,55 @@ def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size:
   return model, params, preprocessing.released(image_size), None
 
 
-def classify(model, params, images: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-  """Top-k (class indices, probabilities), each [batch, k]."""
+def classify(model, params, images, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Top-k (class indices, probabilities), each [batch, k], of images [b, h, w, 3] or of
+  one-image NaFlex sequences."""
   logits = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))(params, images)
+  if isinstance(images, sequences.Sequences):
+    logits = logits[:, 0]
   probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   k = min(top_k, probabilities.shape[-1])
   values, indices = jax.lax.top_k(probabilities, k)
   return np.asarray(indices), np.asarray(values)
 
 
+def native_sequences(image_paths: Sequence[str], pp: str, patch_size: int,
+                     max_patches: int) -> sequences.Sequences:
+  """One-image NaFlex sequences of image files: each resized to its grid under the budget
+  (aspect ratio kept), mapped by the transform's value op, patchified, padded."""
+  value = preprocessing.value_op(pp) or 'value_range(-1, 1)'
+  tokens, positions, grids = [], [], []
+  for path in image_paths:
+    pixels = _native(path, value, patch_size, max_patches)
+    grid = (pixels.shape[0] // patch_size, pixels.shape[1] // patch_size)
+    patches, where = naflex.patchify(pixels, patch_size, grid)
+    tokens.append(patches)
+    positions.append(where)
+    grids.append(grid)
+  batch, _ = naflex.pack(tokens, positions, grids, num_sequences=len(tokens),
+                         seq_len=max_patches, images_per_sequence=1)
+  return sequences.from_batch(batch)
+
+
+def _native(path: str, value: str, patch_size: int, max_patches: int) -> np.ndarray:
+  """An image file resized to its NaFlex grid (antialiased bilinear), then value-mapped."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with images_lib.open_rgb(path) as image:
+    pixels = np.asarray(image)
+  grid = naflex.budget_grid(*pixels.shape[:2], patch_size, max_patches)
+  resized = naflex.resize(pixels, grid[0] * patch_size, grid[1] * patch_size)
+  return images_lib.apply(Image.fromarray(resized), value)
+
+
 def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),
-        image_size=None, num_classes=1000, top_k=5, seed=0) -> list[Prediction]:
+        image_size=None, num_classes=1000, top_k=5, seed=0,
+        naflex_patches: Optional[int] = None) -> list[Prediction]:
   model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
-  images = np.stack([images_lib.load(path, pp) for path in image_paths])
+  if naflex_patches:
+    images = native_sequences(image_paths, pp, tuple(model.patches['size'])[0], naflex_patches)
+  else:
+    images = np.stack([images_lib.load(path, pp) for path in image_paths])
   indices, values = classify(model, params, images, top_k)
   return [Prediction(path, idx.tolist(), val.tolist(),
                      [labels[i] for i in idx.tolist()] if labels else None)
@@ -95,7 +134,8 @@ def main(argv):
     labels = [line.strip() for line in storage.read_text(_LABELS.value).splitlines()]
   predictions = run(model_name=_MODEL.value, checkpoint_path=_CHECKPOINT.value,
                     image_paths=_IMAGE.value or (), image_size=_IMAGE_SIZE.value,
-                    num_classes=_NUM_CLASSES.value, top_k=_TOP_K.value)
+                    num_classes=_NUM_CLASSES.value, top_k=_TOP_K.value,
+                    naflex_patches=_NAFLEX.value)
   if _CHECKPOINT.value is None:
     print(f'{_MODEL.value}: randomly initialised (no --checkpoint); its head starts at zero, so '
           'every class is equally likely until it is trained or a checkpoint is loaded.')

@@ -97,16 +97,20 @@ def apply(image: Image.Image, pp: str) -> np.ndarray:
   return pixels.astype(np.float32)
 
 
-def load(path: str, pp: str) -> np.ndarray:
-  """An image file through an eval preprocessing string -> float32 [h, w, 3]."""
+def open_rgb(path: str) -> Image.Image:
+  """An image file as an RGB PIL image; one line naming the file when it is missing or bad."""
   if not os.path.exists(path):
     raise errors.MissingFile(f'Image not found: {path}')
   try:
     with Image.open(path) as image:
-      image = image.convert('RGB')
+      return image.convert('RGB')
   except OSError as e:
     raise errors.UserError(f'Cannot decode image {path}: {e}') from e
-  return apply(image, pp)
+
+
+def load(path: str, pp: str) -> np.ndarray:
+  """An image file through an eval preprocessing string -> float32 [h, w, 3]."""
+  return apply(open_rgb(path), pp)
 
 
 def load_image(path: str, image_size: int) -> np.ndarray:
