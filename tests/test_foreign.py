@@ -174,14 +174,43 @@ def test_siglip2_naflex_equals_transformers_on_several_aspect_ratios(tmp_path):
   with torch.no_grad():
     out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
                 spatial_shapes=torch.tensor(grids))
-  positions = np.zeros((len(grids), max_patches, 2), np.int32)
+  seqs = _sequences_of(grids, pixels, mask)
+  pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
+  _close(np.asarray(pooled)[:, 0], out.pooler_output)
+
+
+def test_a_naflex_tower_of_ours_exports_to_siglip2_with_transformers_outputs(tmp_path):
+  from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier='map', representation_size=None,
+      transformer=dict(num_layers=2, mlp_dim=64, num_heads=4, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  model = VisionTransformer(num_classes=None, **config)
+  params = model.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3)), train=False)['params']
+  params = jax.tree.map(
+      lambda p: np.asarray(p + 0.1 * jax.random.normal(jax.random.key(3), p.shape)), params)
+  hf.export_siglip2(params, config, None, str(tmp_path / 'siglip2'))
+  theirs = transformers.Siglip2VisionModel.from_pretrained(str(tmp_path / 'siglip2')).eval()
+  grids = [(2, 7), (5, 2), (3, 3)]
+  pixels, mask = _siglip2_inputs(grids, 16, seed=15)
+  with torch.no_grad():
+    out = theirs(pixel_values=torch.from_numpy(pixels),
+                 pixel_attention_mask=torch.from_numpy(mask), spatial_shapes=torch.tensor(grids))
+  seqs = _sequences_of(grids, pixels, mask)
+  _close(np.asarray(model.apply({'params': params}, seqs, train=False))[:, 0], out.pooler_output)
+  token = ml_collections.ConfigDict({**config.to_dict(), 'classifier': 'gap'})
+  with pytest.raises(ValueError, match=r'lacks: a MAP head\.$'):
+    hf.export_siglip2(params, token, None, str(tmp_path / 'refused'))
+
+
+def _sequences_of(grids, pixels, mask):
+  """Our one-image sequences of `_siglip2_inputs`: raster positions, the mask as segments."""
+  positions = np.zeros((len(grids), pixels.shape[1], 2), np.int32)
   for i, (rows, columns) in enumerate(grids):
     grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing='ij'), -1)
     positions[i, :rows * columns] = grid.reshape(-1, 2)
-  seqs = sequences.Sequences(patches=pixels, positions=positions, segments=mask.astype(np.int32),
+  return sequences.Sequences(patches=pixels, positions=positions, segments=mask.astype(np.int32),
                              grids=np.asarray(grids, np.int32)[:, None])
-  pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
-  _close(np.asarray(pooled)[:, 0], out.pooler_output)
 
 
 def test_big_vision_naflex_npz_loads_and_equals_the_same_weights_in_transformers(tmp_path):
@@ -208,12 +237,7 @@ def test_big_vision_naflex_npz_loads_and_equals_the_same_weights_in_transformers
   with torch.no_grad():
     out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
                 spatial_shapes=torch.tensor(grids))
-  positions = np.zeros((len(grids), 16, 2), np.int32)
-  for i, (rows, columns) in enumerate(grids):
-    grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing='ij'), -1)
-    positions[i, :rows * columns] = grid.reshape(-1, 2)
-  seqs = sequences.Sequences(patches=pixels, positions=positions, segments=mask.astype(np.int32),
-                             grids=np.asarray(grids, np.int32)[:, None])
+  seqs = _sequences_of(grids, pixels, mask)
   pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
   _close(np.asarray(pooled)[:, 0], out.pooler_output)
 

@@ -1,4 +1,5 @@
-"""Exports: official .npz, timm and Hugging Face safetensors, StableHLO, ONNX.
+"""Exports: official .npz, timm and Hugging Face safetensors (ViT; SigLIP 2 NaFlex towers),
+StableHLO, ONNX.
 
 `export(checkpoint, fmt, out)` is what `python -m vit_jax.export` runs.
 """
@@ -6,7 +7,7 @@
 from vit_jax import errors
 from vit_jax import storage
 
-FORMATS = ('npz', 'timm', 'hf', 'stablehlo', 'onnx')
+FORMATS = ('npz', 'timm', 'hf', 'hf_siglip2', 'stablehlo', 'onnx')
 
 
 def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
@@ -33,6 +34,9 @@ def _write(loaded, fmt: str, out: str, labels) -> str:
   if fmt == 'hf':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
     return hf.export(*args, out, labels=labels or loaded.labels, pp=loaded.pp)
+  if fmt == 'hf_siglip2':
+    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+    return hf.export_siglip2(loaded.params, loaded.model_config, loaded.num_classes, out)
   if fmt == 'timm':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
     return timm.export(*args, out, pp=loaded.pp)

@@ -1,4 +1,5 @@
-"""Hugging Face: a directory `transformers.ViTForImageClassification.from_pretrained` loads.
+"""Hugging Face: a directory `transformers.ViTForImageClassification.from_pretrained` loads;
+with `export_siglip2`, one `transformers.Siglip2VisionModel.from_pretrained` loads (NaFlex).
 
 config.json (sizes, labels, `hidden_act` = `gelu_pytorch_tanh` for our default tanh GELU,
 `layer_norm_eps` 1e-6), model.safetensors, and preprocessor_config.json (the model's own input
@@ -7,6 +8,7 @@ only `classifier='token'` models without a representation layer fit.
 """
 
 import json
+import math
 import os
 from typing import Any, Optional, Sequence
 
@@ -70,5 +72,51 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
               indent=2)
   safetensors_numpy.save_file(hf_names.vit_state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  return out_dir
+
+
+def export_siglip2(params: Any, model_config, num_classes: Optional[int], out_dir: str) -> str:
+  """A MAP-pooled tower without class token or head as transformers' `Siglip2VisionModel`
+  (NaFlex: a linear patch embedding on flattened patches, a square position table resized per
+  image): config.json and model.safetensors. Anything the format cannot hold is refused."""
+  model = geometry.model_of(model_config)
+  table = params['Transformer'].get('posembed_input', {}).get('pos_embedding')
+  side = 0 if table is None else math.isqrt(table.shape[1])
+  lacking = {'a MAP head': model.classifier == 'map', 'no class token': 'cls' not in params,
+             'no head (a tower)': not num_classes and 'head' not in params,
+             'a learned square position table': table is not None and side * side == table.shape[1],
+             'no representation layer': 'pre_logits' not in params,
+             'no registers, LayerScale, QK-norm, pre-norm, fc_norm or gated MLP': not (
+                 model.num_registers or model.layerscale or model.qk_norm or model.pre_norm
+                 or model.fc_norm or model.gated_mlp)}
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError('Siglip2VisionModel holds a SigLIP-style tower; this model lacks: '
+                           + '; '.join(missing) + '.')
+  top, per_block = torch_names.to_roles(params, model_config, side * model.patches['size'][0])
+  width = top['patch.weight'].shape[0]
+  # OIHW -> [width, p * p * 3] on patches flattened (row, column, channel).
+  top['patch.weight'] = top['patch.weight'].transpose(0, 2, 3, 1).reshape(width, -1)
+  top['posemb'] = top['posemb'].reshape(-1, width)
+  torch_names.join_fused(top, 'map.in_proj', ('map.query', 'map.key', 'map.value'))
+  family = hf_names.FAMILIES['siglip2_vision_model']
+  names = {role: f'vision_model.{name}' for role, name in family.top.items()}
+  state = torch_names.name_roles(top, per_block, names, 'vision_model.' + family.block_prefix,
+                                 family.block)
+  patch = model_config.patches.size[0]
+  config = {
+      'architectures': ['Siglip2VisionModel'], 'model_type': 'siglip2_vision_model',
+      'hidden_size': model_config.hidden_size,
+      'intermediate_size': model_config.transformer.mlp_dim,
+      'num_hidden_layers': model_config.transformer.num_layers,
+      'num_attention_heads': model_config.transformer.num_heads, 'num_channels': 3,
+      'num_patches': side * side, 'patch_size': patch,
+      'hidden_act': _HF_ACT[activation_name(model.activation, model.gelu_approximate)],
+      'layer_norm_eps': model.layer_norm_eps, 'attention_dropout': 0.0, 'dtype': 'float32'}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   return out_dir
