@@ -170,13 +170,7 @@ def test_siglip2_naflex_equals_transformers_on_several_aspect_ratios(tmp_path):
   # the 4x4 table is upsampled for one and downsampled (antialiased) for the others.
   grids = [(2, 6), (6, 2), (2, 5), (1, 1), (5, 4)]
   max_patches = 24
-  pixels, mask = _siglip2_inputs(grids, max_patches)
-  with torch.no_grad():
-    out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
-                spatial_shapes=torch.tensor(grids))
-  seqs = _sequences_of(grids, pixels, mask)
-  pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
-  _close(np.asarray(pooled)[:, 0], out.pooler_output)
+  _siglip2_close(loaded.model, loaded.params, model, grids, max_patches, seed=13)
 
 
 def test_a_naflex_tower_of_ours_exports_to_siglip2_with_transformers_outputs(tmp_path):
@@ -191,16 +185,20 @@ def test_a_naflex_tower_of_ours_exports_to_siglip2_with_transformers_outputs(tmp
       lambda p: np.asarray(p + 0.1 * jax.random.normal(jax.random.key(3), p.shape)), params)
   hf.export_siglip2(params, config, None, str(tmp_path / 'siglip2'))
   theirs = transformers.Siglip2VisionModel.from_pretrained(str(tmp_path / 'siglip2')).eval()
-  grids = [(2, 7), (5, 2), (3, 3)]
-  pixels, mask = _siglip2_inputs(grids, 16, seed=15)
-  with torch.no_grad():
-    out = theirs(pixel_values=torch.from_numpy(pixels),
-                 pixel_attention_mask=torch.from_numpy(mask), spatial_shapes=torch.tensor(grids))
-  seqs = _sequences_of(grids, pixels, mask)
-  _close(np.asarray(model.apply({'params': params}, seqs, train=False))[:, 0], out.pooler_output)
+  _siglip2_close(model, params, theirs, [(2, 7), (5, 2), (3, 3)], 16, seed=15)
   token = ml_collections.ConfigDict({**config.to_dict(), 'classifier': 'gap'})
   with pytest.raises(ValueError, match=r'lacks: a MAP head\.$'):
     hf.export_siglip2(params, token, None, str(tmp_path / 'refused'))
+
+
+def _siglip2_close(ours, params, theirs, grids, max_patches, seed):
+  """Our pooled output on images of these grids equals a transformers SigLIP 2 tower's."""
+  pixels, mask = _siglip2_inputs(grids, max_patches, seed=seed)
+  with torch.no_grad():
+    out = theirs(pixel_values=torch.from_numpy(pixels),
+                 pixel_attention_mask=torch.from_numpy(mask), spatial_shapes=torch.tensor(grids))
+  pooled = vit.representations(ours, params, _sequences_of(grids, pixels, mask))['pooled']
+  _close(np.asarray(pooled)[:, 0], out.pooler_output)
 
 
 def _sequences_of(grids, pixels, mask):
@@ -232,14 +230,7 @@ def test_big_vision_naflex_npz_loads_and_equals_the_same_weights_in_transformers
   flat = {f'params/{k}': np.asarray(v) for k, v in param_names.flatten(params).items()}
   np.savez(tmp_path / 'naflex.npz', **flat)
   loaded = trained_model.load(str(tmp_path / 'naflex.npz'))
-  grids = [(1, 8), (4, 4), (3, 2)]
-  pixels, mask = _siglip2_inputs(grids, 16, seed=14)
-  with torch.no_grad():
-    out = model(pixel_values=torch.from_numpy(pixels), pixel_attention_mask=torch.from_numpy(mask),
-                spatial_shapes=torch.tensor(grids))
-  seqs = _sequences_of(grids, pixels, mask)
-  pooled = vit.representations(loaded.model, loaded.params, seqs)['pooled']
-  _close(np.asarray(pooled)[:, 0], out.pooler_output)
+  _siglip2_close(loaded.model, loaded.params, model, [(1, 8), (4, 4), (3, 2)], 16, seed=14)
 
 
 @pytest.mark.parametrize('with_projection', [False, True])

@@ -257,11 +257,8 @@ def read_naflex(config: ml_collections.ConfigDict) -> Optional[Naflex]:
   if not found:
     return None
   args, kwargs = found[0]
-  try:
-    patch_size, max_patches = (list(args) + [kwargs.get('patch_size'),
-                                             kwargs.get('max_patches')][len(args):])[:2]
-  except (TypeError, IndexError):
-    patch_size = max_patches = None
+  patch_size, max_patches = (args[i] if len(args) > i else kwargs.get(name)
+                             for i, name in enumerate(('patch_size', 'max_patches')))
   for field, value in (('patch_size', patch_size), ('max_patches', max_patches)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise errors.UserError(f'pp_train naflex: {field} must be a positive integer (a sequence '
