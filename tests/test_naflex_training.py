@@ -60,6 +60,9 @@ def naflex_config(root, images_per_sequence=4, sequences=8):
   val.root = root
   config.evals.eval = common.classification_eval(
       val, f'decode|value_range(-1, 1)|naflex(4, 32)|onehot|{KEEP}', every=STEPS)
+  shots = common.fewshot_dataset('folder', 'train', 'val', root=root)
+  config.evals.fewshot = common.fewshot_eval(
+      {'shapes': shots}, 'decode|value_range(-1, 1)|naflex(4, 32)', every=STEPS, shots=(5,))
   config.eval_batch_size = 8
   return config
 
@@ -82,6 +85,7 @@ def test_a_packed_run_on_non_square_images_learns_them(finished):
   workdir, result = finished
   assert result['step'] == STEPS
   assert result['eval/accuracy'] >= 0.9, result
+  assert result['fewshot/shapes_5shot'] >= 0.9, result  # linear probes on native-size features
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     rows = [json.loads(line) for line in f if '"train/loss"' in line]
   # Nearly all of a step's 16 images find room in its 8 sequences of 32 tokens (means of 4 steps).

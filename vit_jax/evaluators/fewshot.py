@@ -35,6 +35,7 @@ from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import eval_step as step_lib
+from vit_jax.models import sequences
 from vit_jax.models import vit
 
 BIAS_CONSTANT = 100.0  # big_vision's: a large constant feature leaves the bias almost free
@@ -167,8 +168,12 @@ class FewShot(base.Evaluator):
       image_pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
     except ValueError as e:
       raise errors.UserError(f'config.evals.{name}.pp: {e}') from e
-    self._pp = lambda example, seed: {'image': image_pp(example, seed)['image'],
-                                      'label': example['label'], 'index': example['index']}
+    def pp(example, seed):  # the image, or the one-image NaFlex sequence of the naflex op
+      processed = image_pp(example, seed)
+      inputs = ({'image': processed['image']} if 'image' in processed else
+                {key: processed[key] for key in sequences.KEYS})
+      return {**inputs, 'label': example['label'], 'index': example['index']}
+    self._pp = pp
     datasets = base.as_dict(entry.get('datasets') or {})
     if not datasets:
       raise errors.UserError(
@@ -224,13 +229,23 @@ class FewShot(base.Evaluator):
     model, representation = self.context.model, self.representation
 
     def features(params, batch):
-      return {'features': vit.representations(model, params, batch['image'])[representation],
-              'label': batch['label'], 'index': batch['index'], 'mask': batch['mask']}
+      if 'image' in batch:
+        found = vit.representations(model, params, batch['image'])[representation]
+      else:  # one-image sequences: [b, 1, d]
+        found = vit.representations(model, params, sequences.from_batch(batch))[representation]
+        found = found[:, 0]
+      return {'features': found, 'label': batch['label'], 'index': batch['index'],
+              'mask': batch['mask']}
     return features
 
   def _check_representation(self):
     task = next(iter(self._tasks.values()))
     dataset, _ = pipeline.eval_dataset(task['test'], self._pp, local_batch=1)
+    if 'image' not in dataset.element_spec:  # NaFlex: both outputs are [b, 1, d]
+      if self.representation not in ('pooled', 'pre_logits'):
+        raise errors.UserError(f'config.evals.{self.name}.representation: expected pooled or '
+                               f'pre_logits, found {self.representation!r}.')
+      return
     image = dataset.element_spec['image']
 
     def shapes(images):
