@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from vit_jax import errors
+from vit_jax.models import sequences
 
 
 def budget_grid(height: int, width: int, patch_size: int, max_patches: int,
@@ -122,11 +123,9 @@ def pack_batch(batch: dict[str, np.ndarray], num_sequences: int,
   tokens = [patches[:n] for patches, n in zip(batch['patches'], counts)]
   positions = [p[:n] for p, n in zip(batch['positions'], counts)]
   grids = [tuple(g[0]) for g in batch['grids']]
-  extras = {k: list(v) for k, v in batch.items() if k not in _SEQUENCE_KEYS}
+  extras = {k: list(v) for k, v in batch.items() if k not in sequences.KEYS}
   packed, _ = pack(tokens, positions, grids, num_sequences=num_sequences,
                    seq_len=batch['patches'].shape[1], images_per_sequence=images_per_sequence,
                    extras=extras)
   return packed
 
-
-_SEQUENCE_KEYS = ('patches', 'positions', 'segments', 'grids')  # models.sequences.KEYS
