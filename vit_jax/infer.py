@@ -103,13 +103,10 @@ def native_sequences(image_paths: Sequence[str], pp: str, patch_size: int,
 
 
 def _native(path: str, value: str, patch_size: int, max_patches: int) -> np.ndarray:
-  """An image file resized to its NaFlex grid (antialiased bilinear), then value-mapped."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with images_lib.open_rgb(path) as image:
-    pixels = np.asarray(image)
-  grid = naflex.budget_grid(*pixels.shape[:2], patch_size, max_patches)
-  resized = naflex.resize(pixels, grid[0] * patch_size, grid[1] * patch_size)
-  return images_lib.apply(Image.fromarray(resized), value)
+  """An image file resized to its NaFlex grid (bilinear), then value-mapped."""
+  image = images_lib.open_rgb(path)
+  rows, columns = naflex.budget_grid(image.height, image.width, patch_size, max_patches)
+  return images_lib.apply(image, f'resize(({rows * patch_size}, {columns * patch_size}))|{value}')
 
 
 def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),

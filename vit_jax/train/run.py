@@ -217,12 +217,10 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
 
 
 def _packer(naflex: Optional[options_lib.Naflex]):
-  """The host packing of a NaFlex run's local batches (None: one image per sequence)."""
+  """The host packing of a NaFlex run's local batches (None: one image per sequence); the
+  setup has checked that the sequences split over the processes."""
   if naflex is None or naflex.images_per_sequence == 1:
     return None
-  if naflex.sequences % jax.process_count():
-    raise errors.UserError(f'config.naflex.sequences={naflex.sequences} does not split over '
-                           f'{jax.process_count()} processes.')
   return functools.partial(naflex_lib.pack_batch,
                            num_sequences=naflex.sequences // jax.process_count(),
                            images_per_sequence=naflex.images_per_sequence)
