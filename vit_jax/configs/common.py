@@ -29,7 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # What the run trains for (vit_jax.objectives): 'classification' (the paper), 'mae'
   # (masked-autoencoder pretraining, no labels) or 'distillation' (DeiT's distillation token
-  # learning a teacher). `mae` and `distill` hold their fields (docs/objectives.md).
+  # learning a teacher) or 'dense' (segmentation or depth from the patch maps, docs/dense.md).
+  # `mae`, `distill` and `dense` hold their fields (docs/objectives.md).
   config.objective = 'classification'
   config.mae = ml_collections.ConfigDict(dict(
       mask_ratio=0.75, decoder_width=512, decoder_depth=8, decoder_heads=16,
@@ -37,6 +38,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.distill = ml_collections.ConfigDict(dict(
       teacher=ml_collections.config_dict.placeholder(str),  # anything --checkpoint accepts
       kind='hard', alpha=0.5, tau=1.0))  # 'hard' | 'soft'; DeiT's weight and temperature
+  # Dense tasks (vit_jax.models.dense): task 'segmentation' | 'depth'; head 'linear' (DINOv2's
+  # probe) | 'mask_transformer' (Segmenter) | 'multilevel'; `blocks` the head reads;
+  # frozen_backbone: a probe (backbone frozen, inference mode). Segmentation ignores
+  # `ignore_label`; depth is predicted in (min_depth, max_depth) with depth_loss 'silog' |
+  # 'l1' | 'silog+l1'.
+  config.dense = ml_collections.ConfigDict(dict(
+      task='segmentation', head='linear', blocks=(-1,), frozen_backbone=True, ignore_label=255,
+      min_depth=1e-3, max_depth=10.0, depth_loss='silog', decoder_width=256, decoder_depth=2,
+      decoder_heads=4))
 
   # Data: sources (vit_jax.data.sources.from_config) and preprocessing strings. `onehot` takes
   # its depth from num_classes; label smoothing is `label_smoothing` below.
@@ -138,7 +148,9 @@ def data_source(name: str, split: str) -> ml_collections.ConfigDict:
       name=name, split=split, data_dir=ml_collections.config_dict.placeholder(str), prepare=False,
       image_size=ml_collections.config_dict.placeholder(int),  # digits only
       root=ml_collections.config_dict.placeholder(str), strict=False,  # folders
-      image_key='image', label_key='label'))
+      image_key='image', label_key='label',
+      target=ml_collections.config_dict.placeholder(str),  # a dense dataset's per-pixel feature
+      canvas=ml_collections.config_dict.placeholder(tuple)))  # digit_canvas (height, width)
 
 
 def classification_eval(data: ml_collections.ConfigDict, pp: str, every: int = 1000,
@@ -149,11 +161,26 @@ def classification_eval(data: ml_collections.ConfigDict, pp: str, every: int = 1
       batch_size=ml_collections.config_dict.placeholder(int)))
 
 
+def dense_eval(kind: str, data: ml_collections.ConfigDict, pp: str, every: int = 1000, *,
+               mode: str = 'slide', crop=None, stride=None, figures: int = 4
+               ) -> ml_collections.ConfigDict:
+  """A dense evaluator (kind 'segmentation': mIoU, pixel accuracy, per-class IoU; 'depth':
+  RMSE, AbsRel, delta<1.25) on a split, by sliding windows of `crop` pixels `stride` apart
+  (default: the run's image_size, 2/3 of it) or on the `whole` image (evaluators/dense.py)."""
+  unset = ml_collections.config_dict.placeholder
+  return ml_collections.ConfigDict(dict(
+      kind=kind, every=every, data=data, pp=pp, mode=mode,
+      crop=unset(tuple) if crop is None else tuple(crop),
+      stride=unset(tuple) if stride is None else tuple(stride), figures=figures,
+      batch_size=unset(int)))
+
+
 def fewshot_dataset(name: str, train_split: str, test_split: str,
                     **source_fields) -> ml_collections.ConfigDict:
   """One few-shot dataset: shots are drawn from `train_split`, accuracy is on `test_split`."""
   fields = data_source(name, train_split)
-  del fields['split']
+  for dense_only in ('split', 'target', 'canvas'):
+    del fields[dense_only]
   fields.update(train_split=train_split, test_split=test_split, **source_fields)
   return fields
 

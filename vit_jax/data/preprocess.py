@@ -50,6 +50,35 @@ def _decode(data, channels=3):
   return tf.ensure_shape(image, [None, None, channels])
 
 
+# Per-pixel targets of dense tasks ([h, w]: int32 classes, float32 depth): every geometric op
+# applies the image's transform to them too, resampling them with nearest neighbours.
+DENSE_KEYS = ('segmentation', 'depth')
+
+
+def _with_dense(example: Example, image: tf.Tensor, transform) -> Example:
+  """`example` with `image`, and `transform` ([h, w, 1] -> [h', w', 1], nearest) applied to
+  each per-pixel target, which must have the image's height and width."""
+  out = {**example, 'image': image}
+  for key in DENSE_KEYS:
+    if key in example:
+      target = example[key]
+      check = tf.debugging.assert_equal(
+          tf.shape(target)[:2], tf.shape(example['image'])[:2],
+          message=f'the {key} map and its image differ in size (a label map must have its '
+                  'image\'s height and width)')
+      with tf.control_dependencies([check]):
+        out[key] = transform(target[:, :, None])[:, :, 0]
+  return out
+
+
+def _refuse_dense(example: Example, op_name: str) -> None:
+  found = [k for k in DENSE_KEYS if k in example]
+  if found:
+    raise errors.UserError(f'pp op {op_name} moves pixels of the image only; the example has '
+                           f'the per-pixel {found[0]!r} to keep aligned: use resize, '
+                           'random_scale, pad_to, random_crop, central_crop, flip_lr.')
+
+
 @register('decode')
 def decode(channels: int = 3) -> Op:
   """Encoded bytes (or an already decoded array) -> uint8 [h, w, channels]."""
@@ -75,7 +104,9 @@ def inception_crop(size, area_min: float = 5, area_max: float = 100, aspect_min:
     image = example['image']
     begin, crop = _crop_window(tf.shape(image), seed, area_min, area_max, aspect_min, aspect_max)
     image = tf.slice(image, begin, crop)
-    return {**example, 'image': _to_uint8(tf.image.resize(image, _size(size), method))}
+    resized = _to_uint8(tf.image.resize(image, _size(size), method))
+    return _with_dense(example, resized, lambda t: tf.image.resize(
+        tf.slice(t, begin[:2] + [0], tf.concat([crop[:2], [1]], 0)), _size(size), 'nearest'))
   return op
 
 
@@ -85,6 +116,7 @@ def decode_jpeg_and_inception_crop(size, area_min: float = 5, area_max: float = 
                                    method: str = 'bilinear') -> Op:
   """`decode|inception_crop(...)` fused: JPEGs decode only the crop window (much faster)."""
   def op(example, seed):
+    _refuse_dense(example, 'decode_jpeg_and_inception_crop (use decode|inception_crop)')
     data = example['image']
 
     def jpeg():
@@ -109,8 +141,8 @@ def resize(size, method: str = 'bilinear') -> Op:
   """Resizes to `size` (int or (h, w)) ignoring the aspect ratio."""
   def op(example, seed):
     del seed
-    resized = tf.image.resize(example['image'], _size(size), method)
-    return {**example, 'image': _to_uint8(resized)}
+    resized = _to_uint8(tf.image.resize(example['image'], _size(size), method))
+    return _with_dense(example, resized, lambda t: tf.image.resize(t, _size(size), 'nearest'))
   return op
 
 
@@ -125,7 +157,43 @@ def resize_small(size: int, method: str = 'bilinear', floor: bool = False) -> Op
     scale = size / tf.minimum(height, width)
     sides = tf.stack([height * scale, width * scale])
     new = tf.cast(tf.floor(sides + 1e-4) if floor else tf.round(sides), tf.int32)
-    return {**example, 'image': _to_uint8(tf.image.resize(image, new, method))}
+    resized = _to_uint8(tf.image.resize(image, new, method))
+    return _with_dense(example, resized, lambda t: tf.image.resize(t, new, 'nearest'))
+  return op
+
+
+@register('random_scale')
+def random_scale(short: int, long: int, min_ratio: float = 0.5, max_ratio: float = 2.0,
+                 method: str = 'bilinear') -> Op:
+  """mmseg's multi-scale training resize: a ratio r uniform in [min_ratio, max_ratio], then the
+  largest size keeping the aspect ratio within (short * r, long * r) (ADE20K: 512, 2048)."""
+  def op(example, seed):
+    image = example['image']
+    ratio = tf.random.stateless_uniform([], seed, min_ratio, max_ratio)
+    sides = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = ratio * tf.minimum(short / tf.reduce_min(sides), long / tf.reduce_max(sides))
+    new = tf.cast(tf.round(sides * scale), tf.int32)
+    resized = _to_uint8(tf.image.resize(image, new, method))
+    return _with_dense(example, resized, lambda t: tf.image.resize(t, new, 'nearest'))
+  return op
+
+
+@register('pad_to')
+def pad_to(size, ignore: int = 255) -> Op:
+  """Pads the bottom and right to at least `size` (int or (h, w)): the image with 0, a
+  segmentation map with `ignore`, a depth map with 0 (no measurement)."""
+  height, width = _size(size)
+
+  def op(example, seed):
+    del seed
+    shape = tf.shape(example['image'])
+    pad = [[0, tf.maximum(height - shape[0], 0)], [0, tf.maximum(width - shape[1], 0)]]
+    out = {**example, 'image': tf.pad(example['image'], pad + [[0, 0]])}
+    for key in DENSE_KEYS:
+      if key in example:
+        out[key] = tf.pad(example[key], pad,
+                          constant_values=ignore if key == 'segmentation' else 0)
+    return out
   return op
 
 
@@ -139,7 +207,8 @@ def central_crop(size) -> Op:
     image = example['image']
     top = (tf.shape(image)[0] - height) // 2
     left = (tf.shape(image)[1] - width) // 2
-    return {**example, 'image': tf.image.crop_to_bounding_box(image, top, left, height, width)}
+    crop = lambda t: tf.image.crop_to_bounding_box(t, top, left, height, width)  # pylint: disable=unnecessary-lambda-assignment
+    return _with_dense(example, crop(image), crop)
   return op
 
 
@@ -150,8 +219,16 @@ def random_crop(size) -> Op:
 
   def op(example, seed):
     image = example['image']
-    crop = tf.image.stateless_random_crop(image, [height, width, tf.shape(image)[-1]], seed)
-    return {**example, 'image': crop}
+    if not any(k in example for k in DENSE_KEYS):
+      crop = tf.image.stateless_random_crop(image, [height, width, tf.shape(image)[-1]], seed)
+      return {**example, 'image': crop}
+    shape = tf.shape(image)
+    limits = tf.stack([shape[0] - height + 1, shape[1] - width + 1])
+    with tf.control_dependencies([tf.debugging.assert_positive(
+        limits, message=f'random_crop({height}, {width}) of a smaller image: pad_to first')]):
+      offset = tf.random.stateless_uniform([2], seed, 0, 2**30, tf.int32) % limits
+    crop = lambda t: tf.image.crop_to_bounding_box(t, offset[0], offset[1], height, width)  # pylint: disable=unnecessary-lambda-assignment
+    return _with_dense(example, crop(image), crop)
   return op
 
 
@@ -159,7 +236,12 @@ def random_crop(size) -> Op:
 def flip_lr() -> Op:
   """Mirrors left-right with probability 1/2."""
   def op(example, seed):
-    return {**example, 'image': tf.image.stateless_random_flip_left_right(example['image'], seed)}
+    if not any(k in example for k in DENSE_KEYS):
+      return {**example,
+              'image': tf.image.stateless_random_flip_left_right(example['image'], seed)}
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    mirror = lambda t: tf.cond(flip, lambda: t[:, ::-1], lambda: t)  # pylint: disable=unnecessary-lambda-assignment
+    return _with_dense(example, mirror(example['image']), mirror)
   return op
 
 
@@ -169,6 +251,7 @@ def randaug(num_layers: int = 2, magnitude: float = 10) -> Op:
   num_layers, magnitude = pp_spec.check_randaug(num_layers, magnitude)
 
   def op(example, seed):
+    _refuse_dense(example, 'randaug')
     return {**example, 'image': randaugment_lib.randaugment(
         example['image'], seed, num_layers, magnitude)}
   return op
@@ -224,6 +307,50 @@ def onehot(depth: int, key: str = 'label', key_result: str = 'labels') -> Op:
   return op
 
 
+@register('segmentation')
+def segmentation(key: str = 'segmentation', reduce_zero_label: bool = False,
+                 num_classes: Optional[int] = None, ignore: int = 255) -> Op:
+  """The class map `key` (PNG bytes or uint8 [h, w(, c)]; channel 0 holds the class) ->
+  `segmentation` int32 [h, w]. `reduce_zero_label` (ADE20K's protocol): 0 ("other") becomes
+  `ignore` and every other class shifts down by one. Ids other than `ignore` must be below
+  `num_classes` (in a run's config it follows config.num_classes)."""
+  def op(example, seed):
+    del seed
+    data = example[key]
+    labels = tf.io.decode_png(data, channels=0)[:, :, 0] if data.dtype == tf.string else (
+        data[:, :, 0] if data.shape.rank == 3 else data)
+    labels = tf.cast(labels, tf.int32)
+    if reduce_zero_label:
+      labels = tf.where(labels == 0, ignore, labels - 1)
+      labels = tf.where(labels == ignore - 1, ignore, labels)  # 255 stays ignored
+    checks = []
+    if num_classes is not None:
+      wrong = (labels >= num_classes) & (labels != ignore) | (labels < 0)
+      checks.append(tf.debugging.assert_equal(
+          tf.reduce_any(wrong), False,
+          message=f'{key}: class ids outside [0, {num_classes}) other than the ignore label '
+                  f'{ignore}'))
+    with tf.control_dependencies(checks):
+      labels = tf.identity(labels)
+    out = {k: v for k, v in example.items() if k != key}
+    return {**out, 'segmentation': labels}
+  return op
+
+
+@register('depth')
+def depth(key: str = 'depth', scale: float = 1.0) -> Op:
+  """The depth map `key` (float [h, w], or 16-bit PNG bytes) times `scale` -> `depth` float32
+  [h, w] (0: no measurement)."""
+  def op(example, seed):
+    del seed
+    data = example[key]
+    values = (tf.cast(tf.io.decode_png(data, channels=1, dtype=tf.uint16)[:, :, 0], tf.float32)
+              if data.dtype == tf.string else tf.cast(data, tf.float32))
+    out = {k: v for k, v in example.items() if k != key}
+    return {**out, 'depth': values * scale}
+  return op
+
+
 @register('keep')
 def keep(*keys: str) -> Op:
   """Drops every entry but `keys`."""
@@ -264,6 +391,7 @@ def naflex(patch_size: int, max_patches: int, max_side: Optional[int] = None,
 
   def op(example, seed):
     del seed
+    _refuse_dense(example, 'naflex')
     image = example['image']
     shape = tf.shape(image)
     grid = tf.ensure_shape(tf.numpy_function(grid_of, [shape[0], shape[1]], tf.int32), [2])
@@ -302,6 +430,8 @@ def parse(spec: str, num_classes: Optional[int] = None) -> Callable[[Example, tf
     if name not in OPS:
       raise errors.UserError(
           f'Unknown preprocessing op {name!r} in {spec!r}; known: {sorted(OPS)}.')
+    if name == 'segmentation' and 'num_classes' not in kwargs and num_classes is not None:
+      kwargs = {**kwargs, 'num_classes': num_classes}
     if name == 'onehot':
       if 'smoothing' in kwargs or len(args) > 1 and not isinstance(args[1], str):
         raise errors.UserError(f'{text.strip()!r}: onehot has no smoothing; label smoothing is '

@@ -51,6 +51,12 @@ def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
   With `prepare=True` the dataset is built first (`download_and_prepare`: from local files for
   manually downloaded datasets such as imagenet2012, or downloading where allowed).
   """
+  return _builder_source(prepared_builder(name, data_dir, prepare), split, image_key, label_key)
+
+
+def prepared_builder(name: str, data_dir: Optional[str] = None, prepare: bool = False):
+  """The tfds builder of a prepared dataset (built first with `prepare`); DatasetMissing names
+  the command that prepares it."""
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -64,7 +70,7 @@ def tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
     raise DatasetMissing(
         f'tfds dataset {name!r} is not prepared under {builder.data_dir_root}; build it first '
         f'(tfds build {name} --file_format=array_record --data_dir=...) or set prepare=True.')
-  return _builder_source(builder, split, image_key, label_key)
+  return builder
 
 
 def _builder_source(builder, split: str, image_key: str, label_key: str, *,
@@ -196,6 +202,51 @@ def digits_source(split: str, *, image_size: int = 32, data_dir: Optional[str] =
   return _builder_source(builder, split, 'image', 'label')
 
 
+def dense_source(builder, split: str, target_key: str, *, image_key: str = 'image',
+                 class_names: Sequence[str] = ()) -> Source:
+  """A dense dataset's split: `{'image': encoded bytes, <target_key>: encoded label PNG bytes or
+  a float32 map}` (tfds `scene_parse150` 'annotation', `nyu_depth_v2` 'depth', `digit_canvas`
+  'segmentation' or 'depth'); the `segmentation` and `depth` pp ops read the target."""
+  features = builder.info.features
+  for key in (image_key, target_key):
+    if key not in features:
+      raise errors.UserError(f'{builder.name} has no feature {key!r}; features: '
+                             f'{sorted(features)}.')
+  sizes = {s: info.num_examples for s, info in builder.info.splits.items()}
+  splits.slice_split(split, sizes)
+  encoded = [k for k in (image_key, target_key) if isinstance(features[k], tfds.features.Image)]
+  data = builder.as_data_source(split, decoders={k: tfds.decode.SkipDecoding() for k in encoded})
+  target_encoded = target_key in encoded
+
+  def read(index):
+    example = data[int(index)]
+    target = example[target_key]
+    return example[image_key], target if target_encoded else np.asarray(target, np.float32)
+
+  def lookup(index):
+    image, target = tf.numpy_function(
+        read, [index], (tf.string, tf.string if target_encoded else tf.float32), stateful=False)
+    image.set_shape([])
+    target.set_shape([] if target_encoded else [None, None])
+    return {'image': image, target_key: target}
+
+  return Source(name=f'{builder.name}:{split}', num_examples=len(data),
+                class_names=list(class_names), lookup=lookup)
+
+
+def digit_canvas_source(split: str, target: str, *, height: int = 32, width: int = 32,
+                        data_dir: Optional[str] = None) -> Source:
+  """The embedded digit canvases (data/digit_canvas.py), built offline on first use."""
+  from vit_jax.data import digit_canvas  # pylint: disable=g-import-not-at-top  (scikit-learn)
+  builder = digit_canvas.builder(height, width, data_dir=data_dir)
+  preparation.once(f'{builder.name}/{builder.builder_config.name}/{builder.version}',
+                   str(builder.data_dir_root), builder.is_prepared,
+                   lambda: builder.download_and_prepare(file_format='array_record'))
+  builder = digit_canvas.builder(height, width, data_dir=data_dir)
+  names = digit_canvas.CLASS_NAMES if target == 'segmentation' else ()
+  return dense_source(builder, split, target, class_names=names)
+
+
 def folder_source(root: str, split: str, *, strict: bool = False) -> Source:
   """Images under `root` (`<class>/*` or `{train,val,test}/<class>/*`: see data/folders.py);
   `split` is a split name with an optional slice (`train[:50%]`). Classes are the sorted class
@@ -216,10 +267,22 @@ def folder_source(root: str, split: str, *, strict: bool = False) -> Source:
 
 
 def from_config(data) -> Source:
-  """A source from a config dict: `name` ('digits', 'folder' with `root`, 'vtab/<task>', or a
-  tfds name),
-  `split`, and optionally `data_dir`, `prepare`, `image_size` (digits), `strict` (folders)."""
+  """A source from a config dict: `name` ('digits', 'digit_canvas', 'folder' with `root`,
+  'vtab/<task>', or a tfds name), `split`, and optionally `data_dir`, `prepare`, `image_size`
+  (digits), `canvas` ((height, width) of digit_canvas), `strict` (folders), `target` (the
+  per-pixel feature of a dense dataset: see `dense_source`)."""
   name, split = data['name'], data['split']
+  target = data.get('target')
+  if name == 'digit_canvas':
+    if target not in ('segmentation', 'depth'):
+      raise errors.UserError(f'data.name="digit_canvas" needs data.target="segmentation" or '
+                             f'"depth"; found {target!r}.')
+    height, width = tuple(data.get('canvas') or (32, 32))
+    return digit_canvas_source(split, target, height=height, width=width,
+                               data_dir=data.get('data_dir'))
+  if target:
+    builder = prepared_builder(name, data.get('data_dir'), bool(data.get('prepare')))
+    return dense_source(builder, split, target, image_key=data.get('image_key') or 'image')
   if name.startswith('vtab/'):
     return vtab_source(name[len('vtab/'):], split, data_dir=data.get('data_dir'))
   if name == 'digits':

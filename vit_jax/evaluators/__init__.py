@@ -2,7 +2,8 @@
 
 `config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`; any number at
 once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
-(ImageNet-ReaL), `fewshot` (the paper's linear probes). An entry without `batch_size` takes
+(ImageNet-ReaL), `fewshot` (the paper's linear probes), `segmentation` and `depth` (a dense
+run's mIoU and RMSE; evaluators/dense.py). An entry without `batch_size` takes
 `config.eval_batch_size`, else the training `batch_size`.
 """
 
@@ -17,6 +18,7 @@ from vit_jax.weights import trained_model
 from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
+from vit_jax.evaluators import dense
 from vit_jax.evaluators import fewshot
 from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
@@ -24,7 +26,7 @@ from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 
 KINDS = {'classification': classification.Classification, 'real': classification.Real,
-         'fewshot': fewshot.FewShot}
+         'fewshot': fewshot.FewShot, 'segmentation': dense.Segmentation, 'depth': dense.Depth}
 
 
 def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
@@ -51,7 +53,9 @@ def from_config(config: ml_collections.ConfigDict, model, mesh,
 def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings) -> base.Context:
   return base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
                       num_classes=config.num_classes,
-                      batch_size=config.get('eval_batch_size') or config.batch_size)
+                      batch_size=config.get('eval_batch_size') or config.batch_size,
+                      image_size=config.image_size,
+                      ignore_label=int(config.get('dense', {}).get('ignore_label', 255)))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str, *,

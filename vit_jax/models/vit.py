@@ -9,7 +9,7 @@ MlpBlock_0}`, `Transformer/encoder_norm`, `pre_logits`, `head`), big_vision's `M
 MAP pooling, and `Transformer/encoderblock` (layers stacked on axis 0) when `scan=True`.
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,8 +40,6 @@ ACTIVATIONS = {
     'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
     'silu': jax.nn.silu,  # the gate of SwiGLU MLPs (DINOv2-g)
 }
-# Every block's output (before the final norm) is sown into this collection when it is mutable.
-BLOCK_OUTPUTS = 'block_outputs'
 # A distilled model's two heads, (class head, distillation head), before they are averaged: sown
 # when the collection is mutable (DeiT distillation trains them apart).
 HEADS = 'heads'
@@ -124,8 +122,8 @@ class Encoder1DBlock(nn.Module):
   `drop_path_rate` (stochastic depth, per example) may be None, a float, or a traced scalar
   (one per layer when scanned). `mask` ([b, 1, t, t] bool) keeps attention inside each image of
   a NaFlex sequence. `layerscale` (an initial value) scales both branches
-  (`LayerScale_0/1`); `qk_norm` normalises queries and keys per head. Returns `(x, None)` so the
-  same block serves `nn.scan`.
+  (`LayerScale_0/1`); `qk_norm` normalises queries and keys per head. Returns `(x, None)`, or
+  `(x, x)` with `emit` (scanned blocks stack their outputs), so the same block serves `nn.scan`.
   """
 
   mlp_dim: int
@@ -140,6 +138,7 @@ class Encoder1DBlock(nn.Module):
   rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
+  emit: bool = False  # also return the output as the scan's per-layer output
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool, mask=None):
@@ -164,9 +163,7 @@ class Encoder1DBlock(nn.Module):
                  activation=self.activation, gated=self.gated_mlp, dtype=self.dtype,
                  name='MlpBlock_0')(y, deterministic=deterministic)
     x = x + drop(scale(y, 'LayerScale_1'))
-    if not self.is_initializing():  # init returns parameters only
-      self.sow(BLOCK_OUTPUTS, 'tokens', x)
-    return x, None
+    return x, (x if self.emit else None)
 
 
 class Encoder(nn.Module):
@@ -248,7 +245,10 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool,
                registers: Optional[jnp.ndarray] = None,
-               sequences: Optional[sequences_lib.Sequences] = None) -> jnp.ndarray:
+               sequences: Optional[sequences_lib.Sequences] = None,
+               blocks: Optional[Sequence[int]] = None, norm_blocks: bool = False):
+    """[b, t, w] -> [b, t, w]; with `blocks` (indices, negative from the end) also the outputs
+    of those blocks, each through the final LayerNorm when `norm_blocks`."""
     if x.ndim != 3:
       raise errors.UserError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
     mask = None
@@ -281,20 +281,36 @@ class Encoder(nn.Module):
     if self.stochastic_depth > 0:
       rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
                for i in range(self.num_layers)]
+    chosen = None if blocks is None else _block_indices(blocks, self.num_layers)
     if self.scan:
       stack = nn.scan(
-          block, variable_axes={'params': 0, 'intermediates': 0, BLOCK_OUTPUTS: 0},
+          block, variable_axes={'params': 0, 'intermediates': 0},
           split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast, nn.broadcast),
           length=self.num_layers)
-      x, _ = stack(name='encoderblock', **block_kwargs)(
+      x, stacked = stack(name='encoderblock', emit=chosen is not None, **block_kwargs)(
           x, None if rates is None else jnp.asarray(rates), not train, mask)
+      outputs = None if chosen is None else [stacked[i] for i in chosen]
     else:
+      every = []
       for layer in range(self.num_layers):
         x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
             x, None if rates is None else rates[layer], not train, mask)
-    if not self.final_norm:
-      return x
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
+        every.append(x)
+      outputs = None if chosen is None else [every[i] for i in chosen]
+    if self.final_norm:
+      final = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')
+      x = final(x)
+      if outputs is not None and norm_blocks:
+        outputs = [final(y) for y in outputs]
+    return x if outputs is None else (x, outputs)
+
+
+def _block_indices(blocks: Sequence[int], num_layers: int) -> list[int]:
+  """`blocks` as indices in [0, num_layers) (negative ones count from the end)."""
+  chosen = [int(i) + num_layers if int(i) < 0 else int(i) for i in blocks]
+  if any(not 0 <= i < num_layers for i in chosen):
+    raise errors.UserError(f'blocks {list(blocks)} out of range for {num_layers} blocks.')
+  return chosen
 
 
 class MAPHead(nn.Module):
@@ -466,9 +482,12 @@ class VisionTransformer(nn.Module):
         dtype=self.compute_dtype, name='embedding')(seqs.patches.astype(self.compute_dtype))
 
   @nn.compact
-  def __call__(self, inputs, *, train: bool) -> jnp.ndarray:
+  def __call__(self, inputs, *, train: bool, blocks: Optional[Sequence[int]] = None,
+               norm_blocks: bool = False):
     """Logits [b, classes] of images [b, h, w, c]; [b, k, classes] of NaFlex `Sequences`
-    (one row per image slot; empty slots give values to be masked)."""
+    (one row per image slot; empty slots give values to be masked). With `blocks` (indices,
+    negative from the end): `(logits, [the tokens [b, t, w] after each of those blocks])`, each
+    through the final LayerNorm when `norm_blocks` (models/intermediates.py)."""
     self._check_fields()
     seqs = inputs if isinstance(inputs, sequences_lib.Sequences) else None
     if seqs is not None:
@@ -503,7 +522,12 @@ class VisionTransformer(nn.Module):
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta,
           dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
-          dtype=self.compute_dtype)(x, train=train, registers=registers, sequences=seqs)
+          dtype=self.compute_dtype)(x, train=train, registers=registers, sequences=seqs,
+                                    blocks=blocks, norm_blocks=norm_blocks)
+      if blocks is not None:
+        x, block_outputs = x
+    elif blocks is not None:
+      raise errors.UserError('blocks: this model has no transformer blocks (transformer=None).')
 
     if seqs is None:
       first = 0  # the class token; the distillation token follows it
@@ -546,8 +570,8 @@ class VisionTransformer(nn.Module):
         if not self.is_initializing():
           self.sow(HEADS, 'logits', (logits, dist_logits))
         logits = (logits + dist_logits) / 2
-      return logits
-    return x
+      x = logits
+    return x if blocks is None else (x, block_outputs)
 
 
 def count_params(params: Any) -> int:

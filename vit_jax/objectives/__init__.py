@@ -3,6 +3,7 @@
   classification  the paper's supervised objective (objectives/classification.py)
   mae             masked-autoencoder pretraining, no labels (objectives/mae.py)
   distillation    DeiT's distillation token learning a teacher (objectives/distillation.py)
+  dense           segmentation or depth from the patch maps (objectives/dense.py)
 
 Each is one module with `read(config, model_config)` (its own config fields, checked: a typed
 value or None) and `build(fields, context) -> base.Objective`; a new objective is one new file
@@ -17,10 +18,12 @@ import ml_collections
 from vit_jax import errors
 from vit_jax.objectives import base
 from vit_jax.objectives import classification
+from vit_jax.objectives import dense
 from vit_jax.objectives import distillation
 from vit_jax.objectives import mae
 
-MODULES = {'classification': classification, 'mae': mae, 'distillation': distillation}
+MODULES = {'classification': classification, 'mae': mae, 'distillation': distillation,
+           'dense': dense}
 Objective = base.Objective
 Context = base.Context
 
@@ -47,6 +50,14 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
                              'config.objective=mae trains an encoder without a head: keep '
                              'few-shot evaluators only.')
   return Spec(name, MODULES[name].read(config, model_config))
+
+
+def frozen(spec: Spec) -> tuple[str, ...]:
+  """Parameter names the objective itself freezes (a dense probe's backbone), beside
+  config.frozen."""
+  if spec.name == 'dense' and spec.fields.frozen_backbone:
+    return (r'(?!dense_head/).*',)
+  return ()
 
 
 def build(spec: Spec, context: Context) -> Objective:

@@ -7,8 +7,9 @@ checkpoints and their exact resume, preemption, hosts, sharding, evaluators and 
 planner are the same code for all of them.
 
   loss(params, inputs, rng, extras) -> (mean loss, {metric: mean value})
-    inputs: the batch after the device preprocessing and mixing: 'image', and 'labels' and
-      'position' when the objective asks for them (`needs_labels`, `needs_positions`)
+    inputs: the batch after the device preprocessing and mixing: 'image', and 'labels',
+      'position' and per-pixel targets when the objective asks for them (`needs_labels`,
+      `needs_positions`, `targets`)
     extras: arrays the step takes beside the state, placed once (a teacher's parameters)
 """
 
@@ -27,6 +28,8 @@ class Objective:
   name = ''
   needs_labels = True  # the batch carries one-hot 'labels'
   needs_positions = False  # the batch carries each example's stream position ('position')
+  targets: tuple[str, ...] = ()  # per-pixel batch entries the loss reads (dense tasks)
+  fresh_params: tuple[str, ...] = ()  # parameter names a pretrained init leaves at their init
 
   def __init__(self, model: nn.Module):
     self.model = model
@@ -49,6 +52,11 @@ class Objective:
     clone = copy.copy(self)
     clone.model = model
     return clone
+
+  def target_spec(self, batch: int, image_shape: tuple[int, ...]) -> dict[str, tuple]:
+    """{target: (global shape, dtype)} of `targets` ({}: none)."""
+    del batch, image_shape
+    return {}
 
   def extras(self) -> dict[str, Any]:
     """Host arrays the step takes beside the state ({}: none)."""

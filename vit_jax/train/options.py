@@ -186,7 +186,9 @@ def read_schedule(config: ml_collections.ConfigDict) -> Schedule:
                   end=float(lr.end), timescale=float(lr.timescale))
 
 
-def read_optimizer(config: ml_collections.ConfigDict) -> Optimizer:
+def read_optimizer(config: ml_collections.ConfigDict, frozen: tuple[str, ...] = ()
+                   ) -> Optimizer:
+  """`frozen`: patterns the objective freezes beside config.frozen."""
   optim = config.optim
   _one_of('optim.name', optim.name, OPTIMIZERS)
   wd_mask = config.wd_mask
@@ -202,7 +204,7 @@ def read_optimizer(config: ml_collections.ConfigDict) -> Optimizer:
       wd_mask=(wd_mask,) if isinstance(wd_mask, str) else tuple(wd_mask),
       grad_clip_norm=float(config.grad_clip_norm) if config.grad_clip_norm else None,
       lr_mults=tuple((str(p), float(m)) for p, m in config.lr_mults),
-      frozen=tuple(config.frozen), layerwise_lr_decay=decay)
+      frozen=tuple(config.frozen) + tuple(frozen), layerwise_lr_decay=decay)
 
 
 def optimizer_with(**fields) -> Optimizer:
@@ -309,8 +311,10 @@ def read(config: ml_collections.ConfigDict) -> Options:
   if step.micro_batches != AUTO and data.batch_size % step.micro_batches:
     raise errors.UserError(f'config.batch_size={data.batch_size} does not split into '
                            f'config.micro_batches={step.micro_batches} equal micro-batches.')
+  objective = objectives.read(config, model_config)
   return Options(model=model, model_config=model_config,
-                 remat=config.model.remat or model.remat, optimizer=read_optimizer(config),
+                 remat=config.model.remat or model.remat,
+                 optimizer=read_optimizer(config, objectives.frozen(objective)),
                  step=step, data=data, parallel=read_parallel(config),
                  memory=read_memory(config), bookkeeping=read_bookkeeping(config),
-                 objective=objectives.read(config, model_config))
+                 objective=objective)

@@ -23,6 +23,7 @@ from vit_jax import evaluators as evaluators_lib
 from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.weights import trained_model
+from vit_jax.data import dense_targets
 from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
@@ -109,8 +110,17 @@ class Run:
     return result
 
   def end_figures(self, state: state_lib.TrainState) -> Optional[str]:
-    """An MAE run's reconstruction figure of its first training images (process 0)."""
-    if self.setup.objective.name != 'mae' or not self.lead or self.train_source is None:
+    """An MAE run's reconstruction figure of its first training images; a dense run's
+    predictions beside the ground truth of each dense evaluator with `figures` (process 0)."""
+    if not self.lead:
+      return None
+    if self.setup.objective.name == 'dense':
+      params = state.ema_params if state.ema_params is not None else state.params
+      written = [evaluator.write_figure(params, os.fspath(storage.path(self.workdir) /
+                                                          f'{evaluator.name}.png'))
+                 for evaluator in self.evaluators if getattr(evaluator, 'figures', 0)]
+      return ', '.join(written) or None
+    if self.setup.objective.name != 'mae' or self.train_source is None:
       return None
     pp = preprocessing.of_run(self.config_dict)
     dataset, _ = pipeline.eval_dataset(self.train_source,
@@ -226,9 +236,11 @@ def _packer(naflex: Optional[options_lib.Naflex]):
                            images_per_sequence=naflex.images_per_sequence)
 
 
-def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None) -> None:
+def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None,
+                       targets: dict = None) -> None:
   """pp_train must hand the device preprocessing uint8 images, and a model float ones; and
-  labels when the objective learns them. A NaFlex run's naflex op gives float patches."""
+  labels when the objective learns them. A NaFlex run's naflex op gives float patches. A dense
+  run's per-pixel `targets` ({key: (shape, dtype)}) come at the image's size."""
   if naflex is not None:
     if 'patches' not in spec or spec['patches'].dtype.name != 'float32':
       raise errors.UserError('config.pp_train must end its image ops with value_range/normalize '
@@ -248,6 +260,16 @@ def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None) -
     raise errors.UserError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
                            f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
                            'normalize from pp_train to pp_device.')
+  for key, (shape, dtype) in (targets or {}).items():
+    found = spec.get(key)
+    if found is None or tuple(found.shape[1:]) != tuple(shape[1:]):
+      raise errors.UserError(
+          f'config.pp_train must produce "{key}" maps of the image size {tuple(shape[1:])} '
+          f'(end it with a crop to config.image_size and keep "{key}"); it produces '
+          f'{ {k: tuple(v.shape[1:]) for k, v in spec.items()} }.')
+    if found.dtype.name != np.dtype(dtype).name:
+      raise errors.UserError(f'config.pp_train gives "{key}" as {found.dtype.name}; expected '
+                             f'{np.dtype(dtype).name} (the {key} op makes it).')
   if not device_pp and image.dtype.name == 'uint8':
     raise errors.UserError('config.pp_train ends with uint8 images and config.pp_device is empty; '
                            'end pp_train with value_range(-1, 1) or set --config.pp_device='
@@ -328,8 +350,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
         position=position, process_index=jax.process_index(), process_count=jax.process_count(),
         with_position=step_lib.needs_positions(options.step, setup.objective),
         repeats=data.repeated_aug, pack=_packer(data.naflex))
+  objective = setup.objective
   _check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
-                     setup.objective.needs_labels, data.naflex)
+                     objective.needs_labels, data.naflex,
+                     objective.target_spec(data.batch_size, data.image_shape))
+  if objective.targets:  # the first examples' per-pixel targets, read once
+    dense_targets.check(train_source, train_pp, objective.targets[0], field='config.pp_train',
+                        depth_range=(objective.fields.min_depth, objective.fields.max_depth))
   # Files and datasets: the evaluators' and the checkpoint to start from.
   evaluators = evaluators_lib.from_config(config, setup.objective.eval_model, setup.mesh,
                                           setup.eval_param_shardings())
@@ -340,7 +367,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
     if not config.init_from:
       return None
     return Pretrained(config.init_from, _load_pretrained(config, options.model_config),
-                      tuple(config.dont_load))
+                      tuple(config.dont_load) + setup.objective.fresh_params)
   if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
   if lead:  # only a config that passed every check above claims the workdir

@@ -179,6 +179,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *,
         inputs['image'], inputs['labels'] = mixer(mix_rng, images, batch['labels'])
     if objective.needs_positions:
       inputs['position'] = batch['position']
+    for key in objective.targets:  # per-pixel targets (dense tasks)
+      inputs[key] = batch[key]
     if micro_batches == 1:
       (loss_value, measured), grads = grad_fn(state.params, inputs, dropout_rng, extras)
     else:
@@ -252,6 +254,8 @@ def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
     spec['labels'] = jax.ShapeDtypeStruct(labels, jnp.float32, sharding=sharding)
   if needs_positions(step, objective):
     spec['position'] = jax.ShapeDtypeStruct((batch,), jnp.uint32, sharding=sharding)
+  for key, (shape, dtype) in objective.target_spec(batch, data.image_shape).items():
+    spec[key] = jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
   return spec
 
 

@@ -138,3 +138,30 @@ def reconstruction_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], p
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def dense_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: str, task: str,
+               ignore: int = 255) -> str:
+  """One row per image: (input [h, w, 3] in [0, 1], ground truth, prediction); class maps in
+  one palette (ignored pixels black), depth maps on one colour scale per row (near: bright)."""
+  fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
+  palette = plt.get_cmap('tab20')
+  for row, (image, truth, pred) in zip(axes, rows):
+    row[0].imshow(np.clip(image, 0, 1))
+    if task == 'segmentation':
+      for axis, labels in ((row[1], truth), (row[2], pred)):
+        colours = palette(np.asarray(labels) % 20)[..., :3]
+        colours[np.asarray(labels) == ignore] = 0.0
+        axis.imshow(colours)
+    else:
+      measured = truth[truth > 0]
+      low, high = (measured.min(), measured.max()) if measured.size else (pred.min(), pred.max())
+      for axis, depth in ((row[1], truth), (row[2], pred)):
+        axis.imshow(np.where(depth > 0, depth, np.nan), cmap='magma_r', vmin=low, vmax=high)
+    for axis, title in zip(row, ('input', 'ground truth', 'prediction')):
+      axis.set_title(title, fontsize=8)
+      axis.axis('off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
