@@ -22,6 +22,7 @@ from vit_jax.evaluators import dense
 from vit_jax.evaluators import fewshot
 from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
+from vit_jax.objectives import dense as dense_objective
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 
@@ -71,11 +72,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   """
   if not entries(config):
     raise errors.UserError('--mode=eval needs an evaluator in config.evals; found none.')
+  if any(entry.get('kind') in ('segmentation', 'depth') for entry in entries(config).values()):
+    return _evaluate_dense(config, checkpoint_path)
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
   geometry.check_image_size(config.image_size, loaded.model_config)
-  dcn = config.get('dcn_mesh')
-  mesh = mesh_lib.make_mesh(tuple(config.mesh), dcn=None if dcn is None else tuple(dcn))
-  shardings = partitioning.param_shardings(loaded.params, mesh, config.sharding)
+  mesh, shardings = _placement(config, loaded.params)
   context = _context(config, loaded.model, mesh, shardings)
   built, missing = [], {}
   for name, entry in entries(config).items():
@@ -90,11 +91,33 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
       if not skip_missing:
         raise
       missing[name] = str(e)
-  params = jax.device_put(loaded.params, shardings)
-  result: dict[str, Any] = {}
-  with partitioning.use(mesh, config.sharding):
-    for evaluator in built:
-      result.update(evaluator.run(params, step=0))
+  result: dict[str, Any] = _run_once(built, loaded.params, shardings, mesh, config.sharding)
   if skip_missing:
     result['missing'] = missing
+  return result
+
+
+def _evaluate_dense(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """The dense evaluators of `config` on a dense run's newest checkpoint (head included)."""
+  model, params = dense_objective.load_workdir(workdir)
+  mesh, shardings = _placement(config, params)
+  context = _context(config, model, mesh, shardings)
+  built = [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
+  return _run_once(built, params, shardings, mesh, config.sharding)
+
+
+def _placement(config: ml_collections.ConfigDict, params) -> tuple[Any, Any]:
+  """(mesh, parameter shardings) of a --mode=eval run."""
+  dcn = config.get('dcn_mesh')
+  mesh = mesh_lib.make_mesh(tuple(config.mesh), dcn=None if dcn is None else tuple(dcn))
+  return mesh, partitioning.param_shardings(params, mesh, config.sharding)
+
+
+def _run_once(built: list, params, shardings, mesh, sharding: str) -> dict[str, Any]:
+  """Every evaluator of `built` once on `params`, placed on `shardings`."""
+  params = jax.device_put(params, shardings)
+  result: dict[str, Any] = {}
+  with partitioning.use(mesh, sharding):
+    for evaluator in built:
+      result.update(evaluator.run(params, step=0))
   return result

@@ -1,7 +1,8 @@
 """A paper-style report of one checkpoint's evaluations: `report.md` and `report.json`.
 
 Rows: ImageNet top-1 (`val`), ImageNet-ReaL (`real`), ImageNet-v2 (`v2`), few-shot accuracies per
-dataset and shot count (`fewshot*` evaluators), and the VTAB-1k groups when
+dataset and shot count (`fewshot*` evaluators), dense evaluators' mIoU, pixel accuracy and
+delta1 (in %) and RMSE and AbsRel (as measured, not %), and the VTAB-1k groups when
 experiments/vtab.py has written `vtab.json` into the same directory. Beside each, the paper's
 number for the model the config names (`config.paper_model`), where the paper gives one.
 Evaluations whose dataset is not prepared are listed with the command that prepares it.
@@ -22,6 +23,11 @@ PAPER = {
 }
 ROWS = (('val/accuracy', 'ImageNet top-1'), ('real/accuracy', 'ImageNet-ReaL top-1'),
         ('v2/accuracy', 'ImageNet-v2 top-1'))
+# Dense evaluators' metrics: (suffix, description, scale to the table's value).
+DENSE = (('miou', 'segmentation mIoU', 100), ('pixel_accuracy', 'segmentation pixel accuracy',
+                                               100),
+         ('rmse', 'depth RMSE (m, not %)', 1), ('absrel', 'depth AbsRel (not %)', 1),
+         ('delta1', 'depth delta<1.25', 100))
 
 
 def rows(results: Mapping[str, float], vtab: Optional[dict]) -> list[tuple[str, str, float]]:
@@ -30,6 +36,11 @@ def rows(results: Mapping[str, float], vtab: Optional[dict]) -> list[tuple[str, 
   for key in sorted(k for k in results if k.startswith('fewshot') and k.endswith('shot')):
     dataset, shots = key.split('/', 1)[1].rsplit('_', 1)
     out.append((key, f'{dataset} {shots[:-4]}-shot linear probe', 100 * results[key]))
+  for key in sorted(results):
+    name, _, metric = key.partition('/')
+    for suffix, text, scale in DENSE:
+      if metric == suffix:
+        out.append((key, f'{name}: {text}', scale * results[key]))
   for group in ('natural', 'specialized', 'structured'):
     if vtab and vtab['groups'].get(group) is not None:
       out.append((f'vtab/{group}', f'VTAB-1k {group}', 100 * vtab['groups'][group]))

@@ -10,6 +10,7 @@ Writes, into --out:
   posemb_similarity.png        cosine similarity of position embeddings (Fig. 7, centre)
   embedding_filters.png        first principal components of the patch-embedding filters (Fig. 7)
   reconstruction.png           an MAE workdir's: each image, masked, reconstructed
+  dense.png                    a dense run's: each image beside its predicted classes or depth
 """
 
 from absl import app
@@ -36,7 +37,8 @@ def main(argv):
   written = report.run(_CHECKPOINT.value, images.image_paths(_IMAGE.value, _MAX_IMAGES.value),
                        _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value)
   for path in [*written.rollouts, *written.head_maps, written.distance_png, written.distance_csv,
-               written.posemb_png, written.filters_png, written.reconstruction_png]:
+               written.posemb_png, written.filters_png, written.reconstruction_png,
+               written.dense_png]:
     if path is None:
       continue
     print(path)

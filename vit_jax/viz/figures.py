@@ -1,6 +1,7 @@
 """PNG figures (matplotlib, Agg): overlays, per-head maps, distance scatter, mosaics."""
 
 import csv
+from typing import Optional
 
 import matplotlib
 
@@ -140,25 +141,30 @@ def reconstruction_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], p
   return path
 
 
-def dense_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: str, task: str,
-               ignore: int = 255) -> str:
-  """One row per image: (input [h, w, 3] in [0, 1], ground truth, prediction); class maps in
-  one palette (ignored pixels black), depth maps on one colour scale per row (near: bright)."""
-  fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
+def dense_rows(rows: list[tuple[np.ndarray, Optional[np.ndarray], np.ndarray]], path: str,
+               task: str, ignore: int = 255) -> str:
+  """One row per image: (input [h, w, 3] in [0, 1], ground truth or None, prediction); class
+  maps in one palette (ignored pixels black), depth maps on one colour scale per row (near:
+  bright)."""
+  with_truth = rows[0][1] is not None
+  titles = ('input', 'ground truth', 'prediction') if with_truth else ('input', 'prediction')
+  fig, axes = plt.subplots(len(rows), len(titles), figsize=(2 * len(titles), 2 * len(rows)),
+                           squeeze=False)
   palette = plt.get_cmap('tab20')
   for row, (image, truth, pred) in zip(axes, rows):
     row[0].imshow(np.clip(image, 0, 1))
+    maps = [np.asarray(m) for m in ((truth, pred) if with_truth else (pred,))]
     if task == 'segmentation':
-      for axis, labels in ((row[1], truth), (row[2], pred)):
-        colours = palette(np.asarray(labels) % 20)[..., :3]
-        colours[np.asarray(labels) == ignore] = 0.0
+      for axis, labels in zip(row[1:], maps):
+        colours = palette(labels % 20)[..., :3]
+        colours[labels == ignore] = 0.0
         axis.imshow(colours)
     else:
-      measured = truth[truth > 0]
-      low, high = (measured.min(), measured.max()) if measured.size else (pred.min(), pred.max())
-      for axis, depth in ((row[1], truth), (row[2], pred)):
+      measured = maps[0][maps[0] > 0]
+      low, high = (measured.min(), measured.max()) if measured.size else (0.0, 1.0)
+      for axis, depth in zip(row[1:], maps):
         axis.imshow(np.where(depth > 0, depth, np.nan), cmap='magma_r', vmin=low, vmax=high)
-    for axis, title in zip(row, ('input', 'ground truth', 'prediction')):
+    for axis, title in zip(row, titles):
       axis.set_title(title, fontsize=8)
       axis.axis('off')
   fig.tight_layout()

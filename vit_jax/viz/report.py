@@ -13,6 +13,8 @@ from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
 from vit_jax.viz import figures
+from vit_jax.objectives import dense as dense_objective
+from vit_jax.viz import dense as dense_viz
 from vit_jax.viz import reconstruction
 
 
@@ -25,6 +27,7 @@ class Written:
   posemb_png: Optional[str]  # None for a RoPE model
   filters_png: str
   reconstruction_png: Optional[str] = None  # an MAE workdir's (viz/reconstruction.py)
+  dense_png: Optional[str] = None  # a dense run's predictions (viz/dense.py)
 
 
 def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optional[str] = None,
@@ -73,9 +76,12 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
     reconstruction_png = None
     if reconstruction.is_mae_workdir(checkpoint):
       reconstruction_png = reconstruction.for_workdir(checkpoint, inputs[:8], folder)
+    dense_png = None
+    if dense_objective.is_dense_workdir(checkpoint):
+      dense_png = dense_viz.for_workdir(checkpoint, images[:8], folder)
 
   def named(local):  # a written file's name under `out`
     return local and os.path.join(os.fspath(out), os.path.relpath(local, folder))
   return Written([named(p) for p in rollouts], [named(p) for p in heads], named(distance_png),
                  named(distance_csv), named(posemb_png), named(filters_png),
-                 named(reconstruction_png))
+                 named(reconstruction_png), named(dense_png))

@@ -67,6 +67,9 @@ def _from_workdir(workdir: str
   if config.get('objective') == 'mae':  # the encoder, as a ViT without a head
     params, model_config = mae.encoder_params(params, model_config, config.image_size)
     num_classes = None
+  if config.get('objective') == 'dense':  # the backbone; the dense head stays with the run
+    params = {k: v for k, v in params.items() if k != 'dense_head'}
+    num_classes = None
   return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp)
 
 
