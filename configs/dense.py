@@ -5,8 +5,8 @@ the Quickstart (configs/digits.py):
 
   python -m vit_jax.main --config=configs/dense.py:digits_segmentation \
       --workdir=workdirs/canvas_linear --config.init_from=workdirs/digits
-  python -m vit_jax.main --config=configs/dense.py:digits_segmenter \
-      --workdir=workdirs/canvas_segmenter --config.init_from=workdirs/digits
+  python -m vit_jax.main --config=configs/dense.py:digits_finetune \
+      --workdir=workdirs/canvas_finetune --config.init_from=workdirs/digits
   python -m vit_jax.main --config=configs/dense.py:digits_depth \
       --workdir=workdirs/canvas_depth --config.init_from=workdirs/digits
 
@@ -56,10 +56,10 @@ def _digits(config, variant: str):
   config.lr.update(base=1e-2, schedule='linear', end=0.0, warmup_steps=50)
   config.log_every = 50
   config.checkpoint_every = 200
-  if variant == 'digits_segmenter':  # the backbone learns too, with a mask transformer
-    config.dense.update(head='mask_transformer', frozen_backbone=False, decoder_width=64,
-                        decoder_depth=2, decoder_heads=2)
+  if variant == 'digits_finetune':  # the backbone learns too, with the multi-level decoder
+    config.dense.update(head='multilevel', frozen_backbone=False, decoder_width=64)
     config.lr.base = 1e-3
+    config.lr_mults = (('dense_head/.*', 5.0),)  # the fresh decoder learns faster
   if task == 'depth':
     config.dense.update(max_depth=10.0, depth_loss='silog+l1')  # L1 fixes the scale
   return config
@@ -139,4 +139,4 @@ def get_config(variant: str = 'digits_segmentation'):
   if variant == 'nyu_linear':
     return _nyu(config)
   raise ValueError(f'configs/dense.py: unknown variant {variant!r}; expected digits_segmentation, '
-                   'digits_segmenter, digits_depth, ade20k_linear, ade20k_segmenter, nyu_linear.')
+                   'digits_finetune, digits_depth, ade20k_linear, ade20k_segmenter, nyu_linear.')

@@ -106,7 +106,8 @@ def inception_crop(size, area_min: float = 5, area_max: float = 100, aspect_min:
     image = tf.slice(image, begin, crop)
     resized = _to_uint8(tf.image.resize(image, _size(size), method))
     return _with_dense(example, resized, lambda t: tf.image.resize(
-        tf.slice(t, begin[:2] + [0], tf.concat([crop[:2], [1]], 0)), _size(size), 'nearest'))
+        tf.slice(t, tf.concat([begin[:2], [0]], 0), tf.concat([crop[:2], [1]], 0)), _size(size),
+        'nearest'))
   return op
 
 

@@ -76,12 +76,12 @@ class MultiLevelHead(nn.Module):
   @nn.compact
   def __call__(self, maps: Sequence[jnp.ndarray], train: bool) -> jnp.ndarray:
     del train
-    x = sum(nn.Dense(self.width, name=f'proj_{i}')(m) for i, m in enumerate(maps))
-    x = nn.gelu(nn.Conv(self.width, (3, 3), padding='SAME', name='conv_0')(x))
+    x = sum(nn.Dense(self.width, name=f'project_{i}')(m) for i, m in enumerate(maps))
+    x = nn.gelu(nn.Conv(self.width, (3, 3), padding='SAME', name='fuse')(x))
     b, h, w, c = x.shape
     x = jax.image.resize(x, (b, 2 * h, 2 * w, c), 'bilinear')
-    x = nn.gelu(nn.Conv(self.width // 2, (3, 3), padding='SAME', name='conv_1')(x))
-    return nn.Dense(self.outputs, name='out')(x)
+    x = nn.gelu(nn.Conv(self.width // 2, (3, 3), padding='SAME', name='refine')(x))
+    return nn.Dense(self.outputs, name='predict')(x)
 
 
 class DenseModel(nn.Module):
