@@ -245,7 +245,8 @@ def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
 
 @pytest.mark.parametrize('field,value,message', [
     ('kind', 'fewshots', re.escape("config.evals.fs.kind: expected one of ['classification', "
-                                   "'fewshot', 'real'], found 'fewshots'.")),
+                                   "'depth', 'fewshot', 'real', 'segmentation'], found "
+                                   "'fewshots'.")),
     ('shotz', (1,), "config.evals.fs: kind 'fewshot' has no field 'shotz'; nearest: shots."),
     ('shots', (1, 200), r"config.evals.fs.datasets.digits \(digits:train\[:200\]\): class '0' "
                         r'\(label 0\) has \d+ training examples; 200 shots need 200'),
