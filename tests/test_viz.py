@@ -161,3 +161,31 @@ def test_missing_inputs_are_named(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='No images'):
     images.image_paths(str(tmp_path / 'empty'), 1)
+
+
+def test_native_resolution_figures_keep_each_image_aspect_ratio(tmp_path):
+  """`--naflex`: each image on its own grid; a square image at the model's own grid gives the
+  square path's rollout."""
+  from vit_jax.data import naflex  # pylint: disable=g-import-not-at-top
+  model = models.VisionTransformer(num_classes=3, **tiny_vit_config())
+  params = randomize(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                                train=False)['params'], scale=0.3)
+  checkpoint.save(params, str(tmp_path / 'model.npz'))
+  sizes = {'wide': (20, 60), 'tall': (48, 24), 'square': (16, 16)}
+  for name, (height, width) in sizes.items():
+    Image.fromarray(np.random.default_rng(height).integers(0, 255, (height, width, 3),
+                                                           np.uint8)).save(tmp_path / f'{name}.png')
+  paths = [str(tmp_path / f'{name}.png') for name in sizes]
+  native = report.run(str(tmp_path / 'model.npz'), paths, str(tmp_path / 'native'), naflex=16)
+  square = report.run(str(tmp_path / 'model.npz'), paths[2:], str(tmp_path / 'square'))
+  for name, (height, width) in sizes.items():
+    raw = np.load(tmp_path / 'native' / f'{name}_rollout.npy')
+    assert raw.shape == naflex.budget_grid(height, width, 4, 16), name
+    np.testing.assert_allclose(raw.sum(), 1.0, rtol=1e-5)
+  assert np.load(tmp_path / 'native' / 'wide_rollout.npy').shape[1] > 2 * np.load(
+      tmp_path / 'native' / 'wide_rollout.npy').shape[0]
+  np.testing.assert_allclose(np.load(tmp_path / 'native' / 'square_rollout.npy'),
+                             np.load(tmp_path / 'square' / 'square_rollout.npy'), rtol=1e-4,
+                             atol=1e-6)
+  wide = Image.open(native.rollouts[0])
+  assert wide.size[0] > wide.size[1] and os.path.exists(square.distance_csv)

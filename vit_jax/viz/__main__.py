@@ -2,6 +2,7 @@ r"""Attention maps and the paper's analysis figures for a checkpoint.
 
   python -m vit_jax.viz --checkpoint=workdirs/digits --image=photo.jpg --out=viz/
   python -m vit_jax.viz --checkpoint=ViT-B_16.npz --image=images/ --out=viz/ --image_size=384
+  python -m vit_jax.viz --checkpoint=ViT-B_16.npz --image=images/ --out=viz/ --naflex=256
 
 Writes, into --out:
   <image>_rollout.png / .npy   attention rollout overlaid on the input (paper Figure 6), raw map
@@ -27,6 +28,8 @@ _MODEL = flags.DEFINE_string('model', None, 'Variant name for an .npz whose shap
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, "Input resolution (default: the "
                                    "checkpoint's own; position embeddings are resampled).")
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 64, 'At most this many images from a folder.')
+_NAFLEX = flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
+                               'ratio as a sequence of at most this many patches (docs/naflex.md).')
 
 
 def main(argv):
@@ -35,7 +38,8 @@ def main(argv):
     if not flag.value:
       raise app.UsageError(f'--{name} is required.')
   written = report.run(_CHECKPOINT.value, images.image_paths(_IMAGE.value, _MAX_IMAGES.value),
-                       _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value)
+                       _OUT.value, model_name=_MODEL.value, image_size=_IMAGE_SIZE.value,
+                       naflex=_NAFLEX.value)
   for path in [*written.rollouts, *written.head_maps, written.distance_png, written.distance_csv,
                written.posemb_png, written.filters_png, written.reconstruction_png,
                written.dense_png]:

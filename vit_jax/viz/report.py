@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from vit_jax import infer
 from vit_jax import storage
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
@@ -30,34 +31,62 @@ class Written:
   dense_png: Optional[str] = None  # a dense run's predictions (viz/dense.py)
 
 
+def _square(loaded: trained_model.TrainedModel, images: Sequence[str]) -> list[tuple]:
+  """(display pixels, attention [layers, 1, heads, t, t], grid) per image at the model's square
+  input: the checkpoint's own input transform; the figures show the same crop in [-1, 1]."""
+  inputs = np.stack([images_lib.load(path, loaded.pp) for path in images])
+  pixels = [images_lib.load(path, preprocessing.for_display(loaded.pp)) for path in images]
+  attention = np.concatenate([analysis.attention_weights(loaded.model, loaded.params,
+                                                         inputs[i:i + 8])
+                              for i in range(0, len(inputs), 8)], axis=1)
+  grid = geometry.patch_grid(loaded.model_config, loaded.image_size)
+  return [(pixels[i], attention[:, i:i + 1], grid) for i in range(len(images))]
+
+
+def _native(loaded: trained_model.TrainedModel, images: Sequence[str],
+            max_patches: int) -> list[tuple]:
+  """The same at each image's own aspect ratio: a NaFlex sequence of at most `max_patches`
+  patches (`infer --naflex`), its attention reordered to [prefix tokens, the image's patches]
+  (padding dropped) so the square analysis applies on the image's own grid."""
+  patch = geometry.patch_stride(loaded.model_config)[0]
+  prefix = geometry.num_prefix_tokens(loaded.model_config)
+  display = preprocessing.value_op(preprocessing.for_display(loaded.pp))
+  out = []
+  for path in images:
+    seqs = infer.native_sequences([path], loaded.pp, patch, max_patches)
+    rows, columns = (int(v) for v in np.asarray(seqs.grids)[0, 0])
+    order = np.r_[np.arange(max_patches, max_patches + prefix), np.arange(rows * columns)]
+    attention = analysis.attention_weights(loaded.model, loaded.params, seqs)
+    attention = attention[..., order, :][..., order]
+    image = images_lib.open_rgb(path)
+    pixels = images_lib.apply(image, f'resize(({rows * patch}, {columns * patch}))|{display}')
+    out.append((pixels, attention, (rows, columns)))
+  return out
+
+
 def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optional[str] = None,
-        image_size: Optional[int] = None) -> Written:
-  """Computes every figure for `images` (paths) and writes them into `out`."""
+        image_size: Optional[int] = None, naflex: Optional[int] = None) -> Written:
+  """Computes every figure for `images` (paths) and writes them into `out`; with `naflex`
+  (a patch budget) each image keeps its aspect ratio, as a NaFlex sequence."""
 
   loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
-  # The model sees the checkpoint's own input transform; the figures show the same crop in [-1, 1].
-  inputs = np.stack([images_lib.load(path, loaded.pp) for path in images])
-  pixels = np.stack([images_lib.load(path, preprocessing.for_display(loaded.pp))
-                     for path in images])
   prefix = geometry.num_prefix_tokens(config)
   stride = geometry.patch_stride(config)[0]
-  grid = geometry.patch_grid(config, size)
   with storage.local_dir(out) as folder:  # a URL: written here, uploaded at the end
-    attention = np.concatenate([analysis.attention_weights(loaded.model, params, inputs[i:i + 8])
-                                for i in range(0, len(pixels), 8)], axis=1)
-    maps = analysis.rollout(attention, prefix).reshape(len(images), *grid)
-    rollouts, heads = [], []
-    for index, path in enumerate(images):
+    per_image = _native(loaded, images, naflex) if naflex else _square(loaded, images)
+    rollouts, heads, distances = [], [], []
+    for path, (pixels, attention, grid) in zip(images, per_image):
       stem = os.path.join(folder, os.path.splitext(os.path.basename(path))[0])
-      np.save(f'{stem}_rollout.npy', maps[index])
-      rollouts.append(figures.rollout_overlay(pixels[index], maps[index], f'{stem}_rollout.png'))
-      output_row = (attention[:, index, :, 0, prefix:] if prefix
-                    else attention[:, index, :, :, prefix:].mean(axis=2))
+      rollout = analysis.rollout(attention, prefix).reshape(*grid)
+      np.save(f'{stem}_rollout.npy', rollout)
+      rollouts.append(figures.rollout_overlay(pixels, rollout, f'{stem}_rollout.png'))
+      output_row = (attention[:, 0, :, 0, prefix:] if prefix
+                    else attention[:, 0, :, :, prefix:].mean(axis=2))
       heads.append(figures.head_maps(output_row.reshape(*output_row.shape[:2], *grid),
                                      f'{stem}_heads.png', 'attention of the output token per head'))
-
-    distances = analysis.mean_attention_distance(attention, grid, stride, prefix)
+      distances.append(analysis.mean_attention_distance(attention, grid, stride, prefix))
+    distances = np.mean(distances, axis=0)  # over the images (each on its own grid)
     distance_png, distance_csv = figures.distance_scatter(
         distances, os.path.join(folder, 'attention_distance.png'),
         os.path.join(folder, 'attention_distance.csv'), size)
@@ -65,7 +94,8 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
     posemb_png = None  # a RoPE model has no position table to compare
     if config.get('posemb') != 'rope':
       table, table_prefix = geometry.position_table(params, config, size)
-      similarity = analysis.posemb_similarity(table, grid, table_prefix)
+      similarity = analysis.posemb_similarity(table, geometry.patch_grid(config, size),
+                                              table_prefix)
       posemb_png = figures.similarity_grid(similarity,
                                            os.path.join(folder, 'posemb_similarity.png'))
     # The first RGB filters: the patch embedding, or the ResNet root convolution of a hybrid.
@@ -75,7 +105,8 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
         os.path.join(folder, 'embedding_filters.png'))
     reconstruction_png = None
     if reconstruction.is_mae_workdir(checkpoint):
-      reconstruction_png = reconstruction.for_workdir(checkpoint, inputs[:8], folder)
+      inputs = np.stack([images_lib.load(path, loaded.pp) for path in images[:8]])
+      reconstruction_png = reconstruction.for_workdir(checkpoint, inputs, folder)
     dense_png = None
     if dense_objective.is_dense_workdir(checkpoint):
       dense_png = dense_viz.for_workdir(checkpoint, images[:8], folder)
