@@ -14,6 +14,7 @@ from conftest import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
 from vit_jax import models
+from vit_jax.data import naflex
 from vit_jax.data import images as images_lib
 from vit_jax.models import geometry
 from vit_jax.models import sequences
@@ -94,7 +95,7 @@ def test_native_resolution_keeps_each_images_aspect_ratio(saved, tmp_path):
   predictions = infer.run(checkpoint_path=path, image_paths=paths, top_k=3, naflex_patches=64)
   # Under 64 patches both keep their size: 40x50 is 5 x 7 patches of 8 px (rounded up), 60x20
   # is 8 x 3.
-  seqs = infer.native_sequences(paths, "value_range(-1, 1)", 8, 64)
+  seqs = naflex.image_files(paths, "value_range(-1, 1)", 8, 64)
   np.testing.assert_array_equal(np.asarray(seqs.grids)[:, 0], [[5, 7], [5, 7], [8, 3]])
   # Each image equals the model on its own pixels: resized to its grid, as one-image sequences.
   for prediction, image_path, grid in zip(predictions, paths, [(5, 7), (5, 7), (8, 3)]):

@@ -84,38 +84,14 @@ def classify(model, params, images, top_k: int) -> tuple[np.ndarray, np.ndarray]
   return np.asarray(indices), np.asarray(values)
 
 
-def native_sequences(image_paths: Sequence[str], pp: str, patch_size: int,
-                     max_patches: int) -> sequences.Sequences:
-  """One-image NaFlex sequences of image files: each resized to its grid under the budget
-  (aspect ratio kept), mapped by the transform's value op, patchified, padded."""
-  value = preprocessing.value_op(pp) or 'value_range(-1, 1)'
-  tokens, positions, grids = [], [], []
-  for path in image_paths:
-    pixels = _native(path, value, patch_size, max_patches)
-    grid = (pixels.shape[0] // patch_size, pixels.shape[1] // patch_size)
-    patches, where = naflex.patchify(pixels, patch_size, grid)
-    tokens.append(patches)
-    positions.append(where)
-    grids.append(grid)
-  batch, _ = naflex.pack(tokens, positions, grids, num_sequences=len(tokens),
-                         seq_len=max_patches, images_per_sequence=1)
-  return sequences.from_batch(batch)
-
-
-def _native(path: str, value: str, patch_size: int, max_patches: int) -> np.ndarray:
-  """An image file resized to its NaFlex grid (bilinear), then value-mapped."""
-  image = images_lib.open_rgb(path)
-  rows, columns = naflex.budget_grid(image.height, image.width, patch_size, max_patches)
-  return images_lib.apply(image, f'resize(({rows * patch_size}, {columns * patch_size}))|{value}')
-
-
 def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (),
         image_size=None, num_classes=1000, top_k=5, seed=0,
         naflex_patches: Optional[int] = None) -> list[Prediction]:
   model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
   if naflex_patches:
-    images = native_sequences(image_paths, pp, tuple(model.patches['size'])[0], naflex_patches)
+    images = naflex.image_files(image_paths, preprocessing.value_op(pp) or 'value_range(-1, 1)',
+                                tuple(model.patches['size'])[0], naflex_patches)
   else:
     images = np.stack([images_lib.load(path, pp) for path in image_paths])
   indices, values = classify(model, params, images, top_k)

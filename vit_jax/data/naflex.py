@@ -129,3 +129,29 @@ def pack_batch(batch: dict[str, np.ndarray], num_sequences: int,
                    extras=extras)
   return packed
 
+
+def image_files(paths: Sequence[str], value: str, patch_size: int,
+                max_patches: int) -> sequences.Sequences:
+  """One-image NaFlex sequences of image files (`infer --naflex`, `viz --naflex`): each resized
+  (bilinear) to its grid under the budget, aspect ratio kept, mapped by the `value` op
+  (value_range / normalize), patchified and padded to `max_patches`."""
+  tokens, positions, grids = [], [], []
+  for path in paths:
+    pixels = image_file(path, value, patch_size, max_patches)
+    grid = (pixels.shape[0] // patch_size, pixels.shape[1] // patch_size)
+    patches, where = patchify(pixels, patch_size, grid)
+    tokens.append(patches)
+    positions.append(where)
+    grids.append(grid)
+  batch, _ = pack(tokens, positions, grids, num_sequences=len(tokens), seq_len=max_patches,
+                  images_per_sequence=1)
+  return sequences.from_batch(batch)
+
+
+def image_file(path: str, value: str, patch_size: int, max_patches: int) -> np.ndarray:
+  """An image file resized to its NaFlex grid (bilinear), then mapped by the `value` op."""
+  from vit_jax.data import images  # pylint: disable=g-import-not-at-top  (PIL: files only)
+  image = images.open_rgb(path)
+  rows, columns = budget_grid(image.height, image.width, patch_size, max_patches)
+  return images.apply(image, f'resize(({rows * patch_size}, {columns * patch_size}))|{value}')
+

@@ -1,7 +1,7 @@
 """PNG figures (matplotlib, Agg): overlays, per-head maps, distance scatter, mosaics."""
 
 import csv
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -131,8 +131,15 @@ def reconstruction_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], p
   """One row per image: (input, masked input, reconstruction), each [h, w, 3] in [0, 1]."""
   fig, axes = plt.subplots(len(rows), 3, figsize=(6, 2 * len(rows)), squeeze=False)
   for row, images in zip(axes, rows):
-    for axis, image, title in zip(row, images, ('input', 'masked', 'reconstruction')):
+    for axis, image in zip(row, images):
       axis.imshow(np.clip(image, 0, 1))
+  return _save_rows(fig, axes, ('input', 'masked', 'reconstruction'), path)
+
+
+def _save_rows(fig, axes, titles: Sequence[str], path: str) -> str:
+  """Titles every panel of a figure of image rows, without axes, and writes it to `path`."""
+  for row in axes:
+    for axis, title in zip(row, titles):
       axis.set_title(title, fontsize=8)
       axis.axis('off')
   fig.tight_layout()
@@ -164,10 +171,4 @@ def dense_rows(rows: list[tuple[np.ndarray, Optional[np.ndarray], np.ndarray]], 
       low, high = (measured.min(), measured.max()) if measured.size else (0.0, 1.0)
       for axis, depth in zip(row[1:], maps):
         axis.imshow(np.where(depth > 0, depth, np.nan), cmap='magma_r', vmin=low, vmax=high)
-    for axis, title in zip(row, titles):
-      axis.set_title(title, fontsize=8)
-      axis.axis('off')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _save_rows(fig, axes, titles, path)

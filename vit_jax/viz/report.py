@@ -6,10 +6,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from vit_jax import infer
 from vit_jax import storage
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
+from vit_jax.data import naflex
 from vit_jax.weights import preprocessing
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
@@ -50,16 +50,16 @@ def _native(loaded: trained_model.TrainedModel, images: Sequence[str],
   (padding dropped) so the square analysis applies on the image's own grid."""
   patch = geometry.patch_stride(loaded.model_config)[0]
   prefix = geometry.num_prefix_tokens(loaded.model_config)
+  value = preprocessing.value_op(loaded.pp) or 'value_range(-1, 1)'
   display = preprocessing.value_op(preprocessing.for_display(loaded.pp))
   out = []
   for path in images:
-    seqs = infer.native_sequences([path], loaded.pp, patch, max_patches)
+    seqs = naflex.image_files([path], value, patch, max_patches)
     rows, columns = (int(v) for v in np.asarray(seqs.grids)[0, 0])
     order = np.r_[np.arange(max_patches, max_patches + prefix), np.arange(rows * columns)]
     attention = analysis.attention_weights(loaded.model, loaded.params, seqs)
     attention = attention[..., order, :][..., order]
-    image = images_lib.open_rgb(path)
-    pixels = images_lib.apply(image, f'resize(({rows * patch}, {columns * patch}))|{display}')
+    pixels = naflex.image_file(path, display, patch, max_patches)
     out.append((pixels, attention, (rows, columns)))
   return out
 
