@@ -90,3 +90,29 @@ def assert_same_run(workdir, reference, data_dir, context=(), fields=None):
       [(r['step'], sorted(r)) for r in expected][-4:])  # every row once
   differ = [(row, ref) for row, ref in zip(got, expected) if row != ref]
   assert not differ, (context, differ)  # the same values
+
+
+def kill_and_resume(config, workdir, finished, monkeypatch, *, after, restored_step):
+  """Runs `config` in-process until `after` batches were served, then fails as a kill would
+  (no saving on the way out); checks that the newest checkpoint is `restored_step`, resumes
+  to the end, and compares the final parameters bit for bit with the workdir `finished` (the
+  same config, never interrupted)."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import run as run_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import workdir_params  # pylint: disable=g-import-not-at-top
+  served, original = [], run_lib.Run.next_batch
+
+  def killed(self, step):
+    if len(served) == after:
+      raise KeyboardInterrupt('simulated kill')
+    served.append(step)
+    return original(self, step)
+  monkeypatch.setattr(run_lib.Run, 'next_batch', killed)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(run_lib.Run, 'next_batch', original)
+  assert workdir_params.read(workdir)[0] == restored_step
+  assert loop.train_and_evaluate(config, workdir)['step'] == config.total_steps
+  (_, resumed), (_, uninterrupted) = workdir_params.read(workdir), workdir_params.read(finished)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)

@@ -11,16 +11,15 @@ import pytest
 
 import configs.digits as digits_recipe
 import configs.dense as dense_recipes
+import runs
 from vit_jax import errors
 from vit_jax import evaluators
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.train import loop
-from vit_jax.train import run as run_lib
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
-from vit_jax.weights import workdir_params
 
 pytestmark = pytest.mark.slow
 PROBE_STEPS = 160
@@ -159,20 +158,6 @@ def test_the_depth_probe_beats_the_mean_depth(depth_run, data_dir):
 
 def test_a_killed_dense_run_resumes_bit_identical(depth_run, tmp_path, monkeypatch):
   config, (finished, _) = depth_run
-  workdir = str(tmp_path / 'killed')
-  served = []
-  original = run_lib.Run.next_batch
-
-  def kill_after_30(self, step):
-    if len(served) == 30:  # the last checkpoint is step 20
-      raise KeyboardInterrupt('simulated kill')
-    served.append(step)
-    return original(self, step)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', kill_after_30)
-  with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', original)
-  assert workdir_params.read(workdir)[0] == 20
-  assert loop.train_and_evaluate(config, workdir)['step'] == 60
-  (_, resumed), (_, uninterrupted) = workdir_params.read(workdir), workdir_params.read(finished)
-  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  # Step 31 never runs; the last checkpoint is step 20.
+  runs.kill_and_resume(config, str(tmp_path / 'killed'), finished, monkeypatch, after=30,
+                       restored_step=20)

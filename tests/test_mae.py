@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 import tiny_recipe
+import runs
 from vit_jax import errors
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
@@ -18,7 +19,6 @@ from vit_jax.evaluators import fewshot
 from vit_jax.models import mae as mae_lib
 from vit_jax.models import vit
 from vit_jax.train import loop
-from vit_jax.train import run as run_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
@@ -121,24 +121,9 @@ def test_fine_tuning_starts_from_the_mae_encoder(pretrained, digits_data_dir, tm
 
 def test_a_crashed_mae_run_resumes_bit_identical(pretrained, digits_data_dir, tmp_path,
                                                  monkeypatch):
-  workdir = str(tmp_path / 'crashed')
-  config = mae_config(digits_data_dir)
-  served = []
-  original = run_lib.Run.next_batch
-
-  def crash_after_50(self, step):
-    if len(served) == 50:  # step 50 never runs; the last checkpoint is step 40
-      raise KeyboardInterrupt('simulated kill')
-    served.append(step)
-    return original(self, step)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', crash_after_50)
-  with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', original)
-  assert workdir_params.read(workdir)[0] == 40
-  assert loop.train_and_evaluate(config, workdir)['step'] == STEPS
-  (_, resumed), (_, uninterrupted) = workdir_params.read(workdir), workdir_params.read(pretrained)
-  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  # Step 50 never runs; the last checkpoint is step 40.
+  runs.kill_and_resume(mae_config(digits_data_dir), str(tmp_path / 'crashed'), pretrained,
+                       monkeypatch, after=50, restored_step=40)
 
 
 def test_the_reconstruction_loss_is_the_reference_formula():

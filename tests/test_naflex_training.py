@@ -3,16 +3,14 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+import runs
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.train import loop
-from vit_jax.train import run as run_lib
-from vit_jax.weights import workdir_params
 
 STEPS = 24
 KEEP = 'keep("patches", "positions", "segments", "grids", "labels")'
@@ -96,24 +94,9 @@ def test_a_packed_run_on_non_square_images_learns_them(finished):
 
 @pytest.mark.slow
 def test_a_killed_packed_run_resumes_bit_identical(folder, finished, tmp_path, monkeypatch):
-  workdir = str(tmp_path / 'killed')
-  config = naflex_config(folder)
-  served = []
-  original = run_lib.Run.next_batch
-
-  def kill_after_12(self, step):
-    if len(served) == 12:  # step 13 never runs; the last checkpoint is step 8
-      raise KeyboardInterrupt('simulated kill')
-    served.append(step)
-    return original(self, step)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', kill_after_12)
-  with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(run_lib.Run, 'next_batch', original)
-  assert workdir_params.read(workdir)[0] == 8
-  assert loop.train_and_evaluate(config, workdir)['step'] == STEPS
-  (_, resumed), (_, uninterrupted) = workdir_params.read(workdir), workdir_params.read(finished[0])
-  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  # Step 13 never runs; the last checkpoint is step 8.
+  runs.kill_and_resume(naflex_config(folder), str(tmp_path / 'killed'), finished[0],
+                       monkeypatch, after=12, restored_step=8)
 
 
 @pytest.mark.parametrize('fields, message', [
