@@ -1,6 +1,8 @@
 """Test setup: 8 simulated CPU devices (set before JAX initialises) and shared fixtures."""
 
 import os
+import shutil
+import tempfile
 
 # Tests compile many tiny programs: LLVM's -O0 backend cuts their compile time by about 40%
 # (same results within every tolerance; the benchmarks in experiments/ keep XLA's default).
@@ -8,6 +10,19 @@ TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# TensorFlow (the input pipeline) imports Keras eagerly, 2 s of every process the tests start;
+# asking for legacy Keras, which is not installed, skips that import. Nothing here uses Keras.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# One persistent compilation cache for the whole session: its workers and every run they start
+# (runs, docs commands, multi-host processes) compile the same tiny programs again and again. A
+# hit returns the executable XLA wrote for the same program, flags and version, so results are
+# unchanged. The first process to load this file (xdist's controller) makes it, its workers
+# inherit it, and it is removed at the end: every session starts with an empty cache.
+MADE_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if MADE_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='vit_jax_tests_jax_cache_')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -64,3 +79,10 @@ def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
         paths.append(path)
   return paths
 
+
+
+def pytest_sessionfinish(session):
+  """The process that made the session's compilation cache removes it."""
+  del session
+  if MADE_CACHE:
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)

@@ -7,6 +7,7 @@ are shown in pixel space (with the per-patch normalised loss, each prediction ta
 patch's mean and spread back, as the reference's demo shows them).
 """
 
+import functools
 import os
 
 import jax
@@ -28,7 +29,14 @@ FILE = 'reconstruction.png'
 def reconstruct(objective: mae_objective.MaskedAutoencoding, params, images: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
   """(masked input, reconstruction) of model-input images [b, h, w, 3], both in input space."""
-  images = jnp.asarray(images, jnp.float32)
+  hidden, mixed = jax.jit(functools.partial(_reconstruct, objective))(
+      params, jnp.asarray(images, jnp.float32))
+  return np.asarray(hidden), np.asarray(mixed)
+
+
+def _reconstruct(objective: mae_objective.MaskedAutoencoding, params, images: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+  """The figure's arrays as one compiled program (op by op, each op would compile alone)."""
   patch = objective.patch
   pred, mask = objective.reconstruct(params, images, jnp.arange(images.shape[0],
                                                                 dtype=jnp.uint32))
@@ -42,7 +50,7 @@ def reconstruct(objective: mae_objective.MaskedAutoencoding, params, images: np.
   blank = jnp.full_like(target, jnp.nan)
   hidden = mae_lib.unpatchify(jnp.where(masked > 0, blank, target), patch, grid)
   mixed = mae_lib.unpatchify(jnp.where(masked > 0, pred, target), patch, grid)
-  return np.asarray(hidden), np.asarray(mixed)
+  return hidden, mixed
 
 
 def write(objective: mae_objective.MaskedAutoencoding, params, images: np.ndarray, pp: str,
