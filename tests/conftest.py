@@ -80,7 +80,6 @@ def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
   return paths
 
 
-
 def pytest_sessionfinish(session):
   """The process that made the session's compilation cache removes it."""
   del session

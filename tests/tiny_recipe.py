@@ -11,7 +11,8 @@ def get_config(data_dir=None):
   config.model.transformer.update(mlp_dim=32, num_heads=2, num_layers=1, dropout_rate=0.1)
   config.num_classes = 10
   config.image_size = 16
-  config.data.name, config.data.split, config.data.data_dir = 'digits', 'train[:256]', data_dir
+  config.data.name, config.data.split = 'digits', 'train[:256]'
+  config.data.data_dir = data_dir or None  # `tiny_recipe.py:` alone: tfds's default, not the cwd
   # RandAugment on the devices (as the i1k recipe): the resume and multi-host tests cover it.
   config.pp_train = 'decode|inception_crop(16, area_min=60)|onehot|keep("image", "labels")'
   config.pp_device = 'randaug(2, 5)|value_range(-1, 1)'
@@ -23,7 +24,7 @@ def get_config(data_dir=None):
   config.wd_decoupled = True
   config.log_every = 1
   test = common.data_source('digits', 'test[:50]')
-  test.data_dir = data_dir
+  test.data_dir = data_dir or None
   config.evals.eval = common.classification_eval(
       test, 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")', every=6)
   config.checkpoint_every = 4

@@ -90,7 +90,7 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
   model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
   if naflex_patches:
-    images = naflex.image_files(image_paths, preprocessing.value_op(pp) or 'value_range(-1, 1)',
+    images = naflex.image_files(image_paths, preprocessing.value_op_or_default(pp),
                                 tuple(model.patches['size'])[0], naflex_patches)
   else:
     images = np.stack([images_lib.load(path, pp) for path in image_paths])

@@ -156,7 +156,7 @@ class DenseEvaluator(base.Evaluator):
     if self.TASK == 'segmentation':
       pred = pred.argmax(-1)
     mean, std = (np.asarray(v, np.float32) for v in preprocessing.statistics(
-        preprocessing.value_op(self.pp_spec) or 'value_range(-1, 1)'))
+        preprocessing.value_op_or_default(self.pp_spec)))
     rows = [(image * std + mean, truth, guess) for image, truth, guess in
             zip(images, batch[self.TASK][:self.figures], pred)]
     with storage.local_target(path) as local:

@@ -162,7 +162,7 @@ class Options:
         model=self.model, model_config=self.model_config, loss=self.step.loss,
         label_smoothing=self.step.label_smoothing, image_size=self.data.image_size,
         num_classes=self.data.num_classes, seed=self.data.seed,
-        input_pp=preprocessing.value_op(pp) or 'value_range(-1, 1)')
+        input_pp=preprocessing.value_op_or_default(pp))
 
 
 def _positive(field: str, value, allow_none: bool = False) -> None:

@@ -44,7 +44,7 @@ def for_workdir(workdir: str, paths: Sequence[str], out: str) -> str:
   """`out`/dense.png: each image and the dense run's prediction."""
   model, params = dense_objective.load_workdir(workdir)
   config = trained_model.read_run_config(workdir)
-  value = preprocessing.value_op(config.pp_train) or 'value_range(-1, 1)'
+  value = preprocessing.value_op_or_default(config.pp_train)
   mean, std = (np.asarray(v, np.float32) for v in preprocessing.statistics(value))
   strides = [tuple(e['stride']) for e in (config.get('evals') or {}).values()
              if e.get('stride')]  # the run's dense evaluator's windows, when it set them

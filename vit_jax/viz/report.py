@@ -50,7 +50,7 @@ def _native(loaded: trained_model.TrainedModel, images: Sequence[str],
   (padding dropped) so the square analysis applies on the image's own grid."""
   patch = geometry.patch_stride(loaded.model_config)[0]
   prefix = geometry.num_prefix_tokens(loaded.model_config)
-  value = preprocessing.value_op(loaded.pp) or 'value_range(-1, 1)'
+  value = preprocessing.value_op_or_default(loaded.pp)
   display = preprocessing.value_op(preprocessing.for_display(loaded.pp))
   out = []
   for path in images:

@@ -61,7 +61,7 @@ def of_run(config: Mapping[str, Any]) -> str:
   if sizes and _pair(sizes[-1]) == (image_size, image_size) and value:
     return pp
   trained = '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p)
-  return f'resize({image_size})|{value or value_op(trained) or "value_range(-1, 1)"}'
+  return f'resize({image_size})|{value or value_op_or_default(trained)}'
 
 
 def image_ops(pp: str) -> str:
@@ -219,6 +219,11 @@ def value_op(pp: str) -> Optional[str]:
   values = [op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] in ('value_range',
                                                                          'normalize')]
   return values[-1] if values else None
+
+
+def value_op_or_default(pp: str) -> str:
+  """The string's value op, or the official value_range(-1, 1) where it has none."""
+  return value_op(pp) or 'value_range(-1, 1)'
 
 
 def is_default_range(pp: str) -> bool:
