@@ -19,6 +19,9 @@ import sys
 
 import numpy as np
 import pytest
+
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ['README.md'] + sorted(f'docs/{name}' for name in os.listdir(os.path.join(ROOT, 'docs'))
                                if name.endswith('.md'))
@@ -150,7 +153,7 @@ def run(ws, command: str, tiny: bool = True) -> subprocess.CompletedProcess:
 def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
   words = _words(command)
   env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT,
-             XLA_FLAGS='--xla_backend_optimization_level=0')
+             XLA_FLAGS=conftest.TEST_XLA_FLAGS)
   while words and re.fullmatch(r'[A-Z_]+=.*', words[0]):
     key, value = words.pop(0).split('=', 1)
     env[key] = _mapped(ws, value)

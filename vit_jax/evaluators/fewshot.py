@@ -114,7 +114,8 @@ def _with_index(source: sources.Source, indices=None) -> sources.Source:
 
 def _labels(source: sources.Source) -> np.ndarray:
   dataset = tf.data.Dataset.range(source.num_examples).map(
-      lambda i: source.lookup(i)['label'], num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+      pipeline.as_written(lambda i: source.lookup(i)['label']),
+      num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
   return np.concatenate([np.asarray(b) for b in dataset.as_numpy_iterator()] or [np.zeros(0)])
 
 
