@@ -4,12 +4,13 @@ and object-store tests. Workdirs may be local paths or object-store URLs."""
 
 import json
 import os
-import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 
+import preloaded
 import tiny_recipe
 from vit_jax import storage
 from vit_jax.train import checkpointer
@@ -28,14 +29,15 @@ def config(data_dir, fields=None):
 
 def launch(workdir, data_dir, *extra, fields=None):
   flags = [f'--config.{k}={v}' for k, v in (fields or FIELDS).items()]
-  return subprocess.Popen(
+  return preloaded.Popen(
       [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
-       f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True)
+       f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=preloaded.PIPE,
+      stderr=preloaded.STDOUT, text=True)
 
 
-def interrupt(workdir, data_dir, at_step, sig, fields=None):
-  """Starts the run and sends `sig` once it has printed step `at_step` (or finishes first)."""
+def interrupt(workdir, data_dir, at_step, sig, fields=None, committed=None):
+  """Starts the run and sends `sig` once it has printed step `at_step` (or finishes first) and,
+  with `committed`, once the checkpoint of that step is final in the workdir."""
   proc = launch(workdir, data_dir, fields=fields)
   lines = []
   try:
@@ -43,6 +45,8 @@ def interrupt(workdir, data_dir, at_step, sig, fields=None):
       lines.append(line)
       words = line.split()
       if line.startswith('step ') and '/' in words[1] and int(words[1].split('/')[0]) >= at_step:
+        if committed is not None:
+          _await_checkpoint(workdir, committed, proc)
         proc.send_signal(sig)
         break
     out = proc.communicate(timeout=300)[0]
@@ -51,6 +55,17 @@ def interrupt(workdir, data_dir, at_step, sig, fields=None):
       proc.kill()
       proc.wait()
   return proc.returncode, ''.join(lines) + out
+
+
+def _await_checkpoint(workdir, step, proc, timeout=120):
+  """Waits until checkpoint `step` of the running `proc` is final: renamed from its temporary
+  name on a local disk, holding orbax's `commit_success.txt` on an object store."""
+  folder = storage.path(workdir) / 'checkpoints' / str(step)
+  marker = folder / 'commit_success.txt' if storage.is_remote(workdir) else folder
+  deadline = time.time() + timeout
+  while not marker.exists():
+    assert proc.poll() is None and time.time() < deadline, f'no checkpoint {step} in {workdir}'
+    time.sleep(0.1)
 
 
 def state(workdir, data_dir, fields=None):

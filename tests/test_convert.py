@@ -2,13 +2,13 @@
 and the source library's output compared on a photograph."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import torch
 import transformers
 
+import preloaded
 from vit_jax import checkpoint
 from vit_jax import convert
 from vit_jax.weights import trained_model
@@ -43,7 +43,7 @@ def test_convert_checks_against_the_source_library(tmp_path):
 
 def test_convert_command_prints_what_it_read(tmp_path):
   source = _saved(tmp_path)
-  result = subprocess.run(
+  result = preloaded.run(
       [sys.executable, '-m', 'vit_jax.convert', f'--checkpoint={source}',
        f'--out={tmp_path / "cli.npz"}'], capture_output=True, text=True, timeout=300,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
@@ -54,7 +54,7 @@ def test_convert_command_prints_what_it_read(tmp_path):
   assert any(line.startswith('input transform: resize_small(72') for line in lines)
   assert any(line.startswith('check against transformers') for line in lines)
   assert os.path.isfile(tmp_path / 'cli.npz')
-  missing = subprocess.run(
+  missing = preloaded.run(
       [sys.executable, '-m', 'vit_jax.convert', f'--checkpoint={tmp_path / "nothing"}',
        f'--out={tmp_path / "x.npz"}'], capture_output=True, text=True, timeout=300, check=False)
   assert missing.returncode == 2 and missing.stderr.count('\n') == 1, missing.stderr

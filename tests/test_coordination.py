@@ -3,8 +3,9 @@ run against a real coordination service of one process, in a process of its own.
 
 import os
 import socket
-import subprocess
 import sys
+
+import preloaded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +38,7 @@ def _free_port() -> int:
 def test_the_store_sets_overwrites_and_lists_a_directory():
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
-  done = subprocess.run([sys.executable, '-c', _WORKER, str(_free_port())], env=env,
+  done = preloaded.run([sys.executable, '-c', _WORKER, str(_free_port())], env=env,
                         capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   lines = done.stdout.splitlines()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import conftest
+import preloaded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ['README.md'] + sorted(f'docs/{name}' for name in os.listdir(os.path.join(ROOT, 'docs'))
@@ -161,7 +162,7 @@ def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
     evaluating = '--mode=eval' in words
     words += TINY_MODEL if words[2] == 'vit_jax.plan' else [] if evaluating else TINY_RUN
   words = [sys.executable if w == 'python' else _mapped(ws, w) for w in words]
-  return subprocess.run(words, cwd=ws, env=env, capture_output=True, text=True,
+  return preloaded.run(words, cwd=ws, env=env, capture_output=True, text=True,
                         timeout=TIMEOUT_S, check=False)
 
 

@@ -12,6 +12,7 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import torch  # the export extra: pip install -e ".[test,export]"
 
+import preloaded
 from conftest import randomize
 from conftest import tiny_vit_config
 import tiny_recipe
@@ -189,7 +190,7 @@ def test_formats_refuse_what_they_cannot_hold(tmp_path, overrides, message):
 
 def test_command_line(tmp_path):
   _, params, path = _saved(tmp_path)
-  result = subprocess.run(
+  result = preloaded.run(
       [sys.executable, '-m', 'vit_jax.export', f'--checkpoint={path}', '--format=npz',
        f'--out={tmp_path / "copy.npz"}'], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]

@@ -1,6 +1,5 @@
 """The inference command: checkpoint -> architecture -> predictions on image files."""
 
-import subprocess
 import sys
 
 import jax
@@ -10,6 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import preloaded
 from conftest import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
@@ -80,7 +80,7 @@ def test_missing_image_and_missing_arguments(tmp_path, saved):
 
 
 def test_command_line_smoke_run():
-  result = subprocess.run(
+  result = preloaded.run(
       [sys.executable, '-m', 'vit_jax.infer', '--model=testing', '--num_classes=4', '--top_k=2'],
       capture_output=True, text=True, timeout=300, check=True)
   assert 'china.jpg' in result.stdout

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import conftest
+import preloaded
 
 import tiny_recipe
 from vit_jax import evaluators
@@ -59,9 +60,9 @@ class Job:
     self.procs = []
     for i, log in enumerate(self.logs):
       with open(log, 'w') as out:
-        self.procs.append(subprocess.Popen(
+        self.procs.append(preloaded.Popen(
             args + ([f'--process_id={i}'] if processes > 1 else []), cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT, text=True))
+            stdout=out, stderr=preloaded.STDOUT, text=True))
 
   def log(self, i=0):
     with open(self.logs[i]) as f:

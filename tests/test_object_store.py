@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import preloaded
 from conftest import randomize
 from conftest import tiny_vit_config
 import runs
@@ -41,7 +42,7 @@ from vit_jax.weights import trained_model
 
 BUCKET = 'vit-runs'
 # Checkpoints every 4 steps, rows every 3: a kill at step 7 falls between both.
-FIELDS = dict(total_steps=12, log_every=3, checkpoint_every=4)
+FIELDS = dict(total_steps=24, log_every=3, checkpoint_every=4)
 
 
 def _free_port():
@@ -113,7 +114,7 @@ def test_a_run_killed_and_resumed_on_gcs_ends_as_the_uninterrupted_local_run(
   config = runs.config(digits_data_dir, FIELDS)
   assert loop.train_and_evaluate(config, local)['outcome'] == 'completed'
   workdir = f'{gcs}/digits'
-  code, out = runs.interrupt(workdir, digits_data_dir, 7, signal.SIGKILL, FIELDS)
+  code, out = runs.interrupt(workdir, digits_data_dir, 5, signal.SIGKILL, FIELDS, committed=4)
   assert code == -signal.SIGKILL, out[-3000:]
   steps = sorted(int(p.name) for p in (storage.path(workdir) / 'checkpoints').iterdir()
                  if p.name.isdigit())
@@ -162,7 +163,7 @@ def test_missing_credentials_are_the_backends_line(s3, tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY')}
   env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / 'none'),
              AWS_CONFIG_FILE=str(tmp_path / 'none'))
-  probe = subprocess.run(
+  probe = preloaded.run(
       [sys.executable, '-c', 'from vit_jax import storage, errors\n'
        'try:\n  storage.check_writable("s3://%s/run")\n'
        'except errors.UserError as e:\n  print(e)' % BUCKET],
@@ -173,7 +174,7 @@ def test_missing_credentials_are_the_backends_line(s3, tmp_path):
 
 def test_a_workdir_that_cannot_be_written_stops_the_run_at_startup_in_one_line(gcs, tmp_path):
   started = time.monotonic()
-  result = subprocess.run(
+  result = preloaded.run(
       [sys.executable, '-m', 'vit_jax.main', f'--config={runs.ROOT}/configs/digits.py',
        f'--config.data.data_dir={tmp_path}/data', '--workdir=gs://no-such-bucket/run'],
       capture_output=True, text=True, cwd=runs.ROOT, timeout=120)

@@ -1,13 +1,13 @@
 """Sources: tfds by name and split expression, image folders (bad files), config dispatch."""
 
 import logging
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import preloaded
 from conftest import write_image_folder
 from vit_jax.data import digits
 from vit_jax.data import sources
@@ -106,7 +106,7 @@ def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
     sources._builder_source(builder, 'test', 'image', 'label')  # pylint: disable=protected-access
   command = str(error.value).split('Convert it in place with: ')[1]
   assert command == f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
-  result = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True,
+  result = preloaded.run([sys.executable, *command.split()[1:]], capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0 and '1797 records copied' in result.stdout, result.stderr[-2000:]
   source = sources._builder_source(digits.builder(8, data_dir=str(tmp_path)), 'test',  # pylint: disable=protected-access
