@@ -63,16 +63,16 @@ def train(config, tmp_path_factory, name):
 
 @pytest.fixture(scope='module')
 def probes(backbone, data_dir, tmp_path_factory):
-  """The linear probe of the trained backbone, and of a random one (same recipe)."""
-  return {name: train(dense_config('digits_segmentation', data_dir, init_from=init),
-                      tmp_path_factory, name)
+  """The linear probe of the trained backbone, and of a random one (the recipe at batch 32)."""
+  return {name: train(dense_config('digits_segmentation', data_dir, init_from=init,
+                                   batch_size=32), tmp_path_factory, name)
           for name, init in (('trained', backbone), ('random', None))}
 
 
 def test_the_probe_of_a_digits_backbone_beats_a_random_backbone_and_fine_tuning_beats_both(
     probes, backbone, data_dir, tmp_path_factory):
   trained, random = probes['trained'][1]['val/miou'], probes['random'][1]['val/miou']
-  # Measured: 0.23 against 0.11 (0.35 / 0.15 at the recipe's 600 steps).
+  # Measured: 0.29 against 0.11 (0.35 / 0.15 at the recipe's 600 steps and batch 64).
   assert trained > 0.2 and random < 0.2 and trained > 1.3 * random, (trained, random)
   _, tuned = train(dense_config('digits_finetune', data_dir, steps=250, init_from=backbone),
                    tmp_path_factory, 'finetune')
