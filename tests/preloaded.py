@@ -255,7 +255,7 @@ def _command(request, fds, base_path):
     np.random.seed()  # fresh entropy, as a new process would have (`random` reseeds itself)
     kind, what, rest = _python_command(request['args'])
     extra = [p for p in request['env'].get('PYTHONPATH', '').split(os.pathsep) if p]
-    first = os.getcwd() if kind in ('-m', '-c') else os.path.dirname(os.path.realpath(what))
+    first = {'-m': os.getcwd(), '-c': ''}.get(kind, os.path.dirname(os.path.realpath(what)))
     sys.path[:] = [first, *extra, *base_path]
     sys.argv = [{'-m': what, '-c': '-c', '': what}[kind], *rest]
     import runpy  # pylint: disable=g-import-not-at-top
