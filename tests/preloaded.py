@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,14 +50,15 @@ def _start_server():
         raise RuntimeError(f'the preloaded server did not start (exit {process.poll()})')
       time.sleep(0.05)
     _server = (process, path, dict(os.environ))
-    atexit.register(_stop_server, process)
+    atexit.register(_stop_server, process, os.path.dirname(path))
   return _server
 
 
-def _stop_server(process):
+def _stop_server(process, folder):
   if process.poll() is None:  # the server this process started, by its handle
     process.kill()
     process.wait()
+  shutil.rmtree(folder, ignore_errors=True)
 
 
 def _python_command(args):
@@ -128,6 +130,8 @@ class Popen:
         message = self._socket.recv(64).decode()
       except (socket.timeout, BlockingIOError):
         return None
+      if not message.startswith('exit '):  # the monitor ended without a status
+        raise RuntimeError(f'pid {self.pid}: the preloaded server sent no exit status')
       self.returncode = int(message.split()[1])
       self._socket.close()
     return self.returncode
