@@ -122,25 +122,26 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
     label = tf.reshape(label, [-1] if multi_label else [])
     return {'image': image, 'label': tf.cast(label, tf.int32)}
 
-  lookup_many = None
-  if encoded and not multi_label and label_fn is None:  # the common case: JPEG bytes, a class
-    def read_many(indices):
-      examples = data.__getitems__([int(i) for i in indices])
-      return (np.array([e[image_key] for e in examples], dtype=object),
-              np.array([e[label_key] for e in examples], np.int64))
+  def read_many(indices):
+    examples = data.__getitems__([int(i) for i in indices])
+    return (np.array([e[image_key] for e in examples], dtype=object),
+            np.array([e[label_key] for e in examples], np.int64))
 
-    def lookup_many(indices):
-      images, labels = tf.numpy_function(read_many, [indices], (tf.string, tf.int64),
-                                         stateful=False)
-      images.set_shape([None])
-      labels.set_shape([None])
-      return {'image': images, 'label': tf.cast(labels, tf.int32)}
+  def lookup_many(indices):
+    images, labels = tf.numpy_function(read_many, [indices], (tf.string, tf.int64),
+                                       stateful=False)
+    images.set_shape([None])
+    labels.set_shape([None])
+    return {'image': images, 'label': tf.cast(labels, tf.int32)}
+
+  # Records are read a batch per call in the common case (JPEG bytes and one class each).
+  batched = encoded and not multi_label and label_fn is None
 
   names = class_names or (
       label_feature.names if isinstance(label_feature, tfds.features.ClassLabel)
       else [str(i) for i in range(int(getattr(label_feature, 'num_classes', 0)))])
   return Source(name=f'{builder.name}:{split}', num_examples=len(data), class_names=names,
-                lookup=lookup, lookup_many=lookup_many)
+                lookup=lookup, lookup_many=lookup_many if batched else None)
 
 
 def convert_command(builder) -> str:
