@@ -40,6 +40,15 @@ def test_tfds_source_by_name_and_split_expression(digits_data_dir):
   assert example['label'] == expected['label']
 
 
+def test_the_batched_read_equals_reading_one_by_one(digits_data_dir):
+  source = sources.tfds_source('digits/32px', 'test', data_dir=digits_data_dir)
+  indices = [7, 0, 31, 7]  # out of order, and one index twice
+  many = source.lookup_many(tf.constant(indices, tf.int64))
+  for i, index in enumerate(indices):
+    one = _read(source, index)
+    assert many['image'][i].numpy() == one['image'] and many['label'][i].numpy() == one['label']
+  assert len(set(many['label'].numpy())) > 1  # the records differ, so their order is checked
+
 def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
   with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
     sources.tfds_source('no_such_dataset', 'train')
