@@ -39,7 +39,7 @@ def test_the_store_sets_overwrites_and_lists_a_directory():
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   done = preloaded.run([sys.executable, '-c', _WORKER, str(_free_port())], env=env,
-                        capture_output=True, text=True, timeout=120, check=False)
+                       capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   lines = done.stdout.splitlines()
   assert lines[0] == ('before: jax.distributed.initialize has not run: there is no coordination '

@@ -163,7 +163,7 @@ def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
     words += TINY_MODEL if words[2] == 'vit_jax.plan' else [] if evaluating else TINY_RUN
   words = [sys.executable if w == 'python' else _mapped(ws, w) for w in words]
   return preloaded.run(words, cwd=ws, env=env, capture_output=True, text=True,
-                        timeout=TIMEOUT_S, check=False)
+                       timeout=TIMEOUT_S, check=False)
 
 
 def _elsewhere(command: str):

@@ -45,8 +45,8 @@ def _two_processes(mode, data_dir):
   port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   procs = [preloaded.Popen([sys.executable, '-c', WORKER, str(port), str(i), mode, data_dir],
-                            cwd=ROOT, env=env, stdout=preloaded.PIPE, stderr=preloaded.STDOUT,
-                            text=True) for i in range(2)]
+                           cwd=ROOT, env=env, stdout=preloaded.PIPE, stderr=preloaded.STDOUT,
+                           text=True) for i in range(2)]
   try:
     return [(p.wait(timeout=240), p.stdout.read()) for p in procs]
   finally:

@@ -49,6 +49,7 @@ def test_the_batched_read_equals_reading_one_by_one(digits_data_dir):
     assert many['image'][i].numpy() == one['image'] and many['label'][i].numpy() == one['label']
   assert len(set(many['label'].numpy())) > 1  # the records differ, so their order is checked
 
+
 def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
   with pytest.raises(ValueError, match="Unknown tfds dataset 'no_such_dataset'"):
     sources.tfds_source('no_such_dataset', 'train')
@@ -116,7 +117,7 @@ def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
   command = str(error.value).split('Convert it in place with: ')[1]
   assert command == f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
   result = preloaded.run([sys.executable, *command.split()[1:]], capture_output=True,
-                          text=True, timeout=300)
+                         text=True, timeout=300)
   assert result.returncode == 0 and '1797 records copied' in result.stdout, result.stderr[-2000:]
   source = sources._builder_source(digits.builder(8, data_dir=str(tmp_path)), 'test',  # pylint: disable=protected-access
                                    'image', 'label')
