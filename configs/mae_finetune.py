@@ -1,7 +1,7 @@
 r"""Fine-tuning an MAE encoder on ImageNet-1k (He et al. 2021, its fine-tuning recipe).
 
 Global average pooling with the LayerNorm after pooling, layer-wise lr decay 0.65 (0.75 for L and
-H), drop path 0.1, RandAugment(2, 9), mixup 0.8 / CutMix 1.0 (one of them per batch), label
+H), drop path 0.1 (0.2 for L, 0.3 for H), RandAugment(2, 9), mixup 0.8 / CutMix 1.0 (one of them per batch), label
 smoothing 0.1, random erasing 0.25, AdamW base lr 5e-4 x batch / 256 (1e-3 for L and H), weight
 decay 0.05, batch 1024, 5 warmup epochs, 100 epochs (50 for L and H). ViT-B/16: 83.6% top-1
 after 1600 pretraining epochs. The pretraining workdir is the flag `init_from`:
@@ -14,16 +14,46 @@ and the encoder's final norm are dropped, `fc_norm` and the head start fresh.
 """
 
 from vit_jax.configs import common
+from vit_jax.configs import sources
 
-IMAGENET_TRAIN = 1_281_167
+IMAGENET_TRAIN = sources.IMAGENET_TRAIN
+# facebookresearch/mae FINETUNE.md, per size: (blr, layer_decay, drop_path, epochs, top-1 %).
+REFERENCE = {'B': (5e-4, 0.65, 0.1, 100, 83.664), 'L': (1e-3, 0.75, 0.2, 50, 85.952),
+             'H': (1e-3, 0.75, 0.3, 50, 86.928)}
+
+
+def source(size='B') -> sources.Source:
+  """facebookresearch/mae FINETUNE.md (the scripts for ViT-Base, -Large and -Huge, effective
+  batch 1024) and main_finetune.py's defaults (5 warmup epochs, smoothing 0.1, AdamW)."""
+  blr, layer_decay, drop_path, epochs, top1 = REFERENCE[size]
+  lr = blr * 1024 / 256
+  return sources.Source(
+      cite='facebookresearch/mae FINETUNE.md (fine-tuning scripts), main_finetune.py; He et '
+           'al. 2021, Table 9',
+      values={'batch_size': 1024, 'lr.base': lr, 'layerwise_lr_decay': layer_decay,
+              'model.stochastic_depth': drop_path, 'total_epochs': float(epochs),
+              'wd': 0.05, 'wd_style': 'lr_scaled', 'optim.name': 'adamw', 'optim.b1': 0.9,
+              'optim.b2': 0.999, 'lr.schedule': 'cosine',
+              'lr.warmup_steps': round(5 * IMAGENET_TRAIN / 1024), 'label_smoothing': 0.1,
+              'mixup.kind': 'mixup_cutmix', 'mixup.alpha': 0.8, 'mixup.cutmix_alpha': 1.0,
+              'model.classifier': 'gap', 'model.fc_norm': True, 'image_size': 224,
+              'grad_clip_norm': 0.0, 'model.gelu_approximate': False},
+      peak_decay=0.05 * lr,
+      deviations={'pp_device': "RandAugment(2, 9) is big_vision's op, not timm's "
+                               'rand-m9-mstd0.5-inc1 (no magnitude noise, another op list); '
+                               'random erasing 0.25 and ImageNet mean/std as the reference. '
+                               'Expected effect: small (augmentation strength only)',
+                  'data.split': "train[:99%]: 1% of ImageNet's train split held out as minival "
+                                '(big_vision): 1% fewer training images'},
+      result=f'ViT-{size}: {top1}% top-1 (FINETUNE.md, the released fine-tuned checkpoint)')
 
 
 def get_config(size='B'):
-  large = size in ('L', 'H')
+  blr, layer_decay, _, epochs, _ = REFERENCE[size]
   config = common.get_config()
   config.model_name = 'ViT-H_14' if size == 'H' else f'ViT-{size}_16'
   config.model.update(classifier='gap', fc_norm=True, class_token=True, gelu_approximate=False,
-                      stochastic_depth=0.1 if size == 'B' else 0.2, dtype='auto')
+                      stochastic_depth=REFERENCE[size][2], dtype='auto')
   config.model.transformer.update(dropout_rate=0.0, attention_dropout_rate=0.0)
   config.dont_load = (r'fc_norm/.*',)
   config.num_classes = 1000
@@ -35,14 +65,14 @@ def get_config(size='B'):
       'decode|resize_small(256)|central_crop(224)|normalize()|onehot|keep("image", "labels")',
       every=5_000)
   config.batch_size = 1024
-  config.total_epochs = 50.0 if large else 100.0
+  config.total_epochs = float(epochs)
   config.mixup.update(kind='mixup_cutmix', alpha=0.8, cutmix_alpha=1.0)
   config.label_smoothing = 0.1
   config.optim.update(name='adamw', b1=0.9, b2=0.999)
-  config.layerwise_lr_decay = 0.75 if large else 0.65
-  config.lr.update(base=(1e-3 if large else 5e-4) * config.batch_size / 256, schedule='cosine',
+  config.layerwise_lr_decay = layer_decay
+  config.lr.update(base=blr * config.batch_size / 256, schedule='cosine',
                    warmup_steps=round(5 * IMAGENET_TRAIN / config.batch_size))
-  config.wd, config.wd_decoupled = 0.05, True
+  config.wd, config.wd_style = 0.05, 'lr_scaled'  # PyTorch's AdamW
   config.grad_clip_norm = 0.0
   config.checkpoint_every = 2_000
   return config

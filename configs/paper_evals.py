@@ -9,15 +9,39 @@ must be ImageNet's 1,000 classes; `configs/paper_evals.py:no_imagenet` leaves th
 linear probes (1/5/10/25 shots) on ImageNet, CIFAR-100, Pets and Flowers (any checkpoint), and the
 VTAB-1k groups when experiments/vtab.py wrote `vtab.json` into the same workdir. Datasets that are
 not prepared are listed with the command that prepares them; the rest still runs.
+
+Each checkpoint is evaluated at its own resolution (`--config.image_size=N` to override), and the
+report prints the resolution, the preprocessing and whether the weights were averaged beside
+each number; the paper's number is printed only where it was measured the same way (Table 2:
+512 px for L/16, 518 for H/14, the whole image resized, Polyak-averaged weights), else "not
+comparable: <why>".
 """
 
 import ml_collections
 
 from vit_jax.configs import common
+from vit_jax.configs import sources
 
-IMAGENET_PP = ('decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot|'
-               'keep("image", "labels")')
-FEWSHOT_PP = 'decode|resize(256)|central_crop(224)|value_range(-1, 1)'  # big_vision's
+
+def source(arg='') -> sources.Source:
+  """The protocols the report measures: big_vision's few-shot probes (L2 2^10, 3 seeds, resize
+  and central crop); ImageNet top-1 at the checkpoint's own resolution, the whole image resized
+  to it (the official vit_jax eval input)."""
+  del arg
+  return sources.Source(
+      cite='Dosovitskiy et al. 2021, Section 4.1 (few-shot) and Table 2; big_vision '
+           'configs/common_fewshot.py',
+      values={'evals.fewshot_cifar100.l2_reg': 2.0 ** 10,
+              'evals.fewshot_cifar100.seeds': (0, 1, 2),
+              'evals.fewshot_cifar100.shots': (1, 5, 10, 25),
+              'evals.val.pp': 'decode|resize({image_size})|value_range(-1, 1)|onehot|'
+                              'keep("image", "labels")',
+              'image_size': None})
+
+# The official eval input at the checkpoint's own resolution: the whole image resized to it.
+IMAGENET_PP = 'decode|resize({image_size})|value_range(-1, 1)|onehot|keep("image", "labels")'
+# big_vision's few-shot input (resize 256, central crop 224), at the checkpoint's resolution.
+FEWSHOT_PP = 'decode|resize({resize_size})|central_crop({image_size})|value_range(-1, 1)'
 # (tfds name, train split, test split, shots): Flowers-102 has 10 training images per class.
 FEWSHOT = {
     'imagenet': ('imagenet2012', 'train[:10%]', 'validation', (1, 5, 10, 25)),
@@ -32,7 +56,9 @@ def get_config(arg=''):
   config = common.get_config()
   config.model_name = 'ViT-B_16'  # an .npz's architecture is read off its shapes
   config.num_classes = 1000
-  config.image_size = 224
+  # Unset: each checkpoint at its own resolution (a released 384-px file at 384); set it to
+  # evaluate elsewhere (the position table is resampled).
+  config.image_size = ml_collections.config_dict.placeholder(int)
   config.paper_model = ml_collections.config_dict.placeholder(str)  # a row of PAPER
   config.batch_size = config.eval_batch_size = 256
   if arg != 'no_imagenet':

@@ -26,7 +26,7 @@ NUM_CLASSES = 5
 def opt_config(**overrides) -> options.Optimizer:
   """Adam with warmup, cosine decay, decoupled decay and clipping; `overrides` of config fields."""
   fields = dict(optim=dict(name='adam'), lr=dict(base=1e-2, warmup_steps=1, schedule='cosine'),
-                wd=1e-4, wd_decoupled=True, grad_clip_norm=1.0)
+                wd=1e-4, wd_style='schedule_scaled', grad_clip_norm=1.0)
   return options.optimizer_with(**{**fields, **overrides})
 
 

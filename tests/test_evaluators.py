@@ -310,10 +310,11 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   for entry in config.evals.values():
     for data in ([entry.data] if 'data' in entry else list(entry.datasets.values())):
       data.data_dir = empty
-  config.num_classes, config.image_size, config.batch_size = 10, 16, 32
+  assert config.image_size is None  # each checkpoint at its own resolution (16 px here)
+  config.num_classes, config.batch_size = 10, 32
   config.evals.val.data.update(name='digits', split='test[:60]', image_size=16,
                                data_dir=digits_data_dir)
-  config.evals.val.pp = PP + '|onehot|keep("image", "labels")'
+  assert config.evals.val.pp == module.IMAGENET_PP  # resize({image_size}): the whole image
   config.evals.fewshot_imagenet.datasets.imagenet.update(
       name='digits', train_split='train[:200]', test_split='test[:60]', image_size=16,
       data_dir=digits_data_dir)
@@ -322,7 +323,9 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   npz = str(tmp_path / 'model.npz')
   checkpoint.save(params, npz)
   result = evaluators.evaluate_checkpoint(config, npz, skip_missing=True)
-  missing = result.pop('missing')
+  missing, protocol = result.pop('missing'), result.pop('protocol')
+  assert protocol['image_size'] == 16 and protocol['averaged'] is None  # a file: as released
+  assert protocol['pp']['val'] == 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'
   assert sorted(missing) == ['fewshot_cifar100', 'fewshot_flowers', 'fewshot_pets', 'real', 'v2']
   assert 'tfds build cifar100' in missing['fewshot_cifar100']
   workdir = str(tmp_path / 'report')
@@ -330,13 +333,31 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   with open(os.path.join(workdir, 'vtab.json'), 'w', encoding='utf-8') as f:
     json.dump({'groups': {'natural': 0.5, 'specialized': 0.75, 'structured': 0.25},
                'mean': 0.45, 'complete': False}, f)
-  path = paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)')
+  path = paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)', protocol)
   text = open(path, encoding='utf-8').read()
-  assert f'| ImageNet top-1 | {100 * result["val/accuracy"]:.2f} | 85.30 |' in text
+  ours = f'{100 * result["val/accuracy"]:.2f}'
+  assert (f'| ImageNet top-1 | {ours} | `{protocol["pp"]["val"]}` | not comparable: measured at '
+          '16 px, the paper at 512 px |') in text  # never 85.30 beside a 16-px number
+  assert 'Measured at 16 px; averaged (EMA/Polyak) weights: as released.' in text
   assert (f'| imagenet 3-shot linear probe | '
-          f'{100 * result["fewshot_imagenet/imagenet_3shot"]:.2f} | - |') in text
-  assert '| VTAB-1k specialized | 75.00 | - |' in text
-  assert '| VTAB-1k mean (not all 19 tasks) | 45.00 | 72.72 |' in text
+          f'{100 * result["fewshot_imagenet/imagenet_3shot"]:.2f} | `') in text
+  assert '| VTAB-1k specialized | 75.00 | - | - |' in text
+  assert '| VTAB-1k mean (not all 19 tasks) | 45.00 | - | 72.72 |' in text
+  # Measured as Table 2 was (512 px, the whole image resized): the paper's number beside it,
+  # unless the weights are known not to be averaged, or the image was cropped.
+  as_paper = {'image_size': 512, 'averaged': None,
+              'pp': {'val': 'decode|resize(512)|value_range(-1, 1)|onehot|keep("image", "labels")'}}
+  text = open(paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)', as_paper),
+              encoding='utf-8').read()
+  assert f'| ImageNet top-1 | {ours} | `{as_paper["pp"]["val"]}` | 85.30 |' in text
+  text = open(paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)',
+                                 {**as_paper, 'averaged': False}), encoding='utf-8').read()
+  assert 'not comparable: weights not averaged (the paper: Polyak averaging, 0.9999)' in text
+  cropped = {**as_paper, 'pp': {'val': 'decode|resize_small(585)|central_crop(512)|'
+                                       'value_range(-1, 1)'}}
+  text = open(paper_report.write(workdir, npz, result, missing, 'ViT-L/16 (I21k)', cropped),
+              encoding='utf-8').read()
+  assert 'not comparable: preprocessing' in text and '85.30' not in text
   assert '- fewshot_pets: ' in text and 'tfds build oxford_iiit_pet' in text
   saved = json.load(open(os.path.join(workdir, 'report.json'), encoding='utf-8'))
   assert saved['results']['val/accuracy'] == result['val/accuracy']

@@ -65,7 +65,7 @@ def test_weight_decay_hits_kernels_only_and_both_conventions():
   np.testing.assert_allclose(coupled['head']['kernel'], -0.1 * 0.1 * 2.0, rtol=1e-6)  # lr*wd*p
   np.testing.assert_array_equal(coupled['head']['bias'], 0.0)
   np.testing.assert_array_equal(coupled['Transformer']['encoder_norm']['scale'], 0.0)
-  decoupled = _update(_config(wd=0.1, wd_decoupled=True), params, zero_grads)
+  decoupled = _update(_config(wd=0.1, wd_style='schedule_scaled'), params, zero_grads)
   np.testing.assert_allclose(decoupled['head']['kernel'], -0.1 * 2.0, rtol=1e-6)  # wd*p
 
 

@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from vit_jax import errors
+from vit_jax.configs import common
 
 _TRACEBACK = flags.DEFINE_bool('traceback', False, 'Show the full traceback of an error.')
 
@@ -46,6 +47,10 @@ def _config_without_overrides(argv: list[str], name: str):
 def _config_field_error(argv: list[str], error: Exception) -> str:
   """'--config.x.y=...: unknown field y; nearest: ...' for an override of a field that is absent."""
   overrides = [a.split('=', 1)[0].lstrip('-') for a in argv if re.match(r'--?\w+\.', a)]
+  for override in overrides:
+    field = override.split('.', 1)[-1]
+    if field in common.RETIRED_FIELDS:
+      return f'--{override}: config.{field} no longer exists: {common.RETIRED_FIELDS[field]}'
   missing = re.findall(r"'(\w+)'", str(error))
   for override in overrides:
     head, *path = override.split('.')

@@ -72,13 +72,14 @@ def _run(config) -> None:
     result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value,
                                                     skip_missing=reporting)
     missing = result.pop('missing', {})
+    protocol = result.pop('protocol', {})
     for key, value in result.items():
       print(f'{_CHECKPOINT.value}: {key} {value:.6g}')
     for name, why in missing.items():
       print(f'{name}: not run: {why}')
     if reporting:
-      path = paper_report.write(os.path.expanduser(_WORKDIR.value), _CHECKPOINT.value, result, missing,
-                          config.get('paper_model'))
+      path = paper_report.write(os.path.expanduser(_WORKDIR.value), _CHECKPOINT.value, result,
+                                missing, config.get('paper_model'), protocol)
       print(f'Report: {path}')
     return
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top  (as above)

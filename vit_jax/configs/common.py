@@ -80,7 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr = ml_collections.ConfigDict(dict(base=1e-3, schedule='cosine', warmup_steps=0,
                                              end=0.0, timescale=10_000))
   config.wd = 0.0
-  config.wd_decoupled = False
+  # 'lr_scaled': p -= lr_t * wd * p (PyTorch/optax AdamW, the ViT paper); 'schedule_scaled':
+  # p -= (lr_t / lr.base) * wd * p (big_vision). vit_jax.train.optimizer.peak_decay compares them.
+  config.wd_style = 'lr_scaled'
   config.wd_mask = r'.*/kernel$'
   config.grad_clip_norm = 1.0
   config.lr_mults = ()
@@ -123,6 +125,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed = ml_collections.ConfigDict(dict(
       heartbeat_timeout_s=40, initialization_timeout_s=300, shutdown_timeout_s=300))
   return config
+
+
+# Fields that were renamed or removed: what to write instead (refused with this line when set;
+# a saved config.json that holds one is read with its old meaning, vit_jax.train.workdir).
+RETIRED_FIELDS = {
+    'wd_decoupled': "use config.wd_style='schedule_scaled' (what wd_decoupled=True did: "
+                    "p -= (lr_t / lr.base) * wd * p) or 'lr_scaled' (wd_decoupled=False: "
+                    "p -= lr_t * wd * p, PyTorch's AdamW).",
+}
+
+
+def upgrade_saved(saved: dict) -> dict:
+  """A saved run's config.json with retired fields in today's spelling, meaning unchanged."""
+  saved = dict(saved)
+  if 'wd_decoupled' in saved:
+    saved['wd_style'] = 'schedule_scaled' if saved.pop('wd_decoupled') else 'lr_scaled'
+  return saved
 
 
 def model_overrides() -> ml_collections.ConfigDict:
@@ -214,16 +233,37 @@ def imagenet_evals(pp: str, every: int) -> ml_collections.ConfigDict:
       v2=classification_eval(data('imagenet_v2', 'test'), pp, every)))
 
 
-def fewshot_i21k_monitor(every: int) -> ml_collections.ConfigDict:
-  """big_vision's pretraining monitor: probes on ImageNet, CIFAR-100 and Pets (1/5/10/25 shots)
-  and, in its own entry, Flowers (10 training images per class: 1 and 5 shots)."""
-  pp = 'decode|resize(256)|central_crop(224)|value_range(-1, 1)'  # big_vision's few-shot input
+FEWSHOT_PP = 'decode|resize(256)|central_crop(224)|value_range(-1, 1)'  # big_vision's input
+
+
+def fewshot_paper_monitor(every: int) -> ml_collections.ConfigDict:
+  """The ViT paper's few-shot datasets (Section 4.1, Figure 3): probes on ImageNet, CIFAR-100
+  and Pets (1/5/10/25 shots) and, in its own entry, Flowers (10 training images per class: 1
+  and 5 shots)."""
   return ml_collections.ConfigDict(dict(
       fewshot=fewshot_eval({
           'imagenet': fewshot_dataset('imagenet2012', 'train[:10%]', 'validation'),
           'cifar100': fewshot_dataset('cifar100', 'train', 'test'),
           'pets': fewshot_dataset('oxford_iiit_pet', 'train', 'test'),
-      }, pp, every),
+      }, FEWSHOT_PP, every),
       fewshot_flowers=fewshot_eval(
-          {'flowers': fewshot_dataset('oxford_flowers102', 'train', 'test')}, pp, every,
+          {'flowers': fewshot_dataset('oxford_flowers102', 'train', 'test')}, FEWSHOT_PP, every,
           shots=(1, 5))))
+
+
+# big_vision's pretraining monitor (big_vision/configs/common_fewshot.py): {name: (tfds name,
+# train split, test split)}; 1/5/10/25 shots, L2 2^10, 3 seeds.
+BIG_VISION_FEWSHOT = {
+    'caltech': ('caltech101', 'train', 'test'),
+    'cars': ('cars196', 'train', 'test'),
+    'cifar100': ('cifar100', 'train', 'test'),
+    'dtd': ('dtd', 'train', 'test'),
+    'pets': ('oxford_iiit_pet', 'train', 'test'),
+    'uc_merced': ('uc_merced', 'train[:1000]', 'train[1000:]'),
+}
+
+
+def fewshot_big_vision_monitor(every: int) -> ml_collections.ConfigDict:
+  """big_vision's few-shot monitor: Caltech-101, Cars, CIFAR-100, DTD, Pets and UC Merced."""
+  datasets = {short: fewshot_dataset(*split) for short, split in BIG_VISION_FEWSHOT.items()}
+  return ml_collections.ConfigDict(dict(fewshot=fewshot_eval(datasets, FEWSHOT_PP, every)))

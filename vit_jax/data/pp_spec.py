@@ -17,6 +17,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MAX_RANDAUG_MAGNITUDE = 20.0
 
 
+def at_resolution(spec: str, image_size: int) -> str:
+  """`spec` with `{image_size}` and `{resize_size}` (image_size x 8/7: 256 for 224, big_vision's
+  resize before a central crop) filled in: an evaluator written for any checkpoint's resolution."""
+  return (spec.replace('{image_size}', str(image_size))
+          .replace('{resize_size}', str(round(image_size * 8 / 7))))
+
+
 def ops(spec: str) -> list[str]:
   """The op texts of `spec` ('' and blank pieces give none)."""
   return [text.strip() for text in (spec or '').split('|') if text.strip()]

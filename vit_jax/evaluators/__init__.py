@@ -7,7 +7,7 @@ run's mIoU and RMSE; evaluators/dense.py). An entry without `batch_size` takes
 `config.eval_batch_size`, else the training `batch_size`.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
 import jax
@@ -15,6 +15,7 @@ import ml_collections
 
 from vit_jax import errors
 from vit_jax.weights import trained_model
+from vit_jax.data import pp_spec
 from vit_jax.data import sources
 from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
@@ -51,11 +52,12 @@ def from_config(config: ml_collections.ConfigDict, model, mesh,
   return [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
 
 
-def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings) -> base.Context:
+def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings,
+             image_size: Optional[int] = None) -> base.Context:
   return base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
                       num_classes=config.num_classes,
                       batch_size=config.get('eval_batch_size') or config.batch_size,
-                      image_size=config.image_size,
+                      image_size=image_size or config.image_size,
                       ignore_label=int(config.get('dense', {}).get('ignore_label', 255)))
 
 
@@ -68,23 +70,29 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   other input statistics (a timm or Hugging Face file, a run that normalised) is fed them where an
   evaluator has the default value_range(-1, 1). With `skip_missing`, an
   evaluator whose dataset is not prepared is left out and named in the result's
-  `'missing'` entry ({evaluator: the error}) instead of stopping the others.
+  `'missing'` entry ({evaluator: the error}) instead of stopping the others, and the result's
+  `'protocol'` says how the numbers were measured (resolution, averaged weights, each pp).
+  `config.image_size` unset evaluates at the checkpoint's own resolution; an evaluator's pp may
+  name `{image_size}` and `{resize_size}` (vit_jax.data.pp_spec.at_resolution).
   """
   if not entries(config):
     raise errors.UserError('--mode=eval needs an evaluator in config.evals; found none.')
   if any(entry.get('kind') in ('segmentation', 'depth') for entry in entries(config).values()):
     return _evaluate_dense(config, checkpoint_path)
+  # config.image_size unset: the checkpoint's own resolution (pp may name {image_size}).
   loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
-  geometry.check_image_size(config.image_size, loaded.model_config)
+  size = loaded.image_size
+  geometry.check_image_size(size, loaded.model_config)
   mesh, shardings = _placement(config, loaded.params)
-  context = _context(config, loaded.model, mesh, shardings)
-  built, missing = [], {}
+  context = _context(config, loaded.model, mesh, shardings, image_size=size)
+  built, missing, protocol = [], {}, {}
   for name, entry in entries(config).items():
-    pp = entry.get('pp') and preprocessing.take_statistics(entry['pp'], loaded.pp)
-    if pp and pp != entry['pp']:  # the checkpoint's own input statistics
+    written = entry.get('pp') and pp_spec.at_resolution(entry['pp'], size)
+    pp = written and preprocessing.take_statistics(written, loaded.pp)
+    if pp and pp != entry['pp']:  # at the checkpoint's resolution, with its input statistics
       entry = {**entry, 'pp': pp}
-      logging.info('%s: %s evaluates with the checkpoint\'s statistics: %s', checkpoint_path,
-                   name, pp)
+      logging.info('%s: %s evaluates as %s', checkpoint_path, name, pp)
+    protocol[name] = pp
     try:
       built.append(build(name, entry, context, config.loss))
     except sources.DatasetMissing as e:
@@ -94,6 +102,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   result: dict[str, Any] = _run_once(built, loaded.params, shardings, mesh, config.sharding)
   if skip_missing:
     result['missing'] = missing
+    # How each number was measured, for a report to print beside it.
+    result['protocol'] = {'image_size': size, 'averaged': loaded.averaged, 'pp': protocol}
   return result
 
 

@@ -4,7 +4,9 @@ Rows: ImageNet top-1 (`val`), ImageNet-ReaL (`real`), ImageNet-v2 (`v2`), few-sh
 dataset and shot count (`fewshot*` evaluators), dense evaluators' mIoU, pixel accuracy and
 delta1 (in %) and RMSE and AbsRel (as measured, not %), and the VTAB-1k groups when
 experiments/vtab.py has written `vtab.json` into the same directory. Beside each, the paper's
-number for the model the config names (`config.paper_model`), where the paper gives one.
+number for the model the config names (`config.paper_model`), where the paper gives one and
+our number was measured as the paper measured it (resolution, preprocessing, averaged weights);
+otherwise "not comparable: <why>".
 Evaluations whose dataset is not prepared are listed with the command that prepares it.
 """
 
@@ -21,6 +23,11 @@ PAPER = {
     'ViT-L/16 (JFT)': {'val/accuracy': 87.76, 'real/accuracy': 90.54, 'vtab/mean': 76.28},
     'ViT-L/16 (I21k)': {'val/accuracy': 85.30, 'real/accuracy': 88.62, 'vtab/mean': 72.72},
 }
+# How Table 2's ImageNet numbers were measured (Appendix B.1.1): at the fine-tuning resolution
+# (512 px for ViT-L/16, 518 for ViT-H/14), the whole image resized to it (the official eval
+# input), on Polyak-averaged weights (0.9999).
+PAPER_RESOLUTION = {'ViT-H/14 (JFT)': 518, 'ViT-L/16 (JFT)': 512, 'ViT-L/16 (I21k)': 512}
+MEASURED_AT_RESOLUTION = ('val/accuracy', 'real/accuracy', 'v2/accuracy')
 ROWS = (('val/accuracy', 'ImageNet top-1'), ('real/accuracy', 'ImageNet-ReaL top-1'),
         ('v2/accuracy', 'ImageNet-v2 top-1'))
 # Dense evaluators' metrics: (suffix, description, scale to the table's value).
@@ -50,8 +57,28 @@ def rows(results: Mapping[str, float], vtab: Optional[dict]) -> list[tuple[str, 
   return out
 
 
+def comparable(key: str, paper_model: str, protocol: Mapping) -> Optional[str]:
+  """None when the row `key` was measured as the paper measured it, else why not."""
+  if key not in MEASURED_AT_RESOLUTION:
+    return None
+  size, expected = protocol.get('image_size'), PAPER_RESOLUTION[paper_model]
+  if size != expected:
+    return f'measured at {size} px, the paper at {expected} px'
+  pp = (protocol.get('pp') or {}).get(key.split('/')[0]) or ''
+  if not pp.startswith(f'decode|resize({expected})|'):
+    return f'preprocessing {pp!r}, the paper resizes the whole image to {expected} px'
+  if protocol.get('averaged') is False:
+    return 'weights not averaged (the paper: Polyak averaging, 0.9999)'
+  return None
+
+
+def _averaged(value: Optional[bool]) -> str:
+  return {True: 'yes', False: 'no', None: 'as released'}[value]
+
+
 def write(workdir: str, checkpoint: str, results: Mapping[str, float],
-          missing: Mapping[str, str], paper_model: Optional[str] = None) -> str:
+          missing: Mapping[str, str], paper_model: Optional[str] = None,
+          protocol: Optional[Mapping] = None) -> str:
   """Writes `<workdir>/report.md` and `report.json`; returns the Markdown path."""
   root = storage.path(workdir)
   vtab_path = root / 'vtab.json'
@@ -61,20 +88,32 @@ def write(workdir: str, checkpoint: str, results: Mapping[str, float],
                            f'{paper_model!r}.')
   paper = PAPER.get(paper_model or '', {})
   table = rows(results, vtab)
+  protocol = protocol or {}
+  size, pps = protocol.get('image_size'), protocol.get('pp') or {}
   lines = [f'# Evaluation of {checkpoint}', '',
-           f'| evaluation | ours (%) | paper (%){f", {paper_model}" if paper_model else ""} |',
-           '|---|---|---|']
+           f'Measured at {size} px; averaged (EMA/Polyak) weights: '
+           f'{_averaged(protocol.get("averaged"))}.', '',
+           '| evaluation | ours (%) | preprocessing | paper (%)'
+           f'{f", {paper_model}" if paper_model else ""} |', '|---|---|---|---|']
+  verdicts = {}
   for key, text, value in table:
-    theirs = f'{paper[key]:.2f}' if key in paper else '-'
-    lines.append(f'| {text} | {value:.2f} | {theirs} |')
+    theirs = '-'
+    if key in paper:
+      verdicts[key] = comparable(key, paper_model, protocol)
+      theirs = (f'{paper[key]:.2f}' if verdicts[key] is None
+                else f'not comparable: {verdicts[key]}')
+    pp = pps.get(key.split('/')[0], '')
+    lines.append(f'| {text} | {value:.2f} | `{pp}` | {theirs} |' if pp else
+                 f'| {text} | {value:.2f} | - | {theirs} |')
   if missing:
     lines += ['', 'Not run: datasets not prepared (prepare them, then run again):', '']
     lines += [f'- {name}: {why}' for name, why in missing.items()]
   lines.append('')
   storage.write(root / 'report.json', json.dumps(
       {'checkpoint': checkpoint, 'paper_model': paper_model, 'results': dict(results),
-       'rows': [{'key': k, 'evaluation': t, 'ours': v, 'paper': paper.get(k)}
-                for k, t, v in table],
+       'protocol': dict(protocol),
+       'rows': [{'key': k, 'evaluation': t, 'ours': v, 'paper': paper.get(k),
+                 'not_comparable': verdicts.get(k)} for k, t, v in table],
        'vtab': vtab, 'missing': dict(missing)}, indent=2))
   storage.write(root / 'report.md', '\n'.join(lines))
   return os.fspath(root / 'report.md')

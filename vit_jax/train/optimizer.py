@@ -9,8 +9,11 @@ Every field and its default is in vit_jax/configs/common.py; what they mean:
   lr.schedule           'cosine' | 'linear' | 'rsqrt' | 'constant', after warmup
   lr.warmup_steps       linear warmup from 0; lr.end: linear's final value; lr.timescale: rsqrt's
   wd, wd_mask           weight decay of the parameters wd_mask selects (kernels)
-  wd_decoupled          False: AdamW style, p -= lr_t * wd * p (the paper's 0.1);
-                        True: big_vision style, p -= (lr_t / lr.base) * wd * p (its 1e-4)
+  wd_style              how wd enters each step (`peak_decay` gives the step's factor at peak):
+                        'lr_scaled': p -= lr_t * wd * p, as PyTorch's and optax's AdamW and
+                          the ViT paper's Adam (MAE and DeiT's 0.05, the paper's 0.03-0.3);
+                        'schedule_scaled': p -= (lr_t / lr.base) * wd * p, as big_vision
+                          (its 1e-4: the factor at peak is wd itself)
   grad_clip_norm        global-norm clipping of what trains (unset or 0: none)
   lr_mults              ((regex, multiplier), ...)
   frozen                (regex, ...): `optax.set_to_zero` through `multi_transform`, as
@@ -55,6 +58,14 @@ def make_schedule(lr: options.Schedule, total_steps: int) -> Schedule:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr.base, lr.warmup_steps), decay],
                               [lr.warmup_steps])
+
+
+def peak_decay(opt: options.Optimizer) -> float:
+  """The fraction of a decayed weight taken off in one step at the peak learning rate: the number
+  to compare across codebases (PyTorch AdamW lr * wd; big_vision wd)."""
+  if opt.wd_style == 'schedule_scaled':
+    return opt.wd
+  return opt.wd * opt.schedule.base
 
 
 def _core(opt: options.Optimizer) -> optax.GradientTransformation:
@@ -120,7 +131,7 @@ def build(opt: options.Optimizer, params: Any, total_steps: int
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   parts.append(_core(opt))
   if opt.wd:
-    rate = opt.wd / opt.schedule.base if opt.wd_decoupled else opt.wd
+    rate = opt.wd / opt.schedule.base if opt.wd_style == 'schedule_scaled' else opt.wd
     parts.append(optax.add_decayed_weights(rate, mask=param_names.select(params, opt.wd_mask)))
   multipliers = lr_multipliers(opt, params)
   if multipliers is not None:

@@ -25,6 +25,7 @@ from vit_jax.weights import preprocessing
 AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
 SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor')
+WD_STYLES = ('lr_scaled', 'schedule_scaled')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Optimizer:
   nesterov: bool
   schedule: Schedule
   wd: float
-  wd_decoupled: bool
+  wd_style: str  # one of WD_STYLES (vit_jax.train.optimizer)
   wd_mask: tuple[str, ...]
   grad_clip_norm: Optional[float]
   lr_mults: tuple[tuple[str, float], ...]
@@ -196,11 +197,12 @@ def read_optimizer(config: ml_collections.ConfigDict, frozen: tuple[str, ...] = 
   if decay is not None and not 0.0 < decay <= 1.0:
     raise errors.UserError(f'config.layerwise_lr_decay must be in (0, 1], found {decay}.')
   _positive('grad_clip_norm', config.grad_clip_norm or None, allow_none=True)
+  _one_of('wd_style', config.wd_style, WD_STYLES)
   return Optimizer(
       name=optim.name, b1=float(optim.b1), b2=float(optim.b2), eps=float(optim.eps),
       mu_dtype=optim.mu_dtype, momentum=float(optim.momentum or 0.0),
       nesterov=bool(optim.nesterov), schedule=read_schedule(config), wd=float(config.wd or 0.0),
-      wd_decoupled=bool(config.wd_decoupled),
+      wd_style=config.wd_style,
       wd_mask=(wd_mask,) if isinstance(wd_mask, str) else tuple(wd_mask),
       grad_clip_norm=float(config.grad_clip_norm) if config.grad_clip_norm else None,
       lr_mults=tuple((str(p), float(m)) for p, m in config.lr_mults),
@@ -304,8 +306,16 @@ def read_bookkeeping(config: ml_collections.ConfigDict) -> Bookkeeping:
                      keep_checkpoints=int(config.keep_checkpoints), keep_period=config.keep_period)
 
 
+def refuse_retired(config: ml_collections.ConfigDict) -> None:
+  """A field that no longer exists, set in a recipe: one line saying what replaces it."""
+  for field, replacement in common.RETIRED_FIELDS.items():
+    if field in config:
+      raise errors.UserError(f'config.{field} no longer exists: {replacement}')
+
+
 def read(config: ml_collections.ConfigDict) -> Options:
   """The whole config, read and checked."""
+  refuse_retired(config)
   model, model_config = build.from_run_config(config)
   step, data = read_step(config), read_data(config)
   if step.micro_batches != AUTO and data.batch_size % step.micro_batches:

@@ -53,7 +53,7 @@ def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   root.mkdir(parents=True, exist_ok=True)
   path = root / 'config.json'
   if path.exists():
-    saved = json.loads(path.read_text(encoding='utf-8'))
+    saved = common.upgrade_saved(json.loads(path.read_text(encoding='utf-8')))
     changed = changed_fields(saved, config_dict_)
     saved_steps = root / 'checkpoints'
     if changed and not (saved_steps.is_dir() and any(saved_steps.iterdir())):

@@ -43,6 +43,9 @@ class TrainedModel:
   # [-1, 1] resize for a released .npz. `vit_jax.data.images.load` runs it on the host.
   pp: str = ''
   read: list[str] = dataclasses.field(default_factory=list)  # what a foreign file's configs gave
+  # Whether the parameters are an average of the trained ones (EMA / Polyak): a workdir knows
+  # (its ema_decay); a file does not say (None: as released).
+  averaged: Optional[bool] = None
 
 
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -87,7 +90,7 @@ def input_transform(path: str) -> str:
 def load(path: str, model_name: Optional[str] = None, *,
          image_size: Optional[int] = None) -> TrainedModel:
   """Model and canonical parameters of a workdir or `.npz`, at `image_size` if given."""
-  read = []
+  read, averaged = [], None
   if foreign.handles(path):
     imported = foreign.load(path, model_name)
     params, model_config, num_classes = (imported.params, imported.model_config,
@@ -102,6 +105,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     if model_name:
       raise errors.UserError(f'{path} is a workdir: its model comes from its config; drop --model.')
     params, model_config, num_classes, native, pp = _from_workdir(path)
+    averaged = read_run_config(path).get('ema_decay') is not None
   elif storage.path(path).exists():
     params = checkpoint.load(path)
     model_config, num_classes = checkpoint.infer_model_config(params)
@@ -120,7 +124,8 @@ def load(path: str, model_name: Optional[str] = None, *,
     native = image_size
   params = jax.tree.map(np.asarray, params)
   return TrainedModel(model, params, model_config, num_classes, native,
-                      labels=read_labels(path, num_classes), pp=pp, read=read)
+                      labels=read_labels(path, num_classes), pp=pp, read=read,
+                      averaged=averaged)
 
 
 def read_labels(path: str, num_classes: Optional[int]) -> Optional[list[str]]:
