@@ -20,6 +20,7 @@ The published protocols, on one's own prepared copy of the data (docs/dense.md):
                     depth in (0.001, 10] m
 """
 
+from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.configs import sources
 
@@ -173,5 +174,5 @@ def get_config(variant: str = 'digits_segmentation'):
     return _ade20k(config, variant)
   if variant == 'nyu_linear':
     return _nyu(config)
-  raise ValueError(f'configs/dense.py: unknown variant {variant!r}; expected digits_segmentation, '
+  raise errors.UserError(f'configs/dense.py: unknown variant {variant!r}; expected digits_segmentation, '
                    'digits_finetune, digits_depth, ade20k_linear, ade20k_segmenter, nyu_linear.')

@@ -57,4 +57,4 @@ def test_keeps_the_newest_and_falls_back_past_a_broken_one(tmp_path, caplog):
   restored = ckpt.restore(abstract)
   ckpt.close()
   assert restored.step == 2 and int(restored.state.step) == 2
-  assert 'cannot be restored' in caplog.text
+  assert 'is damaged' in caplog.text

@@ -16,6 +16,7 @@ from vit_jax.data import sources
 from vit_jax.train import checkpointer
 from vit_jax.train import loop
 from vit_jax.train import setup as setup_lib
+from vit_jax.weights import workdir_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +100,108 @@ def test_newest_corrupt_checkpoint_falls_back(finished, digits_data_dir, tmp_pat
           f.truncate(max(os.path.getsize(os.path.join(root, name)) // 3, 1))
   step, _, data_state = _final_params(workdir, digits_data_dir)
   assert step == 8 and data_state == {'global_position': 8 * 32}
-  assert 'cannot be restored' in caplog.text and '/12' in caplog.text
+  assert 'is damaged' in caplog.text and '/12' in caplog.text
+
+
+def _damage(workdir, step):
+  """A damaged OCDBT manifest in each item of a step, as a partial copy or a storage fault."""
+  for item in ('params', 'train_state'):
+    with open(os.path.join(workdir, 'checkpoints', str(step), item, 'manifest.ocdbt'), 'wb') as f:
+      f.write(b'cut short')
+
+
+def _tree_snapshot(workdir):
+  found = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        found[os.path.relpath(path, workdir)] = f.read()
+  return found
+
+
+def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, digits_data_dir,
+                                                                  tmp_path):
+  """Every checkpoint damaged: the run refuses in one line naming each step and why, exits
+  with a user error (never a fresh start from step 0), and leaves every file as it was;
+  --overwrite then starts afresh on purpose."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(finished[0], workdir)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
+  for step in steps:
+    _damage(workdir, step)
+  before = _tree_snapshot(workdir)
+  with pytest.raises(workdir_params.Unrestorable) as refused:
+    loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
+  message = str(refused.value)
+  assert all(f'step {step}: ValueError: DATA_LOSS' in message for step in steps), message
+  assert 'Nothing was changed' in message and '--overwrite' in message
+  assert '\n' not in message
+  assert _tree_snapshot(workdir) == before  # metrics.jsonl keeps every row
+  result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir, overwrite=True)
+  assert result['step'] == 12 and _rows(workdir)[0]['step'] == 1
+
+
+def test_newest_damaged_resumes_exactly_from_the_previous_one(finished, digits_data_dir,
+                                                             tmp_path):
+  """Newest damaged: the run resumes from the step before, trims only the rows past it, and
+  ends with the same parameters as the run that was never interrupted."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(finished[0], workdir)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))  # the run as if killed before 12
+  _damage(workdir, 8)
+  rows_before = _rows(workdir)
+  result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
+  assert result['step'] == 12
+  rows = _rows(workdir)
+  assert [r for r in rows if r['step'] <= 4] == [r for r in rows_before if r['step'] <= 4]
+  assert sorted({r['step'] for r in rows if 'train/loss' in r}) == list(range(1, 13))
+  _, params, _ = _final_params(workdir, digits_data_dir)
+  _, uninterrupted, _ = _final_params(finished[0], digits_data_dir)
+  jax.tree.map(np.testing.assert_array_equal, params, uninterrupted)
+
+
+def test_a_transient_store_error_is_retried_and_resumes(finished, digits_data_dir, monkeypatch,
+                                                       caplog):
+  """UNAVAILABLE twice, then the store answers: retried after a pause, resumed at the newest."""
+  calls = []
+  original = checkpointer.Checkpointer._restore_step  # pylint: disable=protected-access
+
+  def flaky(self, step, abstract_state):
+    calls.append(step)
+    if len(calls) <= 2:
+      raise ValueError('UNAVAILABLE: the object store did not answer')
+    return original(self, step, abstract_state)
+  monkeypatch.setattr(checkpointer.Checkpointer, '_restore_step', flaky)
+  config = tiny_recipe.get_config(digits_data_dir)
+  setup = setup_lib.from_config(config)
+  restored = checkpointer.Checkpointer(finished[0], async_save=False).restore(
+      setup.abstract_state, delays_s=(0.0, 0.0, 0.0))
+  assert restored.step == 12 and calls == [12, 12, 12]
+  assert caplog.text.count('did not answer') == 2
+
+  def down(self, step, abstract_state):
+    del self, step, abstract_state
+    raise ValueError('UNAVAILABLE: down')
+  monkeypatch.setattr(checkpointer.Checkpointer, '_restore_step', down)
+  with pytest.raises(ValueError, match='UNAVAILABLE'):  # never answers: the run fails
+    checkpointer.Checkpointer(finished[0], async_save=False).restore(
+        setup.abstract_state, delays_s=(0.0, 0.0))
+
+
+def test_a_checkpoint_of_another_shape_is_refused_naming_the_parameter(finished,
+                                                                       digits_data_dir):
+  """A structure that no longer matches (a code or config change): refused at once, naming
+  the parameter; no older checkpoint is tried, nothing is deleted."""
+  config = tiny_recipe.get_config(digits_data_dir)
+  config.model.transformer.mlp_dim = 48
+  setup = setup_lib.from_config(config)
+  with pytest.raises(workdir_params.Mismatch,
+                     match=r'MlpBlock_0/Dense_0/kernel saved as \(16, 32\), the model has '
+                           r'\(16, 48\)'):
+    checkpointer.Checkpointer(finished[0], async_save=False).restore(setup.abstract_state)
 
 
 def test_restore_onto_another_mesh_and_layout(finished, digits_data_dir):

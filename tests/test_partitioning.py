@@ -61,3 +61,63 @@ def test_scanned_layers_get_a_leading_unsharded_axis():
 def test_unknown_layout():
   with pytest.raises(ValueError, match="config.sharding='zero' is not a preset"):
     partitioning.get_rules('zero')
+
+
+def _abstract_under_fsdp(**fields):
+  """The trained module's abstract state of a ViT-B/16 run with `fields` set, on (1, 8, 1)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from vit_jax import objectives  # pylint: disable=g-import-not-at-top
+  from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  config = common.get_config()
+  config.model.dtype = 'float32'
+  config.update(mesh=(1, 8, 1), sharding='fsdp', **{k: v for k, v in fields.items()
+                                                     if k != 'model'})
+  config.model.update(fields.get('model', {}))
+  read = options.read(config)
+  model = objectives.build(read.objective, read.objective_context()).train_model
+  mesh = mesh_lib.make_mesh((1, 8, 1))
+  state, shardings = state_lib.abstract(model, optax.adam(1e-3), image_shape=(224, 224, 3),
+                                        mesh=mesh, preset='fsdp')
+  return state.params, shardings.params, mesh
+
+
+FAMILIES = {
+    'classification': {}, 'pre_logits': {'model': {'representation_size': 768}},
+    'distilled_student': {'model': {'distilled': True}},
+    'gated_mlp_registers': {'model': {'gated_mlp': True, 'num_registers': 4,
+                                      'layerscale': 1e-5}},
+    'mae': {'objective': 'mae'},
+    'dense_linear': {'objective': 'dense'},
+    'dense_segmenter': {'objective': 'dense', 'dense': {'head': 'mask_transformer',
+                                                        'decoder_width': 768}},
+    'dense_multilevel': {'objective': 'dense', 'dense': {'head': 'multilevel'}},
+}
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_no_large_parameter_is_left_whole_under_fsdp(family):
+  """Every objective's and model family's ViT-B/16 parameters above 1 MiB are split over fsdp."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  params, shardings, mesh = _abstract_under_fsdp(**FAMILIES[family])
+  partitioning.check_coverage(params, shardings, mesh, 'fsdp')  # refuses what is missed
+  from vit_jax import param_names  # pylint: disable=g-import-not-at-top
+  flat = param_names.flatten(shardings)
+  whole = [p for p, leaf in param_names.flatten(params).items()
+           if np.prod(leaf.shape) * 4 > 2**20 and all(a is None for a in flat[p].spec)]
+  assert whole == []
+
+
+def test_a_large_parameter_no_rule_names_is_refused_or_allowed_by_name():
+  from vit_jax import errors  # pylint: disable=g-import-not-at-top
+  params, shardings, mesh = _abstract_under_fsdp()
+  params = {**params, 'new_module': {'kernel': jax.ShapeDtypeStruct((768, 1024), jnp.float32)}}
+  shardings = {**shardings, 'new_module': {
+      'kernel': jax.sharding.NamedSharding(mesh, P(None, None))}}
+  with pytest.raises(errors.UserError, match=r"new_module/kernel \(3.0 MiB: no row of PARAM_AXES "
+                     r"names it\)\. Add a row"):
+    partitioning.check_coverage(params, shardings, mesh, 'fsdp')
+  partitioning.check_coverage(params, shardings, mesh, 'fsdp', allowed=(r'new_module/.*',))
+  partitioning.check_coverage(params, shardings, mesh, 'fsdp', max_replicated_mb=4.0)
+  partitioning.check_coverage(params, shardings, mesh, 'dp')  # replicated by choice

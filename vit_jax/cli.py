@@ -70,6 +70,15 @@ def _config_field_error(argv: list[str], error: Exception) -> str:
   return f'unknown config field in {overrides}: {error}'
 
 
+def _recipe_error(error: Exception):
+  """A recipe's own `UserError` (a bad `--config=recipe.py:<arg>`), which ml_collections hands
+  on with its traceback folded into the message: the recipe's one line, or None."""
+  found = re.search(r'vit_jax\.errors\.\w+: (.*)$', str(error).strip())
+  if found and 'Error whilst parsing config file' in str(error):
+    return found.group(1)
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its errors and config-override errors as one line."""
   for arg in argv[1:]:
@@ -80,11 +89,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(e)
+    fail(_recipe_error(e) or e)
   except (AttributeError, KeyError) as e:  # ml_collections: an override of an absent field
     fail(_config_field_error(argv, e))
   except (TypeError, ValueError) as e:  # ml_collections: an override of the wrong type
-    fail(e)
+    fail(_recipe_error(e) or e)
   return []
 
 

@@ -7,6 +7,9 @@ and keeps its traceback.
 """
 
 
+import contextlib
+
+
 class UserError(ValueError):
   """Bad input: a config field, a flag, a file or a checkpoint that cannot be used as given."""
 
@@ -33,3 +36,17 @@ def out_of_space(error: BaseException) -> bool:
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+@contextlib.contextmanager
+def context(prefix: str):
+  """Errors raised inside keep their class: a `UserError` (of any subclass) is raised again as
+  the same class with `prefix: ` before its message, still one line; any other exception is a
+  bug and keeps its traceback, with `prefix` added as a note. Never a change of kind."""
+  try:
+    yield
+  except UserError as e:
+    raise type(e)(f'{prefix}: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    e.add_note(f'(while reading {prefix})')
+    raise

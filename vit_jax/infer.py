@@ -102,6 +102,9 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
 
 def main(argv):
   del argv
+  if _NAFLEX.value is not None and _NAFLEX.value < 1:
+    raise errors.UserError(f'--naflex={_NAFLEX.value}: expected a positive number of patches '
+                           '(leave it out for the square path).')
   labels = None
   if _LABELS.value:
     labels = [line.strip() for line in storage.read_text(_LABELS.value).splitlines()]

@@ -24,8 +24,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only '
                           'run every evaluator of the config on --checkpoint.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, '--mode=eval: a workdir or an .npz file.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start afresh in a workdir that holds a run '
-                               'of a different config.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start afresh: delete the run in --workdir '
+                               '(checkpoints, metrics, config) before training.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of '
                                    'process 0 (default: auto-detected on TPU/SLURM).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')

@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Parallelism.
   config.mesh = (-1, 1, 1)  # (data, fsdp, tensor)
   config.sharding = 'dp'  # dp | fsdp | fsdp_tp
+  # Under fsdp/fsdp_tp a parameter above replicated_max_mb (per device) that the preset leaves
+  # whole on every device is refused at startup, unless a regex of replicated_ok names it.
+  config.replicated_max_mb = 1.0
+  config.replicated_ok = ()
   # Multi-slice TPU / multi-node GPU: how the slow-link groups (slices, nodes) split over
   # (data, fsdp, tensor); unset: slices (TPU) or multi-GPU processes along 'data'. With one
   # process per GPU set it, e.g. (nodes, 1, 1) (vit_jax/parallel/mesh.py).

@@ -66,8 +66,8 @@ def _random_erase(probability: float = 0.25, area_min: float = 0.02, area_max: f
   """timm's RandomErasing(mode='pixel', count 1): up to `attempts` box draws, the first that
   fits the image is filled with N(0, 1) noise (none fits: nothing is erased)."""
   if not 0.0 <= probability <= 1.0 or not 0.0 < area_min <= area_max <= 1.0 or not 0 < aspect_min:
-    raise ValueError(f'random_erase: bad probability/area/aspect ({probability}, {area_min}, '
-                     f'{area_max}, {aspect_min}).')
+    raise errors.UserError(f'random_erase: bad probability/area/aspect ({probability}, {area_min}, '
+                           f'{area_max}, {aspect_min}).')
   log_ratio = math.log(aspect_min), math.log(1 / aspect_min)
 
   def one(image, key):
@@ -123,11 +123,10 @@ class DevicePreprocess:
         raise errors.UserError(f'config.pp_device: {text!r} works on the model\'s input values; '
                                'put it after value_range/normalize.')
       try:
-        self._ops.append((index, factory(*args, **kwargs)))
-      except TypeError as e:
+        with errors.context('config.pp_device'):
+          self._ops.append((index, factory(*args, **kwargs)))
+      except TypeError as e:  # the op called with arguments it does not take
         raise errors.UserError(f'config.pp_device: bad arguments for {text!r}: {e}.') from e
-      except ValueError as e:
-        raise errors.UserError(f'config.pp_device: {e}') from e
       self.needs_positions |= random
       if name in FLOAT_OUTPUT:
         float_from = text

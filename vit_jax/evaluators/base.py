@@ -77,11 +77,8 @@ def source(name: str, field: str, data: Mapping[str, Any]) -> sources.Source:
   if not data or not data.get('name') or not data.get('split'):
     raise errors.UserError(f'config.evals.{name}.{field} needs a dataset name and split; found '
                            f'{dict(data or {})}.')
-  try:
+  with errors.context(f'config.evals.{name}.{field}'):
     return sources.from_config(data)
-  except ValueError as e:  # named here; a missing dataset stays a DatasetMissing
-    kind = sources.DatasetMissing if isinstance(e, sources.DatasetMissing) else ValueError
-    raise kind(f'config.evals.{name}.{field}: {e}') from e
 
 
 def as_dict(entry) -> dict:

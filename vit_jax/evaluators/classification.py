@@ -32,10 +32,8 @@ class Classification(base.Evaluator):
       raise errors.UserError(
           f'config.evals.{name}.pp: expected an eval preprocessing string, found '
           f'{entry.get("pp")!r}.')
-    try:
+    with errors.context(f'config.evals.{name}.pp'):
       self._pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
-    except ValueError as e:
-      raise errors.UserError(f'config.evals.{name}.pp: {e}') from e
     self._local_batch = context.local_batch(self.batch_size)
     eval_step = step_lib.make_eval_step(context.model, context.mesh,
                                         loss=entry.get('loss') or run_loss,

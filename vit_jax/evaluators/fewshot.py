@@ -165,10 +165,8 @@ class FewShot(base.Evaluator):
     if not entry.get('pp'):
       raise errors.UserError(f'config.evals.{name}.pp: expected an image preprocessing string, '
                              f'found {entry.get("pp")!r}.')
-    try:
+    with errors.context(f'config.evals.{name}.pp'):
       image_pp = preprocess.parse(entry['pp'], num_classes=context.num_classes)
-    except ValueError as e:
-      raise errors.UserError(f'config.evals.{name}.pp: {e}') from e
     def pp(example, seed):  # the image, or the one-image NaFlex sequence of the naflex op
       processed = image_pp(example, seed)
       inputs = ({'image': processed['image']} if 'image' in processed else
@@ -216,11 +214,9 @@ class FewShot(base.Evaluator):
       chosen = np.unique(np.concatenate([i for d in draws.values() for i in d]))
       task.update(draws=draws, chosen=chosen)
     else:
-      try:
+      with errors.context(f'config.evals.{self.name}.{field} ({train.name})'):
         pool, held = select_shots(labels, train.class_names, shots=max(self.shots),
                                   holdout=self.holdout, seed=seed, dataset=short)
-      except ValueError as e:
-        raise errors.UserError(f'config.evals.{self.name}.{field} ({train.name}): {e}') from e
       chosen = np.concatenate([pool.reshape(-1), held])
       task.update(pool=pool)
     task['train'] = _with_index(train, chosen)

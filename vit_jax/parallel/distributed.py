@@ -65,6 +65,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     if missing:
       raise errors.UserError(f'Multi-host start-up needs coordinator_address, num_processes and '
                              f'process_id together; missing {missing}.')
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise errors.UserError(f'--process_id={process_id} with --num_processes={num_processes}: '
+                             f'expected a process id in [0, {num_processes}).')
     with coordinator.own_process(linger_s):
       jax.distributed.initialize(coordinator_address=coordinator_address,
                                  num_processes=num_processes, process_id=process_id,

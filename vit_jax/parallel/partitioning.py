@@ -29,14 +29,17 @@ from vit_jax.parallel import mesh as mesh_lib
 # (per-layer) parameter. Scanned parameters get a leading 'layers' axis on top.
 PARAM_AXES: tuple[tuple[str, Optional[tuple[Optional[str], ...]]], ...] = (
     (r'(.*/)?embedding/kernel', (None, None, None, 'embed')),
-    (r'(.*/)?(cls|probe|pos_embedding|mask_token)', (None, None, 'embed')),
+    (r'(.*/)?(cls|dist|registers|probe|pos_embedding|mask_token)', (None, None, 'embed')),
     (r'.*/(query|key|value)/kernel', ('embed', 'heads', 'kv')),
     (r'.*/(query|key|value)/bias', ('heads', 'kv')),
     (r'.*/out/kernel', ('heads', 'kv', 'embed')),
     (r'.*/Dense_0/kernel', ('embed', 'mlp')),
     (r'.*/Dense_0/bias', ('mlp',)),
     (r'.*/Dense_1/kernel', ('mlp', 'embed')),
-    (r'(.*/)?(pre_logits|head|decoder_embed|decoder_pred)/kernel', ('embed', None)),
+    (r'(.*/)?(pre_logits|head|head_dist|decoder_embed|decoder_pred)/kernel', ('embed', None)),
+    # Segmenter's mask transformer (vit_jax.models.dense): projections of width x width.
+    (r'(.*/)?dense_head/(proj_patch|proj_classes)', ('embed', None)),
+    (r'(.*/)?dense_head/proj_dec/kernel', ('embed', None)),
     (r'(.*/)?(LayerNorm_\d+|encoder_norm)/(scale|bias)|.*/(out|Dense_1)/bias|(.*/)?embedding/bias',
      ('embed',)),
     (r'.*', None),  # everything else (ResNet stem, head bias): replicated
@@ -103,6 +106,32 @@ def param_shardings(params: Any, mesh: Mesh, preset: str) -> Any:
   rules = get_rules(preset)
   return param_names.map_names(params, lambda path, leaf: NamedSharding(
       mesh, _mesh_spec(logical_axes(path, len(leaf.shape)), leaf.shape, rules, mesh)))
+
+
+def check_coverage(params: Any, shardings: Any, mesh: Mesh, preset: str, *,
+                   max_replicated_mb: float = 1.0, allowed: Sequence[str] = ()) -> None:
+  """Under fsdp/fsdp_tp, refuses a parameter larger than `max_replicated_mb` per device that is
+  left whole on every device (no PARAM_AXES row names it, or its dims do not divide), unless a
+  pattern of `allowed` names it: at ViT-g scale an unplanned copy per device decides whether a
+  model fits (MaxText's assert_params_sufficiently_sharded, as a startup check)."""
+  if preset == 'dp' or mesh.shape.get('fsdp', 1) == 1:
+    return
+  shardings = param_names.flatten(shardings)
+  found = []
+  for path, leaf in param_names.flatten(params).items():
+    size_mb = leaf.size * leaf.dtype.itemsize / 2**20
+    whole = all(axis is None for axis in shardings[path].spec)
+    if whole and size_mb > max_replicated_mb and not param_names.matches(allowed, path):
+      why = ('no row of PARAM_AXES names it' if param_names.lookup(PARAM_AXES, path) is None
+             else f'its dims {tuple(leaf.shape)} do not divide over the mesh')
+      found.append(f'{path} ({size_mb:.1f} MiB: {why})')
+  if found:
+    more = f' and {len(found) - 3} more' if len(found) > 3 else ''
+    raise errors.UserError(
+        f'config.sharding={preset!r} would copy whole onto every device: {"; ".join(found[:3])}'
+        f'{more}. Add a row for it to PARAM_AXES in vit_jax/parallel/partitioning.py, or allow '
+        'it with --config.replicated_ok=\'("<regex>",)\' (config.replicated_max_mb: the size '
+        'allowed without).')
 
 
 def opt_state_shardings(tx: optax.GradientTransformation, opt_state: Any, params: Any,

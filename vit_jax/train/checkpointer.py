@@ -6,7 +6,8 @@ The state is restored onto whatever shardings the caller asks for (another mesh 
 reshards on restore). orbax writes a step to a temporary directory and renames it when complete
 (on `gs://`, where nothing is renamed, it writes a commit marker last), so a crash mid-save leaves
 the previous checkpoints as they were; old steps are removed only after a new one is finalized.
-A newest checkpoint that fails to restore is reported and the one before it used. A save that
+A damaged newest checkpoint is reported and the one before it used; a run whose checkpoints all
+fail to restore stops with one line and never starts over (`workdir_params.newest_restorable`). A save that
 finds no space left is one line (`errors.OutOfSpace`) naming the step a restart resumes from.
 """
 
@@ -110,6 +111,7 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def _restore_step(self, step: int, abstract_state: TrainState) -> Restored:
+    workdir_params.check_fits(self.directory / str(step), _params_item(abstract_state))
     restored = self._manager.restore(step, args=ocp.args.Composite(**{
         workdir_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
         workdir_params.TRAIN_STATE: ocp.args.StandardRestore(_rest_item(abstract_state)),
@@ -121,13 +123,17 @@ class Checkpointer:
     return Restored(step, state, dict(restored[workdir_params.DATA]),
                     dict(restored[workdir_params.CONFIG]))
 
-  def restore(self, abstract_state: TrainState) -> Optional[Restored]:
-    """The newest checkpoint that restores, else None.
+  def restore(self, abstract_state: TrainState, *,
+              delays_s: tuple[float, ...] = workdir_params.RETRY_DELAYS_S) -> Optional[Restored]:
+    """The newest checkpoint that restores; None when there is none. A damaged one is passed
+    over for the one before; when checkpoints exist and none restores, or one does not fit the
+    model, the run stops with one line (`workdir_params.newest_restorable`), nothing changed.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with the target shardings.
     """
     found = workdir_params.newest_restorable(
-        self.directory, self.steps(), lambda step: self._restore_step(step, abstract_state))
+        self.directory, self.steps(), lambda step: self._restore_step(step, abstract_state),
+        delays_s=delays_s)
     return None if found is None else found[1]
 
   def reached_preemption(self, step: int) -> bool:

@@ -122,6 +122,8 @@ class Parallel:
   mesh: tuple[int, ...]  # (data, fsdp, tensor); -1 takes the remaining devices
   sharding: str  # the parameter sharding preset (vit_jax.parallel.partitioning)
   dcn_mesh: Optional[tuple[int, ...]] = None  # slow-link groups per axis (parallel/mesh.py)
+  replicated_max_mb: float = 1.0  # fsdp: a larger parameter left whole on every device...
+  replicated_ok: tuple[str, ...] = ()  # ...is refused unless one of these patterns names it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,8 +290,12 @@ def read_naflex(config: ml_collections.ConfigDict) -> Optional[Naflex]:
 def read_parallel(config: ml_collections.ConfigDict) -> Parallel:
   _one_of('sharding', config.sharding, tuple(partitioning.RULES))
   dcn = config.dcn_mesh
+  _positive('replicated_max_mb', config.replicated_max_mb)
+  allowed = config.replicated_ok
   return Parallel(mesh=tuple(config.mesh), sharding=config.sharding,
-                  dcn_mesh=None if dcn is None else tuple(dcn))
+                  dcn_mesh=None if dcn is None else tuple(dcn),
+                  replicated_max_mb=float(config.replicated_max_mb),
+                  replicated_ok=(allowed,) if isinstance(allowed, str) else tuple(allowed))
 
 
 def read_memory(config: ml_collections.ConfigDict) -> Memory:

@@ -99,6 +99,10 @@ def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
   abstract_state, shardings = state_lib.abstract(
       model, tx, image_shape=data.image_shape, mesh=mesh,
       preset=options.parallel.sharding, ema=options.step.ema)
+  parallel = options.parallel
+  partitioning.check_coverage(abstract_state.params, shardings.params, mesh, parallel.sharding,
+                              max_replicated_mb=parallel.replicated_max_mb,
+                              allowed=parallel.replicated_ok)
   return Setup(options, mesh, total_steps, tx, schedule, abstract_state, shardings, objective)
 
 

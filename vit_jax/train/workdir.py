@@ -47,26 +47,31 @@ def changed_fields(saved: dict, new: dict) -> list[str]:
 
 def claim(workdir: str, config_dict_: dict, overwrite: bool) -> None:
   """Creates `workdir`, refuses one that holds another config's run, writes `config.json`.
-  A run that saved no step (it stopped at startup, e.g. on a memory plan that did not fit) holds
-  nothing to lose: its config is replaced."""
+  `overwrite` deletes the run found there (any config) to start afresh. A run that saved no
+  step (it stopped at startup, e.g. on a memory plan that did not fit) holds nothing to lose: its
+  config is replaced. The same config is left as it is, byte for byte."""
   root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   path = root / 'config.json'
   if path.exists():
-    saved = common.upgrade_saved(json.loads(path.read_text(encoding='utf-8')))
+    text = path.read_text(encoding='utf-8')
+    saved = common.upgrade_saved(json.loads(text))
     changed = changed_fields(saved, config_dict_)
     saved_steps = root / 'checkpoints'
-    if changed and not (saved_steps.is_dir() and any(saved_steps.iterdir())):
+    holds_steps = saved_steps.is_dir() and any(saved_steps.iterdir())
+    if overwrite and holds_steps:
+      logging.warning('Overwriting the run in %s (--overwrite).', workdir)
+      for name in RUN_FILES:
+        storage.remove(root / name)
+    elif changed and not holds_steps:
       logging.warning('%s: replacing the config of a run that saved no step (fields: %s).',
                       workdir, changed)
     elif changed:
-      if not overwrite:
-        raise errors.UserError(
-            f'{workdir} holds a run with a different config (fields: {changed}). '
-            'Use another --workdir, or --overwrite to start it afresh.')
-      logging.warning('Overwriting the run in %s (its config differs).', workdir)
-      for name in RUN_FILES:
-        storage.remove(root / name)
+      raise errors.UserError(
+          f'{workdir} holds a run with a different config (fields: {changed}). '
+          'Use another --workdir, or --overwrite to start it afresh.')
+    elif text == json.dumps(config_dict_, indent=2):
+      return  # the same run: nothing to write
   storage.write(path, json.dumps(config_dict_, indent=2))
 
 
