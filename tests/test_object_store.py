@@ -39,6 +39,7 @@ from vit_jax.evaluators import paper_report
 from vit_jax.train import loop
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
+from vit_jax.weights import workdir_params
 
 BUCKET = 'vit-runs'
 # Checkpoints every 4 steps, rows every 3: a kill at step 7 falls between both.
@@ -147,6 +148,15 @@ def test_a_run_killed_and_resumed_on_gcs_ends_as_the_uninterrupted_local_run(
   report = json.loads(storage.read_text(f'{gcs}/eval/report.json'))
   final = runs.rows(local)[-1]
   assert report['results']['eval/accuracy'] == pytest.approx(final['eval/accuracy'], abs=1e-6)
+
+  # Every checkpoint damaged (a manifest cut short): the run stops in one line, nothing changed.
+  rows = storage.read_text(f'{workdir}/metrics.jsonl')
+  for step_dir in (storage.path(workdir) / 'checkpoints').iterdir():
+    if step_dir.name.isdigit():
+      storage.write(step_dir / 'params' / 'manifest.ocdbt', b'cut short')
+  with pytest.raises(workdir_params.Unrestorable, match=r'none of them restores \(step '):
+    loop.train_and_evaluate(config, workdir)
+  assert storage.read_text(f'{workdir}/metrics.jsonl') == rows
 
 
 def test_unknown_schemes_missing_packages_and_s3_checkpoints_are_one_line(monkeypatch):

@@ -89,10 +89,11 @@ FAMILIES = {
     'gated_mlp_registers': {'model': {'gated_mlp': True, 'num_registers': 4,
                                       'layerscale': 1e-5}},
     'mae': {'objective': 'mae'},
-    'dense_linear': {'objective': 'dense'},
-    'dense_segmenter': {'objective': 'dense', 'dense': {'head': 'mask_transformer',
-                                                        'decoder_width': 768}},
-    'dense_multilevel': {'objective': 'dense', 'dense': {'head': 'multilevel'}},
+    'dense_linear': {'objective': 'dense', 'num_classes': 150},
+    'dense_segmenter': {'objective': 'dense', 'num_classes': 150,
+                        'dense': {'head': 'mask_transformer', 'decoder_width': 768}},
+    'dense_multilevel': {'objective': 'dense', 'num_classes': 150,
+                         'dense': {'head': 'multilevel'}},
 }
 
 

@@ -37,9 +37,11 @@ PARAM_AXES: tuple[tuple[str, Optional[tuple[Optional[str], ...]]], ...] = (
     (r'.*/Dense_0/bias', ('mlp',)),
     (r'.*/Dense_1/kernel', ('mlp', 'embed')),
     (r'(.*/)?(pre_logits|head|head_dist|decoder_embed|decoder_pred)/kernel', ('embed', None)),
-    # Segmenter's mask transformer (vit_jax.models.dense): projections of width x width.
+    # Dense heads (vit_jax.models.dense): Segmenter's projections, the multi-level decoder's
+    # projections and 3x3 convolutions, the linear probe.
     (r'(.*/)?dense_head/(proj_patch|proj_classes)', ('embed', None)),
-    (r'(.*/)?dense_head/proj_dec/kernel', ('embed', None)),
+    (r'(.*/)?dense_head/(proj_dec|project_\d+|linear|predict)/kernel', ('embed', None)),
+    (r'(.*/)?dense_head/(fuse|refine)/kernel', (None, None, 'embed', None)),
     (r'(.*/)?(LayerNorm_\d+|encoder_norm)/(scale|bias)|.*/(out|Dense_1)/bias|(.*/)?embedding/bias',
      ('embed',)),
     (r'.*', None),  # everything else (ResNet stem, head bias): replicated

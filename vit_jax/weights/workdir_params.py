@@ -137,8 +137,9 @@ def newest_restorable(directory, steps, restore: Callable[[int], T], *,
 
 
 def check_fits(step_dir: epath.Path, params_item: Any) -> None:
-  """Refuses (`Mismatch`, naming parameters) a checkpoint whose saved parameters differ in
-  names or shapes from `params_item` (the model's, as saved: {'params': ..., ...})."""
+  """Refuses (`Mismatch`, naming parameters) a checkpoint whose saved parameters have other
+  shapes than `params_item`'s (the model's, as saved: {'params': ..., ...}). Names present on
+  one side only are left to the restore: a damaged item lists fewer of them."""
   saved = _tree(ocp.PyTreeCheckpointer().metadata(step_dir / PARAMS))
   flat = lambda tree: {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path):  # pylint: disable=unnecessary-lambda-assignment
                        tuple(leaf.shape) for path, leaf in
@@ -146,8 +147,6 @@ def check_fits(step_dir: epath.Path, params_item: Any) -> None:
   theirs, ours = flat(saved), flat(params_item)
   problems = [f'{name} saved as {theirs[name]}, the model has {ours[name]}'
               for name in sorted(set(theirs) & set(ours)) if theirs[name] != ours[name]]
-  problems += [f'{name} saved, not in the model' for name in sorted(set(theirs) - set(ours))]
-  problems += [f'{name} in the model, not saved' for name in sorted(set(ours) - set(theirs))]
   if problems:
     more = f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''
     raise Mismatch(
