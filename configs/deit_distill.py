@@ -7,7 +7,8 @@ warmup epochs then cosine, RandAugment(2, 9), mixup 0.8 / CutMix 1.0 (one of the
 label smoothing 0.1, random erasing 0.25, repeated augmentation (3 copies), stochastic depth
 0.1, no dropout. DeiT's 83.4% needs its RegNetY-16GF teacher, which is not a ViT and does not
 load here: with a ViT teacher the recipe runs, and the number is its own. The argument is the
-student's size (Ti, S or B); the teacher is a flag and may be anything `--checkpoint` accepts (a workdir, an .npz, a timm or Hugging Face file):
+student's size (Ti, S or B); the teacher is a flag and may be anything `--checkpoint` accepts
+(a workdir, an .npz, a timm or Hugging Face file):
 
   python -m vit_jax.main --config=configs/deit_distill.py:B --workdir=runs/deit_b16 \
       --config.distill.teacher=/models/teacher --config.data.data_dir=/data/tfds

@@ -24,9 +24,9 @@ from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.configs import sources
 
-_UNCHECKED = ("the optimizer values (AdamW's rate, weight decay 1e-4, 1,500 warmup steps) follow the "
-              'mmsegmentation schedules the papers name; they are not yet held against the '
-              "papers' released config files")
+_UNCHECKED = ("the optimizer values (AdamW's rate, weight decay 1e-4, 1,500 warmup steps) "
+              'follow the mmsegmentation schedules the papers name; they are not yet held '
+              "against the papers' released config files")
 
 
 def source(variant: str = 'digits_segmentation') -> sources.Source:
@@ -174,5 +174,6 @@ def get_config(variant: str = 'digits_segmentation'):
     return _ade20k(config, variant)
   if variant == 'nyu_linear':
     return _nyu(config)
-  raise errors.UserError(f'configs/dense.py: unknown variant {variant!r}; expected digits_segmentation, '
-                   'digits_finetune, digits_depth, ade20k_linear, ade20k_segmenter, nyu_linear.')
+  raise errors.UserError(f'configs/dense.py: unknown variant {variant!r}; expected '
+                         'digits_segmentation, digits_finetune, digits_depth, ade20k_linear, '
+                         'ade20k_segmenter, nyu_linear.')

@@ -70,8 +70,8 @@ def choose(root: str, rates, select: str, report: str) -> dict:
   lines = [f'# Learning-rate sweep in {root}', '',
            f'Chosen on `{select}` (held out of training); `{report}` reported.', '',
            f'| lr | last step | {select} | {report} | |', '|---|---|---|---|---|']
+  fmt = lambda v: '-' if v is None else f'{v:.4f}'  # pylint: disable=unnecessary-lambda-assignment
   for row in rows:
-    fmt = lambda v: '-' if v is None else f'{v:.4f}'  # pylint: disable=unnecessary-lambda-assignment
     mark = 'chosen' if best is row else ('not finished' if row[select] is None else '')
     lines.append(f'| {row["lr"]:g} | {row["step"]} | {fmt(row[select])} | {fmt(row[report])} '
                  f'| {mark} |')

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+import runs
 import tiny_recipe
 from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import evaluators
@@ -110,16 +111,6 @@ def _damage(workdir, step):
       f.write(b'cut short')
 
 
-def _tree_snapshot(workdir):
-  found = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        found[os.path.relpath(path, workdir)] = f.read()
-  return found
-
-
 def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, digits_data_dir,
                                                                   tmp_path):
   """Every checkpoint damaged: the run refuses in one line naming each step and why, exits
@@ -131,14 +122,14 @@ def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, di
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
   for step in steps:
     _damage(workdir, step)
-  before = _tree_snapshot(workdir)
+  before = runs.files(workdir)
   with pytest.raises(workdir_params.Unrestorable) as refused:
     loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
   message = str(refused.value)
   assert all(f'step {step}: ValueError: DATA_LOSS' in message for step in steps), message
   assert 'Nothing was changed' in message and '--overwrite' in message
   assert '\n' not in message
-  assert _tree_snapshot(workdir) == before  # metrics.jsonl keeps every row
+  assert runs.files(workdir) == before  # metrics.jsonl keeps every row
   result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir, overwrite=True)
   assert result['step'] == 12 and _rows(workdir)[0]['step'] == 1
 

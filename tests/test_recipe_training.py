@@ -1,199 +1,56 @@
-"""Every training recipe in configs/, shrunk to the digits, trains: its optimizer, schedule shape,
-weight decay, regularisation and augmentation as written; only the model, the data and the
-number of steps are small. The loss falls well below its start and below a constant
-predictor's, the parameter norm stays within a factor of 2 of its start (a decay applied 400x too
-strongly collapses it), and top-1 beats chance."""
+"""The fine-tuning and distillation recipes, shrunk to the digits, train (tests/shrunk.py): each
+starts where its users start, from a shrunk pretraining run (the digits classifier; the MAE
+encoder), which is itself checked here. Every recipe in configs/ that trains is covered here or
+in test_recipe_training_scratch.py."""
 
-import importlib.util
-import json
-import math
-import os
-import re
-
-import jax
-import numpy as np
 import pytest
 
-from vit_jax import param_names
-from vit_jax.configs import common
-from vit_jax.train import loop
-from vit_jax.train import setup as setup_lib
-from vit_jax.train import state as state_lib
-from vit_jax.weights import workdir_params
+import shrunk
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
-STEPS = 300
-# Recipes that need more steps to rank the classes at digits size: MAE fine-tuning regularises
-# hard (drop path 0.3, mixup or CutMix, RandAugment, erasing, smoothing); ImageNet-21k's
-# sigmoid loss starts each class at its prior and learns them one against all.
-STEPS_OF = {'mae_finetune': 800, 'pretrain_i21k': 600}
-# (recipe, argument): paper_evals trains nothing; dense.py's published variants need ADE20K or
-# NYU (their digit-canvas twins train in tests/test_dense_training.py).
-TRAINED = [('digits', None), ('digits', 'mae'), ('finetune', 'cifar10'),
-           ('finetune', 'imagenet2012,512,polyak'), ('pretrain_i21k', 'ViT-B_16'),
-           ('i1k_s16', '90'), ('i1k_scratch', 'ViT-B_16'), ('mae_pretrain', 'B'),
-           ('mae_finetune', 'H'), ('deit_distill', 'B'), ('vtab', 'clevr_count'),
-           ('naflex_finetune', None), ('dense', 'digits_segmentation')]
-
-
-def _recipe(name, arg):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config() if arg is None else module.get_config(arg)
-
-
-def _digits_folder(root):
-  """sklearn's digits as a folder of PNGs of several aspect ratios (for the NaFlex recipe)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-  digits = datasets.load_digits()
-  for split, indices in (('train', range(0, 1200)), ('val', range(1200, 1400))):
-    for i in indices:
-      folder = root / split / str(digits.target[i])
-      folder.mkdir(parents=True, exist_ok=True)
-      pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
-      size = ((16, 16), (20, 12), (12, 20))[i % 3]
-      Image.fromarray(pixels).convert('RGB').resize(size).save(folder / f'{i}.png')
-  return str(root)
-
-
-def shrink(config, data_dir, tmp_path, steps=STEPS):
-  """The recipe at digits size: model, data and steps small; the schedule's shape kept (warmup
-  the same fraction of the run), every optimizer and regularisation field as written."""
-  full_steps = setup_lib.num_steps(config, 1_281_167)
-  if config.objective != 'dense':
-    config.model_name = 'testing'
-    config.model.update(patches={'size': (4, 4)}, hidden_size=32, dtype='float32', scan=False)
-    config.model.transformer.update(mlp_dim=64, num_heads=2, num_layers=2)
-    if config.model.representation_size:
-      config.model.representation_size = 32
-    if config.model.head_bias_init:  # -10 = log(1 / 21,843): each class's prior; now of 10
-      config.model.head_bias_init = math.log(1 / 10)
-    config.mae.update(decoder_width=32, decoder_depth=1, decoder_heads=2, decoder_mlp_dim=64,
-                      mask_ratio=config.mae.mask_ratio)
-    config.image_size = 16
-  config.update(batch_size=32, eval_batch_size=40, total_epochs=None, total_steps=steps,
-                log_every=10, checkpoint_every=steps)
-  config.lr.warmup_steps = round(steps * config.lr.warmup_steps / full_steps)
-  if config.num_classes is not None and config.objective != 'dense':
-    config.num_classes = 10
-  config.evals = type(config)()
-  if config.objective == 'dense':
-    config.data.data_dir = data_dir
-    return config
-  if config.naflex.sequences:  # NaFlex: a folder of digits at several aspect ratios
-    config.data.root = _digits_folder(tmp_path / 'folder')
-    config.pp_train = config.pp_train.replace('naflex(16, 256)', 'naflex(4, 20)')
-    config.naflex.sequences = 16
-    return config
-  config.data.update(name='digits', split='train', data_dir=data_dir, image_size=32)
-  config.pp_train = re.sub(r'decode_jpeg_and_inception_crop\(\d+', 'decode|inception_crop(16',
-                           config.pp_train)
-  config.pp_train = re.sub(r'resize\(\d+\)', 'resize(16)', config.pp_train)
-  if config.objective == 'mae':
-    return config
-  test = common.data_source('digits', 'test[:200]')
-  test.update(data_dir=data_dir, image_size=32)
-  # The recipe's own input values (ImageNet's mean and std where it normalises).
-  values = ('normalize()' if 'normalize' in config.pp_train + config.pp_device
-            else 'value_range(-1, 1)')
-  config.evals.eval = common.classification_eval(
-      test, f'decode|resize(16)|{values}|onehot|keep("image", "labels")', every=steps)
-  return config
-
-
-def constant_loss(config) -> float:
-  """The loss of the best input-blind predictor: uniform over 10 classes (softmax), 0.1 per
-  class (sigmoid), zero (MAE's normalised pixels), 11 equal classes (segmentation)."""
-  if config.objective == 'mae':
-    return 1.0
-  if config.objective == 'dense':
-    return math.log(11)
-  if config.loss == 'sigmoid_xent':
-    return -(math.log(0.1) + 9 * math.log(0.9))
-  return math.log(10)
-
-
-# Fine-tuning recipes start where their users start: from a pretrained run (here a shrunk one).
+# recipe -> the shrunk run it starts from (`init_from`), as its users start from a released one.
 INIT_FROM = {'finetune': 'digits', 'vtab': 'digits', 'naflex_finetune': 'digits',
              'mae_finetune': 'mae_pretrain'}
 
 
 @pytest.fixture(scope='module')
 def pretrained(digits_data_dir, tmp_path_factory):
-  """{recipe: workdir} of the shrunk runs the fine-tuning recipes start from."""
+  """{recipe: (workdir, what shows it did not learn)} of the digits classifier and the MAE
+  pretraining, shrunk: the runs the fine-tuning recipes start from (and DeiT's teacher)."""
   runs = {}
   for name, arg in (('digits', None), ('mae_pretrain', 'B')):
-    config = shrink(_recipe(name, arg), digits_data_dir, tmp_path_factory.mktemp(name))
-    runs[name] = str(tmp_path_factory.mktemp(name) / 'run')
-    loop.train_and_evaluate(config, runs[name])
+    folder = tmp_path_factory.mktemp(name)
+    workdir = str(folder / 'run')
+    runs[name] = (workdir, shrunk.train_and_check(
+        shrunk.shrink(shrunk.recipe(name, arg), digits_data_dir, folder), workdir))
   return runs
 
 
-def kernel_norm(params) -> float:
-  """The norm of what weight decay acts on (wd_mask: the kernels)."""
-  return math.sqrt(sum(float(np.sum(np.square(np.asarray(leaf, np.float64))))
-                       for path, leaf in param_names.flatten(params).items()
-                       if path.endswith('/kernel')))
+@pytest.mark.parametrize('name', ['digits', 'mae_pretrain'])
+def test_the_pretraining_recipes_train_shrunk(name, pretrained):
+  assert pretrained[name][1] == []
 
 
-def train_and_check(config, workdir) -> list[str]:
-  """Trains `config` in `workdir`; what shows it did not learn (empty: it learned)."""
-  fresh = None
-  if not config.init_from:  # from scratch: the kernels the run starts from, as it makes them
-    built = setup_lib.from_config(config)
-    state, _ = state_lib.create(built.objective.train_model, built.tx,
-                                image_shape=built.options.data.image_shape, seed=config.seed,
-                                mesh=built.mesh, preset='dp')
-    fresh = kernel_norm(jax.device_get(state.params))
-  result = loop.train_and_evaluate(config, workdir)
-  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'),
-                                            encoding='utf-8') if line.strip()]
-  train = [row for row in rows if 'train/loss' in row]
-  losses = [row['train/loss'] for row in train]
-  norms = [row['train/param_norm'] for row in train]
-  start, end = float(np.mean(losses[:2])), float(np.mean(losses[-3:]))
-  kernels = kernel_norm(workdir_params.read(workdir)[1]) / fresh if fresh else 1.0
-  accuracy = result.get('eval/accuracy')
-  print((config.objective, f'loss {start:.3f} -> {end:.3f} (constant '
-         f'{constant_loss(config):.3f})', f'norm x{norms[-1] / norms[0]:.3f}',
-         f'kernels x{kernels:.3f}', f'top-1 {accuracy}'))
-  problems = []
-  if not 0.5 < norms[-1] / norms[0] < 2.0:
-    problems.append(f'parameter norm {norms[0]:.2f} -> {norms[-1]:.2f}')
-  if not 0.5 < kernels < 2.0:  # a decay 400x too strong takes the kernels to nothing
-    problems.append(f'kernel norm x{kernels:.3f} of the fresh model\'s')
-  if not end < 0.98 * start:  # with mixup or CutMix its floor is high
-    problems.append(f'loss {start:.3f} -> {end:.3f} does not fall')
-  if not end < constant_loss(config):  # below the best input-blind predictor
-    problems.append(f'loss {end:.3f} above the constant predictor\'s {constant_loss(config):.3f}')
-  if accuracy is not None and not accuracy > 0.2:  # chance: 0.1
-    problems.append(f'top-1 {accuracy:.3f}')
-  return problems
-
-
-@pytest.mark.parametrize('name,arg', TRAINED)
+@pytest.mark.parametrize('name,arg', [('finetune', 'cifar10'),
+                                      ('finetune', 'imagenet2012,512,polyak'),
+                                      ('vtab', 'clevr_count'), ('naflex_finetune', None),
+                                      ('mae_finetune', 'H'), ('deit_distill', 'B')])
 def test_recipe_trains_shrunk(name, arg, digits_data_dir, pretrained, tmp_path):
-  data_dir = str(tmp_path / 'canvas') if name == 'dense' else digits_data_dir  # built on use
-  steps = STEPS_OF.get(name, STEPS)
-  config = shrink(_recipe(name, arg), data_dir, tmp_path, steps)
+  config = shrunk.shrink(shrunk.recipe(name, arg), digits_data_dir, tmp_path,
+                         shrunk.STEPS_OF.get(name, shrunk.STEPS))
   if config.objective == 'distillation':  # DeiT's teacher: a trained classifier of the data
-    config.distill.teacher = pretrained['digits']
+    config.distill.teacher = pretrained['digits'][0]
   if name in INIT_FROM:
-    config.init_from = pretrained[INIT_FROM[name]]
-  assert train_and_check(config, str(tmp_path / 'run')) == [], (name, arg)
+    config.init_from = pretrained[INIT_FROM[name]][0]
+  assert shrunk.train_and_check(config, str(tmp_path / 'run')) == [], (name, arg)
 
 
-@pytest.mark.parametrize('name,arg', [('mae_pretrain', 'B'), ('deit_distill', 'B')])
-def test_the_old_decay_reading_fails_this_check(name, arg, digits_data_dir, pretrained, tmp_path):
-  """The same recipes with their wd 0.05 read big_vision's way (what `wd_decoupled=True` did
-  before the fix: 5% of every weight per step at peak): the check above refuses them."""
-  config = shrink(_recipe(name, arg), digits_data_dir, tmp_path)
+def test_deit_with_the_old_decay_reading_fails_the_check(digits_data_dir, pretrained, tmp_path):
+  """DeiT's wd 0.05 read big_vision's way (what `wd_decoupled=True` did before the fix: 5% of
+  every weight per step at peak): the check refuses it, the kernels gone."""
+  config = shrunk.shrink(shrunk.recipe('deit_distill', 'B'), digits_data_dir, tmp_path)
   config.wd_style = 'schedule_scaled'
-  if config.objective == 'distillation':
-    config.distill.teacher = pretrained['digits']
-  problems = train_and_check(config, str(tmp_path / 'run'))
+  config.distill.teacher = pretrained['digits'][0]
+  problems = shrunk.train_and_check(config, str(tmp_path / 'run'))
   assert any(problem.startswith('kernel norm x0.0') for problem in problems), problems

@@ -7,8 +7,9 @@ reshards on restore). orbax writes a step to a temporary directory and renames i
 (on `gs://`, where nothing is renamed, it writes a commit marker last), so a crash mid-save leaves
 the previous checkpoints as they were; old steps are removed only after a new one is finalized.
 A damaged newest checkpoint is reported and the one before it used; a run whose checkpoints all
-fail to restore stops with one line and never starts over (`workdir_params.newest_restorable`). A save that
-finds no space left is one line (`errors.OutOfSpace`) naming the step a restart resumes from.
+fail to restore stops with one line and never starts over (`workdir_params.newest_restorable`).
+A save that finds no space left is one line (`errors.OutOfSpace`) naming the step a restart
+resumes from.
 """
 
 import contextlib
