@@ -52,7 +52,7 @@ def _tree(metadata: Any) -> Any:
 def _restore_params(step_dir: epath.Path) -> Any:
   reader = ocp.PyTreeCheckpointer()
   if not (step_dir / PARAMS).exists():
-    raise errors.UserError(f'holds no {PARAMS!r} item')
+    raise FileNotFoundError(f'{step_dir} holds no {PARAMS!r} item')  # damaged: passed over
   meta = _tree(reader.metadata(step_dir / PARAMS))
   item = reader.restore(step_dir / PARAMS,
                         args=ocp.args.PyTreeRestore(restore_args=_as_numpy(meta)))
