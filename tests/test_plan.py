@@ -145,3 +145,25 @@ def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path):
   finally:
     logging.getLogger('jax').removeHandler(handler)
   assert result['step'] == 3 and len(compiled) == 1, len(compiled)
+
+
+@pytest.mark.parametrize('budget_gb,code,last', [
+    ('0.0001', 2, r'error: does not fit: [\d.]+ MiB needed, 0.10 MiB per device \([\d.]+ MiB '
+                  r'over\)\. Shard the state'),
+    ('80', 0, r'fits: [\d.]+ MiB of 80.00 GiB per device\.')])
+def test_the_plan_command_ends_with_its_verdict(budget_gb, code, last):
+  """`python -m vit_jax.plan` prints the table, then "fits: ..." (exit 0) or "does not fit:
+  <how much over, what to change>" (exit 2), for the configured choice as for `auto`."""
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_jax.plan', '--config=tests/tiny_recipe.py',
+       f'--config.device_memory_gb={budget_gb}'], cwd=root, capture_output=True, text=True,
+      timeout=240)
+  lines = (result.stdout + result.stderr).strip().splitlines()
+  assert result.returncode == code, result.stderr[-2000:]
+  assert 'Memory plan per device' in result.stdout
+  assert re.match(last, lines[-1]), lines[-3:]

@@ -5,7 +5,8 @@ r"""The memory plan of a run, without training: what the trainer checks before s
 
 Prints, per device, the parameters, optimizer state, batch, activations and temporaries of the
 compiled train step (XLA's memory analysis) for the configured choice, or for the one `auto`
-picks; exits with one line when nothing fits.
+picks, and ends with the verdict: "fits: ...", or "does not fit: <how much over, what to
+change>" with exit status 2 (as when `auto` finds nothing that fits).
 """
 
 from absl import flags
@@ -41,6 +42,9 @@ def main(argv):
   if chosen is None:  # no 'auto' field and no check asked: the configured choice, measured
     chosen = memory.measure(planned, memory.device_budget(read.memory))
   print(chosen.table())
+  if not chosen.fits:  # the verdict, as the one line of a refusal (exit 2)
+    raise errors.UserError(chosen.verdict())
+  print(chosen.verdict())
 
 
 if __name__ == '__main__':

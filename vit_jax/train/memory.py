@@ -57,6 +57,19 @@ class Plan:
     lines += [f'  {name:<28} {_size(value):>12}' for name, value in rows]
     return '\n'.join(lines)
 
+  def verdict(self) -> str:
+    """The plan's last line: 'fits: ...', 'does not fit: <how much over, what to change>', or
+    that no budget is known."""
+    if self.budget is None:
+      return ('no verdict: no device memory is known here; set --config.device_memory_gb=<GiB '
+              'per device> to check against it.')
+    if self.fits:
+      return f'fits: {_size(self.total)} of {_size(self.budget)} per device.'
+    return (f'does not fit: {_size(self.total)} needed, {_size(self.budget)} per device '
+            f'({_size(self.total - self.budget)} over). Shard the state '
+            '(--config.sharding=fsdp), let the planner choose (--config.micro_batches=auto '
+            '--config.model.remat=auto), lower batch_size, or add devices.')
+
 
 def device_budget(memory: options_lib.Memory) -> Optional[int]:
   """Bytes one device may use: `config.device_memory_gb` when set, else what the device
