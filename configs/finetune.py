@@ -74,6 +74,9 @@ def source(arg='cifar10') -> sources.Source:
   values = {'batch_size': 512, 'optim.name': 'sgd', 'optim.momentum': 0.9, 'wd': 0.0,
             'grad_clip_norm': 1.0, 'lr.schedule': 'cosine', 'total_steps': steps,
             'ema_decay': POLYAK if polyak else None}
+  splits = {'cifar10': 'train[:98%]', 'cifar100': 'train[:98%]', 'imagenet2012': 'train[:99%]'}
+  if dataset in splits:  # the official DATASET_PRESETS: the rest held out for validation
+    values['data.split'] = splits[dataset]
   deviations = {}
   if size == 384:
     values['image_size'] = 384

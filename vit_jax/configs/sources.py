@@ -7,7 +7,8 @@ the source takes off in one step at its peak learning rate (PyTorch AdamW: lr * 
 wd), the one number that compares weight decay across codebases. `tests/test_recipes.py` holds
 each recipe's config to its source field by field (`mismatches`).
 
-  SOURCE = sources.Source(cite='ViT paper, Table 3', values={'batch_size': 4096},
+  def source(arg='ViT-B_16') -> sources.Source:
+    return sources.Source(cite='ViT paper, Table 3', values={'batch_size': 4096, 'wd': 0.03},
                           peak_decay=0.03 * 1e-3)
 """
 

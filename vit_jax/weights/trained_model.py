@@ -61,7 +61,9 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def _from_workdir(workdir: str
-                  ) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int, str]:
+                  ) -> tuple[Any, ml_collections.ConfigDict, Optional[int], int, str, bool]:
+  """(params, model config, classes, resolution, input transform, whether the parameters are
+  the run's EMA) of a workdir."""
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
   _, params = workdir_params.read(workdir)
@@ -73,7 +75,8 @@ def _from_workdir(workdir: str
   if config.get('objective') == 'dense':  # the backbone; the dense head stays with the run
     params = {k: v for k, v in params.items() if k != 'dense_head'}
     num_classes = None
-  return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp)
+  return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp,
+          config.get('ema_decay') is not None)
 
 
 def input_transform(path: str) -> str:
@@ -104,8 +107,7 @@ def load(path: str, model_name: Optional[str] = None, *,
   elif storage.path(path).is_dir():
     if model_name:
       raise errors.UserError(f'{path} is a workdir: its model comes from its config; drop --model.')
-    params, model_config, num_classes, native, pp = _from_workdir(path)
-    averaged = read_run_config(path).get('ema_decay') is not None
+    params, model_config, num_classes, native, pp, averaged = _from_workdir(path)
   elif storage.path(path).exists():
     params = checkpoint.load(path)
     model_config, num_classes = checkpoint.infer_model_config(params)
