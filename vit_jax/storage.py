@@ -14,10 +14,12 @@ orbax's: it commits a step by writing its commit marker last, not by renaming a 
 
 Checkpoint arrays go through TensorStore, which orbax (0.12) points only at local paths and
 `gs://`: a training workdir on `s3://` is refused at startup (`check_workdir`); exports, figures
-and reports may go to `s3://`.
+and reports may go to `s3://`. TensorStore itself writes to S3; what is missing is orbax's spec for
+it (docs/cluster.md says what, and the test that pins it says when to lift the refusal).
 """
 
 import contextlib
+import importlib.metadata
 import logging
 import os
 import socket
@@ -100,8 +102,9 @@ def check_workdir(location: PathLike) -> None:
   if kind and kind not in CHECKPOINT_SCHEMES:
     path(location)  # a missing package is named first
     raise errors.UserError(
-        f'{os.fspath(location)}: checkpoints cannot be written to {kind}:// (orbax writes '
-        f'arrays through TensorStore to local paths and '
+        f'{os.fspath(location)}: checkpoints cannot be written to {kind}:// (orbax '
+        f'{importlib.metadata.version("orbax-checkpoint")} writes arrays through TensorStore '
+        f'to local paths and '
         f'{", ".join(f"{k}://" for k in CHECKPOINT_SCHEMES)} only); use one of those for '
         '--workdir.')
   check_writable(location)
