@@ -20,7 +20,6 @@ import sys
 import numpy as np
 import pytest
 
-import conftest
 import preloaded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,7 +153,7 @@ def run(ws, command: str, tiny: bool = True) -> subprocess.CompletedProcess:
 def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
   words = _words(command)
   env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT,
-             XLA_FLAGS=conftest.TEST_XLA_FLAGS)
+             XLA_FLAGS='')
   while words and re.fullmatch(r'[A-Z_]+=.*', words[0]):
     key, value = words.pop(0).split('=', 1)
     env[key] = _mapped(ws, value)

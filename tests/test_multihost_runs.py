@@ -20,7 +20,6 @@ import jax
 import numpy as np
 import pytest
 
-import conftest
 import preloaded
 
 import tiny_recipe
@@ -45,8 +44,7 @@ class Job:
   def __init__(self, workdir, data_dir, processes, log_dir, extra=(), args=None):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-    env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={4 // processes} '
-                        f'{conftest.TEST_XLA_FLAGS}')
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={4 // processes}'
     env['JAX_PLATFORMS'] = 'cpu'
     self.logs = [os.path.join(log_dir, f'{os.path.basename(workdir)}_{i}_{time.time()}.log')
                  for i in range(processes)]
@@ -275,7 +273,7 @@ def test_the_slurm_launcher_runs_the_same_job(reference, digits_data_dir, tmp_pa
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(PATH=f'{bin_dir}:{env["PATH"]}', FAKE_NTASKS='2', FAKE_LOG_DIR=str(tmp_path),
              SLURM_JOB_ID=str(_slurm_job_id()), JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {conftest.TEST_XLA_FLAGS}',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2',
              CONFIG=f'{ROOT}/tests/tiny_recipe.py:{digits_data_dir}', WORKDIR=workdir,
              REPO_DIR=ROOT, PYTHON=sys.executable)
   result = subprocess.run(
