@@ -68,6 +68,20 @@ def _await_checkpoint(workdir, step, proc, timeout=120):
     time.sleep(0.1)
 
 
+def checkpoint_steps(workdir):
+  """The steps whose checkpoint is final in a local workdir, oldest first."""
+  folder = os.path.join(workdir, 'checkpoints')
+  names = os.listdir(folder) if os.path.isdir(folder) else []
+  return sorted(int(name) for name in names if name.isdigit())
+
+
+def damage(workdir, step):
+  """A damaged OCDBT manifest in each item of a step, as a partial copy or a storage fault."""
+  for item in ('params', 'train_state'):
+    with open(os.path.join(workdir, 'checkpoints', str(step), item, 'manifest.ocdbt'), 'wb') as f:
+      f.write(b'cut short')
+
+
 def state(workdir, data_dir, fields=None):
   """(step, parameters as numpy) of the newest checkpoint."""
   setup = setup_lib.from_config(config(data_dir, fields))

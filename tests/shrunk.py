@@ -26,8 +26,9 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 STEPS = 300
 # Recipes that need more steps to rank the classes at digits size: MAE fine-tuning regularises
 # hard (drop path 0.3, mixup or CutMix, RandAugment, erasing, smoothing); ImageNet-21k's
-# sigmoid loss starts each class at its prior and learns them one against all.
-STEPS_OF = {'mae_finetune': 800, 'pretrain_i21k': 600}
+# sigmoid loss starts each class at its prior and learns them one against all; LARS grows the
+# linear probe's head (drawn at std 0.01) by at most 0.1% x lr of its norm a step.
+STEPS_OF = {'mae_finetune': 800, 'pretrain_i21k': 600, 'mae_linprobe': 800}
 
 
 def recipe(name, arg):

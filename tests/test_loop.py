@@ -104,13 +104,6 @@ def test_newest_corrupt_checkpoint_falls_back(finished, digits_data_dir, tmp_pat
   assert 'is damaged' in caplog.text and '/12' in caplog.text
 
 
-def _damage(workdir, step):
-  """A damaged OCDBT manifest in each item of a step, as a partial copy or a storage fault."""
-  for item in ('params', 'train_state'):
-    with open(os.path.join(workdir, 'checkpoints', str(step), item, 'manifest.ocdbt'), 'wb') as f:
-      f.write(b'cut short')
-
-
 def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, digits_data_dir,
                                                                   tmp_path):
   """Every checkpoint damaged: the run refuses in one line naming each step and why, exits
@@ -121,7 +114,7 @@ def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, di
   shutil.copytree(finished[0], workdir)
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
   for step in steps:
-    _damage(workdir, step)
+    runs.damage(workdir, step)
   before = runs.files(workdir)
   with pytest.raises(workdir_params.Unrestorable) as refused:
     loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
@@ -142,7 +135,7 @@ def test_newest_damaged_resumes_exactly_from_the_previous_one(finished, digits_d
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))  # the run as if killed before 12
-  _damage(workdir, 8)
+  runs.damage(workdir, 8)
   rows_before = _rows(workdir)
   result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
   assert result['step'] == 12

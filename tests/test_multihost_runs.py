@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import preloaded
-
+import runs
 import tiny_recipe
 from vit_jax import evaluators
 from vit_jax.train import checkpointer
@@ -294,8 +294,10 @@ def test_a_random_process_stopped_by_a_random_signal_then_restarted_ends_as_the_
     trial, reference, digits_data_dir, tmp_path):
   """Chaos on 2 processes: a random process gets a random signal at a random moment (a random
   step and up to 1.5 s after it: inside a checkpoint save at step 8, inside the final
-  evaluation); the job is started again until it completes. The end equals the uninterrupted
-  2-process run bit for bit, every metric row once. A SIGKILL makes the survivor exit 3."""
+  evaluation), and half the time its newest checkpoint is then damaged (a storage fault; the one
+  before it restores); the job is started again until it completes. The end equals the
+  uninterrupted 2-process run bit for bit, every metric row once. A SIGKILL makes the survivor
+  exit 3."""
   seed = int(os.environ.get('VIT_JAX_CHAOS_SEED', int(time.time() * 1000) % 2**31)) + trial
   draw = random.Random(seed)
   workdir = str(tmp_path / 'run')
@@ -317,6 +319,10 @@ def test_a_random_process_stopped_by_a_random_signal_then_restarted_ends_as_the_
       assert last.startswith(f'error: process {victim} of 2 stopped responding'), (seed, last)
   else:
     assert codes == [0, 0], (seed, events, codes, job.diagnosis(0), job.diagnosis(1))
+  steps = runs.checkpoint_steps(workdir)
+  if draw.random() < 0.5 and len(steps) >= 2:
+    runs.damage(workdir, steps[-1])
+    events += ('damaged', steps[-1])
   again = Job(workdir, digits_data_dir, 2, str(tmp_path), extra=fast)
   assert again.wait() == [0, 0], (seed, events, again.diagnosis(0), again.diagnosis(1))
   assert f'Run completed at step {STEPS}' in again.log(0), again.log(0)[-3000:]

@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Repeated augmentation (DeiT): each example of an epoch's order comes `repeated_aug` times in
   # a row, each copy augmented on its own; an epoch keeps the split's length.
   config.repeated_aug = 1
+  # A linear probe (model.linear_probe): the training batches whose features' mean and variance
+  # set its head_norm's inference statistics before the first step.
+  config.probe_stats_batches = 10
   # NaFlex (docs/naflex.md): with a `naflex(patch_size, max_patches)` op in pp_train, images
   # keep their aspect ratio as sequences of max_patches tokens; `images_per_sequence` > 1 packs
   # that many at most into each of `sequences` sequences per step (None: batch_size, padded).
@@ -76,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.label_smoothing = 0.0
   config.optim = ml_collections.ConfigDict(dict(name='adam', b1=0.9, b2=0.999, eps=1e-8,
                                                 momentum=0.9, nesterov=False,
+                                                trust_coefficient=0.001,
                                                 mu_dtype=ml_collections.config_dict.placeholder(str)))
   config.lr = ml_collections.ConfigDict(dict(base=1e-3, schedule='cosine', warmup_steps=0,
                                              end=0.0, timescale=10_000))
@@ -162,7 +166,7 @@ def model_overrides() -> ml_collections.ConfigDict:
       pre_norm=unset(bool), num_registers=unset(int), distilled=unset(bool),
       distillation_head=unset(bool), dynamic_image_size=unset(bool), class_token=unset(bool),
       fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float),
-      attention_impl=unset(str)))
+      attention_impl=unset(str), linear_probe=unset(bool), head_init_std=unset(float)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

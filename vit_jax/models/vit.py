@@ -345,6 +345,24 @@ class MAPHead(nn.Module):
     return x if segments is not None else x[:, 0]
 
 
+class HeadNorm(nn.Module):
+  """BatchNorm without scale or offset over features [..., d] (MAE's linear probe, after MoCo
+  v3): in training each feature is standardised with the batch's mean and variance, at inference
+  with the stored `mean` and `var` (a linear probe's run sets them from its training batches
+  before the first step: train/run.py)."""
+
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    mean = self.param('mean', nn.initializers.zeros, (x.shape[-1],))
+    var = self.param('var', nn.initializers.ones, (x.shape[-1],))
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean, var = jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+
+
 # The outputs a frozen-feature evaluation may read: `pooled` (the encoder output after pooling)
 # and `pre_logits` (after the representation layer when the model has one; else `pooled`). They
 # change neither parameters nor logits.
@@ -370,7 +388,7 @@ class VisionTransformer(nn.Module):
   Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
-  `rope_theta` (with posemb='rope'). Images are NHWC in [-1, 1] for the official checkpoints;
+  `rope_theta` (with posemb='rope'), `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
   imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
@@ -404,6 +422,10 @@ class VisionTransformer(nn.Module):
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
   rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
+  # MAE's linear probe: the encoder runs in inference mode and no gradient reaches it; the
+  # features pass a BatchNorm without affine (`head_norm`: HeadNorm) before the head.
+  linear_probe: bool = False
+  head_init_std: float = 0.0  # the head kernel's normal init (0: zeros, the official head)
 
   @property
   def compute_dtype(self):
@@ -522,7 +544,8 @@ class VisionTransformer(nn.Module):
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta,
           dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
-          dtype=self.compute_dtype)(x, train=train, registers=registers, sequences=seqs,
+          dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
+                                    registers=registers, sequences=seqs,
                                     blocks=blocks, norm_blocks=norm_blocks)
       if blocks is not None:
         x, block_outputs = x
@@ -560,9 +583,13 @@ class VisionTransformer(nn.Module):
       x = jnp.tanh(nn.Dense(self.representation_size, name='pre_logits')(x))
     if not self.is_initializing():
       self.sow(REPRESENTATIONS, 'features', {'pooled': pooled, 'pre_logits': x})
+    if self.linear_probe:
+      x = HeadNorm(name='head_norm')(jax.lax.stop_gradient(x), train=train)
     if self.num_classes:
+      kernel_init = (nn.initializers.normal(self.head_init_std) if self.head_init_std
+                     else nn.initializers.zeros)
       head = lambda name: nn.Dense(  # pylint: disable=unnecessary-lambda-assignment
-          self.num_classes, kernel_init=nn.initializers.zeros,
+          self.num_classes, kernel_init=kernel_init,
           bias_init=nn.initializers.constant(self.head_bias_init), name=name)
       logits = head('head')(x)
       if self.distilled and self.distillation_head:  # DeiT: both heads, averaged

@@ -52,11 +52,13 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
   return Spec(name, MODULES[name].read(config, model_config))
 
 
-def frozen(spec: Spec) -> tuple[str, ...]:
-  """Parameter names the objective itself freezes (a dense probe's backbone), beside
-  config.frozen."""
+def frozen(spec: Spec, model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Parameter names frozen beside config.frozen: a dense probe's backbone; everything but the
+  head of a linear probe (`model.linear_probe`)."""
   if spec.name == 'dense' and spec.fields.frozen_backbone:
     return (r'(?!dense_head/).*',)
+  if model_config.get('linear_probe'):
+    return (r'(?!head/).*',)
   return ()
 
 

@@ -3,8 +3,12 @@ decay, per-parameter learning rates and frozen parameters.
 
 Every field and its default is in vit_jax/configs/common.py; what they mean:
   optim.name            'adam' | 'adamw' (the same: decay is always our own) | 'sgd' | 'adafactor'
+                        | 'lars' (MoCo v3's and MAE's linear-probe LARS: the decayed gradient of
+                        each matrix scaled by trust_coefficient * |p| / |g + wd p|, then
+                        momentum; vectors skip the scaling)
   optim.b1, b2, eps     Adam moments; optim.mu_dtype 'bfloat16' halves mu
-  optim.momentum        SGD momentum (0: plain SGD); optim.nesterov
+  optim.momentum        SGD and LARS momentum (0: none); optim.nesterov
+  optim.trust_coefficient  LARS's (0.001)
   lr.base               peak learning rate
   lr.schedule           'cosine' | 'linear' | 'rsqrt' | 'constant', after warmup
   lr.warmup_steps       linear warmup from 0; lr.end: linear's final value; lr.timescale: rsqrt's
@@ -72,10 +76,18 @@ def _core(opt: options.Optimizer) -> optax.GradientTransformation:
   if opt.name in ('adam', 'adamw'):
     return optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps,
                                mu_dtype=jnp.dtype(opt.mu_dtype) if opt.mu_dtype else None)
-  if opt.name == 'sgd':
+  if opt.name in ('sgd', 'lars'):
     return (optax.trace(decay=opt.momentum, nesterov=opt.nesterov) if opt.momentum
             else optax.identity())
   return optax.scale_by_factored_rms()  # adafactor
+
+
+def _trust_ratio(opt: options.Optimizer, params: Any) -> optax.GradientTransformation:
+  """LARS's layer-wise scaling, of matrices only (MAE's util/lars.py: p.ndim > 1); a zero
+  parameter or update norm leaves the update as it is."""
+  matrices = jax.tree.map(lambda p: len(p.shape) > 1, params)
+  return optax.masked(optax.scale_by_trust_ratio(trust_coefficient=opt.trust_coefficient,
+                                                 eps=0.0), matrices)
 
 
 # Where a parameter sits in depth, for layer-wise decay: (name pattern, role), first match wins.
@@ -129,10 +141,15 @@ def build(opt: options.Optimizer, params: Any, total_steps: int
   parts = []
   if opt.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  parts.append(_core(opt))
-  if opt.wd:
+  if opt.wd:  # LARS decays before its trust ratio: the ratio is of the decayed gradient
     rate = opt.wd / opt.schedule.base if opt.wd_style == 'schedule_scaled' else opt.wd
-    parts.append(optax.add_decayed_weights(rate, mask=param_names.select(params, opt.wd_mask)))
+    decay = optax.add_decayed_weights(rate, mask=param_names.select(params, opt.wd_mask))
+    parts += [decay, _trust_ratio(opt, params)] if opt.name == 'lars' else []
+  elif opt.name == 'lars':
+    parts.append(_trust_ratio(opt, params))
+  parts.append(_core(opt))
+  if opt.wd and opt.name != 'lars':
+    parts.append(decay)
   multipliers = lr_multipliers(opt, params)
   if multipliers is not None:
     parts.append(_scale_by_tree(multipliers))

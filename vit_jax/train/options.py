@@ -24,7 +24,7 @@ from vit_jax.weights import preprocessing
 
 AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
 SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
-OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor', 'lars')
 WD_STYLES = ('lr_scaled', 'schedule_scaled')
 
 
@@ -58,6 +58,7 @@ class Optimizer:
   lr_mults: tuple[tuple[str, float], ...]
   frozen: tuple[str, ...]
   layerwise_lr_decay: Optional[float]
+  trust_coefficient: float = 0.001  # LARS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Data:
   num_classes: int
   repeated_aug: int = 1  # copies of each example in a row (DeiT's repeated augmentation)
   naflex: Optional[Naflex] = None  # NaFlex sequences instead of square images
+  probe_stats_batches: int = 10  # a linear probe's batches for its head_norm statistics
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -208,7 +210,8 @@ def read_optimizer(config: ml_collections.ConfigDict, frozen: tuple[str, ...] = 
       wd_mask=(wd_mask,) if isinstance(wd_mask, str) else tuple(wd_mask),
       grad_clip_norm=float(config.grad_clip_norm) if config.grad_clip_norm else None,
       lr_mults=tuple((str(p), float(m)) for p, m in config.lr_mults),
-      frozen=tuple(config.frozen) + tuple(frozen), layerwise_lr_decay=decay)
+      frozen=tuple(config.frozen) + tuple(frozen), layerwise_lr_decay=decay,
+      trust_coefficient=float(optim.trust_coefficient))
 
 
 def optimizer_with(**fields) -> Optimizer:
@@ -250,10 +253,11 @@ def read_data(config: ml_collections.ConfigDict) -> Data:
   repeats = config.repeated_aug
   if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
     raise errors.UserError(f'config.repeated_aug must be a positive integer, found {repeats!r}.')
+  _positive('probe_stats_batches', config.probe_stats_batches)
   return Data(source=config.data, pp_train=config.pp_train, batch_size=int(config.batch_size),
               seed=int(config.seed), image_size=int(config.image_size),
               num_classes=int(config.num_classes), repeated_aug=repeats,
-              naflex=read_naflex(config))
+              naflex=read_naflex(config), probe_stats_batches=int(config.probe_stats_batches))
 
 
 def read_naflex(config: ml_collections.ConfigDict) -> Optional[Naflex]:
@@ -330,7 +334,7 @@ def read(config: ml_collections.ConfigDict) -> Options:
   objective = objectives.read(config, model_config)
   return Options(model=model, model_config=model_config,
                  remat=config.model.remat or model.remat,
-                 optimizer=read_optimizer(config, objectives.frozen(objective)),
+                 optimizer=read_optimizer(config, objectives.frozen(objective, model_config)),
                  step=step, data=data, parallel=read_parallel(config),
                  memory=read_memory(config), bookkeeping=read_bookkeeping(config),
                  objective=objective)

@@ -24,6 +24,7 @@ from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.weights import trained_model
 from vit_jax.data import dense_targets
+from vit_jax.data import device_pp
 from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
@@ -36,6 +37,7 @@ from vit_jax.train import metric_writer
 from vit_jax.train import memory
 from vit_jax.train import options as options_lib
 from vit_jax.train import preemption
+from vit_jax.train import probe
 from vit_jax.train import progress as progress_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.train import state as state_lib
@@ -206,9 +208,11 @@ class Pretrained:
 
 
 def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
-                   pretrained: Callable[[], Optional[Pretrained]]):
+                   pretrained: Callable[[], Optional[Pretrained]],
+                   probe_batches: Callable[[], pipeline.TrainIterator]):
   """(step, state, global data position, unlogged training rows): the newest valid
-  checkpoint, else a fresh start."""
+  checkpoint, else a fresh start (a linear probe's head_norm statistics measured on
+  `probe_batches()`, a stream of its own: the training stream starts at 0 all the same)."""
   options = setup.options
   restored = ckpt.restore(setup.abstract_state)
   if restored is not None:
@@ -222,6 +226,17 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
   if init is not None:
     params = checkpoint.adapt_params(init.loaded.params, jax.device_get(state.params),
                                      source=init.path, dont_load=init.dont_load)
+    state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
+  if options.model.linear_probe:
+    step = options.step
+    augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
+               if step.device_pp else None)
+    batches = probe_batches()
+    try:
+      params = probe.with_statistics(setup.objective.eval_model, state.params, batches,
+                                     options.data.probe_stats_batches, augment)
+    finally:
+      batches.close()
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
   return 0, state, 0, []
 
@@ -387,14 +402,17 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
   book = options.bookkeeping
   ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=book.keep_checkpoints,
                                        keep_period=book.keep_period)
-  start_step, state, position, unlogged = _initial_state(setup, ckpt, pretrained)
+  def batches_from(position):
+    return pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
+                                  sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
+  start_step, state, position, unlogged = _initial_state(setup, ckpt, pretrained,
+                                                         lambda: batches_from(0))
   if lead:  # rows past the restored step (or every row, when no step was saved) were
     workdir_lib.drop_metrics_after(workdir, start_step)  # written before a kill
   if lead and start_step:
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
-  batches = pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
-                                   sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
+  batches = batches_from(position)
   return Run(workdir=workdir, config_dict=config_dict, setup=setup,
              state=state, start_step=start_step, unlogged=unlogged, batches=batches,
              train_step=train_step,

@@ -27,6 +27,7 @@ from vit_jax.configs import models as model_configs
 from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.models import mae
+from vit_jax.models import vit
 from vit_jax.models.vit import VisionTransformer
 
 
@@ -75,8 +76,27 @@ def _from_workdir(workdir: str
   if config.get('objective') == 'dense':  # the backbone; the dense head stays with the run
     params = {k: v for k, v in params.items() if k != 'dense_head'}
     num_classes = None
+  if model_config.get('linear_probe'):
+    params, model_config = fold_head_norm(params, model_config)
   return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp,
           config.get('ema_decay') is not None)
+
+
+def fold_head_norm(params: Any, model_config: ml_collections.ConfigDict
+                   ) -> tuple[Any, ml_collections.ConfigDict]:
+  """A linear probe as a plain classifier with the same inference logits: its head_norm
+  (x - mean) / sqrt(var + eps) folded into the head's kernel and bias. What exports, `infer`
+  and `init_from` read."""
+  norm, head = params['head_norm'], params['head']
+  scale = 1.0 / np.sqrt(np.asarray(norm['var'], np.float64) + vit.HeadNorm.epsilon)
+  kernel = np.asarray(head['kernel'], np.float64)
+  folded = {'kernel': (kernel * scale[:, None]).astype(np.float32),
+            'bias': (np.asarray(head['bias'], np.float64)
+                     - (np.asarray(norm['mean'], np.float64) * scale) @ kernel).astype(np.float32)}
+  params = {**{k: v for k, v in params.items() if k != 'head_norm'}, 'head': folded}
+  model_config = model_config.copy_and_resolve_references()
+  model_config.linear_probe = False
+  return params, model_config
 
 
 def input_transform(path: str) -> str:
