@@ -129,8 +129,9 @@ def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, di
 
 def test_newest_damaged_resumes_exactly_from_the_previous_one(finished, digits_data_dir,
                                                              tmp_path):
-  """Newest damaged: the run resumes from the step before, trims only the rows past it, and
-  ends with the same parameters as the run that was never interrupted."""
+  """Newest damaged: the run resumes from the step before, trims only the rows past it, writes
+  the damaged step anew when it reaches it, and ends with the same parameters as the run that
+  was never interrupted."""
   import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
@@ -145,6 +146,9 @@ def test_newest_damaged_resumes_exactly_from_the_previous_one(finished, digits_d
   _, params, _ = _final_params(workdir, digits_data_dir)
   _, uninterrupted, _ = _final_params(finished[0], digits_data_dir)
   jax.tree.map(np.testing.assert_array_equal, params, uninterrupted)
+  for item in ('params', 'train_state'):  # step 8 written anew, not left damaged
+    with open(os.path.join(workdir, 'checkpoints', '8', item, 'manifest.ocdbt'), 'rb') as f:
+      assert f.read() != b"cut short"
 
 
 def test_a_transient_store_error_is_retried_and_resumes(finished, digits_data_dir, monkeypatch,

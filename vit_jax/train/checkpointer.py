@@ -6,7 +6,8 @@ The state is restored onto whatever shardings the caller asks for (another mesh 
 reshards on restore). orbax writes a step to a temporary directory and renames it when complete
 (on `gs://`, where nothing is renamed, it writes a commit marker last), so a crash mid-save leaves
 the previous checkpoints as they were; old steps are removed only after a new one is finalized.
-A damaged newest checkpoint is reported and the one before it used; a run whose checkpoints all
+A damaged newest checkpoint is reported and the one before it used (the damaged step is written
+anew when the run reaches it again); a run whose checkpoints all
 fail to restore stops with one line and never starts over (`workdir_params.newest_restorable`).
 A save that finds no space left is one line (`errors.OutOfSpace`) naming the step a restart
 resumes from.
@@ -17,6 +18,7 @@ import os
 import shutil
 from typing import NamedTuple, Optional
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -64,11 +66,18 @@ class Checkpointer:
                                           item_names=workdir_params.ITEM_NAMES)
     self._saving = None  # (step, bytes) of the save in flight: its errors surface later
     self._failed = False
+    # Steps the restore passed over as damaged: each is replaced when the run saves it again.
+    self.damaged: set[int] = set()
 
   def save(self, step: int, state: TrainState, data_state: dict, config: dict, *,
            wait: bool = False) -> None:
     """Starts saving (asynchronously unless `wait`); the arrays are copied before returning.
-    A save that finds no space left stops the run with one line (`errors.OutOfSpace`)."""
+    A save that finds no space left stops the run with one line (`errors.OutOfSpace`). A step
+    the restore found damaged is deleted first, then written anew."""
+    if step in self.damaged:
+      logging.warning('Replacing the damaged checkpoint of step %d in %s.', step, self.directory)
+      self._manager.delete(step)
+      self.damaged.discard(step)
     with self._space_checked():
       self._manager.save(step, args=ocp.args.Composite(**{
           workdir_params.PARAMS: ocp.args.StandardSave(_params_item(state)),
@@ -112,6 +121,7 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def _restore_step(self, step: int, abstract_state: TrainState) -> Restored:
+    workdir_params.check_readable(self.directory / str(step))
     workdir_params.check_fits(self.directory / str(step), _params_item(abstract_state))
     restored = self._manager.restore(step, args=ocp.args.Composite(**{
         workdir_params.PARAMS: ocp.args.StandardRestore(_params_item(abstract_state)),
@@ -132,10 +142,14 @@ class Checkpointer:
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct`s with the target shardings.
     """
+    steps = self.steps()
     found = workdir_params.newest_restorable(
-        self.directory, self.steps(), lambda step: self._restore_step(step, abstract_state),
+        self.directory, steps, lambda step: self._restore_step(step, abstract_state),
         delays_s=delays_s)
-    return None if found is None else found[1]
+    if found is None:
+      return None
+    self.damaged = {step for step in steps if step > found[0]}  # the others raise
+    return found[1]
 
   def reached_preemption(self, step: int) -> bool:
     """True when JAX's preemption sync point is reached (a cluster notice seen by all hosts)."""

@@ -91,8 +91,8 @@ class Run:
 
   def save(self, step: int, state: state_lib.TrainState, wait: bool = False,
            unlogged: Optional[list] = None) -> None:
-    if step in self.checkpointer.steps():  # e.g. re-running a finished run
-      return
+    if step in self.checkpointer.steps() and step not in self.checkpointer.damaged:
+      return  # e.g. re-running a finished run
     data_state = self.batches.get_state()
     if unlogged:
       data_state = {**data_state, 'unlogged': unlogged}

@@ -13,6 +13,7 @@ the saved metadata and every array is restored as numpy on the host.
 
 import json
 import logging
+import os
 import time
 from typing import Any, Callable, Optional, TypeVar
 
@@ -20,6 +21,7 @@ from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from vit_jax import errors
 from vit_jax import storage
@@ -134,6 +136,19 @@ def newest_restorable(directory, steps, restore: Callable[[int], T], *,
         '--overwrite (it deletes the run in the workdir); to keep the damaged files, copy '
         'them elsewhere first.')
   return None
+
+
+def check_readable(step_dir: epath.Path) -> None:
+  """Opens the array items of a step and lists their keys: a damaged OCDBT manifest raises its
+  DATA_LOSS here, a missing one FileNotFoundError, before orbax starts its concurrent reads (the
+  reads of a failed restore that finish after orbax closes its event loop print "Event loop is
+  closed" tracebacks of TensorStore's)."""
+  for item in (PARAMS, TRAIN_STATE):
+    url = os.fspath(step_dir / item)
+    base = (url if storage.is_remote(url) else f'file://{url}').rstrip('/') + '/'
+    kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': base}).result()
+    if not kvstore.list().result():
+      raise FileNotFoundError(f'{url}: no OCDBT manifest (no arrays)')
 
 
 def check_fits(step_dir: epath.Path, params_item: Any) -> None:
