@@ -94,8 +94,11 @@ def join(config, coordinator_address: Optional[str] = None, num_processes: Optio
 
 
 def leave(peer_watchdog: Optional[watchdog.PeerWatchdog]) -> None:
-  """Leaves the job cleanly: marked done for the watchdogs, then JAX's shutdown barrier."""
+  """Leaves the job cleanly: marked done for the watchdogs, JAX's shutdown barrier (the peers
+  still watched through it), then the watchdog stopped."""
   if peer_watchdog is not None:
-    peer_watchdog.stop()
+    peer_watchdog.finish()
   if jax.process_count() > 1:
     jax.distributed.shutdown()
+  if peer_watchdog is not None:
+    peer_watchdog.stop()

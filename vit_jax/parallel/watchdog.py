@@ -46,6 +46,7 @@ class PeerWatchdog:
     self._interval = interval_s or max(0.5, self._timeout / 5)
     self._on_lost = on_lost
     self._stopped = threading.Event()
+    self._done = threading.Event()  # this process finished: no more beats, still watching
     self._thread = threading.Thread(target=self._watch, daemon=True, name='peer-watchdog')
     self._thread.start()
 
@@ -57,7 +58,8 @@ class PeerWatchdog:
       now = time.monotonic()
       beat += 1
       try:
-        self._store.set(f'{PREFIX}/{self._me}', str(beat))
+        if not self._done.is_set():
+          self._store.set(f'{PREFIX}/{self._me}', str(beat))
         entries = self._store.entries(PREFIX)
         reached = now
       except Exception as e:  # pylint: disable=broad-except  (the coordinator is gone or busy)
@@ -74,6 +76,8 @@ class PeerWatchdog:
         elif now - since > self._timeout and not self._stopped.is_set():
           self._on_lost(f'process {pid} of {self._count}', now - since, self._timeout)
           return
+      if self._done.is_set() and not seen:  # every peer finished too
+        return
 
   def await_verdict(self) -> None:
     """After a collective failed (gloo notices a closed connection at once): waits up to the
@@ -86,6 +90,16 @@ class PeerWatchdog:
     """Stops beating without marking done: peers will report this process lost."""
     self._stopped.set()
     self._thread.join(timeout=5)
+
+  def finish(self) -> None:
+    """Marks this process done (peers stop watching it) and keeps watching the peers still
+    running: one that dies while this process waits in JAX's shutdown barrier is named and
+    exits this one with status 3, as during the run (JAX's own timeout would abort it)."""
+    self._done.set()
+    try:
+      self._store.set(f'{PREFIX}/{self._me}', DONE)
+    except Exception:  # pylint: disable=broad-except
+      pass
 
   def stop(self) -> None:
     """Marks this process done (peers stop watching it) and ends the thread."""
