@@ -45,6 +45,15 @@ def _run(*args, timeout=240):
       '--config.wd_decoupled=True'),
      "error: --config.wd_decoupled: config.wd_decoupled no longer exists: use "
      "config.wd_style='schedule_scaled'"),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR', '--config.mesh=(1,8,1)',
+      '--config.sharding=fsdp', '--config.replicated_max_mb=0.0001'),
+     "error: config.sharding='fsdp' would copy whole onto every device: "
+     'Transformer/encoderblock_0/MlpBlock_0/Dense_0/bias'),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=WORKDIR',
+      '--config.evals.eval.data.name=folder'),
+     'error: config.evals.eval.data: data.name="folder" needs data.root='),
+    (('vit_jax.main', '--config=configs/digits.py', '--workdir=s3://vit-runs/run'),
+     'error: s3://vit-runs/run: checkpoints cannot be written to s3:// (orbax'),
     (('vit_jax.viz', '--checkpoint=no_such_run', '--image=no_such.png', '--out=o'),
      'error: Image not found: no_such.png'),
 ])
