@@ -191,6 +191,32 @@ def test_the_encoder_exports_to_timm_and_hugging_face(pretrained, tmp_path):
   np.testing.assert_allclose(theirs_timm, ours, rtol=1e-4, atol=1e-5)
 
 
+def test_the_whole_autoencoder_exports_to_transformers_with_its_decoder(pretrained,
+                                                                        digits_data_dir,
+                                                                        tmp_path):
+  """`--format=hf_mae`: the run's encoder and decoder as a ViTMAEForPreTraining folder that
+  transformers loads with nothing missing or left over; its loss and predicted pixels on the
+  same images and masking noise equal ours."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  out = export.export(pretrained, 'hf_mae', str(tmp_path / 'hf_mae'))
+  theirs, info = transformers.ViTMAEForPreTraining.from_pretrained(out, output_loading_info=True)
+  assert not any(info[k] for k in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info
+  model = setup_lib.from_config(mae_config(digits_data_dir)).objective.train_model
+  _, params = workdir_params.read(pretrained)
+  images = _images(digits_data_dir, 'test[:8]')
+  noise = np.random.default_rng(0).uniform(size=(len(images), 16)).astype(np.float32)
+  pred, mask = model.apply({'params': params}, images, jnp.asarray(noise), train=False)
+  loss = float(mae_lib.reconstruction_loss(pred, images, mask, 4, norm_pix=False))
+  with torch.no_grad():
+    output = theirs.eval()(pixel_values=torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2)),
+                           noise=torch.from_numpy(noise))
+  np.testing.assert_array_equal(output.mask.numpy(), mask)
+  np.testing.assert_allclose(output.logits.numpy(), pred, rtol=1e-4, atol=1e-5)
+  assert float(output.loss) == pytest.approx(loss, rel=1e-5)
+
+
 @pytest.mark.parametrize('preset,axes', [('fsdp', ('fsdp', None, None)),
                                           ('fsdp_tp', ('fsdp', 'tensor', None))])
 def test_encoder_and_decoder_are_sharded_like_any_model(digits_data_dir, preset, axes):

@@ -7,7 +7,7 @@ StableHLO, ONNX.
 from vit_jax import errors
 from vit_jax import storage
 
-FORMATS = ('npz', 'timm', 'hf', 'hf_siglip2', 'stablehlo', 'onnx')
+FORMATS = ('npz', 'timm', 'hf', 'hf_siglip2', 'hf_mae', 'stablehlo', 'onnx')
 
 
 def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
@@ -19,6 +19,11 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
   from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise errors.UserError(f'Unknown export format {fmt!r}; expected one of {FORMATS}.')
+  if fmt == 'hf_mae':  # the whole masked autoencoder of an MAE run, decoder included
+    from vit_jax.weights import hf_mae  # pylint: disable=g-import-not-at-top
+    with storage.local_target(out) as local:
+      written = hf_mae.export_workdir(checkpoint_path, local)
+    return out if storage.is_remote(out) else written
   loaded = trained_model.load(checkpoint_path, model_name, image_size=image_size)
   with storage.local_target(out) as local:  # a URL: written here, then uploaded
     written = _write(loaded, fmt, local, labels)

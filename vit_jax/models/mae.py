@@ -44,7 +44,7 @@ def unpatchify(patches: jax.Array, patch: int, grid: tuple[int, int]) -> jax.Arr
   return x.reshape(b, grid[0] * patch, grid[1] * patch, c)
 
 
-def _table(grid: tuple[int, int], width: int, with_cls: bool) -> np.ndarray:
+def table(grid: tuple[int, int], width: int, with_cls: bool = True) -> np.ndarray:
   """The reference's fixed table [1, (1 +) L, width]; the class token's row is zero."""
   table = posemb_lib.posemb_sincos_2d(*grid, width, mae=True)
   if with_cls:
@@ -81,7 +81,7 @@ class MaskedAutoencoder(nn.Module):
                 padding='VALID', dtype=dtype, name='embedding')(images.astype(dtype))
     b, gh, gw, width = x.shape
     length = gh * gw
-    x = x.reshape(b, length, width) + jnp.asarray(_table((gh, gw), width, False), x.dtype)
+    x = x.reshape(b, length, width) + jnp.asarray(table((gh, gw), width, False), x.dtype)
 
     # Per example, the patches of lowest noise stay visible, in the order of their noise.
     if noise is None:  # initialisation: the first patches
@@ -114,7 +114,7 @@ class MaskedAutoencoder(nn.Module):
         [x[:, 1:], jnp.tile(mask_token.astype(x.dtype), [b, length - keep, 1])], axis=1)
     tokens = jnp.take_along_axis(tokens, restore[:, :, None], axis=1)
     x = jnp.concatenate([x[:, :1], tokens], axis=1)
-    x = x + jnp.asarray(_table((gh, gw), self.decoder_width, True), x.dtype)
+    x = x + jnp.asarray(table((gh, gw), self.decoder_width, True), x.dtype)
     x = vit_lib.Encoder(name='decoder', num_layers=self.decoder_depth,
                         mlp_dim=self.decoder_mlp_dim, num_heads=self.decoder_heads,
                         dropout_rate=0.0, attention_dropout_rate=0.0,
@@ -171,7 +171,7 @@ def encoder_params(params: Any, encoder: ml_collections.ConfigDict, image_size: 
   transformer = dict(params['Transformer'])
   grid = image_size // tuple(encoder.patches.size)[0]
   transformer['posembed_input'] = {
-      'pos_embedding': _table((grid, grid), encoder.hidden_size, True)}
+      'pos_embedding': table((grid, grid), encoder.hidden_size, True)}
   params['Transformer'] = transformer
   config = ml_collections.ConfigDict(encoder.to_dict())
   config.posemb = 'learn'

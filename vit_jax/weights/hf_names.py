@@ -34,16 +34,16 @@ class Family:
   fields: Optional[dict[str, Any]] = None  # model fields every checkpoint of the family has
 
 
-_VIT_TOP = {'cls': 'embeddings.cls_token', 'posemb': 'embeddings.position_embeddings',
+VIT_TOP = {'cls': 'embeddings.cls_token', 'posemb': 'embeddings.position_embeddings',
             **_pairs('patch', 'embeddings.patch_embeddings.projection'),
             **_pairs('norm', 'layernorm'), **_pairs('pre_logits', 'pooler.dense')}
-_VIT_BLOCK = {**_pairs('query', 'attention.attention.query'),
+VIT_BLOCK = {**_pairs('query', 'attention.attention.query'),
               **_pairs('key', 'attention.attention.key'),
               **_pairs('value', 'attention.attention.value'),
               **_pairs('out', 'attention.output.dense'),
               **_pairs('fc1', 'intermediate.dense'), **_pairs('fc2', 'output.dense'),
               **_pairs('norm1', 'layernorm_before'), **_pairs('norm2', 'layernorm_after')}
-_DINO_BLOCK = {**{k: v for k, v in _VIT_BLOCK.items() if not k.startswith(('fc', 'norm'))},
+_DINO_BLOCK = {**{k: v for k, v in VIT_BLOCK.items() if not k.startswith(('fc', 'norm'))},
                **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
                **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
                'ls1': 'layer_scale1.lambda1', 'ls2': 'layer_scale2.lambda1'}
@@ -54,16 +54,17 @@ _TOWER_BLOCK = {**_pairs('query', 'self_attn.q_proj'), **_pairs('key', 'self_att
 _TOWER_IGNORED = ('text_model.', 'text_projection.', 'logit_scale', 'logit_bias',
                   'embeddings.position_ids')
 
-_VIT = Family(top=_VIT_TOP, heads=_pairs('head', 'classifier'),
-              block_prefix='encoder.layer.{}.', block=_VIT_BLOCK,
+VIT_BLOCK_PREFIX = 'encoder.layer.{}.'
+_VIT = Family(top=VIT_TOP, heads=_pairs('head', 'classifier'),
+              block_prefix=VIT_BLOCK_PREFIX, block=VIT_BLOCK,
               ignored=('embeddings.mask_token', 'decoder.'))  # ViTMAEForPreTraining's decoder
 _DEIT = dataclasses.replace(
-    _VIT, top={**_VIT_TOP, 'dist': 'embeddings.distillation_token'},
+    _VIT, top={**VIT_TOP, 'dist': 'embeddings.distillation_token'},
     heads={'head.weight': ('cls_classifier.weight', 'classifier.weight'),
            'head.bias': ('cls_classifier.bias', 'classifier.bias'),
            **_pairs('head_dist', 'distillation_classifier')})
 _DINOV2 = Family(
-    top={**{k: v for k, v in _VIT_TOP.items() if not k.startswith('pre_logits')},
+    top={**{k: v for k, v in VIT_TOP.items() if not k.startswith('pre_logits')},
          'registers': 'embeddings.register_tokens'},
     heads=_pairs('head', 'classifier'), block_prefix='encoder.layer.{}.', block=_DINO_BLOCK,
     ignored=('embeddings.mask_token',), fields={'layerscale': 1.0})
@@ -229,6 +230,6 @@ def to_params(state: Mapping[str, np.ndarray], family: Family, num_heads: int,
 def vit_state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
   """Our canonical tree -> transformers' ViTForImageClassification state dict."""
   top, per_block = torch_names.to_roles(params, model_config, image_size)
-  names = {role: f'vit.{name}' for role, name in _VIT_TOP.items()}
+  names = {role: f'vit.{name}' for role, name in VIT_TOP.items()}
   names.update(_VIT.heads)
-  return torch_names.name_roles(top, per_block, names, 'vit.' + _VIT.block_prefix, _VIT_BLOCK)
+  return torch_names.name_roles(top, per_block, names, 'vit.' + _VIT.block_prefix, VIT_BLOCK)

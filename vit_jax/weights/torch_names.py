@@ -123,19 +123,40 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
     _linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
     _linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
 
-  per_block = []
-  for i in range(stacking.num_encoder_layers(tree)):
-    block = encoder[f'encoderblock_{i}']
-    arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
-    _linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
-    _linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
-    _norm(arrays, 'norm1', block['LayerNorm_0'])
-    _norm(arrays, 'norm2', block['LayerNorm_1'])
-    for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
-      if ours in block:
-        arrays[role] = _bias(block[ours]['scale'])
-    per_block.append(arrays)
+  per_block = [block_roles(encoder[f'encoderblock_{i}'])
+               for i in range(stacking.num_encoder_layers(tree))]
   return top, per_block
+
+
+def block_roles(block: Any) -> dict[str, np.ndarray]:
+  """One encoder block's roles (an MAE decoder's blocks are the same)."""
+  arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
+  _linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
+  _linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
+  _norm(arrays, 'norm1', block['LayerNorm_0'])
+  _norm(arrays, 'norm2', block['LayerNorm_1'])
+  for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
+    if ours in block:
+      arrays[role] = _bias(block[ours]['scale'])
+  return arrays
+
+
+def linear(arrays: dict, role: str, dense: Any) -> None:
+  """A Dense layer's kernel and bias as `role.weight` [out, in] and `role.bias`."""
+  _linear(arrays, role, dense)
+
+
+def norm(arrays: dict, role: str, layer_norm: Any) -> None:
+  _norm(arrays, role, layer_norm)
+
+
+def dense_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
+  """`role.weight` [out, in] and `role.bias` -> a Dense layer's kernel [in, out] and bias."""
+  return _dense_from_torch(arrays, role)
+
+
+def norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
+  return _norm_from_torch(arrays, role)
 
 
 def _dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
@@ -188,17 +209,7 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
   if 'pre_norm.weight' in top:
     encoder['pre_norm'] = _norm_from_torch(top, 'pre_norm')
   for i, arrays in enumerate(per_block):
-    block = {
-        'LayerNorm_0': _norm_from_torch(arrays, 'norm1'),
-        'MultiHeadDotProductAttention_0': _attention_from_roles(arrays, num_heads),
-        'LayerNorm_1': _norm_from_torch(arrays, 'norm2'),
-        'MlpBlock_0': {'Dense_0': _dense_from_torch(arrays, 'fc1'),
-                       'Dense_1': _dense_from_torch(arrays, 'fc2')},
-    }
-    for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
-      if role in arrays:
-        block[ours] = {'scale': np.asarray(arrays[role], np.float32)}
-    encoder[f'encoderblock_{i}'] = block
+    encoder[f'encoderblock_{i}'] = block_from_roles(arrays, num_heads)
   tree['Transformer'] = encoder
   for name in ('head', 'head_dist', 'pre_logits'):
     if f'{name}.weight' in top:
@@ -211,6 +222,21 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
         'MlpBlock_0': {'Dense_0': _dense_from_torch(top, 'map.fc1'),
                        'Dense_1': _dense_from_torch(top, 'map.fc2')}}
   return tree
+
+
+def block_from_roles(arrays: dict, num_heads: int) -> dict[str, Any]:
+  """One encoder block from its roles: `block_roles` reversed."""
+  block = {
+      'LayerNorm_0': _norm_from_torch(arrays, 'norm1'),
+      'MultiHeadDotProductAttention_0': _attention_from_roles(arrays, num_heads),
+      'LayerNorm_1': _norm_from_torch(arrays, 'norm2'),
+      'MlpBlock_0': {'Dense_0': _dense_from_torch(arrays, 'fc1'),
+                     'Dense_1': _dense_from_torch(arrays, 'fc2')},
+  }
+  for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
+    if role in arrays:
+      block[ours] = {'scale': np.asarray(arrays[role], np.float32)}
+  return block
 
 
 def name_roles(top: dict, per_block: list[dict], top_names: dict[str, str], block_prefix: str,
