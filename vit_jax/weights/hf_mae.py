@@ -5,8 +5,8 @@ The encoder is `vit.` with ViT's names (hf_names); the decoder is `decoder.decod
 `decoder.mask_token`, `decoder.decoder_layers.{i}.` (ViT's block names; transformers 5's
 `save_pretrained` writes `decoder.decoder_encoder.layer.{i}.`, read as well),
 `decoder.decoder_norm` and `decoder.decoder_pred`. Both position tables are fixed sincos tables
-that neither side learns; ours are computed (models/mae.py), so reading checks that the file's are the same, and
-writing puts ours there.
+that neither side learns; ours are computed (models/mae.py), so reading checks that the file's
+are the same, and writing puts ours there.
 """
 
 import json
