@@ -165,7 +165,8 @@ def encoder_params(params: Any, encoder: ml_collections.ConfigDict, image_size: 
                    ) -> tuple[dict, ml_collections.ConfigDict]:
   """(ViT parameters, its model config) of an MAE tree: the decoder dropped, the fixed table
   written out as `Transformer/posembed_input/pos_embedding` (a learned table from then on, as
-  the reference fine-tunes it), no head."""
+  the reference fine-tunes it), no head. Its features are the class token's, or with
+  `classifier='gap'` the mean of the patch tokens (the class token kept)."""
   params = {k: v for k, v in dict(params).items()
             if not k.startswith('decoder') and k != 'mask_token'}
   transformer = dict(params['Transformer'])
@@ -175,6 +176,8 @@ def encoder_params(params: Any, encoder: ml_collections.ConfigDict, image_size: 
   params['Transformer'] = transformer
   config = ml_collections.ConfigDict(encoder.to_dict())
   config.posemb = 'learn'
-  config.classifier = 'token'
+  if config.get('classifier') != 'gap':  # nothing else pools without parameters of its own
+    config.classifier = 'token'
+  config.class_token = True
   config.representation_size = None
   return params, config
