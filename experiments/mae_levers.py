@@ -8,7 +8,7 @@ class token ('token') or on the mean of the patch tokens ('gap'). The random enc
 recipe after one step. Each lever is predicted before it is measured (PREDICTED).
 
   python experiments/mae_levers.py [--steps=300] [--seeds=0] [--levers=baseline,gap,...]
-      # -> experiments/results/mae_levers.{md,json}
+      # -> experiments/results/mae_levers_<steps>.{md,json}
 """
 
 import argparse
@@ -40,6 +40,8 @@ LEVERS = {
                    'better loss vs trivial: 4 px digit patches are often near-constant, and '
                    'per-patch normalisation turns their noise into targets'),
     'mask_0.5': ({'mae.mask_ratio': 0.5}, 'better: 8 of 16 patches visible instead of 4'),
+    'mask_0.25': ({'mae.mask_ratio': 0.25},
+                  'worse than 0.5: with 12 of 16 patches visible the task is interpolation'),
     'gap_raw_pixels': ({'model.classifier': 'gap', 'model.class_token': True,
                         'mae.norm_pix_loss': False}, 'the two above together: best'),
 }
@@ -130,10 +132,11 @@ def _table(rows, steps):
   lines = [f'# The digits MAE, lever by lever ({steps} steps, 10-shot on the test digits)', '',
            '| lever | seed | masked loss | zero predictor | mean patch | 10-shot trained | '
            '10-shot random encoder | predicted |', '|---|---|---|---|---|---|---|---|']
+  shown = lambda v: 'none' if v is None else f'{v:.3f}'  # pylint: disable=unnecessary-lambda-assignment
   for r in rows:
-    lines.append(f"| {r['lever']} | {r['seed']} | {r['loss']:.3f} | {r['zero_loss']:.3f} | "
-                 f"{r['mean_patch_loss']:.3f} | {r['trained_10shot']:.3f} | "
-                 f"{r['random_10shot']:.3f} | {r['predicted']} |")
+    lines.append(f"| {r['lever']} | {r['seed']} | {shown(r['loss'])} | {shown(r['zero_loss'])} | "
+                 f"{shown(r['mean_patch_loss'])} | {shown(r['trained_10shot'])} | "
+                 f"{shown(r['random_10shot'])} | {r['predicted']} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -146,9 +149,10 @@ def main():
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as root:
     rows = run(args.levers.split(','), args.steps, [int(s) for s in args.seeds.split(',')], root)
-  with open(os.path.join(args.out, 'mae_levers.json'), 'w', encoding='utf-8') as f:
+  name = os.path.join(args.out, f'mae_levers_{args.steps}')
+  with open(f'{name}.json', 'w', encoding='utf-8') as f:
     json.dump({'steps': args.steps, 'rows': rows}, f, indent=1)
-  with open(os.path.join(args.out, 'mae_levers.md'), 'w', encoding='utf-8') as f:
+  with open(f'{name}.md', 'w', encoding='utf-8') as f:
     f.write(_table(rows, args.steps))
 
 
