@@ -77,24 +77,24 @@ def position_embedding(params: Any, model_config, image_size: int) -> np.ndarray
   return table
 
 
-def _linear(arrays: dict, role: str, dense: Any, in_axes: int = 1) -> None:
+def linear(arrays: dict, role: str, dense: Any, in_axes: int = 1) -> None:
   arrays[f'{role}.weight'] = _dense_to_torch(dense['kernel'], in_axes)
   arrays[f'{role}.bias'] = _bias(dense['bias'])
 
 
-def _norm(arrays: dict, role: str, norm: Any) -> None:
-  arrays[f'{role}.weight'] = _bias(norm['scale'])
-  arrays[f'{role}.bias'] = _bias(norm['bias'])
+def norm(arrays: dict, role: str, layer_norm: Any) -> None:
+  arrays[f'{role}.weight'] = _bias(layer_norm['scale'])
+  arrays[f'{role}.bias'] = _bias(layer_norm['bias'])
 
 
 def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
   arrays = {}
   for name in ('query', 'key', 'value'):
-    _linear(arrays, f'{prefix}{name}', attention[name])
-  _linear(arrays, f'{prefix}out', attention['out'], in_axes=2)
+    linear(arrays, f'{prefix}{name}', attention[name])
+  linear(arrays, f'{prefix}out', attention['out'], in_axes=2)
   for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
     if ours in attention:
-      _norm(arrays, f'{prefix}{role}', attention[ours])
+      norm(arrays, f'{prefix}{role}', attention[ours])
   return arrays
 
 
@@ -107,21 +107,21 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
   top['patch.weight'] = np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy()
   top['patch.bias'] = _bias(tree['embedding']['bias'])
   if 'encoder_norm' in encoder:
-    _norm(top, 'norm', encoder['encoder_norm'])
+    norm(top, 'norm', encoder['encoder_norm'])
   if 'fc_norm' in tree:  # the final norm after pooling
-    _norm(top, 'fc_norm', tree['fc_norm'])
+    norm(top, 'fc_norm', tree['fc_norm'])
   if 'pre_norm' in encoder:
-    _norm(top, 'pre_norm', encoder['pre_norm'])
+    norm(top, 'pre_norm', encoder['pre_norm'])
   for name in ('head', 'head_dist', 'pre_logits'):
     if name in tree:
-      _linear(top, name, tree[name])
+      linear(top, name, tree[name])
   if 'MAPHead_0' in tree:
     head = tree['MAPHead_0']
     top['map.probe'] = np.asarray(head['probe'])
     top.update(_attention_roles(head['MultiHeadDotProductAttention_0'], 'map.'))
-    _norm(top, 'map.norm', head['LayerNorm_0'])
-    _linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
-    _linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
+    norm(top, 'map.norm', head['LayerNorm_0'])
+    linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
+    linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
 
   per_block = [block_roles(encoder[f'encoderblock_{i}'])
                for i in range(stacking.num_encoder_layers(tree))]
@@ -131,35 +131,17 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
 def block_roles(block: Any) -> dict[str, np.ndarray]:
   """One encoder block's roles (an MAE decoder's blocks are the same)."""
   arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
-  _linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
-  _linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
-  _norm(arrays, 'norm1', block['LayerNorm_0'])
-  _norm(arrays, 'norm2', block['LayerNorm_1'])
+  linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
+  linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
+  norm(arrays, 'norm1', block['LayerNorm_0'])
+  norm(arrays, 'norm2', block['LayerNorm_1'])
   for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
     if ours in block:
       arrays[role] = _bias(block[ours]['scale'])
   return arrays
 
 
-def linear(arrays: dict, role: str, dense: Any) -> None:
-  """A Dense layer's kernel and bias as `role.weight` [out, in] and `role.bias`."""
-  _linear(arrays, role, dense)
-
-
-def norm(arrays: dict, role: str, layer_norm: Any) -> None:
-  _norm(arrays, role, layer_norm)
-
-
-def dense_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
-  """`role.weight` [out, in] and `role.bias` -> a Dense layer's kernel [in, out] and bias."""
-  return _dense_from_torch(arrays, role)
-
-
-def norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
-  return _norm_from_torch(arrays, role)
-
-
-def _dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
+def dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
                       kind: str = 'plain') -> dict[str, np.ndarray]:
   """[out, in] (+ bias) -> our kernel: plain [in, out]; 'heads' [in, H, Dh]; 'out' [H, Dh, out]."""
   weight = np.asarray(arrays[f'{role}.weight'], np.float32)
@@ -174,18 +156,18 @@ def _dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
   return {'kernel': np.ascontiguousarray(kernel), 'bias': bias}
 
 
-def _norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
+def norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
   return {'scale': np.asarray(arrays[f'{role}.weight'], np.float32),
           'bias': np.asarray(arrays[f'{role}.bias'], np.float32)}
 
 
 def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dict:
-  out = {name: _dense_from_torch(arrays, f'{prefix}{name}', num_heads, 'heads')
+  out = {name: dense_from_torch(arrays, f'{prefix}{name}', num_heads, 'heads')
          for name in ('query', 'key', 'value')}
-  out['out'] = _dense_from_torch(arrays, f'{prefix}out', num_heads, 'out')
+  out['out'] = dense_from_torch(arrays, f'{prefix}out', num_heads, 'out')
   for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
     if f'{prefix}{role}.weight' in arrays:
-      out[ours] = _norm_from_torch(arrays, f'{prefix}{role}')
+      out[ours] = norm_from_torch(arrays, f'{prefix}{role}')
   return out
 
 
@@ -203,35 +185,35 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
     posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
     encoder['posembed_input'] = {'pos_embedding': posemb}
   if 'norm.weight' in top:
-    encoder['encoder_norm'] = _norm_from_torch(top, 'norm')
+    encoder['encoder_norm'] = norm_from_torch(top, 'norm')
   if 'fc_norm.weight' in top:
-    tree['fc_norm'] = _norm_from_torch(top, 'fc_norm')
+    tree['fc_norm'] = norm_from_torch(top, 'fc_norm')
   if 'pre_norm.weight' in top:
-    encoder['pre_norm'] = _norm_from_torch(top, 'pre_norm')
+    encoder['pre_norm'] = norm_from_torch(top, 'pre_norm')
   for i, arrays in enumerate(per_block):
     encoder[f'encoderblock_{i}'] = block_from_roles(arrays, num_heads)
   tree['Transformer'] = encoder
   for name in ('head', 'head_dist', 'pre_logits'):
     if f'{name}.weight' in top:
-      tree[name] = _dense_from_torch(top, name)
+      tree[name] = dense_from_torch(top, name)
   if 'map.probe' in top:
     tree['MAPHead_0'] = {
         'probe': np.asarray(top['map.probe'], np.float32).reshape(1, 1, -1),
         'MultiHeadDotProductAttention_0': _attention_from_roles(top, num_heads, 'map.'),
-        'LayerNorm_0': _norm_from_torch(top, 'map.norm'),
-        'MlpBlock_0': {'Dense_0': _dense_from_torch(top, 'map.fc1'),
-                       'Dense_1': _dense_from_torch(top, 'map.fc2')}}
+        'LayerNorm_0': norm_from_torch(top, 'map.norm'),
+        'MlpBlock_0': {'Dense_0': dense_from_torch(top, 'map.fc1'),
+                       'Dense_1': dense_from_torch(top, 'map.fc2')}}
   return tree
 
 
 def block_from_roles(arrays: dict, num_heads: int) -> dict[str, Any]:
   """One encoder block from its roles: `block_roles` reversed."""
   block = {
-      'LayerNorm_0': _norm_from_torch(arrays, 'norm1'),
+      'LayerNorm_0': norm_from_torch(arrays, 'norm1'),
       'MultiHeadDotProductAttention_0': _attention_from_roles(arrays, num_heads),
-      'LayerNorm_1': _norm_from_torch(arrays, 'norm2'),
-      'MlpBlock_0': {'Dense_0': _dense_from_torch(arrays, 'fc1'),
-                     'Dense_1': _dense_from_torch(arrays, 'fc2')},
+      'LayerNorm_1': norm_from_torch(arrays, 'norm2'),
+      'MlpBlock_0': {'Dense_0': dense_from_torch(arrays, 'fc1'),
+                     'Dense_1': dense_from_torch(arrays, 'fc2')},
   }
   for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
     if role in arrays:
