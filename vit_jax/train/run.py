@@ -24,7 +24,6 @@ from vit_jax import storage
 from vit_jax.weights import workdir_params
 from vit_jax.weights import trained_model
 from vit_jax.data import dense_targets
-from vit_jax.data import device_pp
 from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
@@ -228,13 +227,11 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
                                      source=init.path, dont_load=init.dont_load)
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
   if options.model.linear_probe:
-    step = options.step
-    augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
-               if step.device_pp else None)
     batches = probe_batches()
     try:
       params = probe.with_statistics(setup.objective.eval_model, state.params, batches,
-                                     options.data.probe_stats_batches, augment)
+                                     options.data.probe_stats_batches,
+                                     step_lib.device_augment(setup))
     finally:
       batches.close()
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)

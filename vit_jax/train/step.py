@@ -272,6 +272,12 @@ def accelerator_choices(step: options_lib.Step, model: nn.Module) -> dict:
       else step.dropout_rng)
 
 
+def device_augment(setup) -> Optional[Augment]:
+  """The run's device preprocessing (`config.pp_device`) per shard of the batch; None without."""
+  pp = setup.options.step.device_pp
+  return device_pp.per_shard(pp, setup.mesh, mesh_lib.BATCH_AXES) if pp else None
+
+
 def for_run(setup):
   """The run's train step (a `setup.Setup`: its objective, optimizer, options and mesh),
   jitted: `(state, batch, extras) -> (state, metrics)` with `setup.objective.extras()` placed
@@ -280,8 +286,7 @@ def for_run(setup):
   mixer = (mixup.per_shard_mixer(step.mixup, step.mixup_alpha, setup.mesh,
                                  mesh_lib.BATCH_AXES, cutmix_alpha=step.cutmix_alpha)
            if step.mixup else None)
-  augment = (device_pp.per_shard(step.device_pp, setup.mesh, mesh_lib.BATCH_AXES)
-             if step.device_pp else None)
+  augment = device_augment(setup)
   pure = make_train_step(
       setup.objective, setup.tx, micro_batches=step.micro_batches,
       ema_decay=step.ema_decay, schedule=setup.schedule, mixer=mixer, augment=augment,
