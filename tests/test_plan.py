@@ -3,9 +3,10 @@ numbers are the compiled step's own memory analysis, and a run compiles its step
 
 import dataclasses
 import logging
+import os
 
 import jax
-
+import numpy as np
 import pytest
 
 import tiny_recipe
@@ -91,9 +92,11 @@ def test_a_budget_nothing_fits_is_refused_with_the_numbers(compiled_once):
     _resolve(_config(device_memory_gb=-1.0))
 
 
-def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
-  """A known budget alone compiles nothing (the trainer compiles its step once); check_memory
-  or an 'auto' field plans, and a configured choice that does not fit is refused."""
+def test_the_configured_step_is_compiled_once_and_checked(monkeypatch):
+  """Without 'auto' fields the configured choice is compiled once and checked against the
+  budget (device_memory_gb, else the device's own: the host's memory shared by CPU devices);
+  one that does not fit is refused with the numbers; check_memory=False keeps the compile and
+  drops the check."""
   compiles = []
   real_measure = plan.measure
 
@@ -102,11 +105,15 @@ def test_the_step_is_compiled_for_a_plan_only_when_asked(monkeypatch):
     return real_measure(setup, budget)
   monkeypatch.setattr(plan, 'measure', counting)
   _, chosen = _resolve(_config(micro_batches=1, device_memory_gb=80.0))
-  assert chosen is None and not compiles
-  _, chosen = _resolve(_config(micro_batches=1, device_memory_gb=80.0, check_memory=True))
-  assert chosen is not None and chosen.fits and compiles == [(1, 'none')]
-  with pytest.raises(ValueError, match='No plan fits'):
-    _resolve(_config(micro_batches=1, device_memory_gb=1000 / plan.GIB, check_memory=True))
+  assert chosen.fits and chosen.budget == 80 * plan.GIB and compiles == [(1, 'none')]
+  _, chosen = _resolve(_config(micro_batches=1))  # the CPU devices' share of the host
+  assert chosen.budget is not None and 0 < chosen.budget * jax.local_device_count() <= (
+      os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+  with pytest.raises(ValueError, match=r'^The train step does not fit: [\d.]+ MiB needed, '
+                     r'0\.10 MiB per device \([\d.]+ MiB over\)\. Shard the state'):
+    _resolve(_config(micro_batches=1, device_memory_gb=0.0001))
+  _, chosen = _resolve(_config(micro_batches=1, device_memory_gb=0.0001, check_memory=False))
+  assert chosen.budget is None and chosen.fits and chosen.compiled is not None
 
 
 def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digits_data_dir,
@@ -120,12 +127,30 @@ def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digi
     loop.train_and_evaluate(config, str(tmp_path / 'w'))
 
 
+def _three_steps(data_dir, **fields):
+  config = tiny_recipe.get_config(data_dir)
+  del config.evals['eval']
+  config.update(total_steps=3, checkpoint_every=3, **fields)
+  return config
+
+
 @pytest.mark.parametrize('auto', [False, True])
-def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path):
-  """With 'auto' fields the planner's executable is the step; without, the step's jit compiles
-  at the first step. Either way the train step is compiled once in the whole run."""
+def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path, monkeypatch):
+  """The step checked against the budget is compiled once in the whole run, and that executable
+  is the one every step calls, with or without 'auto' fields."""
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
-  compiled = []
+  compiled, calls = [], []
+  real_resolve = plan.resolve
+
+  def recording(setup):
+    setup, chosen = real_resolve(setup)
+    executable = chosen.compiled
+
+    def counted(*args):
+      calls.append(chosen.budget)
+      return executable(*args)
+    return setup, dataclasses.replace(chosen, compiled=counted)
+  monkeypatch.setattr(plan, 'resolve', recording)
 
   class Compiles(logging.Handler):
     def emit(self, record):
@@ -133,18 +158,42 @@ def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path):
         compiled.append(record)
   handler = Compiles()
   logging.getLogger('jax').addHandler(handler)
-  config = tiny_recipe.get_config(digits_data_dir)
-  del config.evals['eval']
-  config.total_steps, config.checkpoint_every = 3, 3
+  config = _three_steps(digits_data_dir, device_memory_gb=80.0)
   if auto:
-    config.micro_batches, config.device_memory_gb = 'auto', 80.0
-    config.model.remat = 'auto'
+    config.micro_batches, config.model.remat = 'auto', 'auto'
   try:
     with jax.log_compiles(True):
       result = loop.train_and_evaluate(config, str(tmp_path / 'run'))
   finally:
     logging.getLogger('jax').removeHandler(handler)
   assert result['step'] == 3 and len(compiled) == 1, len(compiled)
+  assert calls == [80 * plan.GIB] * 3
+
+
+def test_a_step_that_does_not_fit_is_refused_before_the_claim(digits_data_dir, tmp_path):
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match=r'^The train step does not fit: [\d.]+ MiB needed'):
+    loop.train_and_evaluate(_three_steps(digits_data_dir, device_memory_gb=0.0001), str(workdir))
+  assert not workdir.exists() or not any(workdir.iterdir())
+
+
+def test_the_checked_executable_trains_as_the_jit_step(digits_data_dir, tmp_path, monkeypatch):
+  """After 3 steps the parameters equal those of the step jitted at its first call (the path
+  before the ahead-of-time compile)."""
+  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import workdir_params  # pylint: disable=g-import-not-at-top
+  loop.train_and_evaluate(_three_steps(digits_data_dir), str(tmp_path / 'aot'))
+  real_resolve = plan.resolve
+
+  def jitted(setup):
+    setup, chosen = real_resolve(setup)
+    return setup, dataclasses.replace(chosen, compiled=step_lib.for_run(setup))
+  monkeypatch.setattr(plan, 'resolve', jitted)
+  loop.train_and_evaluate(_three_steps(digits_data_dir), str(tmp_path / 'jit'))
+  (_, aot), (_, jit) = (workdir_params.read(str(tmp_path / name)) for name in ('aot', 'jit'))
+  jax.tree.map(np.testing.assert_array_equal, aot, jit)
 
 
 @pytest.mark.parametrize('budget_gb,code,last', [

@@ -38,9 +38,11 @@ def main(argv):
         'set --config.num_classes to plan without reading the data.')
   read = options.read(config)
   # Memory does not depend on the step count: a schedule as long as the warmup will do.
-  planned, chosen = memory.resolve(setup.build_setup(read, read.optimizer.schedule.warmup_steps + 1))
-  if chosen is None:  # no 'auto' field and no check asked: the configured choice, measured
-    chosen = memory.measure(planned, memory.device_budget(read.memory))
+  built = setup.build_setup(read, read.optimizer.schedule.warmup_steps + 1)
+  if memory.AUTO in (read.step.micro_batches, read.remat):
+    _, chosen = memory.resolve(built)  # the first choice that fits, or the refusal
+  else:  # the configured choice, measured and judged whatever check_memory says
+    chosen = memory.measure(built, memory.device_budget(read.memory))
   print(chosen.table())
   if not chosen.fits:  # the verdict, as the one line of a refusal (exit 2)
     raise errors.UserError(chosen.verdict())

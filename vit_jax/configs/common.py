@@ -110,7 +110,10 @@ def get_config() -> ml_collections.ConfigDict:
   # the device on GPU/TPU; set it on CPU or to override). See vit_jax/train/memory.py.
   config.micro_batches = ml_collections.config_dict.FieldReference(1, field_type=object)
   config.device_memory_gb = ml_collections.config_dict.placeholder(float)
-  config.check_memory = False  # compile the step once at startup to check it fits the budget
+  # The train step is compiled once, before the workdir is claimed, and checked against the
+  # budget: device_memory_gb, else the device's own (the host's memory shared by CPU devices).
+  # False keeps the one compile and skips the check.
+  config.check_memory = True
   # Accelerator costs (docs/accelerators.md). A step whose loss or gradients are not finite changes nothing: 'cond' skips the update
   # (cheapest on CPU), 'select' picks per leaf (no second copy of the state in memory).
   config.nonfinite_guard = 'auto'  # cond on CPU, select elsewhere

@@ -3,14 +3,16 @@
 `measure` compiles the run's train step for a (micro_batches, remat) pair on abstract inputs and
 reads XLA's `memory_analysis()`: per device, the parameters and optimizer state (the sharded
 state), the batch, and the temporaries (activations kept for the backward pass and XLA's
-scratch). `resolve`, when asked, turns `micro_batches='auto'` and `model.remat='auto'` into the
-first pair that fits the budget (fewest micro-batches first, then the lightest remat policy) and
-refuses, with the numbers, a plan that cannot fit, before any array is allocated. The compiled
-step of the chosen pair is the one the run trains with: planning costs no second compile.
+scratch). `resolve` is how every run gets its train step: it compiles the configured pair (or,
+for `micro_batches='auto'` and `model.remat='auto'`, the first pair that fits the budget: fewest
+micro-batches first, then the lightest remat policy), checks it against the device's memory and
+refuses, with the numbers, a step that cannot fit, before any array is allocated. The compiled
+step of the chosen pair is the executable the run trains with: one compile, checked.
 """
 
 import dataclasses
 import math
+import os
 from typing import Any, Optional
 
 import jax
@@ -73,11 +75,21 @@ class Plan:
 
 def device_budget(memory: options_lib.Memory) -> Optional[int]:
   """Bytes one device may use: `config.device_memory_gb` when set, else what the device
-  reports (`memory_stats()['bytes_limit']` on GPU and TPU); None on CPU without the field."""
+  reports (`memory_stats()['bytes_limit']` on GPU and TPU), else, for CPU devices, the host's
+  physical memory shared among its local devices; None when nothing says."""
   if memory.device_memory_gb is not None:
     return int(memory.device_memory_gb * GIB)
-  stats = jax.local_devices()[0].memory_stats()
-  return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
+  device = jax.local_devices()[0]
+  stats = device.memory_stats()
+  if stats and 'bytes_limit' in stats:
+    return int(stats['bytes_limit'])
+  if device.platform == 'cpu' and hasattr(os, 'sysconf'):
+    try:
+      host = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError):  # a platform without these names
+      return None
+    return host // jax.local_device_count()
+  return None
 
 
 def _per_device_bytes(tree: Any, shardings: Any) -> int:
@@ -137,17 +149,15 @@ def _micro_batch_counts(batch_size: int) -> list[int]:
   return counts
 
 
-def resolve(setup: setup_lib.Setup) -> tuple[setup_lib.Setup, Optional[Plan]]:
-  """(setup with 'auto' fields chosen, its plan). Only when asked (an 'auto' field, or
-  `check_memory=True` to check the configured choice against the budget) is the step compiled
-  here; otherwise (setup, None). A plan that cannot fit raises a UserError with the numbers of
-  the smallest one."""
+def resolve(setup: setup_lib.Setup) -> tuple[setup_lib.Setup, Plan]:
+  """(setup with 'auto' fields chosen, its plan: the compiled step the run trains with). The
+  budget is the device's (`device_budget`) unless `check_memory=False`, which keeps the one
+  compile and drops the check. A step that cannot fit raises a UserError with the numbers of
+  the smallest plan tried."""
   options = setup.options
   auto_micro = options.step.micro_batches == AUTO
   auto_remat = options.remat == AUTO
-  if not (auto_micro or auto_remat or options.memory.check):
-    return setup, None  # nothing asked: the run compiles its step once, at the first step
-  budget = device_budget(options.memory)
+  budget = device_budget(options.memory) if options.memory.check else None
   micro_choices = (_micro_batch_counts(options.data.batch_size) if auto_micro
                    else [options.step.micro_batches])
   remat_choices = REMAT_ORDER if auto_remat else [options.remat]
@@ -160,6 +170,8 @@ def resolve(setup: setup_lib.Setup) -> tuple[setup_lib.Setup, Optional[Plan]]:
         return chosen, plan
       if smallest is None or plan.total < smallest.total:
         smallest = plan
+  if not (auto_micro or auto_remat):
+    raise errors.UserError(f'The train step {smallest.verdict()}')
   raise errors.UserError(
       f'No plan fits in {_size(budget)} per device: the smallest tried '
       f'(micro_batches={smallest.micro_batches}, remat={smallest.remat!r}) needs '

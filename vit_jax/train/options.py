@@ -132,7 +132,7 @@ class Parallel:
 class Memory:
   """The memory planner's inputs (vit_jax.train.memory)."""
 
-  check: bool  # config.check_memory: compile at startup to check the configured choice fits
+  check: bool  # config.check_memory: check the compiled step against the device's memory
   device_memory_gb: Optional[float]  # the per-device budget; None: what the device reports
 
 

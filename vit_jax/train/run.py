@@ -382,16 +382,19 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
                       tuple(config.dont_load) + setup.objective.fresh_params)
   if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
+  # The train step, compiled once (the 'auto' fields chosen) and checked against the device's
+  # memory before the claim; this executable is the step the run trains with.
+  setup, memory_plan = memory.resolve(setup)
+  if lead and memory.AUTO in (options.step.micro_batches, options.remat):
+    print(memory_plan.table(), flush=True)
+  elif lead and memory_plan.budget is not None:
+    print(f'Memory: {memory_plan.verdict()}', flush=True)
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
     if source_pp and not (storage.path(workdir) / SOURCE_PP_FILE).exists():
       storage.write(storage.path(workdir) / SOURCE_PP_FILE, source_pp + '\n')
-  # Compilation: the memory planner's executable when it ran, else one jit (at the first step).
-  setup, memory_plan = memory.resolve(setup)
-  if lead and memory_plan is not None:
-    print(memory_plan.table(), flush=True)
-  step_fn = memory_plan.compiled if memory_plan else step_lib.for_run(setup)
+  step_fn = memory_plan.compiled
   extras = step_lib.place_extras(setup)  # a teacher's parameters, placed once
 
   def train_step(state, batch):
