@@ -5,7 +5,15 @@ import os
 import socket
 import sys
 
+import jax
+from jax._src import distributed  # the private names the seam reaches for
+from jax._src.lib import _jax
+import pytest
+
 import preloaded
+from vit_jax import errors
+from vit_jax.parallel import coordination
+from vit_jax.parallel import coordinator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,3 +54,18 @@ def test_the_store_sets_overwrites_and_lists_a_directory():
                       'service to talk to.')
   assert lines[1] == ("entries: [('vit_jax/heartbeat/0', '2'), ('vit_jax/heartbeat/3', 'done')]")
 
+
+
+def test_a_jax_release_that_moved_the_private_names_refuses_the_feature_in_one_line(monkeypatch):
+  """Every private JAX name sits behind coordination.py; when one is gone the feature is refused
+  with a UserError naming it and the JAX version, not an AttributeError deep in a run."""
+  monkeypatch.delattr(distributed, 'global_state')
+  with pytest.raises(errors.UserError, match=rf'^The coordination key-value store .* is not '
+                     rf'available with jax {jax.__version__}: it relies on a private JAX name'):
+    coordination.KeyValueStore()
+  with pytest.raises(coordination.PrivateApiMoved, match='in its own process is not available'):
+    with coordinator.own_process(1.0):
+      pass
+  monkeypatch.delattr(_jax, 'get_distributed_runtime_service')
+  with pytest.raises(coordination.PrivateApiMoved, match='in its own process is not available'):
+    coordination.start_service('localhost:0', 1, 10, 10)

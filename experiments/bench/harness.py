@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -281,23 +282,26 @@ def compare(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def sweep(rows: list[dict], out: str, tag: str, tiny: bool, timeout_s: int) -> list[dict]:
-  """Each row in its own process; results appended to <out>/<tag>.jsonl as they come."""
+def sweep(rows: list[dict], out: str, tag: str, tiny: bool, timeout_s: int,
+          budget_s: Optional[float] = None) -> list[dict]:
+  """Each row in its own process; results appended to <out>/<tag>.jsonl as they come. With a
+  budget, a row whose estimate (`estimate_s`, else the timeout) does not fit in what is left of
+  it is not started (recorded as skipped), and no row runs past it."""
   os.makedirs(out, exist_ok=True)
   jsonl, md = os.path.join(out, f'{tag}.jsonl'), os.path.join(out, f'{tag}.md')
   open(jsonl, 'w').close()
-  done = []
+  done, start = [], time.monotonic()
   for row in rows:
+    left = None if budget_s is None else budget_s - (time.monotonic() - start)
+    estimate = row.get('estimate_s') or timeout_s
     command = [sys.executable, os.path.abspath(__file__), '--row', json.dumps(row)]
     command += ['--tiny'] if tiny else []
-    try:
-      result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-      lines = [l for l in result.stdout.splitlines() if l.startswith('ROW ')]
-      record = (json.loads(lines[-1][4:]) if result.returncode == 0 and lines else
-                {**row, 'error': (result.stderr or result.stdout)[-2000:]})
-    except subprocess.TimeoutExpired:
-      record = {**row, 'error': f'timed out after {timeout_s} s'}
+    limit = timeout_s if left is None else max(1, min(timeout_s, int(left)))
+    if left is not None and estimate > left:
+      record = {**row, 'error': f'skipped: estimated {estimate:.0f} s, {max(left, 0):.0f} s of '
+                                f'the {budget_s:.0f} s budget left'}
+    else:
+      record = _run_one(row, command, limit)
     done.append(record)
     with open(jsonl, 'a') as f:
       f.write(json.dumps(record) + '\n')
@@ -305,6 +309,29 @@ def sweep(rows: list[dict], out: str, tag: str, tiny: bool, timeout_s: int) -> l
       f.write(table(done) + compare(done))
     print(json.dumps(record), flush=True)
   return done
+
+
+def _run_one(row: dict, command: list[str], limit_s: int) -> dict:
+  try:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=limit_s,
+                            check=False)
+  except subprocess.TimeoutExpired:
+    return {**row, 'error': f'timed out after {limit_s} s'}
+  lines = [l for l in result.stdout.splitlines() if l.startswith('ROW ')]
+  if result.returncode == 0 and lines:
+    return json.loads(lines[-1][4:])
+  return {**row, 'error': (result.stderr or result.stdout)[-2000:] or
+                          f'exit status {result.returncode} and no output'}
+
+
+def failures(done: list[dict]) -> list[str]:
+  """One line per row that failed or was skipped: its name and the last line of its error."""
+  lines = []
+  for record in done:
+    if 'error' in record:
+      last = [l for l in record['error'].strip().splitlines() if l.strip()] or ['(empty)']
+      lines.append(f"row {record.get('name') or record.get('variant')} failed: {last[-1].strip()}")
+  return lines
 
 
 def main():
@@ -320,6 +347,9 @@ def main():
   parser.add_argument('--iters', type=int, default=10)
   parser.add_argument('--tiny', action='store_true', help='2-layer width-32 models')
   parser.add_argument('--timeout', type=int, default=900, help='seconds per row')
+  parser.add_argument('--budget', type=float, default=None,
+                      help='seconds for the whole sweep: a row whose estimate does not fit in '
+                           'what is left is not started')
   parser.add_argument('--tag', default='bench')
   parser.add_argument('--out', default=os.path.join(ROOT, 'experiments', 'results'))
   args = parser.parse_args()
@@ -338,7 +368,10 @@ def main():
             for v, b, d, l, r, a in itertools.product(
                 args.variants.split(','), args.batches.split(','), args.dtypes.split(','),
                 args.layouts.split(','), args.remat.split(','), args.attention.split(','))]
-  sweep(rows, args.out, args.tag, args.tiny, args.timeout)
+  failed = failures(sweep(rows, args.out, args.tag, args.tiny, args.timeout, args.budget))
+  if failed:  # the table is incomplete: say which rows and why, and exit non-zero
+    print('\n'.join(failed), file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -1,17 +1,69 @@
-"""The distributed runtime's key-value store, behind one small interface.
+"""The distributed runtime's key-value store and service, behind one small interface: the one
+seam to JAX's private API.
 
-JAX offers no public API for the coordination service's key-value store: `jax.distributed`
-keeps its client in the private `jax._src.distributed.global_state`. This module is the one
-place the project reaches for it, so a JAX release that moves it breaks one function, which
-`tests/test_coordination.py` runs against a real (one-process) coordination service.
+JAX offers no public API for the coordination service's key-value store, nor for starting its
+service elsewhere: `jax.distributed` keeps its client in the private
+`jax._src.distributed.global_state` and starts the service through
+`jax._src.lib._jax.get_distributed_runtime_service`. This module is the only place the project
+reaches for either (`tests/test_coordination.py` runs it against a real one-process service).
+A JAX release that moves them makes the feature that needs them refuse in one line naming the
+JAX version (`PrivateApiMoved`), not fail deep in a run with an AttributeError.
 """
 
-from typing import Any
+import contextlib
+from typing import Any, Callable, Iterator
+
+import jax
+
+from vit_jax import errors
+
+
+class PrivateApiMoved(errors.UserError):
+  """This JAX release does not have the private name a feature relies on."""
+
+
+def _private(feature: str, reach: Callable[[], Any]) -> Any:
+  try:
+    return reach()
+  except (ImportError, AttributeError) as error:
+    raise PrivateApiMoved(
+        f'{feature} is not available with jax {jax.__version__}: it relies on a private JAX '
+        f'name this release moved ({error}); use a jax release named in setup.py.') from None
+
+
+def _distributed() -> Any:
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (private: see above)
+  distributed.global_state.client  # pylint: disable=pointless-statement
+  return distributed
 
 
 def _client() -> Any:
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (private: see above)
-  return distributed.global_state.client
+  return _private('The coordination key-value store (multi-host preparation, watchdogs)',
+                  lambda: _distributed().global_state.client)
+
+
+def start_service(bind_address: str, num_processes: int, heartbeat_s: int, shutdown_s: int):
+  """The coordination service, started in this process (vit_jax.parallel.coordinator)."""
+  def reach():
+    from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top  (private: see above)
+    return _jax.get_distributed_runtime_service
+  start = _private('The coordination service in its own process', reach)
+  return start(bind_address, num_processes, heartbeat_timeout=heartbeat_s,
+               shutdown_timeout=shutdown_s)
+
+
+@contextlib.contextmanager
+def service_started_by(start: Callable[..., Any]) -> Iterator[None]:
+  """Inside the block, `jax.distributed.initialize` starts its service with `start`
+  (called as `get_distributed_runtime_service` is) instead of in this process."""
+  runtime = _private('The coordination service in its own process',
+                     lambda: _distributed()._jax)  # pylint: disable=protected-access
+  original = runtime.get_distributed_runtime_service
+  runtime.get_distributed_runtime_service = start
+  try:
+    yield
+  finally:
+    runtime.get_distributed_runtime_service = original
 
 
 class KeyValueStore:

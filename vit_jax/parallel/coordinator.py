@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Iterator, Optional
 
+from vit_jax.parallel import coordination
+
 READY = 'ready'
 DONE = 'done'
 START_BOUND_S = 60  # to start the interpreter and bind the port
@@ -62,30 +64,19 @@ class ServiceProcess:
 def own_process(linger_s: float) -> Iterator[None]:
   """Inside the block, `jax.distributed.initialize` on process 0 starts the service as a
   `ServiceProcess` instead of in this process."""
-  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-
-  runtime = jax_distributed._jax  # pylint: disable=protected-access
-  original = runtime.get_distributed_runtime_service
-
   def start(bind_address, num_processes, *, heartbeat_timeout=None, shutdown_timeout=None,
             **unused):
     del unused  # recoverable: not offered by this service
     return ServiceProcess(bind_address, num_processes, heartbeat_timeout=heartbeat_timeout,
                           shutdown_timeout=shutdown_timeout, linger_s=linger_s)
 
-  runtime.get_distributed_runtime_service = start
-  try:
+  with coordination.service_started_by(start):
     yield
-  finally:
-    runtime.get_distributed_runtime_service = original
 
 
 def _serve(bind_address: str, num_processes: int, heartbeat_s: int, shutdown_s: int,
            linger_s: float) -> None:
-  from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
-
-  service = _jax.get_distributed_runtime_service(
-      bind_address, num_processes, heartbeat_timeout=heartbeat_s, shutdown_timeout=shutdown_s)
+  service = coordination.start_service(bind_address, num_processes, heartbeat_s, shutdown_s)
   print(READY, flush=True)
   if sys.stdin.readline().strip() != DONE:  # process 0 died without leaving
     time.sleep(linger_s)
