@@ -38,14 +38,18 @@ def plot_curves(jsonl_path: str, png_path: str) -> Optional[str]:
   left.set_ylabel('loss')
   left.set_yscale('log')
   left.legend()
-  for key, label in (('train/accuracy', 'train accuracy'), ('eval/accuracy', 'eval accuracy')):
+  # Accuracies: training and eval top-1, and the few-shot probes' seed means (an MAE run's).
+  fewshot = sorted({k for r in rows for k in r if k.startswith('fewshot/') and k.endswith('shot')})
+  for key, label in (('train/accuracy', 'train accuracy'), ('eval/accuracy', 'eval accuracy'),
+                     *((k, k[len('fewshot/'):]) for k in fewshot)):
     if series(key):
-      right.plot(*series(key), label=label, marker='o' if key.startswith('eval') else None)
+      right.plot(*series(key), label=label, marker=None if key.startswith('train') else 'o')
   right.set_xlabel('step')
   right.set_ylabel('accuracy')
   right.set_ylim(0, 1)
   right.grid(alpha=0.3)
-  right.legend()
+  if right.lines:
+    right.legend()
   final = series('eval/accuracy')
   if final:
     fig.suptitle(f'final eval accuracy {final[1][-1]:.4f}')
