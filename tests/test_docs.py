@@ -35,6 +35,9 @@ ELSEWHERE = (
     (r'kubectl apply -f experiments/launch/kubernetes\.yaml', 'tests/test_launch.py',
      'kubernetes.yaml'),
     (r'bash experiments/gpu_check\.sh', 'tests/test_gpu_check.py', 'gpu_check.sh'),
+    # A package index and a GPU image: the import half and the dry runs are the suite's.
+    (r'bash experiments/device/(wheels|run|rehearse)\.sh', 'tests/test_gpu_check.py',
+     'image_only.py'),
     (r'--workdir=gs://', 'tests/test_object_store.py', 'gs://'),
     (r'python -m pytest -n 0 tests/test_chaos\.py', 'tests/test_chaos.py', 'VIT_JAX_CHAOS_TRIALS'),
 )
