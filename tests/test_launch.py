@@ -126,3 +126,27 @@ def test_the_slurm_launcher_gives_every_gpu_one_process(tmp_path):
   # The control: the old --gpus-per-task=1 header leaves local ranks 1-7 without their GPU.
   old = text.replace('#SBATCH --gpus-per-node=8', '#SBATCH --gpus-per-task=1')
   assert len(_devices_missing(_srun_tasks(tmp_path, old))) == 14
+
+
+@pytest.mark.parametrize('said,requeued', [
+    ('Run preempted at step 700 (SIGTERM): saved; restart the same command to continue.', True),
+    ('Run completed at step 1500. eval/accuracy 0.99', False)])
+def test_a_job_stopped_before_the_end_requeues_itself(tmp_path, said, requeued):
+  """At the time limit SLURM signals the job but does not requeue a job that exits 0: the
+  script does (`scontrol requeue`) when the run stopped early, and not when it finished."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'srun').write_text(f'#!/bin/sh\necho "{said}"\n')
+  (bin_dir / 'scontrol').write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/scontrol\n')
+  for name in ('srun', 'scontrol'):
+    (bin_dir / name).chmod(0o755)
+  env = {**os.environ, 'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'PYTHON': sys.executable,
+         'CONFIG': 'configs/digits.py', 'WORKDIR': str(tmp_path / 'run'), 'REPO_DIR': ROOT,
+         'SLURM_JOB_ID': '4242'}
+  result = subprocess.run(['bash', os.path.join(LAUNCH, 'slurm.sbatch')], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == said
+  assert (tmp_path / 'scontrol').exists() == requeued
+  if requeued:
+    assert (tmp_path / 'scontrol').read_text().split() == ['requeue', '4242']
