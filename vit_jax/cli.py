@@ -19,6 +19,10 @@ from vit_jax.configs import common
 
 _TRACEBACK = flags.DEFINE_bool('traceback', False, 'Show the full traceback of an error.')
 
+# What every `--checkpoint` flag takes (vit_jax.weights.trained_model.load reads each).
+CHECKPOINT_HELP = ('A training workdir, a released or exported .npz, or a timm / Hugging Face '
+                   'checkpoint (a directory, or a .safetensors / .bin file).')
+
 # Our own validation errors only: a ValueError or OSError from JAX, flax or another library is a
 # bug (or an environment problem) and keeps its traceback.
 USER_ERRORS = (errors.UserError, app.UsageError)

@@ -28,7 +28,7 @@ from vit_jax.data import naflex
 from vit_jax.models import sequences
 from vit_jax.weights import preprocessing
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or a released/exported .npz.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP)
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
                              '--checkpoint when omitted.')
 _IMAGE = flags.DEFINE_list('image', None, 'Image files (comma separated). Default: an example '

@@ -23,7 +23,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
                                 '--mode=eval: where report.md and report.json go.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train (and evaluate), or only '
                           'run every evaluator of the config on --checkpoint.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, '--mode=eval: a workdir or an .npz file.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, f'--mode=eval: {cli.CHECKPOINT_HELP}')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start afresh: delete the run in --workdir '
                                '(checkpoints, metrics, config) before training.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of '

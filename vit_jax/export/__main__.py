@@ -14,7 +14,7 @@ from vit_jax import cli
 from vit_jax import export as export_lib
 from vit_jax import storage
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.', required=True)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP, required=True)
 _FORMAT = flags.DEFINE_enum('format', None, export_lib.FORMATS, 'What to write.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'Output file (npz, onnx) or directory.', required=True)
 _MODEL = flags.DEFINE_string('model', None, 'Variant name for an .npz whose shapes are ambiguous.')

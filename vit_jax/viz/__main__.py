@@ -21,7 +21,7 @@ from vit_jax import cli
 from vit_jax.data import images
 from vit_jax.viz import report
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A workdir or an .npz file.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP)
 _IMAGE = flags.DEFINE_string('image', None, 'An image file or a folder of images.')
 _OUT = flags.DEFINE_string('out', None, 'Output folder.')
 _MODEL = flags.DEFINE_string('model', None, 'Variant name for an .npz whose shapes are ambiguous.')
