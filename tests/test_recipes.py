@@ -31,7 +31,7 @@ def _recipe(name, *args):
 
 
 # Every recipe file with the arguments that select its settings (each size, dataset, variant).
-SOURCED = [('digits', ()), ('digits', ('mae',)), ('finetune', ('cifar10',)),
+SOURCED = [('digits', ()), ('digits', ('mae',)), ('smoke', ('i1k_s16',)), ('finetune', ('cifar10',)),
            ('finetune', ('cifar100',)), ('finetune', ('imagenet2012',)),
            ('finetune', ('imagenet2012,512,polyak',)), ('finetune', ('oxford_iiit_pet',)),
            ('finetune', ('oxford_flowers102',)), ('finetune', ('folder',)),

@@ -1,6 +1,8 @@
 """Sources: tfds by name and split expression, image folders (bad files), config dispatch."""
 
+import importlib.util
 import logging
+import os
 import sys
 
 import numpy as np
@@ -127,3 +129,35 @@ def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
     read = _read(source, i)
     assert read['label'] == example['label']
     np.testing.assert_array_equal(tf.io.decode_image(read['image']).numpy(), example['image'])
+
+
+def test_the_synthetic_source_needs_no_data_and_its_labels_can_be_learnt():
+  """data.name='synthetic' (configs/smoke.py): JPEGs of the asked size, the same bytes for the
+  same index, label i % 2 told apart by brightness alone."""
+  source = sources.from_config({'name': 'synthetic', 'split': 'train', 'image_size': 40})
+  assert source.num_examples == sources.SYNTHETIC_EXAMPLES and source.num_classes == 2
+  examples = [source.lookup(tf.constant(i, tf.int64)) for i in range(6)]
+  images = [tf.io.decode_jpeg(e['image']).numpy() for e in examples]
+  assert all(image.shape == (40, 40, 3) for image in images)
+  assert [int(e['label']) for e in examples] == [0, 1, 0, 1, 0, 1]
+  means = [image.mean() for image in images]
+  assert max(means[0::2]) + 60 < min(means[1::2]), means  # dark ~64, bright ~160
+  assert examples[2]['image'].numpy() == source.lookup(tf.constant(2, tf.int64))['image'].numpy()
+  assert examples[2]['image'].numpy() != examples[4]['image'].numpy()
+  with pytest.raises(ValueError, match='data.name="synthetic" has no per-pixel targets'):
+    sources.from_config({'name': 'synthetic', 'split': 'train', 'target': 'segmentation'})
+
+
+@pytest.mark.parametrize('arg', ['digits', 'i1k_s16', 'finetune:cifar10', 'mae_pretrain:B'])
+def test_the_smoke_config_swaps_in_generated_data_for_any_recipe(arg):
+  spec = importlib.util.spec_from_file_location(
+      'smoke', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'configs', 'smoke.py'))
+  smoke = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(smoke)
+  config = smoke.get_config(arg)
+  assert config.data.name == 'synthetic' and not config.evals and config.init_from is None
+  assert config.data.image_size == round(1.15 * config.image_size)
+  assert config.total_steps == smoke.STEPS and config.get('total_epochs', 0) == 0
+  with pytest.raises(ValueError, match='needs a recipe of configs/'):
+    smoke.get_config('nonsense')

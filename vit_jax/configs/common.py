@@ -176,7 +176,7 @@ def data_source(name: str, split: str) -> ml_collections.ConfigDict:
   """Every field a source accepts (vit_jax.data.sources.from_config), settable from flags."""
   return ml_collections.ConfigDict(dict(
       name=name, split=split, data_dir=ml_collections.config_dict.placeholder(str), prepare=False,
-      image_size=ml_collections.config_dict.placeholder(int),  # digits only
+      image_size=ml_collections.config_dict.placeholder(int),  # digits, synthetic
       root=ml_collections.config_dict.placeholder(str), strict=False,  # folders
       image_key='image', label_key='label',
       target=ml_collections.config_dict.placeholder(str),  # a dense dataset's per-pixel feature
