@@ -238,3 +238,14 @@ def test_python_blocks_name_what_exists(page):
       if alias in aliases:
         assert hasattr(importlib.import_module(aliases[alias]), attribute), (
             page, f'{aliases[alias]}.{attribute}')
+
+
+def test_the_config_reference_is_every_field_of_common_with_its_default():
+  """docs/config_reference.md is `python -m vit_jax.configs.reference`: a field added, removed
+  or given another default in vit_jax/configs/common.py fails here until the page follows."""
+  from vit_jax.configs import reference  # pylint: disable=g-import-not-at-top
+  assert set(reference.MEANINGS) == set(reference.fields()), (
+      sorted(set(reference.fields()) ^ set(reference.MEANINGS)))
+  with open(os.path.join(ROOT, 'docs', 'config_reference.md'), encoding='utf-8') as f:
+    assert f.read() == reference.markdown(), (
+        'regenerate: python -m vit_jax.configs.reference > docs/config_reference.md')
