@@ -17,6 +17,8 @@ import transformers
 from vit_jax import infer
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
+from vit_jax.data import naflex
+from vit_jax.models import vit
 from vit_jax.data import preprocess
 from vit_jax.weights import preprocessing
 
@@ -202,3 +204,46 @@ def test_fine_tuning_takes_the_source_statistics_and_resumes(tmp_path, digits_da
   shutil.rmtree(source)
   result = loop.train_and_evaluate(config(), workdir)
   assert result['step'] == 2
+
+
+def _photos() -> list[str]:
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (its photographs' paths)
+  folder = os.path.join(os.path.dirname(datasets.__file__), 'images')
+  return [os.path.join(folder, name) for name in ('china.jpg', 'flower.jpg')]
+
+
+def test_a_siglip2_directory_with_its_processor_predicts_as_transformers(tmp_path):
+  """A `Siglip2VisionModel` saved with its own `Siglip2ImageProcessor` (max_num_patches,
+  patch_size): the processor becomes our `naflex(16, 64)|value_range(-1, 1)`, its budget is
+  infer's default, and on real photographs (4:3, cropped to other aspect ratios) our pixels
+  and pooled features equal the processor's and the model's."""
+  config = transformers.Siglip2VisionConfig(
+      hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      patch_size=16, num_patches=64, num_channels=3)
+  model = _randomize(transformers.Siglip2VisionModel(config)).eval()
+  model.save_pretrained(tmp_path)
+  processor = transformers.Siglip2ImageProcessor(max_num_patches=64, patch_size=16)
+  processor.save_pretrained(tmp_path)
+  loaded = trained_model.load(str(tmp_path))
+  assert loaded.pp == 'naflex(16, 64)|value_range(-1, 1)'
+  assert preprocessing.naflex_budget(loaded.pp) == 64
+  paths = []
+  for index, path in enumerate(_photos()):  # 427x640, and crops of 1:3 and 2:1
+    image = Image.open(path).convert('RGB')
+    for box in ((0, 0, 640, 427), (100, 0, 240, 420), (0, 100, 600, 400)):
+      paths.append(str(tmp_path / f'{index}_{box[2]}x{box[3]}.png'))
+      image.crop(box).save(paths[-1])
+  inputs = processor([Image.open(p).convert('RGB') for p in paths], return_tensors='pt')
+  with torch.no_grad():
+    theirs = model(**inputs).pooler_output.numpy()
+  seqs = naflex.image_files(paths, 'value_range(-1, 1)', 16, 64)
+  mask = inputs['pixel_attention_mask'].numpy().astype(bool)
+  ours_pixels = np.asarray(seqs.patches)
+  assert ours_pixels.shape[:2] == mask.shape
+  np.testing.assert_array_equal(np.asarray(seqs.segments) > 0, mask)
+  difference = np.abs(ours_pixels[mask] - inputs['pixel_values'].numpy()[mask])
+  assert difference.mean() < 0.01 and np.quantile(difference, 0.99) < 0.05
+  ours = np.asarray(vit.representations(loaded.model, loaded.params, seqs)['pooled'])[:, 0]
+  np.testing.assert_allclose(ours, theirs, atol=0.02 * np.abs(theirs).max())
+  predictions = infer.run(checkpoint_path=str(tmp_path), image_paths=paths, top_k=3)
+  assert [p.classes for p in predictions] == np.argsort(-theirs, axis=1)[:, :3].tolist()

@@ -40,7 +40,9 @@ _LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per
                                "the checkpoint's own, e.g. a workdir's labels.txt).")
 _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
 _NAFLEX = flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
-                               'ratio as a sequence of at most this many patches (docs/naflex.md).')
+                               'ratio as a sequence of at most this many patches (docs/naflex.md). '
+                               "Default: a NaFlex checkpoint's own budget (SigLIP 2's "
+                               'max_num_patches).')
 
 
 @dataclasses.dataclass
@@ -89,6 +91,7 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
         naflex_patches: Optional[int] = None) -> list[Prediction]:
   model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
+  naflex_patches = naflex_patches or preprocessing.naflex_budget(pp)  # a NaFlex checkpoint's own
   if naflex_patches:
     images = naflex.image_files(image_paths, preprocessing.value_op_or_default(pp),
                                 tuple(model.patches['size'])[0], naflex_patches)

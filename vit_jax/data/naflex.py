@@ -38,12 +38,13 @@ def budget_grid(height: int, width: int, patch_size: int, max_patches: int,
     side_ok = max_side is None or max(rows, columns) * patch_size <= max_side
     return rows * columns <= max_patches and side_ok
 
-  low, high = 0.0, 1.0
-  if upscale:
-    high = 2.0 * math.sqrt(max_patches) * patch_size / min(height, width) + 1.0
-  if fits(high):
-    return grid(high)
-  for _ in range(60):  # bisection on the scale: fits(low) always holds (1 x 1 patches)
+  if not upscale and fits(1.0):
+    return grid(1.0)
+  # Bisection on the scale as transformers' Siglip2ImageProcessor does it (from 1e-6 to 100,
+  # until the bounds are 1e-5 apart): the same grid at the budget's edge, where the rows' and
+  # columns' rounding decide (fits(low) always holds: 1 x 1 patches).
+  low, high = 1e-6, 100.0
+  while high - low >= 1e-5:
     middle = (low + high) / 2
     low, high = (middle, high) if fits(middle) else (low, middle)
   return grid(low)

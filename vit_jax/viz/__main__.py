@@ -29,7 +29,9 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, "Input resolution (defaul
                                    "checkpoint's own; position embeddings are resampled).")
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 64, 'At most this many images from a folder.')
 _NAFLEX = flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
-                               'ratio as a sequence of at most this many patches (docs/naflex.md).')
+                               'ratio as a sequence of at most this many patches (docs/naflex.md). '
+                               "Default: a NaFlex checkpoint's own budget (SigLIP 2's "
+                               'max_num_patches).')
 
 
 def main(argv):

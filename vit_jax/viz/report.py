@@ -70,6 +70,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
   (a patch budget) each image keeps its aspect ratio, as a NaFlex sequence."""
 
   loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
+  naflex = naflex or preprocessing.naflex_budget(loaded.pp)  # a NaFlex checkpoint's own budget
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
   prefix = geometry.num_prefix_tokens(config)
   stride = geometry.patch_stride(config)[0]

@@ -70,8 +70,39 @@ def image_ops(pp: str) -> str:
   return '|'.join(op for op in pp_spec.ops(pp) if pp_spec.parse_op(op)[0] in IMAGE_OPS)
 
 
+def _from_siglip2(config: Mapping[str, Any], source: str) -> str:
+  """`Siglip2ImageProcessor`: each image resized (bilinear) to the largest patch grid of at most
+  `max_num_patches` that keeps its aspect ratio, rescaled and normalised -> our
+  `naflex(patch_size, max_num_patches)` op and the value op."""
+  unknown = sorted(k for k in config if k not in _HF_HARMLESS | {'patch_size', 'max_num_patches'})
+  if unknown:
+    raise errors.UserError(f'{source}: preprocessor_config.json field {unknown[0]!r} is not one we '
+                           'follow for a NaFlex processor.')
+  if config.get('resample', 2) != 2 or not config.get('do_resize', True):
+    raise errors.UserError(f'{source}: preprocessor_config.json: a NaFlex processor must resize '
+                           f'bilinearly (resample 2); found resample={config.get("resample")!r}, '
+                           f'do_resize={config.get("do_resize", True)!r}.')
+  if not math.isclose(float(config.get('rescale_factor', 1 / 255)), 1 / 255, rel_tol=1e-6):
+    raise errors.UserError(f'{source}: preprocessor_config.json rescale_factor: only 1/255 is '
+                           'followed.')
+  norm = (_norm_op(config.get('image_mean', (0.5,) * 3), config.get('image_std', (0.5,) * 3))
+          if config.get('do_normalize', True) else 'value_range(0, 1)')
+  return f'naflex({int(config["patch_size"])}, {int(config["max_num_patches"])})|{norm}'
+
+
+def naflex_budget(pp: str) -> Optional[int]:
+  """The `max_patches` of a transform's naflex op (a NaFlex checkpoint's natural budget)."""
+  for op in pp_spec.ops(pp):
+    name, args, kwargs = pp_spec.parse_op(op)
+    if name == 'naflex':
+      return int(args[1] if len(args) > 1 else kwargs['max_patches'])
+  return None
+
+
 def from_hf(config: Mapping[str, Any], source: str) -> str:
   """A `preprocessor_config.json` -> pp string; a ValueError naming a field we cannot follow."""
+  if 'max_num_patches' in config and 'patch_size' in config:  # SigLIP 2's NaFlex processor
+    return _from_siglip2(config, source)
   unknown = sorted(k for k in config if k not in _HF_HARMLESS)
   if unknown:
     raise errors.UserError(f'{source}: preprocessor_config.json field {unknown[0]!r} is not one we '
