@@ -99,6 +99,7 @@ REFUSED = [
     ('vit_base_patch16_rpn_224', 'post-norm residual blocks'),
     ('aimv2_large_patch14_224', 'RMSNorm'),
     ('vit_base_patch16_xp_224', 'parallel attention and MLP branches'),
+    ('naflexvit_base_patch16_gap', 'NaFlex variable-resolution patches'),
 ]
 
 
@@ -178,3 +179,17 @@ def test_lone_safetensors_says_what_it_assumed(tmp_path, caplog):
   assert 'no config.json: assumed gelu MLPs, LayerNorm eps 1e-06' in caplog.text
   assert len([r for r in caplog.records if 'assumed' in r.getMessage()]) == 1
   _compare(model, loaded)
+
+
+def test_a_lone_naflexvit_file_is_refused_naming_naflex(tmp_path):
+  """Without timm's config.json beside it, a NaFlexViT state dict (`embeds.*`) is still refused
+  naming its feature, not as a file of unknown entries."""
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  model = timm.create_model('naflexvit_base_patch16_gap', pretrained=False, embed_dim=32, depth=1,
+                            num_heads=2, num_classes=5)
+  path = str(tmp_path / 'model.safetensors')
+  safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+  with pytest.raises(ValueError, match=r'timm NaFlexViT uses NaFlex variable-resolution '
+                                       r'patches .*refused') as error:
+    trained_model.load(path)
+  assert '\n' not in str(error.value)

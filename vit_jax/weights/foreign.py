@@ -273,6 +273,12 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
     params, fields, pp = _from_hf(path, state, config, model_name, read)
   elif 'patch_embed.proj.weight' in state:
     params, fields, pp = _from_timm(path, state, config, model_name, read)
+  elif 'embeds.proj.weight' in state:  # timm's NaFlexEmbeds (naflexvit_*)
+    name = (config or {}).get('architecture') or 'NaFlexViT'
+    raise errors.UserError(
+        f'{path}: timm {name} uses NaFlex variable-resolution patches in timm\'s layout '
+        '(embeds.proj, embeds.pos_embed), which we do not read: refused. SigLIP 2 NaFlex towers '
+        'load from transformers and big_vision files (docs/naflex.md).')
   else:
     raise errors.UserError(
         f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '
