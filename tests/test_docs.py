@@ -11,6 +11,7 @@ blocks must compile and name only attributes our modules have.
 
 import ast
 import importlib
+import json
 import os
 import re
 import shlex
@@ -249,3 +250,26 @@ def test_the_config_reference_is_every_field_of_common_with_its_default():
   with open(os.path.join(ROOT, 'docs', 'config_reference.md'), encoding='utf-8') as f:
     assert f.read() == reference.markdown(), (
         'regenerate: python -m vit_jax.configs.reference > docs/config_reference.md')
+
+
+def _mae_payoff_quotes(results):
+  """The docs' MAE table: per figure, the three seeds' values as the page prints them."""
+  rows = results['rows']
+  cells = lambda values: ' | '.join(f'{v:.3f}' for v in values)  # pylint: disable=unnecessary-lambda-assignment
+  return [cells(r['losses']['model'] for r in rows), cells(r['mae_10shot'] for r in rows),
+          cells(r['random_10shot'] for r in rows), cells(r['finetuned_top1'] for r in rows),
+          cells(r['scratch_top1'] for r in rows)]
+
+
+# (page, a results file of experiments/results/, what the page must quote from it)
+QUOTED = [('docs/objectives.md', 'mae_payoff.json', _mae_payoff_quotes)]
+
+
+@pytest.mark.parametrize('page,results,quotes', QUOTED)
+def test_numbers_a_page_quotes_from_experiments_match_the_file(page, results, quotes):
+  with open(os.path.join(ROOT, 'experiments', 'results', results), encoding='utf-8') as f:
+    expected = quotes(json.load(f))
+  with open(os.path.join(ROOT, page), encoding='utf-8') as f:
+    text = f.read()
+  for quote in expected:
+    assert quote in text, (page, results, quote)
