@@ -1,7 +1,7 @@
 """Any recipe's smoke run: its model, optimizer and train step on generated data, no download.
 
-  python -m vit_jax.main --config=configs/smoke.py:i1k_s16 --workdir=/tmp/smoke
-  python -m vit_jax.main --config=configs/smoke.py:finetune:cifar10 --workdir=/tmp/smoke_ft
+  python -m vit_jax.main --config=configs/smoke.py:i1k_s16 --workdir=workdirs/smoke
+  python -m vit_jax.main --config=configs/smoke.py:finetune:oxford_iiit_pet --workdir=workdirs/smoke_pets
 
 The argument is `<recipe>[:<its argument>]` (configs/<recipe>.py). The recipe's training data
 becomes `data.name='synthetic'` (vit_jax/data/sources.py: JPEG noise whose brightness is its
