@@ -22,6 +22,8 @@ count and names come from it and, without a val/ folder, 10% of each class is he
       --config.init_from=ViT-B_16.npz --workdir=runs/pets
 """
 
+import ml_collections
+
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.configs import sources
@@ -108,7 +110,8 @@ def get_config(arg='cifar10'):
   config = common.get_config()
   config.model_name = 'ViT-B_16'
   config.model.dtype = 'auto'  # bf16 on GPU/TPU (docs/accelerators.md), float32 on CPU
-  config.num_classes = classes
+  # A folder's classes come from its sub-folders: unset, but settable (`vit_jax.plan` needs it).
+  config.num_classes = classes if classes else ml_collections.config_dict.placeholder(int)
   config.image_size = size
   # Set --config.init_from=<released .npz or workdir>.
   config.data.name, config.data.split = dataset, train_split
