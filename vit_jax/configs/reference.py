@@ -69,7 +69,7 @@ MEANINGS = {
     'mae.norm_pix_loss': 'each target patch normalised by its own mean and variance',
     'distill.teacher': 'the teacher: anything `--checkpoint` accepts',
     'distill.kind': '`hard` | `soft`: DeiT\'s distillation loss',
-    'distill.alpha': 'the distillation term\'s weight (soft)',
+    'distill.alpha': 'the distillation term\'s weight',
     'distill.tau': 'the soft distillation\'s temperature',
     'dense.task': '`segmentation` | `depth`',
     'dense.head': '`linear` | `mask_transformer` | `multilevel`',
