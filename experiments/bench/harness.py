@@ -341,7 +341,8 @@ def main():
   parser.add_argument('--variants', default='B/16')
   parser.add_argument('--batches', default='256', help='batch per device')
   parser.add_argument('--dtypes', default='bfloat16')
-  parser.add_argument('--layouts', default='dp')
+  parser.add_argument('--sharding', default='dp', help='sharding presets, as config.sharding: '
+                      'dp,fsdp,fsdp_tp')
   parser.add_argument('--remat', default='none')
   parser.add_argument('--attention', default='auto')
   parser.add_argument('--iters', type=int, default=10)
@@ -367,7 +368,7 @@ def main():
              'remat': r, 'attention': a, 'iters': args.iters}
             for v, b, d, l, r, a in itertools.product(
                 args.variants.split(','), args.batches.split(','), args.dtypes.split(','),
-                args.layouts.split(','), args.remat.split(','), args.attention.split(','))]
+                args.sharding.split(','), args.remat.split(','), args.attention.split(','))]
   failed = failures(sweep(rows, args.out, args.tag, args.tiny, args.timeout, args.budget))
   if failed:  # the table is incomplete: say which rows and why, and exit non-zero
     print('\n'.join(failed), file=sys.stderr, flush=True)
