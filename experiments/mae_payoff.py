@@ -12,7 +12,7 @@ For each seed:
   python experiments/mae_payoff.py [--seeds=0,1,2] [--steps=<recipe default>]
       # -> experiments/results/mae_payoff.{md,json}
 
-tests/test_mae.py::test_the_digits_mae_pays_off runs `payoff` on the recipe's defaults.
+tests/test_mae_payoff.py runs `payoff` on the recipe's defaults.
 """
 
 import argparse

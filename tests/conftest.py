@@ -82,11 +82,11 @@ def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
 # xdist hands out files in collection order (`--no-loadscope-reorder` in pytest.ini), so these
 # start first and the short files fill the workers at the end, instead of one worker running a
 # long file alone.
-LONGEST_FIRST = ('test_mae.py',  # ~400 s: the digits MAE's three-seed payoff
+LONGEST_FIRST = ('test_mae_payoff.py',  # ~300 s: the digits MAE's three seeds
                  'test_recipe_training.py', 'test_recipe_training_scratch.py',  # ~300 s
                  'test_multihost_runs.py', 'test_dense_training.py', 'test_docs.py',  # ~280 s
                  'test_vit.py', 'test_sequences.py', 'test_object_store.py', 'test_gpu_check.py',
-                 'test_timm_import.py', 'test_plan.py', 'test_step.py',
+                 'test_timm_import.py', 'test_mae.py', 'test_plan.py', 'test_step.py',
                  'test_checkpoint.py', 'test_workflow.py')  # 136 to 66 s
 
 
