@@ -273,3 +273,25 @@ def test_numbers_a_page_quotes_from_experiments_match_the_file(page, results, qu
     text = f.read()
   for quote in expected:
     assert quote in text, (page, results, quote)
+
+
+def _anchors(path: str) -> set[str]:
+  """The GitHub anchors of a Markdown file's headings."""
+  with open(path, encoding='utf-8') as f:
+    headings = re.findall(r'^#+ (.*)$', f.read(), flags=re.M)
+  return {re.sub(r'[^\w\- ]', '', h.strip().lower()).replace(' ', '-') for h in headings}
+
+
+@pytest.mark.parametrize('page', PAGES + ['experiments/README.md'])
+def test_every_link_and_anchor_resolves(page):
+  with open(os.path.join(ROOT, page), encoding='utf-8') as f:
+    text = re.sub(r'```.*?```', '', f.read(), flags=re.S)  # code blocks hold no links
+  for target in re.findall(r'\]\(([^)\s]+)\)', text):
+    if target.startswith(('http://', 'https://')):
+      continue
+    path, _, anchor = target.partition('#')
+    found = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path)) if path else (
+        os.path.join(ROOT, page))
+    assert os.path.exists(found), (page, target)
+    if anchor and found.endswith('.md'):
+      assert anchor in _anchors(found), (page, target)
