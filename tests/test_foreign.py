@@ -441,9 +441,9 @@ def test_dinov3_rope_registers_and_gated_mlp_at_square_and_other_sizes(tmp_path,
 
 
 @pytest.mark.parametrize('make,feature', [
-    (lambda: transformers.BeitModel(transformers.BeitConfig(**COMMON)),
-     'relative position bias'),
-], ids=['beit'])
+    (lambda: transformers.Aimv2VisionModel(transformers.Aimv2VisionConfig(**COMMON)),
+     'RMSNorm'),
+], ids=['aimv2'])
 def test_families_we_lack_are_refused_naming_the_feature(tmp_path, make, feature):
   make().save_pretrained(tmp_path)
   with pytest.raises(ValueError, match=f'{feature}.*refused') as error:
@@ -508,3 +508,62 @@ def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
   with caplog.at_level('WARNING'):
     run._warn_on_other_statistics(config, loaded)  # pylint: disable=protected-access
   assert not caplog.text
+
+
+BEIT_KINDS = {
+    # BEiT fine-tuned: a relative position table per block, mean pooling + pooler.layernorm.
+    'beit': (transformers.BeitConfig, transformers.BeitForImageClassification,
+             dict(use_relative_position_bias=True)),
+    # Data2Vec-vision: one table shared by every block beside an absolute position table.
+    'data2vec-vision': (transformers.Data2VecVisionConfig,
+                        transformers.Data2VecVisionForImageClassification,
+                        dict(use_shared_relative_position_bias=True,
+                             use_absolute_position_embeddings=True)),
+    # The class token after the final layernorm.
+    'beit-token': (transformers.BeitConfig, transformers.BeitForImageClassification,
+                   dict(use_relative_position_bias=True, use_mean_pooling=False)),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(BEIT_KINDS))
+def test_beit_and_data2vec_vision_give_transformers_logits(tmp_path, kind):
+  config_class, model_class, fields = BEIT_KINDS[kind]
+  model = _randomize(model_class(config_class(**COMMON, num_labels=4, **fields)), seed=11)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  assert loaded.model_config.classifier == ('token' if kind == 'beit-token' else 'gap')
+  images = _images(11)
+  with torch.no_grad():
+    _close(_apply(loaded, images), model(_torch_in(images)).logits)
+
+
+def test_beit_at_another_grid_resamples_its_tables_as_transformers_does(tmp_path):
+  """A BEiT of 4x4 patches on 32x48 images (4x6 patches) and on 48x24 (6x3): transformers'
+  `interpolate_pos_encoding` resamples each block's table bilinearly; ours does the same."""
+  config = transformers.BeitConfig(**COMMON, num_labels=4, use_relative_position_bias=True)
+  model = _randomize(transformers.BeitForImageClassification(config), seed=12)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  for height, width in ((32, 48), (48, 24)):
+    images = np.random.default_rng(12).uniform(-1, 1, (2, height, width, 3)).astype(np.float32)
+    with torch.no_grad():
+      theirs = model(_torch_in(images), interpolate_pos_encoding=True).logits
+    _close(_apply(loaded, images), theirs)
+
+
+def test_fine_tuning_a_beit_at_another_size_resamples_its_tables_once(tmp_path):
+  """`adapt_params` into a model for 48x48 images (6x6 patches): the tables are resampled
+  offline to the new grid, and the model then equals transformers' at 48x48."""
+  config = transformers.BeitConfig(**COMMON, num_labels=4, use_relative_position_bias=True)
+  model = _randomize(transformers.BeitForImageClassification(config), seed=13)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  images = np.random.default_rng(13).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
+  init = loaded.model.init(jax.random.PRNGKey(0), images, train=False)['params']
+  table = 'Transformer/encoderblock_0/MultiHeadDotProductAttention_0/relative_position_bias'
+  assert param_names.flatten(init)[table].shape == (11 * 11 + 3, 4)
+  adapted = checkpoint.adapt_params(loaded.params, init, reset_head=False, grid_shape=(6, 6))
+  assert param_names.flatten(adapted)[table].shape == (11 * 11 + 3, 4)
+  with torch.no_grad():
+    theirs = model(_torch_in(images), interpolate_pos_encoding=True).logits
+  _close(np.asarray(loaded.model.apply({'params': adapted}, images, train=False)), theirs)

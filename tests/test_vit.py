@@ -261,3 +261,35 @@ def test_init_returns_parameters_only_with_the_official_counts(name, size):
       jax.random.key(0), jnp.ones((2, 224, 224, 3)), train=False))
   assert set(variables) == {'params'}
   assert sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables)) == size
+
+
+@pytest.mark.parametrize('scan,remat', [(True, 'none'), (False, 'full'), (True, 'dots')])
+def test_relative_position_bias_composes_with_scan_remat_and_attention_routes(scan, remat):
+  """BEiT's tables (per block and shared): scanned, rematerialised and through XLA's fused
+  attention, the logits and gradients equal the plain loop's with explicit attention; a table
+  shifts attention (a zero table and a random one give different logits)."""
+  fields = dict(posemb='none', rel_pos_bias=True, shared_rel_pos_bias=True, classifier='gap',
+                class_token=True, fc_norm=True)
+  images = np.random.default_rng(5).uniform(-1, 1, (2, 16, 24, 3)).astype(np.float32)
+  plain = models.VisionTransformer(num_classes=5, attention_impl='explicit',
+                                   **_tiny_config(**fields))
+  other = models.VisionTransformer(num_classes=5, scan=scan, remat=remat, attention_impl='xla',
+                                   **_tiny_config(**fields))
+  params = _init(plain, images)
+  table = params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_0'][
+      'relative_position_bias']
+  assert table.shape == (7 * 11 + 3, 4) and params['Transformer']['relative_position_bias'].shape == (
+      7 * 11 + 3, 4)
+  other_params = models.stack_encoder_blocks(params) if scan else params
+  loss = lambda model, p: jnp.sum(model.apply({'params': p}, images, train=False) ** 2)  # pylint: disable=unnecessary-lambda-assignment
+  value, grads = jax.value_and_grad(lambda p: loss(plain, p))(params)
+  other_value, other_grads = jax.value_and_grad(lambda p: loss(other, p))(other_params)
+  np.testing.assert_allclose(other_value, value, rtol=1e-5)
+  if scan:
+    other_grads = models.unstack_encoder_blocks(other_grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               other_grads, grads)
+  flat = jax.tree_util.tree_map(np.asarray, params)
+  flat['Transformer']['relative_position_bias'] = np.zeros_like(
+      flat['Transformer']['relative_position_bias'])
+  assert not np.allclose(loss(plain, flat), value)

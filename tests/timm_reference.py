@@ -66,11 +66,11 @@ def import_timm():
 
 
 # timm modules whose architectures are ViTs we may read, and the feature the others lack.
-READ_MODULES = ('vision_transformer', 'deit')
+READ_MODULES = ('vision_transformer', 'deit', 'beit')
 REFUSED_MODULES = {
     'eva': 'rotary position embeddings (RoPE) and EVA blocks',
-    'vision_transformer_relpos': 'relative position bias',
-    'beit': 'relative position bias (BEiT)',
+    'vision_transformer_relpos': ("timm's relpos attention (a relative position MLP, or a "
+                                  'table without class-token rows)'),
     'naflexvit': 'NaFlex variable-resolution patches',
     'vision_transformer_hybrid': 'a CNN stem (timm hybrid)',
     'vision_transformer_sam': 'windowed attention with relative positions (SAM)',
@@ -79,8 +79,8 @@ _ACTIVATIONS = {'GELU': 'gelu', 'GELUTanh': 'gelu_tanh', 'QuickGELU': 'quick_gel
 
 
 def architecture_fields(model):
-  """(heads, activation, LayerNorm eps, gated MLP) of a timm VisionTransformer, or the feature
-  that our model lacks (a string)."""
+  """(heads, activation, LayerNorm eps, gated MLP) of a timm VisionTransformer or Beit, or the
+  feature that our model lacks (a string)."""
   block = model.blocks[0]
   kind = type(block).__name__
   if kind != 'Block':
@@ -93,7 +93,8 @@ def architecture_fields(model):
   if type(block.attn).__name__ != 'Attention':
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
-  if type(block.attn.norm).__name__ != 'Identity' or type(block.mlp.norm).__name__ != 'Identity':
+  inner = (getattr(block.attn, 'norm', None), getattr(block.mlp, 'norm', None))  # Beit: none
+  if any(n is not None and type(n).__name__ != 'Identity' for n in inner):
     return 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)'
   if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':
     return 'no final norm'

@@ -31,6 +31,7 @@ from vit_jax import param_names
 from vit_jax.weights import foreign
 from vit_jax.models import stacking
 from vit_jax.models import patch_embed
+from vit_jax.models import posemb as posemb_lib
 
 POSEMB_PATH = ('Transformer', 'posembed_input', 'pos_embedding')
 _POSEMB_PREFIX = ('cls', 'dist')  # tokens with a position-table row, in sequence order
@@ -285,6 +286,19 @@ def _adapt_patch_kernel(restored_flat, init_flat, from_init):
     restored_flat[key] = patch_embed.resample_patch_embed(restored_flat[key], new_shape[:2])
 
 
+def _adapt_relative_tables(restored_flat, init_flat, from_init, grid_shape):
+  """BEiT's relative position tables of a square grid resampled to the model's, in place."""
+  for key, init_value in init_flat.items():
+    value = restored_flat.get(key)
+    if (not key.endswith('relative_position_bias') or value is None or from_init(key)
+        or value.shape == init_value.shape):
+      continue
+    rows = init_value.shape[0] - 3
+    grid = tuple(grid_shape) if grid_shape is not None else ((math.isqrt(rows) + 1) // 2,) * 2
+    logging.info('Resampling %s from %d to %d rows.', key, value.shape[0], init_value.shape[0])
+    restored_flat[key] = np.asarray(posemb_lib.resample_relative_table(value, grid))
+
+
 def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
                  source: str = 'checkpoint', dont_load: Sequence[str] = (),
                  reset_head: bool = True, grid_shape: Optional[Sequence[int]] = None,
@@ -302,6 +316,7 @@ def adapt_params(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   restored_flat = flatten(restored)
   _adapt_posemb(restored_flat, init_flat, from_init, grid_shape, pretrained_grid_shape)
   _adapt_patch_kernel(restored_flat, init_flat, from_init)
+  _adapt_relative_tables(restored_flat, init_flat, from_init, grid_shape)
 
   if 'pre_logits/kernel' not in init_flat:
     restored_flat = {k: v for k, v in restored_flat.items() if not k.startswith('pre_logits/')}

@@ -27,7 +27,8 @@ MEANINGS = {
     'model.classifier': '`token` | `gap` | `map` | `token_gap` | `unpooled` | `token_unpooled`: '
                         'the pooling ([models.md](models.md#model-fields))',
     'model.head_bias_init': 'the head bias\'s initial value (e.g. -10 for sigmoid losses)',
-    'model.posemb': '`learn` | `sincos2d` | `rope`: the position embedding',
+    'model.posemb': '`learn` | `sincos2d` | `rope` | `none`: the position embedding (`none`: '
+                    'positions from a relative position bias alone, BEiT)',
     'model.stochastic_depth': 'drop-path rate of the last block (linear from 0)',
     'model.dtype': '`auto` | `float32` | `bfloat16` | `float16`: the compute dtype (`auto`: '
                    'bfloat16 on GPU/TPU)',
@@ -49,6 +50,8 @@ MEANINGS = {
     'model.fc_norm': 'the final LayerNorm after pooling instead of before it',
     'model.gated_mlp': 'SwiGLU MLP',
     'model.rope_theta': 'the RoPE base with `posemb=\'rope\'`',
+    'model.rel_pos_bias': 'a relative position bias table in every block (BEiT)',
+    'model.shared_rel_pos_bias': 'one relative position bias table shared by every block (BEiT)',
     'model.attention_impl': '`auto` | `xla` | `cudnn` | `explicit`: how attention runs',
     'model.linear_probe': 'MAE\'s linear probe: frozen encoder, BatchNorm before the head',
     'model.head_init_std': 'the head kernel\'s normal init (0: zeros)',

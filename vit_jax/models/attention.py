@@ -99,7 +99,9 @@ class MultiHeadAttention(nn.Module):
     ([b, heads, q, k]) are also recorded with `sow('intermediates', 'attention_weights')`.
   For self-attention (`inputs_q is inputs_kv`) the three projections run as one GEMM.
   `mask` ([b, 1, q, k] bool, True: attend) hides keys: NaFlex padding and other images of a
-  packed sequence (`sequences.attention_mask`); every route takes it, cuDNN included.
+  packed sequence (`sequences.attention_mask`); every route takes it, cuDNN included. `bias`
+  ([1, heads, q, k]) is added to the logits (a shared relative position bias), as is this
+  layer's own relative position bias with `rel_pos_grid`; with either, cuDNN gives way to XLA.
   """
 
   num_heads: int
@@ -113,10 +115,14 @@ class MultiHeadAttention(nn.Module):
   layer_norm_eps: float = 1e-6
   # 2-D RoPE on the patch tokens of self-attention: ((rows, columns), theta, prefix tokens).
   rope: Optional[tuple[tuple[int, int], float, int]] = None
+  # BEiT's relative position bias of this layer's own (`relative_position_bias`, a table
+  # [(2 rows - 1)(2 columns - 1) + 3, heads]) on [cls, patches] of a (rows, columns) grid.
+  rel_pos_grid: Optional[tuple[int, int]] = None
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, *,
-               deterministic: bool, mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+               deterministic: bool, mask: Optional[jnp.ndarray] = None,
+               bias: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise errors.UserError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}.')
@@ -129,8 +135,14 @@ class MultiHeadAttention(nn.Module):
                                 param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                 name=name)() for name in ('query', 'key', 'value')]
 
+    if self.rel_pos_grid is not None:
+      table = posemb_lib.relative_position_table(self, self.rel_pos_grid, num_heads)
+      own = posemb_lib.relative_position_bias(table, self.rel_pos_grid)
+      bias = own if bias is None else bias + own
     dropout_active = not deterministic and self.dropout_rate > 0
     chosen = choose(self.implementation, self.dtype, head_dim)
+    if bias is not None and chosen == 'cudnn':
+      chosen = 'xla'
     explicit = (dropout_active or self.is_mutable_collection('intermediates')
                 or chosen == 'explicit')
     axes = 'bhtd' if explicit else 'bthd'  # the einsum's output order
@@ -140,8 +152,8 @@ class MultiHeadAttention(nn.Module):
     bias_shape = (num_heads, 1, head_dim) if explicit else (1, num_heads, head_dim)
     if inputs_q is inputs_kv:  # self-attention: q, k and v from one [width, 3 * width] GEMM
       kernel = jnp.stack([k for k, _ in projections])
-      bias = jnp.stack([b.reshape(bias_shape) for _, b in projections])[:, None]
-      qkv = jnp.einsum(f'btc,schd->s{axes}', inputs_q.astype(self.dtype), kernel) + bias
+      qkv_bias = jnp.stack([b.reshape(bias_shape) for _, b in projections])[:, None]
+      qkv = jnp.einsum(f'btc,schd->s{axes}', inputs_q.astype(self.dtype), kernel) + qkv_bias
       query, key, value = qkv[0], qkv[1], qkv[2]
     else:
       query, key, value = (
@@ -160,6 +172,8 @@ class MultiHeadAttention(nn.Module):
     if explicit:
       logits = jnp.einsum('bhqd,bhkd->bhqk', query, key) / jnp.sqrt(head_dim).astype(query.dtype)
       logits = logits.astype(jnp.float32)
+      if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
       if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
       weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
@@ -170,7 +184,9 @@ class MultiHeadAttention(nn.Module):
     elif chosen == 'cudnn':
       x = _cudnn(query, key, value, mask)
     else:
-      x = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation='xla')
+      x = jax.nn.dot_product_attention(
+          query, key, value, mask=mask, implementation='xla',
+          bias=None if bias is None else bias.astype(query.dtype))
 
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,

@@ -1,5 +1,6 @@
-"""Position embeddings: learned (the paper), fixed 2-D sin-cos (MoCo v3, big_vision), and 2-D rotary
-embeddings of queries and keys (RoPE, as DINOv3 uses them)."""
+"""Position embeddings: learned (the paper), fixed 2-D sin-cos (MoCo v3, big_vision), 2-D rotary
+embeddings of queries and keys (RoPE, as DINOv3 uses them), and BEiT's relative position bias of
+the attention logits."""
 
 import math
 from typing import Any, Callable, Optional
@@ -64,6 +65,63 @@ def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, token_axis: i
   first, second = jnp.split(patches, 2, axis=-1)
   rotated = patches * cos + jnp.concatenate([-second, first], axis=-1) * sin
   return jnp.concatenate([prefix, rotated], axis=token_axis)
+
+
+def relative_position_index(height: int, width: int) -> np.ndarray:
+  """BEiT's [t, t] index (t = 1 + height * width: the class token, then the patches in row-major
+  order) into a relative position table of (2 height - 1)(2 width - 1) + 3 rows: one row per
+  offset (dy, dx) between two patches, then three rows for class -> patch, patch -> class and
+  class -> class."""
+  y, x = np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+  y, x = y.ravel(), x.ravel()
+  offsets = ((y[:, None] - y[None, :] + height - 1) * (2 * width - 1)
+             + (x[:, None] - x[None, :] + width - 1))
+  rows = (2 * height - 1) * (2 * width - 1)
+  index = np.empty((height * width + 1,) * 2, np.int32)
+  index[1:, 1:] = offsets
+  index[0, :] = rows
+  index[:, 0] = rows + 1
+  index[0, 0] = rows + 2
+  return index
+
+
+def relative_position_table(module: nn.Module, grid: tuple[int, int], heads: int) -> jnp.ndarray:
+  """`module`'s `relative_position_bias` table: the stored one as it is (it may be for another
+  grid: `relative_position_bias` resamples it), else a new zero table for `grid`."""
+  if module.has_variable('params', 'relative_position_bias'):
+    return module.get_variable('params', 'relative_position_bias')
+  rows, columns = grid
+  return module.param('relative_position_bias', nn.initializers.zeros,
+                      ((2 * rows - 1) * (2 * columns - 1) + 3, heads), jnp.float32)
+
+
+def resample_relative_table(table, grid: tuple[int, int]):
+  """A relative position table [(2h-1)(2w-1) + 3, heads] for the (h, w) patch grid, from one of
+  that grid (unchanged) or of a square grid, as transformers' BEiT resamples it with
+  `interpolate_pos_encoding`: the offset rows, a (2s-1) x (2s-1) grid, bilinearly (half-pixel
+  centres, no antialiasing) to (2h-1) x (2w-1); the three class-token rows kept."""
+  height, width = grid
+  rows = (2 * height - 1) * (2 * width - 1)
+  if table.shape[0] == rows + 3:
+    return table
+  side = math.isqrt(table.shape[0] - 3)
+  if side * side != table.shape[0] - 3 or side % 2 == 0:
+    raise errors.UserError(
+        f'A relative position table of {table.shape[0]} rows is neither for the {height}x'
+        f'{width} patch grid ({rows + 3} rows) nor for a square grid to resample.')
+  offsets = jnp.asarray(table[:-3], jnp.float32).reshape(side, side, -1)
+  offsets = jax.image.resize(offsets, (2 * height - 1, 2 * width - 1, offsets.shape[-1]),
+                             'bilinear', antialias=False)
+  return jnp.concatenate([offsets.reshape(rows, -1).astype(table.dtype), table[-3:]], axis=0)
+
+
+def relative_position_bias(table: jnp.ndarray, grid: tuple[int, int]) -> jnp.ndarray:
+  """A relative position table [rows, heads] -> the attention bias [1, heads, t, t] of a class
+  token and an h x w patch grid (BEiT, Data2Vec-vision); a table of another (square) grid is
+  resampled on the fly (`resample_relative_table`)."""
+  table = resample_relative_table(table, grid)
+  bias = table[relative_position_index(*grid)]  # [t, t, heads]
+  return jnp.transpose(bias, (2, 0, 1))[None]
 
 
 def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int,

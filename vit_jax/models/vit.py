@@ -31,7 +31,9 @@ Dtype = Any
 CLASSIFIERS = ('token', 'gap', 'map', 'token_gap', 'unpooled', 'token_unpooled')
 TOKEN_CLASSIFIERS = ('token', 'token_unpooled')  # read the class token
 UNPOOLED_CLASSIFIERS = ('unpooled', 'token_unpooled')  # logits per token
-POSEMBS = ('learn', 'sincos2d', 'rope')  # rope: 2-D rotary embeddings of q and k (DINOv3)
+# rope: 2-D rotary embeddings of q and k (DINOv3); none: no absolute position (BEiT, whose
+# blocks see positions through their relative position bias).
+POSEMBS = ('learn', 'sincos2d', 'rope', 'none')
 # MLP activations: the official tanh GELU, the exact erf GELU (timm, DINOv2, DeiT, HF ViT) and
 # CLIP's quick GELU x * sigmoid(1.702 x).
 ACTIVATIONS = {
@@ -121,7 +123,8 @@ class Encoder1DBlock(nn.Module):
 
   `drop_path_rate` (stochastic depth, per example) may be None, a float, or a traced scalar
   (one per layer when scanned). `mask` ([b, 1, t, t] bool) keeps attention inside each image of
-  a NaFlex sequence. `layerscale` (an initial value) scales both branches
+  a NaFlex sequence; `bias` ([1, heads, t, t]) is added to the attention logits (BEiT's shared
+  relative position bias). `layerscale` (an initial value) scales both branches
   (`LayerScale_0/1`); `qk_norm` normalises queries and keys per head. Returns `(x, None)`, or
   `(x, x)` with `emit` (scanned blocks stack their outputs), so the same block serves `nn.scan`.
   """
@@ -136,12 +139,14 @@ class Encoder1DBlock(nn.Module):
   qk_norm: bool = False
   gated_mlp: bool = False
   rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
+  rel_pos_grid: Optional[tuple[int, int]] = None  # see attention.MultiHeadAttention
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
   emit: bool = False  # also return the output as the scan's per-layer output
 
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool, mask=None):
+  def __call__(self, inputs: jnp.ndarray, drop_path_rate, deterministic: bool, mask=None,
+               bias=None):
     if inputs.ndim != 3:
       raise errors.UserError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
     inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
@@ -152,8 +157,9 @@ class Encoder1DBlock(nn.Module):
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
-        implementation=self.attention_impl,
-        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask)
+        rel_pos_grid=self.rel_pos_grid, implementation=self.attention_impl,
+        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask,
+                                               bias=bias)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
     x = inputs + drop(scale(y, 'LayerScale_0'))
@@ -197,13 +203,15 @@ class Encoder(nn.Module):
   gated_mlp: bool = False
   final_norm: bool = True  # False when the norm comes after pooling (`fc_norm`)
   rope_theta: float = 100.0
+  rel_pos_bias: bool = False  # a relative position bias table per block (BEiT)
+  shared_rel_pos_bias: bool = False  # one table for every block (`relative_position_bias`)
   dynamic_image_size: bool = False
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
   def _add_position(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Square inputs: the position embedding of the grid (prefix rows first), then dropout."""
-    if not self.add_position_embedding or self.posemb == 'rope':
+    if not self.add_position_embedding or self.posemb in ('rope', 'none'):
       return x
     if self.posemb == 'learn':
       x = posemb_lib.AddPositionEmbs(
@@ -223,7 +231,7 @@ class Encoder(nn.Module):
     if self.posemb == 'rope':
       raise errors.UserError('posemb=rope is square-only here; NaFlex sequences need a learned '
                              'or sincos2d position embedding.')
-    if self.add_position_embedding:
+    if self.add_position_embedding and self.posemb != 'none':
       if self.posemb == 'learn':
         x = posemb_lib.AddPositionEmbs(num_prefix_tokens=self.num_prefix_tokens,
                                        name='posembed_input')(x, sequences=seqs)
@@ -251,7 +259,15 @@ class Encoder(nn.Module):
     of those blocks, each through the final LayerNorm when `norm_blocks`."""
     if x.ndim != 3:
       raise errors.UserError(f'Encoder expects [batch, tokens, width], got {x.shape}.')
-    mask = None
+    mask = shared_bias = None
+    relative = self.rel_pos_bias or self.shared_rel_pos_bias
+    if relative and (sequences is not None or registers is not None
+                     or self.num_prefix_tokens != 1):
+      raise errors.UserError('A relative position bias (BEiT) needs square images with one class '
+                             'token and no registers; NaFlex sequences are not supported.')
+    if self.shared_rel_pos_bias:
+      table = posemb_lib.relative_position_table(self, self.grid_shape, self.num_heads)
+      shared_bias = posemb_lib.relative_position_bias(table, self.grid_shape)
     if sequences is not None:
       x, mask = self._sequence_tokens(x, sequences, registers, train)
     else:
@@ -267,12 +283,14 @@ class Encoder(nn.Module):
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
         gated_mlp=self.gated_mlp, attention_impl=self.attention_impl, dtype=self.dtype,
+        rel_pos_grid=tuple(self.grid_shape) if self.rel_pos_bias else None,
         rope=((tuple(self.grid_shape), float(self.rope_theta),
                self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
               if self.posemb == 'rope' else None))
     block = Encoder1DBlock
     if self.remat != 'none':
-      # Arguments: (self, inputs, drop_path_rate, deterministic, mask); `deterministic` is static.
+      # Arguments: (self, inputs, drop_path_rate, deterministic, mask, bias); `deterministic` is
+      # static.
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan,
                        static_argnums=(3,))
 
@@ -285,16 +303,17 @@ class Encoder(nn.Module):
     if self.scan:
       stack = nn.scan(
           block, variable_axes={'params': 0, 'intermediates': 0},
-          split_rngs={'params': True, 'dropout': True}, in_axes=(0, nn.broadcast, nn.broadcast),
+          split_rngs={'params': True, 'dropout': True},
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
           length=self.num_layers)
       x, stacked = stack(name='encoderblock', emit=chosen is not None, **block_kwargs)(
-          x, None if rates is None else jnp.asarray(rates), not train, mask)
+          x, None if rates is None else jnp.asarray(rates), not train, mask, shared_bias)
       outputs = None if chosen is None else [stacked[i] for i in chosen]
     else:
       every = []
       for layer in range(self.num_layers):
         x, _ = block(name=f'encoderblock_{layer}', **block_kwargs)(
-            x, None if rates is None else rates[layer], not train, mask)
+            x, None if rates is None else rates[layer], not train, mask, shared_bias)
         every.append(x)
       outputs = None if chosen is None else [every[i] for i in chosen]
     if self.final_norm:
@@ -388,7 +407,7 @@ class VisionTransformer(nn.Module):
   Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
-  `rope_theta` (with posemb='rope'), `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
+  `rope_theta` (with posemb='rope'), `rel_pos_bias`, `shared_rel_pos_bias`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
   imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
@@ -421,6 +440,10 @@ class VisionTransformer(nn.Module):
   fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
   rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
+  # BEiT's relative position bias (usually with posemb='none'): a table per block, and/or one
+  # table shared by every block (`Transformer/relative_position_bias`).
+  rel_pos_bias: bool = False
+  shared_rel_pos_bias: bool = False
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   # MAE's linear probe: the encoder runs in inference mode and no gradient reaches it; the
   # features pass a BatchNorm without affine (`head_norm`: HeadNorm) before the head.
@@ -491,7 +514,8 @@ class VisionTransformer(nn.Module):
   def _embed_sequences(self, seqs: sequences_lib.Sequences) -> jnp.ndarray:
     """NaFlex patches [b, t, ph*pw*c] -> tokens [b, t, width] with the same `embedding`."""
     square_only = {'resnet (a hybrid stem)': self.resnet is not None,
-                   "posemb='rope'": self.posemb == 'rope'}
+                   "posemb='rope'": self.posemb == 'rope',
+                   'a relative position bias': self.rel_pos_bias or self.shared_rel_pos_bias}
     for feature, asked in square_only.items():
       if asked:
         raise errors.UserError(f'{feature} is square-only; NaFlex sequences take plain patch '
@@ -542,7 +566,8 @@ class VisionTransformer(nn.Module):
           activation=activation_name(self.activation, self.gelu_approximate),
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
-          rope_theta=self.rope_theta,
+          rope_theta=self.rope_theta, rel_pos_bias=self.rel_pos_bias,
+          shared_rel_pos_bias=self.shared_rel_pos_bias,
           dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
           dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
                                     registers=registers, sequences=seqs,

@@ -2,7 +2,7 @@
 
 Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem, class
 count, and the opt-in features whose parameters show (distillation token, registers, LayerScale,
-QK-norm, pre-encoder norm, gated MLP, a norm after pooling). What shapes cannot show (the
+QK-norm, pre-encoder norm, gated MLP, a norm after pooling, relative position tables). What shapes cannot show (the
 activation, LayerNorm epsilon, pooling beside a class token, RoPE) is left at the official
 defaults for the caller (a foreign format's config) to set.
 """
@@ -47,8 +47,14 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
       stages.append(len(tree[f'block{len(stages) + 1}']))
     config.resnet = ml_collections.ConfigDict(dict(
         num_layers=tuple(stages), width_factor=tree['conv_root']['kernel'].shape[-1] / 64))
-  if 'posembed_input' not in encoder:
-    config.posemb = 'sincos2d'
+  attention = block['MultiHeadDotProductAttention_0']
+  if 'relative_position_bias' in attention:
+    config.rel_pos_bias = True
+  if 'relative_position_bias' in encoder:
+    config.shared_rel_pos_bias = True
+  if 'posembed_input' not in encoder:  # BEiT: positions from its relative bias alone
+    relative = 'relative_position_bias' in attention or 'relative_position_bias' in encoder
+    config.posemb = 'none' if relative else 'sincos2d'
   # Opt-in features of other families (DeiT, DeiT-III, DINOv2, CLIP), read off their entries.
   if 'dist' in tree:
     config.distilled = True
@@ -56,7 +62,7 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
     config.num_registers = int(tree['registers'].shape[1])
   if 'LayerScale_0' in block:
     config.layerscale = 1.0  # an initial value only: the loaded scales replace it
-  if 'query_norm' in block['MultiHeadDotProductAttention_0']:
+  if 'query_norm' in attention:
     config.qk_norm = True
   if 'pre_norm' in encoder:
     config.pre_norm = True

@@ -4,8 +4,9 @@ One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
 `ViTForImageClassification`, and the same architecture as MAE, MSN and I-JEPA encoders), DeiT
 (distilled: two heads, averaged; or the class head alone), DINOv2 with and without registers
 (LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
-(pre-encoder norm, the projection as the head), SigLIP's image tower (MAP head) and SigLIP 2's
-NaFlex tower (SigLIP's, with a linear patch embedding; run it on `models.sequences.Sequences`).
+(pre-encoder norm, the projection as the head), SigLIP's image tower (MAP head), SigLIP 2's
+NaFlex tower (SigLIP's, with a linear patch embedding; run it on `models.sequences.Sequences`),
+DINOv3 (RoPE), and BEiT and Data2Vec-vision (relative position bias).
 Families whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
 base prefix (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
@@ -105,16 +106,28 @@ _DINOV3 = Family(
            'ls2': 'layer_scale2.lambda1'},
     ignored=('embeddings.mask_token',), fields={'layerscale': 1.0, 'posemb': 'rope'})
 
+# BEiT and Data2Vec-vision: relative position tables per block (`use_relative_position_bias`)
+# or shared (`use_shared_relative_position_bias`), LayerScale as `lambda_1`/`lambda_2`, no key
+# bias, and mean pooling through `pooler.layernorm` (our fc_norm) or the class token after
+# `layernorm`.
+_BEIT = Family(
+    top={**{k: v for k, v in VIT_TOP.items() if not k.startswith('pre_logits')},
+         **_pairs('fc_norm', 'pooler.layernorm'),
+         'rel_bias': 'encoder.relative_position_bias.relative_position_bias_table'},
+    heads=_pairs('head', 'classifier'), block_prefix=VIT_BLOCK_PREFIX,
+    block={**VIT_BLOCK, 'ls1': 'lambda_1', 'ls2': 'lambda_2',
+           'rel_bias': 'attention.attention.relative_position_bias.relative_position_bias_table'},
+    ignored=('embeddings.mask_token',))
+
 # model_type -> family: plain ViTs under other names (MAE, MSN, I-JEPA encoders) included.
 FAMILIES = {'vit': _VIT, 'vit_mae': _VIT, 'vit_msn': _VIT, 'ijepa': _VIT, 'deit': _DEIT,
             'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
             'clip': _CLIP, 'clip_vision_model': _CLIP, 'metaclip_2': _CLIP,
             'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP,
             'siglip2': _SIGLIP2, 'siglip2_vision_model': _SIGLIP2,
-            'dinov3_vit': _DINOV3}
+            'dinov3_vit': _DINOV3, 'beit': _BEIT, 'data2vec-vision': _BEIT}
 # model_type -> the feature our model lacks: refused naming it.
-REFUSED = {'beit': 'relative position bias', 'data2vec-vision': 'relative position bias',
-           'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
+REFUSED = {'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
            'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
 _PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight',
@@ -156,6 +169,8 @@ def pooling(params: Mapping[str, Any]) -> dict[str, Any]:
     return {'classifier': 'token_gap'}
   if 'cls' not in params:
     return {} if 'MAPHead_0' in params else {'classifier': 'gap'}
+  if 'fc_norm' in params:  # BEiT's mean pooling: the patches' mean, then the norm
+    return {'classifier': 'gap', 'class_token': True}
   if 'dist' in params and 'head' in params and 'head_dist' not in params:
     return {'distillation_head': False}
   return {}

@@ -23,7 +23,10 @@ _READ_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_
                'dynamic_img_size', 'dynamic_img_pad', 'reg_tokens', 'no_embed_class',
                'class_token', 'init_values', 'qk_norm', 'pre_norm', 'fc_norm', 'strict_img_size',
                'num_heads', 'act_layer', 'global_pool', 'in_chans', 'final_norm', 'pos_embed',
-               'pretrained_strict'}
+               'pretrained_strict',
+               # Beit's: the weights show its position tables and pooling norm.
+               'use_abs_pos_emb', 'use_rel_pos_bias', 'use_shared_rel_pos_bias', 'use_fc_norm',
+               'head_init_scale'}
 
 
 def _architecture(name: str, source: str) -> tuple:

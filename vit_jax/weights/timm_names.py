@@ -1,4 +1,5 @@
-"""timm's `VisionTransformer` (and `VisionTransformerDistilled`) names for the neutral roles.
+"""timm's `VisionTransformer` (and `VisionTransformerDistilled`, and `Beit`) names for the neutral
+roles.
 
 Fused `attn.qkv` (q, k, v order), `ls1.gamma`/`ls2.gamma` (LayerScale), `attn.q_norm`/`k_norm`,
 `norm_pre`, `reg_token`, `dist_token` + `head_dist`, and the MAP head as `attn_pool` (latent
@@ -34,6 +35,12 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
          **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
          **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
          'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}
+# timm's Beit (`beit_*`, `beitv2_*`) on top: LayerScale as `gamma_1`/`gamma_2`, a q and a v bias
+# beside a bias-free qkv (k has none), relative position tables per block or shared.
+_BEIT_TOP = {'rel_bias': 'rel_pos_bias.relative_position_bias_table'}
+_BEIT_BLOCK = {'ls1': ('ls1.gamma', 'gamma_1'), 'ls2': ('ls2.gamma', 'gamma_2'),
+               'q_bias': 'attn.q_bias', 'v_bias': 'attn.v_bias',
+               'rel_bias': 'attn.relative_position_bias_table'}
 
 
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
@@ -64,7 +71,8 @@ def to_params(state: dict[str, np.ndarray], source: str,
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
   timm's sizes by width."""
-  top, per_block, used = torch_names.read_roles(state, TOP, BLOCK_PREFIX, BLOCK)
+  top, per_block, used = torch_names.read_roles(state, {**TOP, **_BEIT_TOP}, BLOCK_PREFIX,
+                                                {**BLOCK, **_BEIT_BLOCK})
   unknown = sorted(k for k in state if k not in used)
   if unknown:
     raise errors.UserError(
@@ -81,7 +89,11 @@ def to_params(state: dict[str, np.ndarray], source: str,
         'give the head count (timm_model.json "num_heads" or --model).')
   for arrays in per_block:
     torch_names.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
+    if 'q_bias' in arrays:  # Beit: the key's bias is zero
+      arrays['query.bias'], arrays['value.bias'] = arrays.pop('q_bias'), arrays.pop('v_bias')
   torch_names.split_fused(top, 'map.kv', ('map.key', 'map.value'))
+  if 'posemb' not in top:  # Beit without an absolute position table
+    return torch_names.from_roles(top, per_block, num_heads), num_heads
   prefix = [n for n in ('cls', 'dist') if n in top]
   registers = top['registers'].shape[1] if 'registers' in top else 0
   rows = top['posemb'].shape[1]

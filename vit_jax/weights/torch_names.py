@@ -3,7 +3,8 @@
 One neutral table of *roles* sits between our canonical tree and every PyTorch layout: model-level
 roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm.*`, `fc_norm.*`, `head.*`,
 `head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
-`out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), all in
+`out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), and
+BEiT's relative position tables (`rel_bias`: per block, and model-level when shared), all in
 PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
 Face names (`timm_names.py`, `hf_names.py`) only name these roles.
 """
@@ -50,6 +51,8 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append("classifier='token_gap'")
   if model_config.get('posemb') == 'rope':
     problems.append('rotary position embeddings (posemb=rope)')
+  if model_config.get('rel_pos_bias') or model_config.get('shared_rel_pos_bias'):
+    problems.append('a relative position bias (BEiT)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
@@ -95,6 +98,8 @@ def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
   for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
     if ours in attention:
       norm(arrays, f'{prefix}{role}', attention[ours])
+  if 'relative_position_bias' in attention:
+    arrays[f'{prefix}rel_bias'] = np.asarray(attention['relative_position_bias'])
   return arrays
 
 
@@ -115,6 +120,8 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
   for name in ('head', 'head_dist', 'pre_logits'):
     if name in tree:
       linear(top, name, tree[name])
+  if 'relative_position_bias' in encoder:
+    top['rel_bias'] = np.asarray(encoder['relative_position_bias'])
   if 'MAPHead_0' in tree:
     head = tree['MAPHead_0']
     top['map.probe'] = np.asarray(head['probe'])
@@ -168,6 +175,8 @@ def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dic
   for ours, role in (('query_norm', 'q_norm'), ('key_norm', 'k_norm')):
     if f'{prefix}{role}.weight' in arrays:
       out[ours] = norm_from_torch(arrays, f'{prefix}{role}')
+  if f'{prefix}rel_bias' in arrays:  # [(2h-1)(2w-1) + 3, heads] in both layouts
+    out['relative_position_bias'] = np.asarray(arrays[f'{prefix}rel_bias'], np.float32)
   return out
 
 
@@ -190,6 +199,8 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
     tree['fc_norm'] = norm_from_torch(top, 'fc_norm')
   if 'pre_norm.weight' in top:
     encoder['pre_norm'] = norm_from_torch(top, 'pre_norm')
+  if 'rel_bias' in top:  # one relative position bias shared by every block
+    encoder['relative_position_bias'] = np.asarray(top['rel_bias'], np.float32)
   for i, arrays in enumerate(per_block):
     encoder[f'encoderblock_{i}'] = block_from_roles(arrays, num_heads)
   tree['Transformer'] = encoder
@@ -235,8 +246,8 @@ def name_roles(top: dict, per_block: list[dict], top_names: dict[str, str], bloc
 def read_roles(state: dict[str, np.ndarray], top_names: dict[str, str], block_prefix: str,
                block_names: dict[str, str]) -> tuple[dict, list[dict], set[str]]:
   """A state dict -> (model-level roles, [per-block roles], the names used): `name_roles`
-  reversed; blocks are counted from 0 while `block_prefix.format(i)` names any entry. A role may
-  name alternatives (a tuple): the first present is taken."""
+  reversed; blocks are counted from 0 while `block_prefix.format(i)` names any entry. A role
+  (model-level or per block) may name alternatives (a tuple): the first present is taken."""
   used = set()
   top = {}
   for role, names in top_names.items():
@@ -248,10 +259,12 @@ def read_roles(state: dict[str, np.ndarray], top_names: dict[str, str], block_pr
   per_block = []
   while any(k.startswith(block_prefix.format(len(per_block))) for k in state):
     prefix, arrays = block_prefix.format(len(per_block)), {}
-    for role, name in block_names.items():
-      if prefix + name in state:
-        arrays[role] = np.asarray(state[prefix + name])
-        used.add(prefix + name)
+    for role, names in block_names.items():
+      for name in (names,) if isinstance(names, str) else names:
+        if prefix + name in state:
+          arrays[role] = np.asarray(state[prefix + name])
+          used.add(prefix + name)
+          break
     per_block.append(arrays)
   return top, per_block, used
 
