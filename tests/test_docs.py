@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -261,16 +262,70 @@ def _mae_payoff_quotes(results):
           cells(r['scratch_top1'] for r in rows)]
 
 
+def _mae_levers_quotes(results):
+  """The 1,500-step levers: the recipe's old mask ratio learns, mask 0.5 is as good."""
+  rows = {r['lever']: r for r in results['rows']}
+  baseline = rows['baseline']
+  return [f"loss {baseline['loss']:.2f}, 10-shot {baseline['trained_10shot']:.3f} against "
+          f"{baseline['random_10shot']:.3f}", f"1500 steps ({rows['mask_0.5']['trained_10shot']:.3f})"]
+
+
+def _deit_quotes(results):
+  rows = results['rows']
+  seeds = lambda key: ' / '.join(f'{r[key]:.3f}' for r in rows)  # pylint: disable=unnecessary-lambda-assignment
+  return [f"top-1 {results['teacher_top1']:.3f}", f"Distilled: {seeds('distilled_top1')}",
+          f"labels alone: {seeds('labels_only_top1')}"]
+
+
+def _deit_300_quotes(results):
+  """The one seed of three where the distilled student wins at 300 steps."""
+  wins = [r for r in results['rows'] if r['distilled_top1'] > r['labels_only_top1']]
+  assert len(wins) == 1, wins
+  return [f"wins one seed of three ({wins[0]['distilled_top1']:.3f} against "
+          f"{wins[0]['labels_only_top1']:.3f})"]
+
+
+def _bench_cpu_quotes(results):
+  """experiments/README's table: images/s of ours, PyTorch and plain JAX, and their ratios."""
+  rate = {(r['impl'], r['mode'], r['variant']): r['images_per_s'] for r in results['rows']}
+  quotes = []
+  for variant in ('S/16', 'B/16'):
+    for mode, shown in (('train', 'train'), ('infer', 'inference')):
+      ours, torch_hf, plain = (rate[(impl, mode, variant)]
+                               for impl in ('ours', 'torch_hf', 'plain_jax'))
+      quotes.append(f'| {variant} | {shown} | {_figures(ours)} | {_figures(torch_hf)} | '
+                    f'{_figures(plain)} | **{ours / torch_hf:.2f}x** |')
+  return quotes
+
+
+def _figures(value):
+  """Three significant figures, as the tables print images/s."""
+  return f'{value:.3g}' if value >= 10 else f'{value:.2f}'
+
+
+def _digits_quotes(metrics):
+  """The digits main job's final test accuracy (its last eval line)."""
+  final = [m for m in metrics if 'eval/accuracy' in m][-1]
+  return [f"{100 * final['eval/accuracy']:.2f}%"]
+
+
 # (page, a results file of experiments/results/, what the page must quote from it)
-QUOTED = [('docs/objectives.md', 'mae_payoff.json', _mae_payoff_quotes)]
+QUOTED = [('docs/objectives.md', 'mae_payoff.json', _mae_payoff_quotes),
+          ('docs/objectives.md', 'mae_levers_1500.json', _mae_levers_quotes),
+          ('docs/objectives.md', 'deit_payoff.json', _deit_quotes),
+          ('docs/objectives.md', 'deit_payoff_300.json', _deit_300_quotes),
+          ('experiments/README.md', 'bench_cpu.json', _bench_cpu_quotes),
+          ('experiments/README.md', 'digits/metrics.jsonl', _digits_quotes),
+          ('docs/evaluation.md', 'digits/metrics.jsonl', _digits_quotes)]
 
 
 @pytest.mark.parametrize('page,results,quotes', QUOTED)
 def test_numbers_a_page_quotes_from_experiments_match_the_file(page, results, quotes):
   with open(os.path.join(ROOT, 'experiments', 'results', results), encoding='utf-8') as f:
-    expected = quotes(json.load(f))
+    data = [json.loads(line) for line in f] if results.endswith('.jsonl') else json.load(f)
+  expected = quotes(data)
   with open(os.path.join(ROOT, page), encoding='utf-8') as f:
-    text = f.read()
+    text = ' '.join(f.read().split())  # a quote may wrap across lines
   for quote in expected:
     assert quote in text, (page, results, quote)
 
@@ -295,3 +350,38 @@ def test_every_link_and_anchor_resolves(page):
     assert os.path.exists(found), (page, target)
     if anchor and found.endswith('.md'):
       assert anchor in _anchors(found), (page, target)
+
+
+def _experiment_commands():
+  """experiments/README.md's `python experiments/...` commands, split into words."""
+  return [words for words in commands('experiments/README.md')
+          if words[:2] == ['python', words[1]] and words[1].startswith('experiments/')]
+
+
+def test_experiments_readme_commands_are_true(tmp_path):
+  """The cheap one runs and rewrites its committed result unchanged (run from a copy, so the
+  checkout is not touched); the benchmarks, hours on CPU at the sizes quoted, accept every
+  flag the page gives them (their tiny runs are tests/test_gpu_check.py's)."""
+  found = _experiment_commands()
+  assert {w[1] for w in found} >= {'experiments/scaling_model.py', 'experiments/bench/harness.py',
+                                   'experiments/bench/cpu_peers.py',
+                                   'experiments/bench/cpu_levers.py'}, found
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS='')
+  for words in found:
+    script = os.path.join(ROOT, words[1])
+    if words[1] == 'experiments/scaling_model.py':
+      copy = tmp_path / 'experiments'
+      (copy / 'results').mkdir(parents=True)
+      shutil.copy(script, copy)
+      done = subprocess.run([sys.executable, str(copy / 'scaling_model.py')], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+      assert done.returncode == 0, done.stderr[-2000:]
+      with open(os.path.join(ROOT, 'experiments', 'results', 'scaling_model.md'),
+                encoding='utf-8') as f:
+        assert (copy / 'results' / 'scaling_model.md').read_text() == f.read()
+      continue
+    done = subprocess.run([sys.executable, script, '--help'], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, (words, done.stderr[-2000:])
+    for flag in (w.split('=')[0] for w in words[2:] if w.startswith('--')):
+      assert flag in done.stdout, (words, flag)
