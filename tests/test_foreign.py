@@ -441,9 +441,9 @@ def test_dinov3_rope_registers_and_gated_mlp_at_square_and_other_sizes(tmp_path,
 
 
 @pytest.mark.parametrize('make,feature', [
-    (lambda: transformers.Aimv2VisionModel(transformers.Aimv2VisionConfig(**COMMON)),
-     'RMSNorm'),
-], ids=['aimv2'])
+    (lambda: transformers.VideoMAEModel(transformers.VideoMAEConfig(**COMMON)),
+     'video tubelet embeddings'),
+], ids=['videomae'])
 def test_families_we_lack_are_refused_naming_the_feature(tmp_path, make, feature):
   make().save_pretrained(tmp_path)
   with pytest.raises(ValueError, match=f'{feature}.*refused') as error:
@@ -567,3 +567,49 @@ def test_fine_tuning_a_beit_at_another_size_resamples_its_tables_once(tmp_path):
   with torch.no_grad():
     theirs = model(_torch_in(images), interpolate_pos_encoding=True).logits
   _close(np.asarray(loaded.model.apply({'params': adapted}, images, train=False)), theirs)
+
+
+@pytest.mark.parametrize('use_head', [True, False])
+def test_aimv2_vision_tower_gives_transformers_outputs(tmp_path, use_head):
+  """RMSNorm throughout, a norm of the patch tokens, SwiGLU, no biases; its pooling head (the
+  class token as the query itself, no MLP) as our MAP head, or no head (average pooling)."""
+  config = transformers.Aimv2VisionConfig(**COMMON, use_head=use_head)
+  model = _randomize(transformers.Aimv2VisionModel(config), seed=14)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  fields = loaded.model_config
+  assert (fields.norm, fields.patch_norm, fields.gated_mlp, fields.activation) == (
+      'rms', True, True, 'silu')
+  assert fields.classifier == ('map' if use_head else 'gap') and fields.layer_norm_eps == 1e-5
+  images = _images(14)
+  with torch.no_grad():
+    out = model(_torch_in(images))
+  unpooled = VisionTransformer(num_classes=None, **{**fields, 'classifier': 'unpooled'})
+  _close(np.asarray(unpooled.apply({'params': loaded.params}, images, train=False)),
+         out.last_hidden_state)
+  if use_head:
+    _close(_apply(loaded, images), out.pooler_output)
+
+
+def test_aimv2_image_embeddings_of_the_two_tower_model(tmp_path):
+  """Aimv2Model (image and text towers): the image tower with its projection as the head gives
+  `get_image_features`; the text tower is left out."""
+  config = transformers.Aimv2Config(
+      vision_config=dict(COMMON), projection_dim=12,
+      text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, vocab_size=50))
+  model = _randomize(transformers.Aimv2Model(config), seed=15)
+  model.save_pretrained(tmp_path)
+  loaded, _ = _ours(tmp_path)
+  images = _images(15)
+  with torch.no_grad():
+    theirs = model.get_image_features(pixel_values=_torch_in(images))
+  theirs = getattr(theirs, 'pooler_output', theirs)
+  _close(_apply(loaded, images), theirs)
+
+
+def test_aimv2_native_resolution_is_refused_by_name(tmp_path):
+  config = transformers.Aimv2VisionConfig(**COMMON, is_native=True)
+  transformers.Aimv2VisionModel(config).save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match='is_native=true .* refused'):
+    trained_model.load(str(tmp_path))

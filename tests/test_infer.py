@@ -75,7 +75,7 @@ def test_missing_image_and_missing_arguments(tmp_path, saved):
     images_lib.load_image(str(tmp_path / 'broken.png'), 32)
   with pytest.raises(ValueError, match='--model'):
     infer.build(None, None, None, 10)
-  with pytest.raises(FileNotFoundError, match='expected a workdir or an .npz'):
+  with pytest.raises(FileNotFoundError, match='expected a workdir, an .npz, or a timm'):
     infer.build(None, str(tmp_path / 'nothing.npz'), None, 10)
 
 

@@ -76,18 +76,25 @@ EXACT = [
     ('beit_base_patch16_224', dict(use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
                                    use_abs_pos_emb=True)),
     ('beit_base_patch16_224', dict(global_pool='token')),
+    # AIMv2: RMSNorm throughout, a norm of the patch tokens, SwiGLU as fc1_g/fc1_x, no biases.
+    ('aimv2_large_patch14_224', {}),
 ]
 
 
-def test_a_beit_built_for_a_non_square_grid_gives_timm_logits(tmp_path):
-  """timm's Beit at 32x48 pixels: its tables are for the 4x6 grid (27 x 4 offsets + 3 rows)."""
-  model = _randomized('beit_base_patch16_224', img_size=(32, 48))
+@pytest.mark.parametrize('name', ['beit_base_patch16_224', 'aimv2_large_patch14_224'])
+def test_a_model_built_for_a_non_square_grid_gives_timm_logits(tmp_path, name):
+  """timm's Beit and AIMv2 at 32x48 pixels: Beit's tables are for the 4x6 grid (7 x 11
+  offsets + 3 rows), AIMv2's position table has 4x6 rows."""
+  model = _randomized(name, img_size=(32, 48))
   # Its transform would centre-crop a non-square input (timm's ResizeKeepRatio), which our pp
   # does not follow and refuses; squashing is followed, and this test is of the model.
   model.pretrained_cfg = {**model.pretrained_cfg, 'crop_mode': 'squash'}
   timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
   loaded = trained_model.load(str(tmp_path))
-  assert loaded.model_config.rel_pos_bias and loaded.model_config.posemb == 'none'
+  if name.startswith('beit'):
+    assert loaded.model_config.rel_pos_bias and loaded.model_config.posemb == 'none'
+  else:
+    assert loaded.model_config.norm == 'rms' and loaded.model_config.patch_norm
   _compare(model, loaded, size=(32, 48))
 
 
@@ -117,7 +124,6 @@ REFUSED = [
     ('vit_base_patch16_rope_224', 'rotary position embeddings'),
     ('vit_relpos_small_patch16_224', 'relpos attention'),
     ('vit_base_patch16_rpn_224', 'post-norm residual blocks'),
-    ('aimv2_large_patch14_224', 'RMSNorm'),
     ('vit_base_patch16_xp_224', 'parallel attention and MLP branches'),
     ('naflexvit_base_patch16_gap', 'NaFlex variable-resolution patches'),
 ]

@@ -79,8 +79,8 @@ _ACTIVATIONS = {'GELU': 'gelu', 'GELUTanh': 'gelu_tanh', 'QuickGELU': 'quick_gel
 
 
 def architecture_fields(model):
-  """(heads, activation, LayerNorm eps, gated MLP) of a timm VisionTransformer or Beit, or the
-  feature that our model lacks (a string)."""
+  """(heads, activation, norm eps, gated MLP[, 'rms' for RMSNorm]) of a timm VisionTransformer or
+  Beit, or the feature that our model lacks (a string)."""
   block = model.blocks[0]
   kind = type(block).__name__
   if kind != 'Block':
@@ -88,8 +88,9 @@ def architecture_fields(model):
             'ParallelThingsBlock': 'parallel attention and MLP branches',
             'DiffParallelScalingBlock': 'differential attention',
             'ResPostBlock': 'post-norm residual blocks'}.get(kind, f'{kind} blocks')
-  if type(block.norm1).__name__ != 'LayerNorm':
-    return type(block.norm1).__name__.replace('RmsNorm', 'RMSNorm')
+  norm = type(block.norm1).__name__
+  if norm not in ('LayerNorm', 'RmsNorm'):
+    return norm
   if type(block.attn).__name__ != 'Attention':
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
@@ -99,12 +100,13 @@ def architecture_fields(model):
   if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':
     return 'no final norm'
   mlp = type(block.mlp).__name__
-  if mlp not in ('Mlp', 'GluMlp'):
+  if mlp not in ('Mlp', 'GluMlp', 'SwiGLU'):
     return f'{mlp} MLPs'
   act = type(block.mlp.act).__name__
   if act == 'GELU' and block.mlp.act.approximate == 'tanh':
     act = 'GELUTanh'
-  return (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp == 'GluMlp')
+  fields = (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp != 'Mlp')
+  return fields + ('rms',) if norm == 'RmsNorm' else fields
 
 
 def survey():

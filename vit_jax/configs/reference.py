@@ -52,6 +52,10 @@ MEANINGS = {
     'model.rope_theta': 'the RoPE base with `posemb=\'rope\'`',
     'model.rel_pos_bias': 'a relative position bias table in every block (BEiT)',
     'model.shared_rel_pos_bias': 'one relative position bias table shared by every block (BEiT)',
+    'model.norm': '`layer` | `rms`: every norm of the model (`rms`: RMSNorm, AIMv2)',
+    'model.patch_norm': 'a norm of the patch tokens before the position embedding (AIMv2)',
+    'model.map_mlp': 'with `classifier=\'map\'`: False drops the head\'s MLP (AIMv2\'s '
+                     'attention pooling)',
     'model.attention_impl': '`auto` | `xla` | `cudnn` | `explicit`: how attention runs',
     'model.linear_probe': 'MAE\'s linear probe: frozen encoder, BatchNorm before the head',
     'model.head_init_std': 'the head kernel\'s normal init (0: zeros)',

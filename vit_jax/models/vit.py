@@ -57,6 +57,16 @@ def activation_name(activation: Optional[str], gelu_approximate: bool = True) ->
   return activation
 
 
+# The model's norms: LayerNorm (the paper), or RMSNorm (AIMv2: x / rms(x) * scale, no bias).
+NORMS = ('layer', 'rms')
+
+
+def make_norm(kind: str, epsilon: float, dtype: Dtype, name: str) -> nn.Module:
+  if kind == 'rms':
+    return nn.RMSNorm(epsilon=epsilon, dtype=dtype, name=name)
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+
+
 REMAT_POLICIES = {
     'none': None,  # no rematerialisation
     'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
@@ -140,6 +150,7 @@ class Encoder1DBlock(nn.Module):
   gated_mlp: bool = False
   rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
   rel_pos_grid: Optional[tuple[int, int]] = None  # see attention.MultiHeadAttention
+  norm: str = 'layer'  # a NORMS name
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
   emit: bool = False  # also return the output as the scan's per-layer output
@@ -150,7 +161,7 @@ class Encoder1DBlock(nn.Module):
     if inputs.ndim != 3:
       raise errors.UserError(f'Encoder1DBlock expects [batch, tokens, width], got {inputs.shape}.')
     inputs = nn.with_logical_constraint(inputs, ('batch', 'length', 'act_embed'))
-    norm = lambda name: nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)  # pylint: disable=unnecessary-lambda-assignment
+    norm = lambda name: make_norm(self.norm, self.layer_norm_eps, self.dtype, name)  # pylint: disable=unnecessary-lambda-assignment
     scale = lambda y, name: (  # pylint: disable=unnecessary-lambda-assignment
         y if self.layerscale is None else LayerScale(self.layerscale, name=name)(y))
     y = norm('LayerNorm_0')(inputs)
@@ -205,6 +216,7 @@ class Encoder(nn.Module):
   rope_theta: float = 100.0
   rel_pos_bias: bool = False  # a relative position bias table per block (BEiT)
   shared_rel_pos_bias: bool = False  # one table for every block (`relative_position_bias`)
+  norm: str = 'layer'  # a NORMS name, for every norm of the encoder
   dynamic_image_size: bool = False
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
@@ -277,13 +289,13 @@ class Encoder(nn.Module):
         x = jnp.concatenate(
             [x[:, :self.num_prefix_tokens], registers, x[:, self.num_prefix_tokens:]], axis=1)
     if self.pre_norm:
-      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='pre_norm')(x)
+      x = make_norm(self.norm, self.layer_norm_eps, self.dtype, 'pre_norm')(x)
     block_kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, activation=self.activation,
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
         gated_mlp=self.gated_mlp, attention_impl=self.attention_impl, dtype=self.dtype,
-        rel_pos_grid=tuple(self.grid_shape) if self.rel_pos_bias else None,
+        rel_pos_grid=tuple(self.grid_shape) if self.rel_pos_bias else None, norm=self.norm,
         rope=((tuple(self.grid_shape), float(self.rope_theta),
                self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
               if self.posemb == 'rope' else None))
@@ -317,7 +329,7 @@ class Encoder(nn.Module):
         every.append(x)
       outputs = None if chosen is None else [every[i] for i in chosen]
     if self.final_norm:
-      final = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')
+      final = make_norm(self.norm, self.layer_norm_eps, self.dtype, 'encoder_norm')
       x = final(x)
       if outputs is not None and norm_blocks:
         outputs = [final(y) for y in outputs]
@@ -345,6 +357,8 @@ class MAPHead(nn.Module):
   layer_norm_eps: float = 1e-6
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
+  mlp: bool = True  # False: the attention alone (AIMv2's pooling head)
+  norm: str = 'layer'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, segments: Optional[jnp.ndarray] = None,
@@ -358,9 +372,10 @@ class MAPHead(nn.Module):
     x = attention.MultiHeadAttention(
         num_heads=self.num_heads, dtype=self.dtype, implementation=self.attention_impl,
         name='MultiHeadDotProductAttention_0')(probe, x, deterministic=True, mask=mask)
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='LayerNorm_0')(x)
-    x = x + MlpBlock(mlp_dim=self.mlp_dim, activation=self.activation,
-                     dtype=self.dtype, name='MlpBlock_0')(y, deterministic=True)
+    if self.mlp:
+      y = make_norm(self.norm, self.layer_norm_eps, self.dtype, 'LayerNorm_0')(x)
+      x = x + MlpBlock(mlp_dim=self.mlp_dim, activation=self.activation,
+                       dtype=self.dtype, name='MlpBlock_0')(y, deterministic=True)
     return x if segments is not None else x[:, 0]
 
 
@@ -407,7 +422,8 @@ class VisionTransformer(nn.Module):
   Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
-  `rope_theta` (with posemb='rope'), `rel_pos_bias`, `shared_rel_pos_bias`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
+  `rope_theta` (with posemb='rope'), `rel_pos_bias`, `shared_rel_pos_bias`, `norm`,
+  `patch_norm`, `map_mlp`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
   imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
@@ -444,6 +460,9 @@ class VisionTransformer(nn.Module):
   # table shared by every block (`Transformer/relative_position_bias`).
   rel_pos_bias: bool = False
   shared_rel_pos_bias: bool = False
+  norm: str = 'layer'  # 'layer' or 'rms': every norm of the model (AIMv2: RMSNorm)
+  patch_norm: bool = False  # a norm of the patch tokens before the position (AIMv2)
+  map_mlp: bool = True  # False: a MAP head without its MLP (AIMv2's attention pooling)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   # MAE's linear probe: the encoder runs in inference mode and no gradient reaches it; the
   # features pass a BatchNorm without affine (`head_norm`: HeadNorm) before the head.
@@ -468,6 +487,7 @@ class VisionTransformer(nn.Module):
     for field, value, allowed in (('classifier', self.classifier, CLASSIFIERS),
                                   ('posemb', self.posemb, POSEMBS),
                                   ('remat', self.remat, tuple(REMAT_POLICIES)),
+                                  ('norm', self.norm, NORMS),
                                   ('attention_impl', self.attention_impl,
                                    attention.IMPLEMENTATIONS)):
       if value not in allowed:
@@ -509,7 +529,10 @@ class VisionTransformer(nn.Module):
     x = nn.Conv(features=self.hidden_size, kernel_size=patch_size, strides=patch_size,
                 padding='VALID', dtype=self.compute_dtype, name='embedding')(x)
     n, gh, gw, c = x.shape
-    return jnp.reshape(x, [n, gh * gw, c]), (gh, gw)
+    x = jnp.reshape(x, [n, gh * gw, c])
+    if self.patch_norm:
+      x = make_norm(self.norm, self.layer_norm_eps, self.compute_dtype, 'patch_norm')(x)
+    return x, (gh, gw)
 
   def _embed_sequences(self, seqs: sequences_lib.Sequences) -> jnp.ndarray:
     """NaFlex patches [b, t, ph*pw*c] -> tokens [b, t, width] with the same `embedding`."""
@@ -523,9 +546,12 @@ class VisionTransformer(nn.Module):
     if self.classifier in UNPOOLED_CLASSIFIERS:
       raise errors.UserError(f'classifier={self.classifier!r} is square-only; NaFlex sequences '
                              "pool per image ('token', 'gap', 'map', 'token_gap').")
-    return patch_embed.FlattenedPatchEmbedding(
+    x = patch_embed.FlattenedPatchEmbedding(
         patch_size=tuple(self.patches['size']), features=self.hidden_size,
         dtype=self.compute_dtype, name='embedding')(seqs.patches.astype(self.compute_dtype))
+    if self.patch_norm:
+      x = make_norm(self.norm, self.layer_norm_eps, self.compute_dtype, 'patch_norm')(x)
+    return x
 
   @nn.compact
   def __call__(self, inputs, *, train: bool, blocks: Optional[Sequence[int]] = None,
@@ -567,7 +593,7 @@ class VisionTransformer(nn.Module):
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta, rel_pos_bias=self.rel_pos_bias,
-          shared_rel_pos_bias=self.shared_rel_pos_bias,
+          shared_rel_pos_bias=self.shared_rel_pos_bias, norm=self.norm,
           dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
           dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
                                     registers=registers, sequences=seqs,
@@ -597,9 +623,10 @@ class VisionTransformer(nn.Module):
                   mlp_dim=self.transformer['mlp_dim'],
                   activation=activation_name(self.activation, self.gelu_approximate),
                   layer_norm_eps=self.layer_norm_eps, attention_impl=self.attention_impl,
-                  dtype=self.compute_dtype)(patches, segments, slots)
+                  dtype=self.compute_dtype, mlp=self.map_mlp, norm=self.norm)(
+                      patches, segments, slots)
     if self.fc_norm:
-      x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.compute_dtype, name='fc_norm')(x)
+      x = make_norm(self.norm, self.layer_norm_eps, self.compute_dtype, 'fc_norm')(x)
 
     # The head runs in float32 whatever the compute dtype: logits feed the loss.
     x = x.astype(jnp.float32)

@@ -2,7 +2,8 @@
 
 Width, depth, heads, MLP size, patch size, pooling, representation layer, hybrid stem, class
 count, and the opt-in features whose parameters show (distillation token, registers, LayerScale,
-QK-norm, pre-encoder norm, gated MLP, a norm after pooling, relative position tables). What shapes cannot show (the
+QK-norm, pre-encoder norm, gated MLP, a norm after pooling, relative position tables, RMSNorm,
+a patch norm, a MAP head without MLP). What shapes cannot show (the
 activation, LayerNorm epsilon, pooling beside a class token, RoPE) is left at the official
 defaults for the caller (a foreign format's config) to set.
 """
@@ -70,6 +71,12 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
     config.gated_mlp = True
   if 'fc_norm' in tree:
     config.fc_norm = True
+  if 'bias' not in block['LayerNorm_0']:  # AIMv2: RMSNorm throughout
+    config.norm = 'rms'
+  if 'patch_norm' in tree:
+    config.patch_norm = True
+  if 'MAPHead_0' in tree and 'MlpBlock_0' not in tree['MAPHead_0']:
+    config.map_mlp = False
 
   comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
   without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment

@@ -6,7 +6,8 @@ One table entry per family (the `model_type` of `config.json`): ViT (`ViTModel`,
 (LayerScale, SwiGLU for ViT-g, the [cls, mean] classifier), CLIP and MetaCLIP 2 image towers
 (pre-encoder norm, the projection as the head), SigLIP's image tower (MAP head), SigLIP 2's
 NaFlex tower (SigLIP's, with a linear patch embedding; run it on `models.sequences.Sequences`),
-DINOv3 (RoPE), and BEiT and Data2Vec-vision (relative position bias).
+DINOv3 (RoPE), BEiT and Data2Vec-vision (relative position bias), and AIMv2 (RMSNorm, a
+patch norm, SwiGLU, attention pooling without MLP).
 Families whose features we lack (`REFUSED`) are refused naming the feature. Entries under the model's
 base prefix (`vit.`, `deit.`, `dinov2.`, `vision_model.`) are found wherever the file puts it.
 """
@@ -119,19 +120,36 @@ _BEIT = Family(
            'rel_bias': 'attention.attention.relative_position_bias.relative_position_bias_table'},
     ignored=('embeddings.mask_token',))
 
+# AIMv2: RMSNorm throughout (a weight, no bias), a norm of the patch tokens before the position
+# table, no class token, a SwiGLU MLP, and (`use_head`) a pooling head whose class token is the
+# query itself (no projection) and that has no MLP: our MAP head with an identity query and no MLP.
+_AIMV2 = Family(
+    top={**_pairs('patch', 'embeddings.patch_embed'),
+         'patch_norm.weight': 'embeddings.rms_norm.weight', 'posemb': 'embeddings.position_embedding.weight', 'norm.weight': 'rms_norm.weight',
+         'map.probe': 'head.cls_token', **_pairs('map.key', 'head.k_proj'),
+         **_pairs('map.value', 'head.v_proj'), **_pairs('map.out', 'head.output_proj')},
+    heads={'head.weight': 'visual_projection.weight'}, block_prefix='encoder.layers.{}.',
+    block={**_pairs('query', 'attention.q_proj'), **_pairs('key', 'attention.k_proj'),
+           **_pairs('value', 'attention.v_proj'), **_pairs('out', 'attention.out_proj'),
+           **_pairs('fc1', 'ffn.up_proj'), **_pairs('gate', 'ffn.gate_proj'),
+           **_pairs('fc2', 'ffn.down_proj'), 'norm1.weight': 'rms_norm1.weight',
+           'norm2.weight': 'rms_norm2.weight'},
+    ignored=_TOWER_IGNORED, fields={'gated_mlp': True})
+
 # model_type -> family: plain ViTs under other names (MAE, MSN, I-JEPA encoders) included.
 FAMILIES = {'vit': _VIT, 'vit_mae': _VIT, 'vit_msn': _VIT, 'ijepa': _VIT, 'deit': _DEIT,
             'dinov2': _DINOV2, 'dinov2_with_registers': _DINOV2,
             'clip': _CLIP, 'clip_vision_model': _CLIP, 'metaclip_2': _CLIP,
             'metaclip_2_vision_model': _CLIP, 'siglip': _SIGLIP, 'siglip_vision_model': _SIGLIP,
             'siglip2': _SIGLIP2, 'siglip2_vision_model': _SIGLIP2,
-            'dinov3_vit': _DINOV3, 'beit': _BEIT, 'data2vec-vision': _BEIT}
+            'dinov3_vit': _DINOV3, 'beit': _BEIT, 'data2vec-vision': _BEIT,
+            'aimv2': _AIMV2, 'aimv2_vision_model': _AIMV2}
 # model_type -> the feature our model lacks: refused naming it.
-REFUSED = {'aimv2': 'RMSNorm', 'aimv2_vision_model': 'RMSNorm',
-           'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
+REFUSED = {'videomae': 'video tubelet embeddings', 'dinov3_convnext': 'a ConvNeXt (not a ViT)'}
 # The patch projection's name in each family, for finding the base prefix of a file.
 _PATCH_NAMES = ('embeddings.patch_embeddings.projection.weight',
-                'embeddings.patch_embedding.weight', 'embeddings.patch_embeddings.weight')
+                'embeddings.patch_embedding.weight', 'embeddings.patch_embeddings.weight',
+                'embeddings.patch_embed.weight')
 
 # transformers' `hidden_act` -> our `activation`.
 ACTIVATIONS = {'gelu': 'gelu', 'gelu_pytorch_tanh': 'gelu_tanh', 'gelu_new': 'gelu_tanh',
@@ -187,6 +205,11 @@ def model_fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   fields = {'activation': ACTIVATIONS[act],
             'layer_norm_eps': float(config.get('layer_norm_eps', 1e-12))}
   fields.update(family.fields or {})
+  if family is _AIMV2:
+    if config.get('is_native'):
+      raise errors.UserError(f'{source}: AIMv2 is_native=true (a sin-cos table of any input '
+                             'grid, width first) is not one we follow; it is refused.')
+    fields['layer_norm_eps'] = float(config.get('rms_norm_eps', 1e-5))
   if family is _DINOV3:
     fields['rope_theta'] = float(config.get('rope_theta', 100.0))
     if config.get('use_gated_mlp'):

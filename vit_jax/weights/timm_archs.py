@@ -7,18 +7,18 @@ checks every entry against timm's own modules.
 
 TIMM_VERSION = '1.0.31'
 
-ARCHITECTURES = {'aimv2_1b_patch14_224': 'RMSNorm',
- 'aimv2_1b_patch14_336': 'RMSNorm',
- 'aimv2_1b_patch14_448': 'RMSNorm',
- 'aimv2_3b_patch14_224': 'RMSNorm',
- 'aimv2_3b_patch14_336': 'RMSNorm',
- 'aimv2_3b_patch14_448': 'RMSNorm',
- 'aimv2_huge_patch14_224': 'RMSNorm',
- 'aimv2_huge_patch14_336': 'RMSNorm',
- 'aimv2_huge_patch14_448': 'RMSNorm',
- 'aimv2_large_patch14_224': 'RMSNorm',
- 'aimv2_large_patch14_336': 'RMSNorm',
- 'aimv2_large_patch14_448': 'RMSNorm',
+ARCHITECTURES = {'aimv2_1b_patch14_224': (16, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_1b_patch14_336': (16, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_1b_patch14_448': (16, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_3b_patch14_224': (24, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_3b_patch14_336': (24, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_3b_patch14_448': (24, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_huge_patch14_224': (12, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_huge_patch14_336': (12, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_huge_patch14_448': (12, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_large_patch14_224': (8, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_large_patch14_336': (8, 'silu', 1e-05, True, 'rms'),
+ 'aimv2_large_patch14_448': (8, 'silu', 1e-05, True, 'rms'),
  'beit3_base_patch16_224': 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)',
  'beit3_giant_patch14_224': 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)',
  'beit3_giant_patch14_336': 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)',
@@ -235,17 +235,28 @@ ARCHITECTURES = {'aimv2_1b_patch14_224': 'RMSNorm',
  'vit_pe_spatial_small_patch16_512': 'rotary position embeddings (RoPE) and EVA blocks',
  'vit_pe_spatial_tiny_patch16_512': 'rotary position embeddings (RoPE) and EVA blocks',
  'vit_pwee_patch16_reg1_gap_256': 'parallel attention and MLP branches',
- 'vit_relpos_base_patch16_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_base_patch16_cls_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_base_patch16_clsgap_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_base_patch16_plus_240': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_base_patch16_rpn_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_base_patch32_plus_rpn_256': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_medium_patch16_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_medium_patch16_cls_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_medium_patch16_rpn_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_small_patch16_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_relpos_small_patch16_rpn_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
+ 'vit_relpos_base_patch16_224': "timm's relpos attention (a relative position MLP, or a table "
+                                'without class-token rows)',
+ 'vit_relpos_base_patch16_cls_224': "timm's relpos attention (a relative position MLP, or a table "
+                                    'without class-token rows)',
+ 'vit_relpos_base_patch16_clsgap_224': "timm's relpos attention (a relative position MLP, or a "
+                                       'table without class-token rows)',
+ 'vit_relpos_base_patch16_plus_240': "timm's relpos attention (a relative position MLP, or a table "
+                                     'without class-token rows)',
+ 'vit_relpos_base_patch16_rpn_224': "timm's relpos attention (a relative position MLP, or a table "
+                                    'without class-token rows)',
+ 'vit_relpos_base_patch32_plus_rpn_256': "timm's relpos attention (a relative position MLP, or a "
+                                         'table without class-token rows)',
+ 'vit_relpos_medium_patch16_224': "timm's relpos attention (a relative position MLP, or a table "
+                                  'without class-token rows)',
+ 'vit_relpos_medium_patch16_cls_224': "timm's relpos attention (a relative position MLP, or a "
+                                      'table without class-token rows)',
+ 'vit_relpos_medium_patch16_rpn_224': "timm's relpos attention (a relative position MLP, or a "
+                                      'table without class-token rows)',
+ 'vit_relpos_small_patch16_224': "timm's relpos attention (a relative position MLP, or a table "
+                                 'without class-token rows)',
+ 'vit_relpos_small_patch16_rpn_224': "timm's relpos attention (a relative position MLP, or a table "
+                                     'without class-token rows)',
  'vit_small_patch14_dinov2': (6, 'gelu', 1e-06, False),
  'vit_small_patch14_reg4_dinov2': (6, 'gelu', 1e-06, False),
  'vit_small_patch16_18x2_224': 'parallel attention and MLP branches',
@@ -290,8 +301,10 @@ ARCHITECTURES = {'aimv2_1b_patch14_224': 'RMSNorm',
  'vit_so400m_patch16_siglip_gap_256': (16, 'gelu_tanh', 1e-06, False),
  'vit_so400m_patch16_siglip_gap_384': (16, 'gelu_tanh', 1e-06, False),
  'vit_so400m_patch16_siglip_gap_512': (16, 'gelu_tanh', 1e-06, False),
- 'vit_srelpos_medium_patch16_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
- 'vit_srelpos_small_patch16_224': 'timm\'s relpos attention (a relative position MLP, or a table without class-token rows)',
+ 'vit_srelpos_medium_patch16_224': "timm's relpos attention (a relative position MLP, or a table "
+                                   'without class-token rows)',
+ 'vit_srelpos_small_patch16_224': "timm's relpos attention (a relative position MLP, or a table "
+                                  'without class-token rows)',
  'vit_tiny_patch16_224': (3, 'gelu', 1e-06, False),
  'vit_tiny_patch16_384': (3, 'gelu', 1e-06, False),
  'vit_tiny_patch16_dinov3_qkvb': 'rotary position embeddings (RoPE) and EVA blocks',

@@ -1,5 +1,5 @@
 """timm's `VisionTransformer` (and `VisionTransformerDistilled`, and `Beit`) names for the neutral
-roles.
+roles, AIMv2's included.
 
 Fused `attn.qkv` (q, k, v order), `ls1.gamma`/`ls2.gamma` (LayerScale), `attn.q_norm`/`k_norm`,
 `norm_pre`, `reg_token`, `dist_token` + `head_dist`, and the MAP head as `attn_pool` (latent
@@ -35,12 +35,16 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
          **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
          **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
          'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}
-# timm's Beit (`beit_*`, `beitv2_*`) on top: LayerScale as `gamma_1`/`gamma_2`, a q and a v bias
-# beside a bias-free qkv (k has none), relative position tables per block or shared.
-_BEIT_TOP = {'rel_bias': 'rel_pos_bias.relative_position_bias_table'}
-_BEIT_BLOCK = {'ls1': ('ls1.gamma', 'gamma_1'), 'ls2': ('ls2.gamma', 'gamma_2'),
+# Read, never written: timm's Beit (`beit_*`, `beitv2_*`: LayerScale as `gamma_1`/`gamma_2`, a q
+# and a v bias beside a bias-free qkv, relative position tables per block or shared), and its
+# AIMv2 (`aimv2_*`: a norm of the patch tokens, a SwiGLU MLP as `fc1_g` (gate) and `fc1_x`).
+_READ_TOP = {'rel_bias': 'rel_pos_bias.relative_position_bias_table',
+             **_pairs('patch_norm', 'patch_embed.norm')}
+_READ_BLOCK = {'ls1': ('ls1.gamma', 'gamma_1'), 'ls2': ('ls2.gamma', 'gamma_2'),
                'q_bias': 'attn.q_bias', 'v_bias': 'attn.v_bias',
-               'rel_bias': 'attn.relative_position_bias_table'}
+               'rel_bias': 'attn.relative_position_bias_table',
+               **_pairs('gate', 'mlp.fc1_g'), 'fc1.weight': ('mlp.fc1.weight', 'mlp.fc1_x.weight'),
+               'fc1.bias': ('mlp.fc1.bias', 'mlp.fc1_x.bias')}
 
 
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
@@ -71,8 +75,8 @@ def to_params(state: dict[str, np.ndarray], source: str,
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
   timm's sizes by width."""
-  top, per_block, used = torch_names.read_roles(state, {**TOP, **_BEIT_TOP}, BLOCK_PREFIX,
-                                                {**BLOCK, **_BEIT_BLOCK})
+  top, per_block, used = torch_names.read_roles(state, {**TOP, **_READ_TOP}, BLOCK_PREFIX,
+                                                {**BLOCK, **_READ_BLOCK})
   unknown = sorted(k for k in state if k not in used)
   if unknown:
     raise errors.UserError(
@@ -91,6 +95,8 @@ def to_params(state: dict[str, np.ndarray], source: str,
     torch_names.split_fused(arrays, 'qkv', ('query', 'key', 'value'))
     if 'q_bias' in arrays:  # Beit: the key's bias is zero
       arrays['query.bias'], arrays['value.bias'] = arrays.pop('q_bias'), arrays.pop('v_bias')
+    if 'gate.weight' in arrays:  # SwiGLU: [gate, value] packed into one kernel
+      torch_names.join_fused(arrays, 'fc1', ('gate', 'fc1'))
   torch_names.split_fused(top, 'map.kv', ('map.key', 'map.value'))
   if 'posemb' not in top:  # Beit without an absolute position table
     return torch_names.from_roles(top, per_block, num_heads), num_heads
@@ -107,9 +113,11 @@ def to_params(state: dict[str, np.ndarray], source: str,
     top['registers'] = top['registers'] + top['posemb'][:, start:start + registers]
     top['posemb'] = np.concatenate(
         [top['posemb'][:, :start], top['posemb'][:, start + registers:]], axis=1)
-  elif not _is_square(rows - len(prefix)):
+  elif prefix and not _is_square(rows - len(prefix)):
     raise errors.UserError(f'{source}: pos_embed has {rows} rows, which is neither a square patch '
                            f'grid nor one plus the prefix tokens {prefix}.')
+  # No prefix tokens: every row is a patch's, of a grid that may be non-square (the input's
+  # grid must then have as many patches: `AddPositionEmbs` checks it).
   return torch_names.from_roles(top, per_block, num_heads), num_heads
 
 

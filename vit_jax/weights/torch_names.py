@@ -4,7 +4,8 @@ One neutral table of *roles* sits between our canonical tree and every PyTorch l
 roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm.*`, `fc_norm.*`, `head.*`,
 `head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
 `out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), and
-BEiT's relative position tables (`rel_bias`: per block, and model-level when shared), all in
+BEiT's relative position tables (`rel_bias`: per block, and model-level when shared), and
+`patch_norm.*` (AIMv2's norm of the patch tokens); a norm without `.bias` is an RMSNorm. All in
 PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
 Face names (`timm_names.py`, `hf_names.py`) only name these roles.
 """
@@ -53,6 +54,12 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append('rotary position embeddings (posemb=rope)')
   if model_config.get('rel_pos_bias') or model_config.get('shared_rel_pos_bias'):
     problems.append('a relative position bias (BEiT)')
+  aimv2 = [name for name, asked in (('RMSNorm', model_config.get('norm') == 'rms'),
+                                    ('a patch norm', model_config.get('patch_norm')),
+                                    ('a MAP head without MLP', model_config.get('map_mlp') is False))
+           if asked]
+  if aimv2:
+    problems.append(f'{", ".join(aimv2)} (AIMv2)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
@@ -87,7 +94,8 @@ def linear(arrays: dict, role: str, dense: Any, in_axes: int = 1) -> None:
 
 def norm(arrays: dict, role: str, layer_norm: Any) -> None:
   arrays[f'{role}.weight'] = _bias(layer_norm['scale'])
-  arrays[f'{role}.bias'] = _bias(layer_norm['bias'])
+  if 'bias' in layer_norm:  # an RMSNorm has none
+    arrays[f'{role}.bias'] = _bias(layer_norm['bias'])
 
 
 def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
@@ -111,6 +119,8 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
   top['posemb'] = position_embedding(tree, model_config, image_size)
   top['patch.weight'] = np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy()
   top['patch.bias'] = _bias(tree['embedding']['bias'])
+  if 'patch_norm' in tree:
+    norm(top, 'patch_norm', tree['patch_norm'])
   if 'encoder_norm' in encoder:
     norm(top, 'norm', encoder['encoder_norm'])
   if 'fc_norm' in tree:  # the final norm after pooling
@@ -126,9 +136,10 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
     head = tree['MAPHead_0']
     top['map.probe'] = np.asarray(head['probe'])
     top.update(_attention_roles(head['MultiHeadDotProductAttention_0'], 'map.'))
-    norm(top, 'map.norm', head['LayerNorm_0'])
-    linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
-    linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
+    if 'MlpBlock_0' in head:
+      norm(top, 'map.norm', head['LayerNorm_0'])
+      linear(top, 'map.fc1', head['MlpBlock_0']['Dense_0'])
+      linear(top, 'map.fc2', head['MlpBlock_0']['Dense_1'])
 
   per_block = [block_roles(encoder[f'encoderblock_{i}'])
                for i in range(stacking.num_encoder_layers(tree))]
@@ -164,8 +175,11 @@ def dense_from_torch(arrays: dict, role: str, num_heads: Optional[int] = None,
 
 
 def norm_from_torch(arrays: dict, role: str) -> dict[str, np.ndarray]:
-  return {'scale': np.asarray(arrays[f'{role}.weight'], np.float32),
-          'bias': np.asarray(arrays[f'{role}.bias'], np.float32)}
+  """A LayerNorm (weight and bias), or an RMSNorm (a weight alone)."""
+  out = {'scale': np.asarray(arrays[f'{role}.weight'], np.float32)}
+  if f'{role}.bias' in arrays:
+    out['bias'] = np.asarray(arrays[f'{role}.bias'], np.float32)
+  return out
 
 
 def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dict:
@@ -189,6 +203,8 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
   for name in ('cls', 'dist', 'registers'):
     if name in top:
       tree[name] = np.asarray(top[name], np.float32).reshape(1, -1, patch.shape[0])
+  if 'patch_norm.weight' in top:
+    tree['patch_norm'] = norm_from_torch(top, 'patch_norm')
   encoder = {}
   if 'posemb' in top:  # RoPE models have none
     posemb = np.asarray(top['posemb'], np.float32).reshape(1, -1, patch.shape[0])
@@ -208,12 +224,17 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
     if f'{name}.weight' in top:
       tree[name] = dense_from_torch(top, name)
   if 'map.probe' in top:
+    width = patch.shape[0]
+    if 'map.query.weight' not in top:  # the probe is the query itself (AIMv2): an identity
+      top['map.query.weight'] = np.eye(width, dtype=np.float32)
     tree['MAPHead_0'] = {
         'probe': np.asarray(top['map.probe'], np.float32).reshape(1, 1, -1),
-        'MultiHeadDotProductAttention_0': _attention_from_roles(top, num_heads, 'map.'),
-        'LayerNorm_0': norm_from_torch(top, 'map.norm'),
-        'MlpBlock_0': {'Dense_0': dense_from_torch(top, 'map.fc1'),
-                       'Dense_1': dense_from_torch(top, 'map.fc2')}}
+        'MultiHeadDotProductAttention_0': _attention_from_roles(top, num_heads, 'map.')}
+    if 'map.fc1.weight' in top:  # AIMv2's pooling head has no MLP
+      tree['MAPHead_0'].update({
+          'LayerNorm_0': norm_from_torch(top, 'map.norm'),
+          'MlpBlock_0': {'Dense_0': dense_from_torch(top, 'map.fc1'),
+                         'Dense_1': dense_from_torch(top, 'map.fc2')}})
   return tree
 
 

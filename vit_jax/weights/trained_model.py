@@ -136,7 +136,8 @@ def load(path: str, model_name: Optional[str] = None, *,
     native = geometry.native_image_size(params, model_config) or 224
     pp = preprocessing.released(native)
   else:
-    raise errors.MissingFile(f'Checkpoint not found: {path} (expected a workdir or an .npz file).')
+    raise errors.MissingFile(f'Checkpoint not found: {path} (expected a workdir, an .npz, or a '
+                            'timm / Hugging Face file or directory).')
   model = VisionTransformer(num_classes=num_classes, **model_config)
   if image_size and image_size != native:
     geometry.check_image_size(image_size, model_config)
