@@ -78,13 +78,18 @@ EXACT = [
     ('beit_base_patch16_224', dict(global_pool='token')),
     # AIMv2: RMSNorm throughout, a norm of the patch tokens, SwiGLU as fc1_g/fc1_x, no biases.
     ('aimv2_large_patch14_224', {}),
+    # timm's DINOv3 (Eva blocks): RoPE, registers, LayerScale; q and v biases; SwiGLU.
+    ('vit_base_patch16_dinov3', {}),
+    ('vit_base_patch16_dinov3_qkvb', {}),
+    ('vit_huge_plus_patch16_dinov3', {}),
 ]
 
 
-@pytest.mark.parametrize('name', ['beit_base_patch16_224', 'aimv2_large_patch14_224'])
+@pytest.mark.parametrize('name', ['beit_base_patch16_224', 'aimv2_large_patch14_224',
+                                  'vit_base_patch16_dinov3'])
 def test_a_model_built_for_a_non_square_grid_gives_timm_logits(tmp_path, name):
-  """timm's Beit and AIMv2 at 32x48 pixels: Beit's tables are for the 4x6 grid (7 x 11
-  offsets + 3 rows), AIMv2's position table has 4x6 rows."""
+  """timm's Beit, AIMv2 and DINOv3 at 32x48 pixels: Beit's tables are for the 4x6 grid (7 x 11
+  offsets + 3 rows), AIMv2's position table has 4x6 rows, DINOv3 rotates by patch centres."""
   model = _randomized(name, img_size=(32, 48))
   # Its transform would centre-crop a non-square input (timm's ResizeKeepRatio), which our pp
   # does not follow and refuses; squashing is followed, and this test is of the model.
@@ -93,6 +98,8 @@ def test_a_model_built_for_a_non_square_grid_gives_timm_logits(tmp_path, name):
   loaded = trained_model.load(str(tmp_path))
   if name.startswith('beit'):
     assert loaded.model_config.rel_pos_bias and loaded.model_config.posemb == 'none'
+  elif 'dinov3' in name:
+    assert loaded.model_config.posemb == 'rope' and loaded.model_config.num_registers == 4
   else:
     assert loaded.model_config.norm == 'rms' and loaded.model_config.patch_norm
   _compare(model, loaded, size=(32, 48))

@@ -66,9 +66,8 @@ def import_timm():
 
 
 # timm modules whose architectures are ViTs we may read, and the feature the others lack.
-READ_MODULES = ('vision_transformer', 'deit', 'beit')
+READ_MODULES = ('vision_transformer', 'deit', 'beit', 'eva')
 REFUSED_MODULES = {
-    'eva': 'rotary position embeddings (RoPE) and EVA blocks',
     'vision_transformer_relpos': ("timm's relpos attention (a relative position MLP, or a "
                                   'table without class-token rows)'),
     'naflexvit': 'NaFlex variable-resolution patches',
@@ -79,11 +78,11 @@ _ACTIVATIONS = {'GELU': 'gelu', 'GELUTanh': 'gelu_tanh', 'QuickGELU': 'quick_gel
 
 
 def architecture_fields(model):
-  """(heads, activation, norm eps, gated MLP[, 'rms' for RMSNorm]) of a timm VisionTransformer or
-  Beit, or the feature that our model lacks (a string)."""
+  """(heads, activation, norm eps, gated MLP[, {other fields: RMSNorm, DINOv3's RoPE}]) of a
+  timm VisionTransformer, Beit or Eva, or the feature that our model lacks (a string)."""
   block = model.blocks[0]
   kind = type(block).__name__
-  if kind != 'Block':
+  if kind not in ('Block', 'EvaBlock'):
     return {'ParallelScalingBlock': 'parallel attention and MLP branches',
             'ParallelThingsBlock': 'parallel attention and MLP branches',
             'DiffParallelScalingBlock': 'differential attention',
@@ -91,12 +90,17 @@ def architecture_fields(model):
   norm = type(block.norm1).__name__
   if norm not in ('LayerNorm', 'RmsNorm'):
     return norm
-  if type(block.attn).__name__ != 'Attention':
+  extra = _rope_fields(model)  # the rotary variant we lack is named first
+  if isinstance(extra, str):
+    return extra
+  if type(block.attn).__name__ not in ('Attention', 'EvaAttention'):
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
   inner = (getattr(block.attn, 'norm', None), getattr(block.mlp, 'norm', None))  # Beit: none
   if any(n is not None and type(n).__name__ != 'Identity' for n in inner):
     return 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)'
+  if getattr(block.attn, 'gate', None) is not None:
+    return 'gated attention outputs'
   if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':
     return 'no final norm'
   mlp = type(block.mlp).__name__
@@ -105,8 +109,31 @@ def architecture_fields(model):
   act = type(block.mlp.act).__name__
   if act == 'GELU' and block.mlp.act.approximate == 'tanh':
     act = 'GELUTanh'
+  if norm == 'RmsNorm':
+    extra['norm'] = 'rms'
   fields = (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp != 'Mlp')
-  return fields + ('rms',) if norm == 'RmsNorm' else fields
+  return fields + (extra,) if extra else fields
+
+
+def _rope_fields(model):
+  """{} without rotary embeddings; DINOv3's (timm's RotaryEmbeddingDinoV3 as DINOv3 runs it
+  at inference) as our posemb='rope' fields; else the variant we lack (a string)."""
+  rope = getattr(model, 'rope', None)
+  if rope is None:
+    return {}
+  name = type(rope).__name__
+  dinov3 = (name == 'RotaryEmbeddingDinoV3' and rope.rotate_half and rope.min_period is None
+            and rope.normalize_coords == 'separate' and rope.grid_indexing == 'ij'
+            and not rope.grid_offset)
+  if not dinov3:
+    return {'RotaryEmbeddingCat': 'rotary position embeddings of EVA-02 and timm ROPE-ViTs '
+                                  '(RotaryEmbeddingCat)',
+            'RotaryEmbeddingMixed': 'learned mixed rotary position embeddings '
+                                    '(RotaryEmbeddingMixed)'}.get(
+                                        name, f'rotary position embeddings ({name})')
+  if getattr(model, 'pos_embed', None) is not None:
+    return 'rotary beside absolute position embeddings'
+  return {'posemb': 'rope', 'rope_theta': float(rope.temperature)}
 
 
 def survey():
@@ -131,8 +158,8 @@ def write_table(path='vit_jax/weights/timm_archs.py'):
   timm = import_timm()
   header = (f'"""What timm {timm.__version__}\'s ViT architectures fix beyond their weights: '
             'written by `python tests/timm_reference.py`.\n\n'
-            '{architecture: (heads, activation, LayerNorm eps, gated MLP) | the feature our model '
-            'lacks}. The\nweights show the rest (width, depth, MLP size, tokens, norms, '
+            '{architecture: (heads, activation, norm eps, gated MLP[, {other field: value}]) | '
+            'the feature our\nmodel lacks}. The weights show the rest (width, depth, MLP size, tokens, norms, '
             'pooling head); `tests/test_timm_archs.py`\nchecks every entry against timm\'s '
             'own modules.\n"""\n\n')
   with open(path, 'w', encoding='utf-8') as f:

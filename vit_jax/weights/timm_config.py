@@ -47,7 +47,7 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
   name = config.get('architecture')
   if not isinstance(name, str):
     raise errors.UserError(f'{source}: timm config.json has no architecture.')
-  heads, activation, eps, gated, *norm = _architecture(name, source)
+  heads, activation, eps, gated, *extra = _architecture(name, source)  # [{field: value}]
   args = dict(config.get('model_args') or {})
   unknown = sorted(k for k in args if k not in _READ_ARGS)
   if unknown:
@@ -72,8 +72,8 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
          'num_heads': int(args.get('num_heads', heads)), 'global_pool': pool}
   if gated:
     out['gated_mlp'] = True
-  if norm:  # RMSNorm (AIMv2)
-    out['norm'] = norm[0]
+  if extra:  # RMSNorm (AIMv2), DINOv3's rotary embeddings
+    out.update(extra[0])
   if args.get('final_norm') is False and not args.get('fc_norm'):
     raise errors.UserError(
         f'{source}: model_args final_norm=False: a model without a final norm is '

@@ -44,7 +44,10 @@ _READ_BLOCK = {'ls1': ('ls1.gamma', 'gamma_1'), 'ls2': ('ls2.gamma', 'gamma_2'),
                'q_bias': 'attn.q_bias', 'v_bias': 'attn.v_bias',
                'rel_bias': 'attn.relative_position_bias_table',
                **_pairs('gate', 'mlp.fc1_g'), 'fc1.weight': ('mlp.fc1.weight', 'mlp.fc1_x.weight'),
-               'fc1.bias': ('mlp.fc1.bias', 'mlp.fc1_x.bias')}
+               'fc1.bias': ('mlp.fc1.bias', 'mlp.fc1_x.bias'),
+               # Eva's unfused projections (qkv_fused=False)
+               **_pairs('query', 'attn.q_proj'), **_pairs('key', 'attn.k_proj'),
+               **_pairs('value', 'attn.v_proj')}
 
 
 def state_dict(params: Any, model_config, image_size: int) -> dict[str, np.ndarray]:
