@@ -82,6 +82,9 @@ EXACT = [
     ('vit_base_patch16_dinov3', {}),
     ('vit_base_patch16_dinov3_qkvb', {}),
     ('vit_huge_plus_patch16_dinov3', {}),
+    # BEiT-3: norms inside attention and MLP; EVA (the first): Eva blocks without RoPE.
+    ('beit3_base_patch16_224', {}),
+    ('eva_giant_patch14_224', {}),
 ]
 
 

@@ -96,9 +96,14 @@ def architecture_fields(model):
   if type(block.attn).__name__ not in ('Attention', 'EvaAttention'):
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
-  inner = (getattr(block.attn, 'norm', None), getattr(block.mlp, 'norm', None))  # Beit: none
-  if any(n is not None and type(n).__name__ != 'Identity' for n in inner):
-    return 'norms inside attention and MLP (scale_attn_norm, scale_mlp_norm)'
+  inner = [getattr(block.attn, 'norm', None), getattr(block.mlp, 'norm', None)]  # Beit: none
+  inner = [n is not None and type(n).__name__ != 'Identity' for n in inner]
+  if any(inner) and not all(inner):
+    return 'a norm inside attention or the MLP alone'
+  if all(inner):
+    if type(block.attn.norm).__name__ != 'LayerNorm':
+      return f'a {type(block.attn.norm).__name__} inside attention'
+    extra['inner_norms'] = True
   if getattr(block.attn, 'gate', None) is not None:
     return 'gated attention outputs'
   if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':

@@ -170,7 +170,7 @@ def model_overrides() -> ml_collections.ConfigDict:
       distillation_head=unset(bool), dynamic_image_size=unset(bool), class_token=unset(bool),
       fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float),
       rel_pos_bias=unset(bool), shared_rel_pos_bias=unset(bool), norm=unset(str),
-      patch_norm=unset(bool), map_mlp=unset(bool), attention_impl=unset(str), linear_probe=unset(bool), head_init_std=unset(float)))
+      patch_norm=unset(bool), map_mlp=unset(bool), inner_norms=unset(bool), attention_impl=unset(str), linear_probe=unset(bool), head_init_std=unset(float)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

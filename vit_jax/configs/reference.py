@@ -53,6 +53,8 @@ MEANINGS = {
     'model.rel_pos_bias': 'a relative position bias table in every block (BEiT)',
     'model.shared_rel_pos_bias': 'one relative position bias table shared by every block (BEiT)',
     'model.norm': '`layer` | `rms`: every norm of the model (`rms`: RMSNorm, AIMv2)',
+    'model.inner_norms': 'a norm inside attention (of the merged heads) and inside the MLP '
+                         '(before its second dense layer): BEiT-3, EVA-02',
     'model.patch_norm': 'a norm of the patch tokens before the position embedding (AIMv2)',
     'model.map_mlp': 'with `classifier=\'map\'`: False drops the head\'s MLP (AIMv2\'s '
                      'attention pooling)',

@@ -118,6 +118,9 @@ class MultiHeadAttention(nn.Module):
   # BEiT's relative position bias of this layer's own (`relative_position_bias`, a table
   # [(2 rows - 1)(2 columns - 1) + 3, heads]) on [cls, patches] of a (rows, columns) grid.
   rel_pos_grid: Optional[tuple[int, int]] = None
+  # A LayerNorm of the heads' merged output before `out` (`inner_norm`; timm's scale_attn_norm,
+  # BEiT-3, EVA's scale_attn_inner).
+  inner_norm: bool = False
 
   @nn.compact
   def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray, *,
@@ -187,6 +190,10 @@ class MultiHeadAttention(nn.Module):
       x = jax.nn.dot_product_attention(
           query, key, value, mask=mask, implementation='xla',
           bias=None if bias is None else bias.astype(query.dtype))
+    if self.inner_norm:  # over the merged heads [b, q, heads * head_dim]
+      merged = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='inner_norm')(
+          x.reshape(*x.shape[:2], width))
+      x = merged.reshape(x.shape)
 
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,

@@ -99,6 +99,9 @@ class MlpBlock(nn.Module):
   activation: str = 'gelu_tanh'  # an ACTIVATIONS name; the tanh form is the official model's
   gated: bool = False
   dtype: Dtype = jnp.float32
+  # A norm of the hidden activations before Dense_1 (`inner_norm`: timm's scale_mlp_norm,
+  # BEiT-3, EVA-02's SwiGLU): (kind, epsilon), or None.
+  inner_norm: Optional[tuple[str, float]] = None
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
@@ -113,6 +116,8 @@ class MlpBlock(nn.Module):
     else:
       x = ACTIVATIONS[self.activation](x)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    if self.inner_norm is not None:
+      x = make_norm(*self.inner_norm, self.dtype, 'inner_norm')(x)
     x = dense(inputs.shape[-1], 'Dense_1')(x)
     return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
 
@@ -151,6 +156,7 @@ class Encoder1DBlock(nn.Module):
   rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
   rel_pos_grid: Optional[tuple[int, int]] = None  # see attention.MultiHeadAttention
   norm: str = 'layer'  # a NORMS name
+  inner_norms: bool = False  # norms inside attention and MLP (BEiT-3, EVA-02)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
   emit: bool = False  # also return the output as the scan's per-layer output
@@ -168,8 +174,8 @@ class Encoder1DBlock(nn.Module):
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
-        rel_pos_grid=self.rel_pos_grid, implementation=self.attention_impl,
-        name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask,
+        rel_pos_grid=self.rel_pos_grid, inner_norm=self.inner_norms,
+        implementation=self.attention_impl, name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask,
                                                bias=bias)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     drop = lambda y: y if deterministic else drop_path(y, drop_path_rate, self.make_rng)  # pylint: disable=unnecessary-lambda-assignment
@@ -178,6 +184,7 @@ class Encoder1DBlock(nn.Module):
     y = norm('LayerNorm_1')(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
                  activation=self.activation, gated=self.gated_mlp, dtype=self.dtype,
+                 inner_norm=(self.norm, self.layer_norm_eps) if self.inner_norms else None,
                  name='MlpBlock_0')(y, deterministic=deterministic)
     x = x + drop(scale(y, 'LayerScale_1'))
     return x, (x if self.emit else None)
@@ -217,6 +224,7 @@ class Encoder(nn.Module):
   rel_pos_bias: bool = False  # a relative position bias table per block (BEiT)
   shared_rel_pos_bias: bool = False  # one table for every block (`relative_position_bias`)
   norm: str = 'layer'  # a NORMS name, for every norm of the encoder
+  inner_norms: bool = False
   dynamic_image_size: bool = False
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
@@ -296,6 +304,7 @@ class Encoder(nn.Module):
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
         gated_mlp=self.gated_mlp, attention_impl=self.attention_impl, dtype=self.dtype,
         rel_pos_grid=tuple(self.grid_shape) if self.rel_pos_bias else None, norm=self.norm,
+        inner_norms=self.inner_norms,
         rope=((tuple(self.grid_shape), float(self.rope_theta),
                self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
               if self.posemb == 'rope' else None))
@@ -423,7 +432,7 @@ class VisionTransformer(nn.Module):
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
   `rope_theta` (with posemb='rope'), `rel_pos_bias`, `shared_rel_pos_bias`, `norm`,
-  `patch_norm`, `map_mlp`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
+  `patch_norm`, `map_mlp`, `inner_norms`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
   imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
@@ -463,6 +472,7 @@ class VisionTransformer(nn.Module):
   norm: str = 'layer'  # 'layer' or 'rms': every norm of the model (AIMv2: RMSNorm)
   patch_norm: bool = False  # a norm of the patch tokens before the position (AIMv2)
   map_mlp: bool = True  # False: a MAP head without its MLP (AIMv2's attention pooling)
+  inner_norms: bool = False  # norms inside attention and MLP (BEiT-3, EVA-02)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   # MAE's linear probe: the encoder runs in inference mode and no gradient reaches it; the
   # features pass a BatchNorm without affine (`head_norm`: HeadNorm) before the head.
@@ -594,7 +604,7 @@ class VisionTransformer(nn.Module):
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
           rope_theta=self.rope_theta, rel_pos_bias=self.rel_pos_bias,
           shared_rel_pos_bias=self.shared_rel_pos_bias, norm=self.norm,
-          dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
+          inner_norms=self.inner_norms, dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
           dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
                                     registers=registers, sequences=seqs,
                                     blocks=blocks, norm_blocks=norm_blocks)

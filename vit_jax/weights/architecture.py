@@ -75,6 +75,8 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
     config.norm = 'rms'
   if 'patch_norm' in tree:
     config.patch_norm = True
+  if 'inner_norm' in attention and 'inner_norm' in block['MlpBlock_0']:
+    config.inner_norms = True
   if 'MAPHead_0' in tree and 'MlpBlock_0' not in tree['MAPHead_0']:
     config.map_mlp = False
 

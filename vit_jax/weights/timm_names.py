@@ -34,6 +34,7 @@ BLOCK = {**_pairs('qkv', 'attn.qkv'), **_pairs('out', 'attn.proj'),
          **_pairs('q_norm', 'attn.q_norm'), **_pairs('k_norm', 'attn.k_norm'),
          **_pairs('fc1', 'mlp.fc1'), **_pairs('fc2', 'mlp.fc2'),
          **_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
+         **_pairs('attn_norm', 'attn.norm'), **_pairs('mlp_norm', 'mlp.norm'),
          'ls1': 'ls1.gamma', 'ls2': 'ls2.gamma'}
 # Read, never written: timm's Beit (`beit_*`, `beitv2_*`: LayerScale as `gamma_1`/`gamma_2`, a q
 # and a v bias beside a bias-free qkv, relative position tables per block or shared), and its

@@ -5,7 +5,8 @@ roles (`cls`, `dist`, `registers`, `posemb`, `patch.weight`, `pre_norm.*`, `norm
 `head_dist.*`, `pre_logits.*`, `map.*`) and per-block roles (`query.*`, `key.*`, `value.*`,
 `out.*`, `fc1.*`, `fc2.*`, `norm1.*`, `norm2.*`, `ls1`, `ls2`, `q_norm.*`, `k_norm.*`), and
 BEiT's relative position tables (`rel_bias`: per block, and model-level when shared), and
-`patch_norm.*` (AIMv2's norm of the patch tokens); a norm without `.bias` is an RMSNorm. All in
+`patch_norm.*` (AIMv2's norm of the patch tokens), `attn_norm.*` and `mlp_norm.*` (norms
+inside attention and MLP); a norm without `.bias` is an RMSNorm. All in
 PyTorch orientation: linear weights [out, in], the patch embedding OIHW. The timm and Hugging
 Face names (`timm_names.py`, `hf_names.py`) only name these roles.
 """
@@ -60,6 +61,8 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
            if asked]
   if aimv2:
     problems.append(f'{", ".join(aimv2)} (AIMv2)')
+  if model_config.get('inner_norms'):
+    problems.append('norms inside attention and MLP (BEiT-3, EVA)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if problems:
@@ -108,6 +111,8 @@ def _attention_roles(attention: Any, prefix: str = '') -> dict[str, np.ndarray]:
       norm(arrays, f'{prefix}{role}', attention[ours])
   if 'relative_position_bias' in attention:
     arrays[f'{prefix}rel_bias'] = np.asarray(attention['relative_position_bias'])
+  if 'inner_norm' in attention:
+    norm(arrays, f'{prefix}attn_norm', attention['inner_norm'])
   return arrays
 
 
@@ -151,6 +156,8 @@ def block_roles(block: Any) -> dict[str, np.ndarray]:
   arrays = _attention_roles(block['MultiHeadDotProductAttention_0'])
   linear(arrays, 'fc1', block['MlpBlock_0']['Dense_0'])
   linear(arrays, 'fc2', block['MlpBlock_0']['Dense_1'])
+  if 'inner_norm' in block['MlpBlock_0']:
+    norm(arrays, 'mlp_norm', block['MlpBlock_0']['inner_norm'])
   norm(arrays, 'norm1', block['LayerNorm_0'])
   norm(arrays, 'norm2', block['LayerNorm_1'])
   for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
@@ -191,6 +198,8 @@ def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dic
       out[ours] = norm_from_torch(arrays, f'{prefix}{role}')
   if f'{prefix}rel_bias' in arrays:  # [(2h-1)(2w-1) + 3, heads] in both layouts
     out['relative_position_bias'] = np.asarray(arrays[f'{prefix}rel_bias'], np.float32)
+  if f'{prefix}attn_norm.weight' in arrays:
+    out['inner_norm'] = norm_from_torch(arrays, f'{prefix}attn_norm')
   return out
 
 
@@ -250,6 +259,8 @@ def block_from_roles(arrays: dict, num_heads: int) -> dict[str, Any]:
   for ours, role in (('LayerScale_0', 'ls1'), ('LayerScale_1', 'ls2')):
     if role in arrays:
       block[ours] = {'scale': np.asarray(arrays[role], np.float32)}
+  if 'mlp_norm.weight' in arrays:
+    block['MlpBlock_0']['inner_norm'] = norm_from_torch(arrays, 'mlp_norm')
   return block
 
 
