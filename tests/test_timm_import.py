@@ -85,11 +85,20 @@ EXACT = [
     # BEiT-3: norms inside attention and MLP; EVA (the first): Eva blocks without RoPE.
     ('beit3_base_patch16_224', {}),
     ('eva_giant_patch14_224', {}),
+    # The axial RoPE (timm's RotaryEmbeddingCat): EVA-02 (a learned table beside it, SwiGLU;
+    # base: unfused q/k/v, a norm inside the MLP), ROPE-ViTs (columns first, with and without a
+    # table), PE (offset 1, MAP head).
+    ('eva02_tiny_patch14_224', {}),
+    ('eva02_base_patch14_224', {}),
+    ('vit_base_patch16_rope_224', {}),
+    ('vit_base_patch16_rope_ape_224', {}),
+    ('vit_base_patch16_rope_reg1_gap_256', {}),
+    ('vit_pe_core_base_patch16_224', {}),
 ]
 
 
 @pytest.mark.parametrize('name', ['beit_base_patch16_224', 'aimv2_large_patch14_224',
-                                  'vit_base_patch16_dinov3'])
+                                  'vit_base_patch16_dinov3', 'vit_base_patch16_rope_224'])
 def test_a_model_built_for_a_non_square_grid_gives_timm_logits(tmp_path, name):
   """timm's Beit, AIMv2 and DINOv3 at 32x48 pixels: Beit's tables are for the 4x6 grid (7 x 11
   offsets + 3 rows), AIMv2's position table has 4x6 rows, DINOv3 rotates by patch centres."""
@@ -103,6 +112,8 @@ def test_a_model_built_for_a_non_square_grid_gives_timm_logits(tmp_path, name):
     assert loaded.model_config.rel_pos_bias and loaded.model_config.posemb == 'none'
   elif 'dinov3' in name:
     assert loaded.model_config.posemb == 'rope' and loaded.model_config.num_registers == 4
+  elif 'rope' in name:
+    assert loaded.model_config.rope == 'axial' and loaded.model_config.posemb == 'none'
   else:
     assert loaded.model_config.norm == 'rms' and loaded.model_config.patch_norm
   _compare(model, loaded, size=(32, 48))
@@ -130,8 +141,7 @@ def test_timm_pretrained_cfg_travels_with_the_model(tmp_path):
 
 
 REFUSED = [
-    ('eva02_tiny_patch14_224', 'rotary position embeddings'),
-    ('vit_base_patch16_rope_224', 'rotary position embeddings'),
+    ('vit_base_patch16_rope_mixed_224', 'mixed rotary position embeddings'),
     ('vit_relpos_small_patch16_224', 'relpos attention'),
     ('vit_base_patch16_rpn_224', 'post-norm residual blocks'),
     ('vit_base_patch16_xp_224', 'parallel attention and MLP branches'),

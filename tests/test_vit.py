@@ -267,7 +267,8 @@ BEIT_FIELDS = dict(posemb='none', rel_pos_bias=True, shared_rel_pos_bias=True, c
                    class_token=True, fc_norm=True)
 # AIMv2 (RMSNorm, a patch norm, SwiGLU, a MAP head without MLP) with BEiT-3's inner norms.
 AIMV2_FIELDS = dict(norm='rms', patch_norm=True, gated_mlp=True, activation='silu',
-                    classifier='map', map_mlp=False, inner_norms=True)
+                    classifier='map', map_mlp=False, attn_inner_norm=True,
+                    mlp_inner_norm=True)
 
 
 @pytest.mark.parametrize('scan,remat,fields', [

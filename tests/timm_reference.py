@@ -93,17 +93,17 @@ def architecture_fields(model):
   extra = _rope_fields(model)  # the rotary variant we lack is named first
   if isinstance(extra, str):
     return extra
-  if type(block.attn).__name__ not in ('Attention', 'EvaAttention'):
+  if type(block.attn).__name__ not in ('Attention', 'EvaAttention', 'AttentionRope'):
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
   inner = [getattr(block.attn, 'norm', None), getattr(block.mlp, 'norm', None)]  # Beit: none
-  inner = [n is not None and type(n).__name__ != 'Identity' for n in inner]
-  if any(inner) and not all(inner):
-    return 'a norm inside attention or the MLP alone'
-  if all(inner):
+  attn_norm, mlp_norm = [n is not None and type(n).__name__ != 'Identity' for n in inner]
+  if attn_norm:
     if type(block.attn.norm).__name__ != 'LayerNorm':
       return f'a {type(block.attn.norm).__name__} inside attention'
-    extra['inner_norms'] = True
+    extra['attn_inner_norm'] = True
+  if mlp_norm:
+    extra['mlp_inner_norm'] = True
   if getattr(block.attn, 'gate', None) is not None:
     return 'gated attention outputs'
   if type(model.norm).__name__ == 'Identity' and type(model.fc_norm).__name__ == 'Identity':
@@ -116,17 +116,34 @@ def architecture_fields(model):
     act = 'GELUTanh'
   if norm == 'RmsNorm':
     extra['norm'] = 'rms'
+  pool = getattr(model, 'attn_pool', None)  # Eva's attends to every token
+  if pool is not None and (kind == 'EvaBlock' or getattr(model, 'pool_include_prefix', False)):
+    extra['map_include_prefix'] = True
+  if pool is not None and pool.num_heads != block.attn.num_heads:
+    extra['map_heads'] = pool.num_heads
   fields = (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp != 'Mlp')
   return fields + (extra,) if extra else fields
 
 
 def _rope_fields(model):
   """{} without rotary embeddings; DINOv3's (timm's RotaryEmbeddingDinoV3 as DINOv3 runs it
-  at inference) as our posemb='rope' fields; else the variant we lack (a string)."""
+  at inference) as our posemb='rope' fields, the axial one of EVA-02, timm's ROPE-ViTs and PE
+  (RotaryEmbeddingCat on an index grid, interleaved) as rope='axial'; else the variant we lack
+  (a string)."""
   rope = getattr(model, 'rope', None)
   if rope is None:
     return {}
   name = type(rope).__name__
+  if getattr(model.blocks[0].attn, 'num_kv_groups', 1) > 1:
+    return 'grouped key/value heads'
+  if (name == 'RotaryEmbeddingCat' and not rope.in_pixels and rope.grid_type == 'index'
+      and not rope.rotate_half and not rope.aug_active):
+    fields = {'rope': 'axial', 'rope_theta': float(rope.temperature),
+              'rope_grid': None if rope.ref_feat_shape is None else tuple(rope.ref_feat_shape),
+              'rope_offset': float(rope.grid_offset), 'rope_xy': rope.grid_indexing == 'xy'}
+    if getattr(model, 'pos_embed', None) is None:
+      fields['posemb'] = 'none'
+    return fields
   dinov3 = (name == 'RotaryEmbeddingDinoV3' and rope.rotate_half and rope.min_period is None
             and rope.normalize_coords == 'separate' and rope.grid_indexing == 'ij'
             and not rope.grid_offset)

@@ -169,8 +169,13 @@ def model_overrides() -> ml_collections.ConfigDict:
       pre_norm=unset(bool), num_registers=unset(int), distilled=unset(bool),
       distillation_head=unset(bool), dynamic_image_size=unset(bool), class_token=unset(bool),
       fc_norm=unset(bool), gated_mlp=unset(bool), rope_theta=unset(float),
+      rope=unset(str), rope_grid=unset(tuple), rope_offset=unset(float), rope_xy=unset(bool),
       rel_pos_bias=unset(bool), shared_rel_pos_bias=unset(bool), norm=unset(str),
-      patch_norm=unset(bool), map_mlp=unset(bool), inner_norms=unset(bool), attention_impl=unset(str), linear_probe=unset(bool), head_init_std=unset(float)))
+      patch_norm=unset(bool), map_mlp=unset(bool),
+      map_include_prefix=unset(bool), map_heads=unset(int), map_mlp_dim=unset(int),
+      attn_inner_norm=unset(bool),
+      mlp_inner_norm=unset(bool), attention_impl=unset(str), linear_probe=unset(bool),
+      head_init_std=unset(float)))
 
 
 def data_source(name: str, split: str) -> ml_collections.ConfigDict:

@@ -49,12 +49,23 @@ MEANINGS = {
     'model.class_token': 'a class token beside `gap`/`map` pooling',
     'model.fc_norm': 'the final LayerNorm after pooling instead of before it',
     'model.gated_mlp': 'SwiGLU MLP',
-    'model.rope_theta': 'the RoPE base with `posemb=\'rope\'`',
+    'model.rope_theta': 'the RoPE base with `posemb=\'rope\'` or `rope`',
+    'model.rope': '`none` | `dinov3` | `axial`: rotary embeddings beside the position embedding '
+                  '(`axial`: EVA-02\'s)',
+    'model.rope_grid': 'axial rope: coordinates rescaled to this grid (EVA-02\'s pretraining grid)',
+    'model.rope_offset': 'axial rope: added to the patch indices',
+    'model.rope_xy': 'axial rope: the column angles first',
     'model.rel_pos_bias': 'a relative position bias table in every block (BEiT)',
     'model.shared_rel_pos_bias': 'one relative position bias table shared by every block (BEiT)',
     'model.norm': '`layer` | `rms`: every norm of the model (`rms`: RMSNorm, AIMv2)',
-    'model.inner_norms': 'a norm inside attention (of the merged heads) and inside the MLP '
-                         '(before its second dense layer): BEiT-3, EVA-02',
+    'model.map_include_prefix': 'with `classifier=\'map\'`: the head also attends to the class '
+                                'token and registers (timm\'s Eva, `pool_include_prefix`)',
+    'model.map_heads': 'the MAP head\'s attention heads (unset: the blocks\')',
+    'model.map_mlp_dim': 'the MAP head\'s MLP width (unset: the blocks\')',
+    'model.attn_inner_norm': 'a LayerNorm of the merged heads before the attention\'s output '
+                             'projection (BEiT-3)',
+    'model.mlp_inner_norm': 'a norm of the MLP\'s hidden activations before its second dense '
+                            'layer (BEiT-3, EVA-02)',
     'model.patch_norm': 'a norm of the patch tokens before the position embedding (AIMv2)',
     'model.map_mlp': 'with `classifier=\'map\'`: False drops the head\'s MLP (AIMv2\'s '
                      'attention pooling)',

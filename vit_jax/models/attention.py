@@ -113,8 +113,9 @@ class MultiHeadAttention(nn.Module):
   # LayerNorm of queries and keys over head_dim (`query_norm`, `key_norm`; ViT-22B, timm qk_norm).
   qk_norm: bool = False
   layer_norm_eps: float = 1e-6
-  # 2-D RoPE on the patch tokens of self-attention: ((rows, columns), theta, prefix tokens).
-  rope: Optional[tuple[tuple[int, int], float, int]] = None
+  # 2-D RoPE on the patch tokens of self-attention: ((rows, columns), prefix tokens, spec), the
+  # spec as `posemb.rope_tables` takes it.
+  rope: Optional[tuple[tuple[int, int], int, tuple]] = None
   # BEiT's relative position bias of this layer's own (`relative_position_bias`, a table
   # [(2 rows - 1)(2 columns - 1) + 3, heads]) on [cls, patches] of a (rows, columns) grid.
   rel_pos_grid: Optional[tuple[int, int]] = None
@@ -166,10 +167,11 @@ class MultiHeadAttention(nn.Module):
       query, key = (nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name=name)(t)
                     for name, t in (('query_norm', query), ('key_norm', key)))
     if self.rope is not None:
-      (rows, columns), theta, prefix = self.rope
-      cos, sin = posemb_lib.rope_2d(rows, columns, head_dim, theta)
+      grid, prefix, spec = self.rope
+      cos, sin, interleaved = posemb_lib.rope_tables(spec, grid, head_dim)
       token_axis = 2 if explicit else 1
-      query, key = (posemb_lib.apply_rope(t, cos, sin, token_axis, prefix) for t in (query, key))
+      query, key = (posemb_lib.apply_rope(t, cos, sin, token_axis, prefix, interleaved)
+                    for t in (query, key))
     query, key, value = (nn.with_logical_constraint(t, heads_axes) for t in (query, key, value))
 
     if explicit:

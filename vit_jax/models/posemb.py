@@ -54,16 +54,60 @@ def rope_2d(height: int, width: int, head_dim: int, theta: float = 100.0
   return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
+def rope_axial(height: int, width: int, head_dim: int, theta: float = 10_000.0,
+               ref_grid: Optional[tuple[int, int]] = None, offset: float = 0.0,
+               xy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """(cos, sin), each [height * width, head_dim], of EVA-02's axial rotary embedding (timm's
+  RotaryEmbeddingCat on an index grid), in the interleaved layout.
+
+  Coordinates are patch indices (+ `offset`), rescaled to `ref_grid` (the pretraining grid)
+  when given; head_dim / 4 frequencies theta^(-k / (head_dim / 4)); angles coord * freq, the row
+  angles then the column angles (the columns first with `xy`), each repeated twice for pairs.
+  """
+  if head_dim % 4:
+    raise errors.UserError(f'rope needs a head dimension divisible by 4, got {head_dim}.')
+  bands = head_dim // 4
+  frequencies = 1.0 / theta ** (np.arange(bands, dtype=np.float32) / bands)
+  axes = [np.arange(size, dtype=np.float32) + offset for size in (height, width)]
+  if ref_grid is not None:
+    axes = [a / size * ref for a, size, ref in zip(axes, (height, width), ref_grid)]
+  rows, columns = np.meshgrid(*axes, indexing='ij')
+  coords = np.stack([columns, rows] if xy else [rows, columns], axis=-1).reshape(-1, 2)
+  angles = (coords[:, :, None] * frequencies[None, None, :]).reshape(len(coords), -1)
+  angles = np.repeat(angles, 2, axis=-1)
+  return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+# The rotary variants (`VisionTransformer.rope`): DINOv3's (half layout, patch centres in
+# [-1, 1]) and EVA-02's axial one (interleaved pairs, patch indices).
+ROPES = ('none', 'dinov3', 'axial')
+
+
+def rope_tables(spec: tuple, grid: tuple[int, int], head_dim: int):
+  """(cos, sin, interleaved) of a rotary `spec`: ('dinov3', theta) or ('axial', theta, ref_grid,
+  offset, xy)."""
+  if spec[0] == 'dinov3':
+    return (*rope_2d(*grid, head_dim, spec[1]), False)
+  _, theta, ref_grid, offset, xy = spec
+  return (*rope_axial(*grid, head_dim, theta, ref_grid, offset, xy), True)
+
+
 def apply_rope(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, token_axis: int,
-               num_prefix_tokens: int) -> jnp.ndarray:
+               num_prefix_tokens: int, interleaved: bool = False) -> jnp.ndarray:
   """Rotates the patch tokens of queries or keys ([..., tokens, ..., head_dim]; the prefix tokens
-  stay as they are): x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1]."""
+  stay as they are): x cos + rot(x) sin, with rot(x) = [-x2, x1] of the two halves, or with
+  `interleaved` [-x1, x0, -x3, x2, ...] of consecutive pairs."""
   prefix, patches = jnp.split(x, [num_prefix_tokens], axis=token_axis)
   shape = [1] * x.ndim
   shape[token_axis], shape[-1] = cos.shape
   cos, sin = cos.reshape(shape).astype(x.dtype), sin.reshape(shape).astype(x.dtype)
-  first, second = jnp.split(patches, 2, axis=-1)
-  rotated = patches * cos + jnp.concatenate([-second, first], axis=-1) * sin
+  if interleaved:
+    pairs = patches.reshape(*patches.shape[:-1], -1, 2)
+    turned = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(patches.shape)
+  else:
+    first, second = jnp.split(patches, 2, axis=-1)
+    turned = jnp.concatenate([-second, first], axis=-1)
+  rotated = patches * cos + turned * sin
   return jnp.concatenate([prefix, rotated], axis=token_axis)
 
 

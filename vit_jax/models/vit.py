@@ -153,10 +153,11 @@ class Encoder1DBlock(nn.Module):
   layerscale: Optional[float] = None
   qk_norm: bool = False
   gated_mlp: bool = False
-  rope: Optional[tuple[tuple[int, int], float, int]] = None  # see attention.MultiHeadAttention
+  rope: Optional[tuple[tuple[int, int], int, tuple]] = None  # see attention.MultiHeadAttention
   rel_pos_grid: Optional[tuple[int, int]] = None  # see attention.MultiHeadAttention
   norm: str = 'layer'  # a NORMS name
-  inner_norms: bool = False  # norms inside attention and MLP (BEiT-3, EVA-02)
+  attn_inner_norm: bool = False  # a norm of the merged heads before `out` (BEiT-3)
+  mlp_inner_norm: bool = False  # a norm before the MLP's Dense_1 (BEiT-3, EVA-02)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   dtype: Dtype = jnp.float32
   emit: bool = False  # also return the output as the scan's per-layer output
@@ -174,7 +175,7 @@ class Encoder1DBlock(nn.Module):
     y = attention.MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
         qk_norm=self.qk_norm, layer_norm_eps=self.layer_norm_eps, rope=self.rope,
-        rel_pos_grid=self.rel_pos_grid, inner_norm=self.inner_norms,
+        rel_pos_grid=self.rel_pos_grid, inner_norm=self.attn_inner_norm,
         implementation=self.attention_impl, name='MultiHeadDotProductAttention_0')(y, y, deterministic=deterministic, mask=mask,
                                                bias=bias)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
@@ -184,7 +185,7 @@ class Encoder1DBlock(nn.Module):
     y = norm('LayerNorm_1')(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
                  activation=self.activation, gated=self.gated_mlp, dtype=self.dtype,
-                 inner_norm=(self.norm, self.layer_norm_eps) if self.inner_norms else None,
+                 inner_norm=(self.norm, self.layer_norm_eps) if self.mlp_inner_norm else None,
                  name='MlpBlock_0')(y, deterministic=deterministic)
     x = x + drop(scale(y, 'LayerScale_1'))
     return x, (x if self.emit else None)
@@ -221,13 +222,32 @@ class Encoder(nn.Module):
   gated_mlp: bool = False
   final_norm: bool = True  # False when the norm comes after pooling (`fc_norm`)
   rope_theta: float = 100.0
+  rope: str = 'none'  # a posemb.ROPES name, beside the position embedding
+  rope_grid: Optional[tuple[int, int]] = None  # axial: coordinates rescaled to this grid
+  rope_offset: float = 0.0  # axial: added to the patch indices
+  rope_xy: bool = False  # axial: the column angles first
   rel_pos_bias: bool = False  # a relative position bias table per block (BEiT)
   shared_rel_pos_bias: bool = False  # one table for every block (`relative_position_bias`)
   norm: str = 'layer'  # a NORMS name, for every norm of the encoder
-  inner_norms: bool = False
+  attn_inner_norm: bool = False
+  mlp_inner_norm: bool = False
   dynamic_image_size: bool = False
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
+
+  def _rope(self, registers):
+    """The blocks' rotary embedding: (grid, prefix tokens, spec), or None."""
+    kind = 'dinov3' if self.posemb == 'rope' else self.rope
+    if kind == 'none':
+      return None
+    if kind not in posemb_lib.ROPES:
+      raise errors.UserError(f'rope={kind!r} is not supported; expected one of {posemb_lib.ROPES}.')
+    spec = ((kind, float(self.rope_theta)) if kind == 'dinov3' else
+            (kind, float(self.rope_theta),
+             None if self.rope_grid is None else tuple(self.rope_grid),
+             float(self.rope_offset), bool(self.rope_xy)))
+    prefix = self.num_prefix_tokens + (0 if registers is None else registers.shape[1])
+    return tuple(self.grid_shape), prefix, spec
 
   def _add_position(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Square inputs: the position embedding of the grid (prefix rows first), then dropout."""
@@ -248,9 +268,9 @@ class Encoder(nn.Module):
     prefix tokens. Adds each patch's position (the table resized to its image's grid), appends
     each slot's registers, and returns the tokens with the attention mask of their segments."""
     tokens, slots = seqs.patches.shape[1], seqs.images_per_sequence
-    if self.posemb == 'rope':
-      raise errors.UserError('posemb=rope is square-only here; NaFlex sequences need a learned '
-                             'or sincos2d position embedding.')
+    if self.posemb == 'rope' or self.rope != 'none':
+      raise errors.UserError('Rotary embeddings are square-only here; NaFlex sequences need a '
+                             'learned or sincos2d position embedding.')
     if self.add_position_embedding and self.posemb != 'none':
       if self.posemb == 'learn':
         x = posemb_lib.AddPositionEmbs(num_prefix_tokens=self.num_prefix_tokens,
@@ -304,10 +324,8 @@ class Encoder(nn.Module):
         layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
         gated_mlp=self.gated_mlp, attention_impl=self.attention_impl, dtype=self.dtype,
         rel_pos_grid=tuple(self.grid_shape) if self.rel_pos_bias else None, norm=self.norm,
-        inner_norms=self.inner_norms,
-        rope=((tuple(self.grid_shape), float(self.rope_theta),
-               self.num_prefix_tokens + (0 if registers is None else registers.shape[1]))
-              if self.posemb == 'rope' else None))
+        attn_inner_norm=self.attn_inner_norm, mlp_inner_norm=self.mlp_inner_norm,
+        rope=self._rope(registers))
     block = Encoder1DBlock
     if self.remat != 'none':
       # Arguments: (self, inputs, drop_path_rate, deterministic, mask, bias); `deterministic` is
@@ -431,9 +449,11 @@ class VisionTransformer(nn.Module):
   Fields for other families (docs/models.md, "Model fields"): `activation`,
   `layer_norm_eps`, `layerscale`, `qk_norm`, `pre_norm`, `num_registers`, `distilled`,
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
-  `rope_theta` (with posemb='rope'), `rel_pos_bias`, `shared_rel_pos_bias`, `norm`,
-  `patch_norm`, `map_mlp`, `inner_norms`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official checkpoints;
-  imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
+  `rope_theta` (with posemb='rope' or `rope`), `rope`, `rope_grid`, `rope_offset`, `rope_xy`,
+  `rel_pos_bias`, `shared_rel_pos_bias`, `norm`, `patch_norm`, `map_mlp`, `map_include_prefix`,
+  `map_heads`, `map_mlp_dim`, `attn_inner_norm`,
+  `mlp_inner_norm`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official
+  checkpoints; imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
 
   num_classes: Optional[int]
@@ -464,7 +484,14 @@ class VisionTransformer(nn.Module):
   class_token: Optional[bool] = None  # None: a class token exactly for the token classifiers
   fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
-  rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100)
+  rope_theta: float = 100.0  # the RoPE base with posemb='rope' (DINOv3: 100) or `rope`
+  # Rotary embeddings beside the position embedding: 'dinov3' (posemb='rope' is this alone) or
+  # 'axial' (EVA-02, timm's RotaryEmbeddingCat: patch indices + `rope_offset`, rescaled to
+  # `rope_grid`, the column angles first with `rope_xy`).
+  rope: str = 'none'
+  rope_grid: Optional[tuple[int, int]] = None
+  rope_offset: float = 0.0
+  rope_xy: bool = False
   # BEiT's relative position bias (usually with posemb='none'): a table per block, and/or one
   # table shared by every block (`Transformer/relative_position_bias`).
   rel_pos_bias: bool = False
@@ -472,7 +499,11 @@ class VisionTransformer(nn.Module):
   norm: str = 'layer'  # 'layer' or 'rms': every norm of the model (AIMv2: RMSNorm)
   patch_norm: bool = False  # a norm of the patch tokens before the position (AIMv2)
   map_mlp: bool = True  # False: a MAP head without its MLP (AIMv2's attention pooling)
-  inner_norms: bool = False  # norms inside attention and MLP (BEiT-3, EVA-02)
+  map_include_prefix: bool = False  # the MAP head also attends to the prefix tokens (timm Eva)
+  map_heads: Optional[int] = None  # the MAP head's heads (None: the blocks'; PE: 8)
+  map_mlp_dim: Optional[int] = None  # the MAP head's MLP width (None: the blocks')
+  attn_inner_norm: bool = False  # a LayerNorm of the merged heads before `out` (BEiT-3)
+  mlp_inner_norm: bool = False  # a norm before the MLP's second dense layer (BEiT-3, EVA-02)
   attention_impl: str = 'auto'  # an attention.IMPLEMENTATIONS name
   # MAE's linear probe: the encoder runs in inference mode and no gradient reaches it; the
   # features pass a BatchNorm without affine (`head_norm`: HeadNorm) before the head.
@@ -520,6 +551,9 @@ class VisionTransformer(nn.Module):
       raise errors.UserError(
           f'fc_norm=True normalises a pooled output; classifier={self.classifier!r} '
           'pools nothing.')
+    if self.map_include_prefix and self.classifier != 'map':
+      raise errors.UserError(f'map_include_prefix=True needs classifier="map", got '
+                             f'{self.classifier!r}.')
     if self.num_registers < 0:
       raise errors.UserError(f'num_registers must be >= 0, got {self.num_registers}.')
 
@@ -547,7 +581,7 @@ class VisionTransformer(nn.Module):
   def _embed_sequences(self, seqs: sequences_lib.Sequences) -> jnp.ndarray:
     """NaFlex patches [b, t, ph*pw*c] -> tokens [b, t, width] with the same `embedding`."""
     square_only = {'resnet (a hybrid stem)': self.resnet is not None,
-                   "posemb='rope'": self.posemb == 'rope',
+                   'rotary embeddings': self.posemb == 'rope' or self.rope != 'none',
                    'a relative position bias': self.rel_pos_bias or self.shared_rel_pos_bias}
     for feature, asked in square_only.items():
       if asked:
@@ -602,9 +636,11 @@ class VisionTransformer(nn.Module):
           activation=activation_name(self.activation, self.gelu_approximate),
           layer_norm_eps=self.layer_norm_eps, layerscale=self.layerscale, qk_norm=self.qk_norm,
           pre_norm=self.pre_norm, gated_mlp=self.gated_mlp, final_norm=not self.fc_norm,
-          rope_theta=self.rope_theta, rel_pos_bias=self.rel_pos_bias,
+          rope_theta=self.rope_theta, rope=self.rope, rope_grid=self.rope_grid,
+          rope_offset=self.rope_offset, rope_xy=self.rope_xy, rel_pos_bias=self.rel_pos_bias,
           shared_rel_pos_bias=self.shared_rel_pos_bias, norm=self.norm,
-          inner_norms=self.inner_norms, dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
+          attn_inner_norm=self.attn_inner_norm, mlp_inner_norm=self.mlp_inner_norm,
+          dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
           dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
                                     registers=registers, sequences=seqs,
                                     blocks=blocks, norm_blocks=norm_blocks)
@@ -629,12 +665,13 @@ class VisionTransformer(nn.Module):
     elif self.classifier == 'token_gap':
       x = jnp.concatenate([x[:, first], mean(patches)], axis=-1)
     elif self.classifier == 'map':
-      x = MAPHead(num_heads=self.transformer['num_heads'],
-                  mlp_dim=self.transformer['mlp_dim'],
+      x = MAPHead(num_heads=self.map_heads or self.transformer['num_heads'],
+                  mlp_dim=self.map_mlp_dim or self.transformer['mlp_dim'],
                   activation=activation_name(self.activation, self.gelu_approximate),
                   layer_norm_eps=self.layer_norm_eps, attention_impl=self.attention_impl,
                   dtype=self.compute_dtype, mlp=self.map_mlp, norm=self.norm)(
-                      patches, segments, slots)
+                      x if self.map_include_prefix and seqs is None else patches, segments,
+                      slots)
     if self.fc_norm:
       x = make_norm(self.norm, self.layer_norm_eps, self.compute_dtype, 'fc_norm')(x)
 

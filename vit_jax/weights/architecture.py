@@ -75,10 +75,16 @@ def infer(tree: Mapping[str, Any]) -> tuple[ml_collections.ConfigDict, Optional[
     config.norm = 'rms'
   if 'patch_norm' in tree:
     config.patch_norm = True
-  if 'inner_norm' in attention and 'inner_norm' in block['MlpBlock_0']:
-    config.inner_norms = True
+  if 'inner_norm' in attention:
+    config.attn_inner_norm = True
+  if 'inner_norm' in block['MlpBlock_0']:
+    config.mlp_inner_norm = True
   if 'MAPHead_0' in tree and 'MlpBlock_0' not in tree['MAPHead_0']:
     config.map_mlp = False
+  elif 'MAPHead_0' in tree:
+    head_mlp = int(tree['MAPHead_0']['MlpBlock_0']['Dense_1']['kernel'].shape[0])
+    if head_mlp != mlp_dim:
+      config.map_mlp_dim = head_mlp
 
   comparable = lambda c: {k: v for k, v in c.to_dict().items() if k != 'model_name'}  # pylint: disable=unnecessary-lambda-assignment
   without_dropout = lambda d: {**d, 'transformer': {**d['transformer'], 'dropout_rate': 0.0}}  # pylint: disable=unnecessary-lambda-assignment

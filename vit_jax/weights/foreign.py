@@ -229,7 +229,8 @@ def _from_timm(path, state, timm_config, model_name, read) -> tuple[dict, dict, 
     read.append(f'no config.json: assumed {fields["activation"]} MLPs, LayerNorm eps '
                 f'{fields["layer_norm_eps"]:g}, timm\'s pooling default for these weights'
                 + ('' if fields['num_heads'] else ' and heads by width'))
-  params, heads = timm_names.to_params(state, path, fields.pop('num_heads'))
+  params, heads = timm_names.to_params(state, path, fields.pop('num_heads'),
+                                       fields.get('map_heads'))
   pool = timm_config_lib.classifier(fields.pop('global_pool'), 'cls' in params,
                                     'MAPHead_0' in params)
   fields.update(pool)

@@ -74,11 +74,11 @@ def _is_square(n: int) -> bool:
   return n > 0 and math.isqrt(n) ** 2 == n
 
 
-def to_params(state: dict[str, np.ndarray], source: str,
-              num_heads: Optional[int] = None) -> tuple[dict[str, Any], int]:
+def to_params(state: dict[str, np.ndarray], source: str, num_heads: Optional[int] = None,
+              map_heads: Optional[int] = None) -> tuple[dict[str, Any], int]:
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
-  timm's sizes by width."""
+  timm's sizes by width; `map_heads`: the MAP head's, when it differs."""
   top, per_block, used = torch_names.read_roles(state, {**TOP, **_READ_TOP}, BLOCK_PREFIX,
                                                 {**BLOCK, **_READ_BLOCK})
   unknown = sorted(k for k in state if k not in used)
@@ -103,7 +103,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
       torch_names.join_fused(arrays, 'fc1', ('gate', 'fc1'))
   torch_names.split_fused(top, 'map.kv', ('map.key', 'map.value'))
   if 'posemb' not in top:  # Beit without an absolute position table
-    return torch_names.from_roles(top, per_block, num_heads), num_heads
+    return torch_names.from_roles(top, per_block, num_heads, map_heads), num_heads
   prefix = [n for n in ('cls', 'dist') if n in top]
   registers = top['registers'].shape[1] if 'registers' in top else 0
   rows = top['posemb'].shape[1]
@@ -122,7 +122,7 @@ def to_params(state: dict[str, np.ndarray], source: str,
                            f'grid nor one plus the prefix tokens {prefix}.')
   # No prefix tokens: every row is a patch's, of a grid that may be non-square (the input's
   # grid must then have as many patches: `AddPositionEmbs` checks it).
-  return torch_names.from_roles(top, per_block, num_heads), num_heads
+  return torch_names.from_roles(top, per_block, num_heads, map_heads), num_heads
 
 
 # timm's ViT sizes: width -> heads (tiny, small, medium, base, large, so400m, huge, giant, gigantic).

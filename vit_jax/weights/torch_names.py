@@ -61,7 +61,7 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
            if asked]
   if aimv2:
     problems.append(f'{", ".join(aimv2)} (AIMv2)')
-  if model_config.get('inner_norms'):
+  if model_config.get('attn_inner_norm') or model_config.get('mlp_inner_norm'):
     problems.append('norms inside attention and MLP (BEiT-3, EVA)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
@@ -203,8 +203,10 @@ def _attention_from_roles(arrays: dict, num_heads: int, prefix: str = '') -> dic
   return out
 
 
-def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, Any]:
-  """The canonical tree from (model-level roles, [per-block roles]): `to_roles` reversed."""
+def from_roles(top: dict, per_block: list[dict], num_heads: int,
+               map_heads: Optional[int] = None) -> dict[str, Any]:
+  """The canonical tree from (model-level roles, [per-block roles]): `to_roles` reversed; the
+  MAP head has `map_heads` heads (None: `num_heads`)."""
   patch = np.asarray(top['patch.weight'], np.float32)
   tree = {'embedding': {
       'kernel': np.ascontiguousarray(patch.transpose(2, 3, 1, 0)),
@@ -238,7 +240,8 @@ def from_roles(top: dict, per_block: list[dict], num_heads: int) -> dict[str, An
       top['map.query.weight'] = np.eye(width, dtype=np.float32)
     tree['MAPHead_0'] = {
         'probe': np.asarray(top['map.probe'], np.float32).reshape(1, 1, -1),
-        'MultiHeadDotProductAttention_0': _attention_from_roles(top, num_heads, 'map.')}
+        'MultiHeadDotProductAttention_0': _attention_from_roles(top, map_heads or num_heads,
+                                                                'map.')}
     if 'map.fc1.weight' in top:  # AIMv2's pooling head has no MLP
       tree['MAPHead_0'].update({
           'LayerNorm_0': norm_from_torch(top, 'map.norm'),
