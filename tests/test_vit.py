@@ -271,9 +271,9 @@ AIMV2_FIELDS = dict(norm='rms', patch_norm=True, gated_mlp=True, activation='sil
                     mlp_inner_norm=True)
 
 
-@pytest.mark.parametrize('scan,remat,fields', [
-    (True, 'none', BEIT_FIELDS), (False, 'full', BEIT_FIELDS), (True, 'dots', BEIT_FIELDS),
-    (True, 'full', AIMV2_FIELDS)], ids=['beit-scan', 'beit-remat', 'beit-scan-remat', 'aimv2'])
+@pytest.mark.parametrize('scan,remat,fields', [(True, 'dots', BEIT_FIELDS),
+                                               (True, 'full', AIMV2_FIELDS)],
+                         ids=['beit', 'aimv2'])
 def test_new_families_compose_with_scan_remat_and_attention_routes(scan, remat, fields):
   """BEiT's tables (per block and shared), and AIMv2's and BEiT-3's norms: scanned,
   rematerialised and through XLA's fused attention, the logits and gradients equal the plain

@@ -76,7 +76,8 @@ def _base_architecture(model_config, preferred: str) -> Optional[str]:
 
   def fits(name):
     entry = timm_archs.ARCHITECTURES.get(name)
-    return (isinstance(entry, tuple) and entry[2] == eps and entry[3] == gated
+    return (isinstance(entry, tuple) and len(entry) == 4  # no other fields (RoPE, RMSNorm)
+            and entry[2] == eps and entry[3] == gated
             and ('distilled' in name) == distilled and name.startswith(('vit_', 'deit_')))
   if fits(preferred):
     return preferred
