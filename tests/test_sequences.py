@@ -111,7 +111,10 @@ def test_budget_grid_keeps_the_aspect_ratio_under_the_budget():
 
 
 @pytest.mark.parametrize('fields, message', [
-    (dict(posemb='rope'), "posemb='rope' is square-only"),
+    (dict(posemb='rope'), 'rotary embeddings are square-only'),
+    (dict(rope='axial'), 'rotary embeddings are square-only'),
+    (dict(posemb='none', rel_pos_bias=True, classifier='gap', class_token=True),
+     'a relative position bias is square-only'),
     (dict(classifier='unpooled'), 'square-only'),
     (dict(resnet={'num_layers': (1,), 'width_factor': 1}), 'hybrid stem')])
 def test_square_only_features_are_refused_for_sequences(fields, message):

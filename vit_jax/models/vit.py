@@ -585,7 +585,8 @@ class VisionTransformer(nn.Module):
                    'a relative position bias': self.rel_pos_bias or self.shared_rel_pos_bias}
     for feature, asked in square_only.items():
       if asked:
-        raise errors.UserError(f'{feature} is square-only; NaFlex sequences take plain patch '
+        verb = 'are' if feature.endswith('embeddings') else 'is'
+        raise errors.UserError(f'{feature} {verb} square-only; NaFlex sequences take plain patch '
                                'embeddings with a learned or sincos2d position table.')
     if self.classifier in UNPOOLED_CLASSIFIERS:
       raise errors.UserError(f'classifier={self.classifier!r} is square-only; NaFlex sequences '
