@@ -85,9 +85,9 @@ def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
 LONGEST_FIRST = ('test_mae_payoff.py',  # ~300 s: the digits MAE's three seeds
                  'test_recipe_training.py', 'test_recipe_training_scratch.py',  # ~300 s
                  'test_multihost_runs.py', 'test_dense_training.py', 'test_docs.py',  # ~280 s
-                 'test_vit.py', 'test_sequences.py', 'test_object_store.py', 'test_gpu_check.py',
-                 'test_timm_import.py', 'test_mae.py', 'test_plan.py', 'test_step.py',
-                 'test_checkpoint.py', 'test_workflow.py')  # 136 to 66 s
+                 'test_timm_import.py', 'test_vit.py', 'test_foreign.py', 'test_sequences.py',
+                 'test_object_store.py', 'test_gpu_check.py', 'test_mae.py', 'test_plan.py',
+                 'test_step.py', 'test_checkpoint.py', 'test_workflow.py')  # 200 to 66 s
 
 
 def pytest_collection_modifyitems(items):
