@@ -180,12 +180,26 @@ def test_timm_names_the_standard_architectures():
     ({'classifier': 'map'}, 'MAP'),
     ({'classifier': 'gap'}, 'global average pooling'),
     ({'representation_size': 8}, 'pre_logits'),
+    ({'posemb': 'none', 'rel_pos_bias': True}, 'no position table.*relative position bias'),
 ])
 def test_formats_refuse_what_they_cannot_hold(tmp_path, overrides, message):
   size = 32 if 'resnet' in overrides else 16
   _, _, path = _saved(tmp_path, image_size=size, **overrides)
   with pytest.raises(ValueError, match=f'Hugging Face ViT format cannot hold this model.*{message}'):
     export_cli.export(path, 'hf', str(tmp_path / 'hf'))
+
+
+@pytest.mark.parametrize('fmt', ['hf', 'timm'])
+def test_rotary_embeddings_are_refused_not_dropped(tmp_path, fmt):
+  """A model with axial RoPE (an EVA-02 or ROPE-ViT import, whose config says so) is refused:
+  a plain ViT file would drop the rotation and give other logits."""
+  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
+  config = tiny_vit_config(rope='axial', posemb='none')
+  params = models.VisionTransformer(num_classes=7, **config).init(
+      jax.random.key(0), jnp.ones((1, 16, 16, 3)), train=False)['params']
+  write = hf_export.export if fmt == 'hf' else timm_export.export
+  with pytest.raises(ValueError, match="rotary position embeddings \\(rope='axial'"):
+    write(params, config, 7, 16, str(tmp_path / fmt))
 
 
 def test_command_line(tmp_path):

@@ -569,6 +569,51 @@ def test_fine_tuning_a_beit_at_another_size_resamples_its_tables_once(tmp_path):
   _close(np.asarray(loaded.model.apply({'params': adapted}, images, train=False)), theirs)
 
 
+BEIT_EXPORTS = {
+    # BEiT fine-tuned: a table per block, no absolute table, LayerScale, mean pooling + norm.
+    'per-block-mean': dict(posemb='none', rel_pos_bias=True, layerscale=0.1, classifier='gap',
+                           class_token=True, fc_norm=True),
+    # Data2Vec-vision-like: one shared table beside an absolute table, the class token.
+    'shared-absolute-token': dict(shared_rel_pos_bias=True, classifier='token'),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(BEIT_EXPORTS))
+def test_our_beit_export_is_read_by_transformers_beit(tmp_path, kind):
+  """`hf_beit`: transformers' own BeitForImageClassification loads the directory and gives our
+  logits, although our key bias (random here) has no place in BEiT: the softmax ignores it."""
+  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (PATCH, PATCH)}, hidden_size=32, activation='gelu',
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0), **BEIT_EXPORTS[kind]))
+  model = VisionTransformer(num_classes=4, **config)
+  images = _images(15)
+  params = model.init(jax.random.key(0), images, train=False)['params']
+  params = jax.tree.map(
+      lambda x: np.asarray(x) + np.random.default_rng(x.size).normal(0, 0.2, x.shape), params)
+  hf_export.export_beit(params, config, 4, SIZE, str(tmp_path))
+  theirs = transformers.BeitForImageClassification.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    _close(np.asarray(model.apply({'params': params}, images, train=False)),
+           theirs(_torch_in(images)).logits)
+  loaded, _ = _ours(tmp_path)  # and back: the same logits
+  _close(_apply(loaded, images), model.apply({'params': params}, images, train=False))
+
+
+def test_the_beit_export_refuses_what_beit_lacks(tmp_path):
+  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier='gap', num_registers=2,
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=1)))
+  params = VisionTransformer(num_classes=4, **config).init(
+      jax.random.key(0), _images(), train=False)['params']
+  with pytest.raises(ValueError, match=r'hf_beit format .*lacks: a class token; .*mean pooling'
+                                       r'.*without registers') as error:
+    hf_export.export_beit(params, config, 4, SIZE, str(tmp_path))
+  assert '\n' not in str(error.value)
+
+
 @pytest.mark.parametrize('use_head', [True, False])
 def test_aimv2_vision_tower_gives_transformers_outputs(tmp_path, use_head):
   """RMSNorm throughout, a norm of the patch tokens, SwiGLU, no biases; its pooling head (the

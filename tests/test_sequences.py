@@ -87,17 +87,24 @@ def test_an_image_that_fits_nowhere_is_dropped_and_counted():
   np.testing.assert_array_equal(batch['grids'][0, :2], [[4, 4], [2, 2]])
 
 
+@pytest.mark.parametrize('method', ['bilinear', 'bicubic'])
 @pytest.mark.parametrize('grid', [(16, 16), (7, 12), (20, 5), (3, 30), (1, 1)])
-def test_posemb_resize_equals_torch_antialiased_bilinear(grid):
+def test_posemb_resize_equals_torch_antialiased_interpolation(grid, method):
+  """Per token, as PyTorch's `interpolate(..., antialias=True)` resizes the whole table; square:
+  timm NaFlexViT's `pos_embed_ar_preserving` (a square of the longer side, top-left kept)."""
   table = np.random.default_rng(0).normal(size=(16, 16, 8)).astype(np.float32)
-  expected = torch.nn.functional.interpolate(
-      torch.from_numpy(table).permute(2, 0, 1)[None], size=grid, mode='bilinear',
-      align_corners=False, antialias=True)[0].permute(1, 2, 0).reshape(-1, 8).numpy()
   rows, columns = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing='ij')
   positions = np.stack([rows.ravel(), columns.ravel()], -1)[None]
   grids = np.broadcast_to(np.asarray(grid), positions.shape)
-  got = sequences.resized_table_at(jnp.asarray(table), jnp.asarray(positions), jnp.asarray(grids))
-  np.testing.assert_allclose(got[0], expected, atol=1e-5)
+  for square in (False, True):
+    size = (max(grid),) * 2 if square else grid
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(table).permute(2, 0, 1)[None], size=size, mode=method,
+        align_corners=False, antialias=True)[0, :, :grid[0], :grid[1]]
+    got = sequences.resized_table_at(jnp.asarray(table), jnp.asarray(positions),
+                                     jnp.asarray(grids), method, square)
+    np.testing.assert_allclose(got[0], expected.permute(1, 2, 0).reshape(-1, 8).numpy(),
+                               atol=1e-5)
 
 
 def test_budget_grid_keeps_the_aspect_ratio_under_the_budget():

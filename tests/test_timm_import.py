@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from vit_jax.data import naflex
+from vit_jax.models import sequences
 from vit_jax.weights import trained_model
 from vit_jax.weights import timm_archs
 from vit_jax.models import posemb
@@ -145,7 +147,8 @@ REFUSED = [
     ('vit_relpos_small_patch16_224', 'relpos attention'),
     ('vit_base_patch16_rpn_224', 'post-norm residual blocks'),
     ('vit_base_patch16_xp_224', 'parallel attention and MLP branches'),
-    ('naflexvit_base_patch16_gap', 'NaFlex variable-resolution patches'),
+    ('naflexvit_base_patch16_parfac_gap', 'factorized position tables'),
+    ('naflexvit_base_patch16_radio_v3', 'position table resized without antialiasing'),
 ]
 
 
@@ -227,18 +230,143 @@ def test_lone_safetensors_says_what_it_assumed(tmp_path, caplog):
   _compare(model, loaded)
 
 
-def test_a_lone_naflexvit_file_is_refused_naming_naflex(tmp_path):
-  """Without timm's config.json beside it, a NaFlexViT state dict (`embeds.*`) is still refused
-  naming its feature, not as a file of unknown entries."""
+# timm's NaFlexViT, small: its table keeps its own 6x6 grid, resized to every input's grid.
+NAFLEX = dict(SMALL, pos_embed_grid_size=(6, 6))
+NAFLEX.pop('img_size')
+NAFLEX_GRIDS = [(4, 4), (3, 5), (2, 7), (7, 2)]  # 8-pixel patches, 16 tokens a sequence
+
+
+def _naflex_batch():
+  """NaFlex sequences of images at four aspect ratios (ours: `data.naflex`), one per sequence."""
+  rng = np.random.default_rng(1)
+  images = [rng.uniform(-1, 1, (r * 8, c * 8, 3)).astype(np.float32) for r, c in NAFLEX_GRIDS]
+  tokens, positions = zip(*(naflex.patchify(im, 8, g) for im, g in zip(images, NAFLEX_GRIDS)))
+  batch, _ = naflex.pack(tokens, positions, NAFLEX_GRIDS, num_sequences=4, seq_len=16,
+                         images_per_sequence=1)
+  return batch
+
+
+@pytest.mark.parametrize('name,resize', [
+    ('naflexvit_base_patch16_gap', dict(posemb_resize='bicubic')),  # 4 registers, fc_norm
+    ('naflexvit_base_patch16_map', dict(posemb_resize='bicubic')),  # 1 register, MAP head
+    ('naflexvit_base_patch16_siglip', dict(posemb_resize='bilinear')),
+    ('naflexvit_base_patch16_par_gap', dict(posemb_resize='bicubic', posemb_resize_square=True)),
+])
+def test_naflexvit_gives_timm_logits_square_and_on_naflex_sequences(tmp_path, name, resize):
+  """timm's NaFlexViT: on images of four sizes (its 6x6 table shrunk, grown, made non-square)
+  and on NaFlex sequences at four aspect ratios, against timm's own NaFlex forward (patches,
+  patch_coord, patch_valid)."""
+  model = _randomized(name, **NAFLEX)
+  timm.models.save_for_hf(model, str(tmp_path), safe_serialization=True)
+  loaded = trained_model.load(str(tmp_path))
+  config = loaded.model_config
+  assert config.dynamic_image_size and {k: config.get(k) for k in resize} == resize
+  for size in (32, 64, (32, 48), (56, 24)):
+    _compare(model, loaded, size)
+  batch = _naflex_batch()
+  with torch.no_grad():
+    theirs = model({'patches': torch.from_numpy(batch['patches'].astype(np.float32)),
+                    'patch_coord': torch.from_numpy(batch['positions']).long(),
+                    'patch_valid': torch.from_numpy(batch['segments'] > 0)}).numpy()
+  seqs = sequences.Sequences(**batch)._replace(patches=batch['patches'].astype(np.float32))
+  ours = np.asarray(loaded.model.apply({'params': loaded.params}, seqs, train=False))[:, 0]
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(classifier='map', num_registers=1, layerscale=0.1, posemb_resize='bicubic'),
+    dict(classifier='gap', fc_norm=True, num_registers=2, posemb_resize='bicubic',
+         posemb_resize_square=True),
+    dict(classifier='token', activation='gelu_tanh', qk_norm=True),  # bilinear, a class token
+], ids=['map-registers', 'gap-square', 'token-bilinear'])
+def test_our_naflexvit_export_is_built_by_timm_itself(tmp_path, overrides):
+  """`timm_naflex`: timm builds NaFlexViT from our config.json, loads our safetensors, and gives
+  our logits on images of three sizes and on NaFlex sequences (timm's NaFlex forward)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
+  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (8, 8)}, hidden_size=32, dynamic_image_size=True, activation='gelu',
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  config.update(overrides)
+  model = VisionTransformer(num_classes=5, **config)
+  params = model.init(jax.random.key(0), _images(48), train=False)['params']  # a 6x6 table
+  params = jax.tree.map(
+      lambda x: np.asarray(x) + np.random.default_rng(x.size).normal(0, 0.1, x.shape), params)
+  timm_export.export_naflex(params, config, 5, 48, str(tmp_path))
+  theirs = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+  for size in (32, 64, (32, 48)):
+    images = _images(size)
+    with torch.no_grad():
+      out = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    ours = np.asarray(model.apply({'params': params}, images, train=False))
+    np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+  batch = _naflex_batch()
+  with torch.no_grad():
+    out = theirs({'patches': torch.from_numpy(batch['patches'].astype(np.float32)),
+                  'patch_coord': torch.from_numpy(batch['positions']).long(),
+                  'patch_valid': torch.from_numpy(batch['segments'] > 0)}).numpy()
+  seqs = sequences.Sequences(**batch)._replace(patches=batch['patches'].astype(np.float32))
+  ours = np.asarray(model.apply({'params': params}, seqs, train=False))[:, 0]
+  np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+  loaded = trained_model.load(str(tmp_path))  # and back in: the same logits
+  _compare(theirs, loaded, (32, 48))
+
+
+EVA_EXPORTS = {
+    # EVA-02: axial RoPE on a rescaled grid beside a table, SwiGLU around an inner norm.
+    'eva02': dict(rope='axial', rope_theta=10_000.0, rope_grid=(6, 6), gated_mlp=True,
+                  activation='silu', mlp_inner_norm=True, classifier='gap', fc_norm=True),
+    # A ROPE-ViT: axial RoPE, columns first, no table, LayerScale, the class token.
+    'rope-vit': dict(rope='axial', rope_xy=True, posemb='none', layerscale=0.1,
+                     activation='gelu'),
+    # DINOv3 in timm's layout: its RoPE, registers, LayerScale, eps 1e-5, a packed SwiGLU.
+    'dinov3': dict(posemb='rope', num_registers=2, layerscale=0.1, layer_norm_eps=1e-5,
+                   gated_mlp=True, activation='silu'),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(EVA_EXPORTS))
+def test_our_eva_export_is_built_by_timm_itself(tmp_path, kind):
+  """`timm_eva`: timm builds its Eva from our config.json (an architecture of the same rotary
+  kind, every other choice in model_args), loads our safetensors and gives our logits; our key
+  bias (random here) is dropped exactly. Read back, the same logits."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
+  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (8, 8)}, hidden_size=32, classifier='token',
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  config.update(EVA_EXPORTS[kind])
+  model = VisionTransformer(num_classes=5, **config)
+  images = _images()
+  params = model.init(jax.random.key(0), images, train=False)['params']
+  params = jax.tree.map(lambda x: (np.asarray(x) + np.random.default_rng(x.size).normal(
+      0, 0.1, x.shape)).astype(np.float32), params)
+  timm_export.export_eva(params, config, 5, 32, str(tmp_path))
+  theirs = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+  with torch.no_grad():
+    out = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  ours = np.asarray(model.apply({'params': params}, images, train=False))
+  np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+  _compare(theirs, trained_model.load(str(tmp_path)))
+
+
+def test_a_lone_naflexvit_file_loads_with_timms_defaults(tmp_path, caplog):
+  """Without timm's config.json beside it, a NaFlexViT state dict (`embeds.*`) loads with
+  NaFlexViT's defaults (a bicubic resize) and says so in one line."""
   from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
-  model = timm.create_model('naflexvit_base_patch16_gap', pretrained=False, embed_dim=32, depth=1,
-                            num_heads=2, num_classes=5)
+  model = _randomized('naflexvit_base_patch16_gap', **{**NAFLEX, 'embed_dim': 192, 'num_heads': 3})
   path = str(tmp_path / 'model.safetensors')
   safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-  with pytest.raises(ValueError, match=r'timm NaFlexViT uses NaFlex variable-resolution '
-                                       r'patches .*refused') as error:
-    trained_model.load(path)
-  assert '\n' not in str(error.value)
+  with caplog.at_level('WARNING'):
+    loaded = trained_model.load(path)
+  assert 'a position table resized bicubically (NaFlexViT)' in caplog.text
+  _compare(model, loaded, (32, 48))
 
 
 @pytest.mark.parametrize('grid', [(4, 4), (4, 6), (7, 3)])

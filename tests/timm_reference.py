@@ -66,11 +66,10 @@ def import_timm():
 
 
 # timm modules whose architectures are ViTs we may read, and the feature the others lack.
-READ_MODULES = ('vision_transformer', 'deit', 'beit', 'eva')
+READ_MODULES = ('vision_transformer', 'deit', 'beit', 'eva', 'naflexvit')
 REFUSED_MODULES = {
     'vision_transformer_relpos': ("timm's relpos attention (a relative position MLP, or a "
                                   'table without class-token rows)'),
-    'naflexvit': 'NaFlex variable-resolution patches',
     'vision_transformer_hybrid': 'a CNN stem (timm hybrid)',
     'vision_transformer_sam': 'windowed attention with relative positions (SAM)',
 }
@@ -90,9 +89,13 @@ def architecture_fields(model):
   norm = type(block.norm1).__name__
   if norm not in ('LayerNorm', 'RmsNorm'):
     return norm
-  extra = _rope_fields(model)  # the rotary variant we lack is named first
+  extra = _naflex_fields(model)
   if isinstance(extra, str):
     return extra
+  rope = _rope_fields(model)  # the rotary variant we lack is named first
+  if isinstance(rope, str):
+    return rope
+  extra.update(rope)
   if type(block.attn).__name__ not in ('Attention', 'EvaAttention', 'AttentionRope'):
     return {'DiffAttention': 'differential attention'}.get(type(block.attn).__name__,
                                                           type(block.attn).__name__)
@@ -123,6 +126,32 @@ def architecture_fields(model):
     extra['map_heads'] = pool.num_heads
   fields = (block.attn.num_heads, _ACTIVATIONS[act], float(block.norm1.eps), mlp != 'Mlp')
   return fields + (extra,) if extra else fields
+
+
+def _naflex_fields(model):
+  """{} for timm's fixed-grid ViTs; for its NaFlexViT (`model.embeds`), how its position table
+  is resized to every grid (it keeps its own grid: `dynamic_image_size`), or what we lack."""
+  embeds = getattr(model, 'embeds', None)
+  if embeds is None:
+    return {}
+  if embeds.norm_input is not None:
+    return 'a norm of the raw patch pixels (NaFlexViT input_norm_layer)'
+  if embeds.pos_embed_type == 'factorized':
+    return 'factorized position tables (one per axis, NaFlexViT)'
+  if embeds.pos_embed_type == 'none':
+    return {'posemb': 'none'}
+  if not embeds.pos_embed_antialias:
+    return 'a position table resized without antialiasing (NaFlexViT, RADIO)'
+  if embeds.pos_embed_align_corners:
+    return 'a position table resized with aligned corners (NaFlexViT)'
+  if embeds.pos_embed_use_grid_sample:
+    return 'a position table read by grid sampling (NaFlexViT)'
+  if embeds.pos_embed_interp_mode not in ('bilinear', 'bicubic'):
+    return f'a position table resized by {embeds.pos_embed_interp_mode} (NaFlexViT)'
+  fields = {'dynamic_image_size': True, 'posemb_resize': embeds.pos_embed_interp_mode}
+  if embeds.pos_embed_ar_preserving:
+    fields['posemb_resize_square'] = True
+  return fields
 
 
 def _rope_fields(model):

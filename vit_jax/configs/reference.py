@@ -46,6 +46,10 @@ MEANINGS = {
     'model.distillation_head': 'with `distilled`: logits from both heads (True) or the class '
                                'head alone',
     'model.dynamic_image_size': 'resample the position table to any input grid on the fly',
+    'model.posemb_resize': '`bilinear` | `bicubic`: how the table is resized on the fly '
+                           '(antialiased; timm NaFlexViT: bicubic)',
+    'model.posemb_resize_square': 'resize the table to a square of the longer side and keep '
+                                  'its top-left corner (timm\'s `pos_embed_ar_preserving`)',
     'model.class_token': 'a class token beside `gap`/`map` pooling',
     'model.fc_norm': 'the final LayerNorm after pooling instead of before it',
     'model.gated_mlp': 'SwiGLU MLP',

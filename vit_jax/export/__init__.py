@@ -1,4 +1,4 @@
-"""Exports: official .npz, timm and Hugging Face safetensors (ViT; SigLIP 2 NaFlex towers),
+"""Exports: official .npz, timm (ViT; NaFlexViT) and Hugging Face safetensors (ViT; SigLIP 2 NaFlex towers; BEiT),
 StableHLO, ONNX.
 
 `export(checkpoint, fmt, out)` is what `python -m vit_jax.export` runs.
@@ -7,7 +7,8 @@ StableHLO, ONNX.
 from vit_jax import errors
 from vit_jax import storage
 
-FORMATS = ('npz', 'timm', 'hf', 'hf_siglip2', 'hf_mae', 'stablehlo', 'onnx')
+FORMATS = ('npz', 'timm', 'timm_naflex', 'timm_eva', 'hf', 'hf_siglip2', 'hf_beit', 'hf_mae', 'stablehlo',
+           'onnx')
 
 
 def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_size=None,
@@ -42,9 +43,18 @@ def _write(loaded, fmt: str, out: str, labels) -> str:
   if fmt == 'hf_siglip2':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
     return hf.export_siglip2(loaded.params, loaded.model_config, loaded.num_classes, out)
+  if fmt == 'hf_beit':
+    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+    return hf.export_beit(*args, out, labels=labels or loaded.labels, pp=loaded.pp)
   if fmt == 'timm':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
     return timm.export(*args, out, pp=loaded.pp)
+  if fmt == 'timm_eva':
+    from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
+    return timm.export_eva(*args, out, pp=loaded.pp)
+  if fmt == 'timm_naflex':
+    from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
+    return timm.export_naflex(*args, out, pp=loaded.pp)
   if fmt == 'stablehlo':
     from vit_jax.export import stablehlo  # pylint: disable=g-import-not-at-top
     return stablehlo.export(loaded.model, loaded.params, loaded.image_size, out)

@@ -63,6 +63,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   (default: the official [-1, 1] resize)."""
   torch_names.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
                                  allow_pre_logits=False, allow_headless=True)
+  torch_names.check_table_grid(params, model_config, image_size, 'Hugging Face ViT')
   os.makedirs(out_dir, exist_ok=True)
   config = hf_config(model_config, num_classes, image_size, labels)
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
@@ -117,6 +118,81 @@ def export_siglip2(params: Any, model_config, num_classes: Optional[int], out_di
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  return out_dir
+
+
+def export_beit(params: Any, model_config, num_classes: Optional[int], image_size: int,
+                out_dir: str, labels: Optional[Sequence[str]] = None,
+                pp: Optional[str] = None) -> str:
+  """transformers' BEiT (`BeitForImageClassification`, or `BeitModel` without a head): relative
+  position tables per block or shared, an absolute table or none, LayerScale, mean pooling +
+  norm (`gap` with a class token and `fc_norm`) or the class token. BEiT's key has no bias: ours
+  adds the same `q . b_k` to every logit of a query, which the softmax ignores, so it is dropped.
+  Anything else the format cannot hold is refused in one line."""
+  model = geometry.model_of(model_config)
+  mean_pooling = model.classifier == 'gap' and model.fc_norm and model.has_class_token
+  lacking = {
+      'a class token': model.has_class_token,
+      "the class token's logits or mean pooling + norm (classifier='token', or 'gap' with "
+      'class_token and fc_norm)': mean_pooling or (model.classifier == 'token'
+                                                   and not model.fc_norm),
+      'square patches': model.patches['size'][0] == model.patches['size'][1],
+      'a LayerNorm model without registers, distillation, QK-norm, pre-norm, SwiGLU, rotary '
+      'embeddings, inner norms, a patch norm, a representation layer or a hybrid stem': not (
+          model.num_registers or model.distilled or model.qk_norm or model.pre_norm
+          or model.gated_mlp or model.rope != 'none' or model.posemb == 'rope'
+          or model.norm != 'layer' or model.attn_inner_norm or model.mlp_inner_norm
+          or model.patch_norm or model.representation_size or model.resnet is not None),
+  }
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError('The hf_beit format (BeitForImageClassification) holds a BEiT; this '
+                           'model lacks: ' + '; '.join(missing) + '.')
+  absolute = model.posemb != 'none'
+  if absolute:
+    torch_names.check_table_grid(params, model_config, image_size, 'hf_beit')
+  top, per_block = torch_names.to_roles(params, model_config, image_size)
+  if not absolute:
+    top.pop('posemb', None)
+  for arrays in per_block:
+    arrays.pop('key.bias')  # the softmax ignores it (see above)
+  family = hf_names.FAMILIES['beit']
+  prefix = 'beit.' if num_classes else ''
+  names = {role: prefix + name for role, name in family.top.items()}
+  names.update(family.heads)
+  unnamed = sorted({r for r in top if r not in names}
+                   | {r for arrays in per_block for r in arrays if r not in family.block})
+  if unnamed:  # a bug of ours: the gate above lets through a role BEiT has no name for
+    raise AssertionError(f'BEiT export: roles without a name: {unnamed}')
+  state = torch_names.name_roles(top, per_block, names, prefix + family.block_prefix,
+                                 family.block)
+  labels = list(labels) if labels else [f'LABEL_{i}' for i in range(num_classes or 0)]
+  config = {
+      'architectures': ['BeitForImageClassification' if num_classes else 'BeitModel'],
+      'model_type': 'beit', 'hidden_size': model.hidden_size,
+      'num_hidden_layers': model.transformer['num_layers'],
+      'num_attention_heads': model.transformer['num_heads'],
+      'intermediate_size': model.transformer['mlp_dim'],
+      'hidden_act': _HF_ACT[activation_name(model.activation, model.gelu_approximate)],
+      'hidden_dropout_prob': 0.0, 'attention_probs_dropout_prob': 0.0, 'drop_path_rate': 0.0,
+      'layer_norm_eps': model.layer_norm_eps, 'image_size': image_size,
+      'patch_size': model.patches['size'][0], 'num_channels': 3, 'use_mask_token': False,
+      'use_absolute_position_embeddings': absolute,
+      'use_relative_position_bias': bool(model.rel_pos_bias),
+      'use_shared_relative_position_bias': bool(model.shared_rel_pos_bias),
+      # 0 builds no LayerScale; any other value only initialises the scales we write.
+      'layer_scale_init_value': 0.1 if model.layerscale else 0.0,
+      'use_mean_pooling': bool(mean_pooling),
+      'id2label': {str(i): name for i, name in enumerate(labels)},
+      'label2id': {name: i for i, name in enumerate(labels)}, 'dtype': 'float32'}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
+  with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
+    json.dump(preprocessing.to_hf(pp or preprocessing.released(image_size), image_size), f,
+              indent=2)
   safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})
   return out_dir

@@ -9,11 +9,14 @@ the activation included: our default GELU is the tanh form, so `act_layer` is `g
 """
 
 import json
+import math
 import os
 from typing import Any, Optional
 
+import numpy as np
 from safetensors import numpy as safetensors_numpy
 
+from vit_jax import errors
 from vit_jax.weights import preprocessing
 from vit_jax.weights import timm_archs
 from vit_jax.weights import timm_names
@@ -114,6 +117,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
            pp: Optional[str] = None) -> str:
   torch_names.check_exportable(params, model_config, 'timm', allow_gap=True, allow_headless=True,
                                  allow_pre_logits=False, allow_map=True, allow_features=True)
+  torch_names.check_table_grid(params, model_config, image_size, 'timm')
   num_classes = num_classes or 0  # a headless encoder: timm's num_classes=0 (no head)
   os.makedirs(out_dir, exist_ok=True)
   safetensors_numpy.save_file(timm_names.state_dict(params, model_config, image_size),
@@ -125,4 +129,194 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   if config is not None:
     with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
       json.dump(config, f, indent=2)
+  return out_dir
+
+
+# timm's NaFlexViT: the architecture model_args start from (every field is then set).
+_NAFLEX_BASE = 'naflexvit_base_patch16_gap'
+
+
+def export_naflex(params: Any, model_config, num_classes: Optional[int], image_size: int,
+                  out_dir: str, pp: Optional[str] = None) -> str:
+  """timm's NaFlexViT (`naflexvit_*`): its table keeps its own grid and timm resizes it to every
+  input, as `posemb_resize` and `posemb_resize_square` say; a linear patch embedding on
+  flattened patches (row, column, channel); prefix tokens without position rows (a class
+  token's row joins the token). `timm.create_model('local-dir:<dir>', pretrained=True)` builds
+  it, for images and for NaFlex patch dicts. Anything NaFlexViT cannot hold is refused."""
+  torch_names.check_exportable(params, model_config, 'timm NaFlexViT', allow_gap=True,
+                                 allow_headless=True, allow_pre_logits=False, allow_map=True,
+                                 allow_features=True)
+  model = geometry.model_of(model_config)
+  table = params['Transformer'].get('posembed_input', {}).get('pos_embedding')
+  prefix = geometry.num_posemb_prefix(model_config)
+  rows = 0 if table is None else table.shape[1] - prefix
+  side = math.isqrt(rows)
+  lacking = {'a learned square position table': table is not None and side * side == rows,
+             'LayerNorm eps 1e-6': model.layer_norm_eps == 1e-6,
+             'square patches': model.patches['size'][0] == model.patches['size'][1],
+             'no distillation token, pre-norm or SwiGLU': not (
+                 model.distilled or model.pre_norm or model.gated_mlp)}
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError('timm NaFlexViT cannot hold this model: it lacks '
+                           + '; '.join(missing) + '.')
+  patch = model.patches['size'][0]
+  # At the table's own grid the roles are the stored table; prefix rows are folded below.
+  top, per_block = torch_names.to_roles(params, model_config, side * patch)
+  for arrays in per_block:
+    torch_names.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
+  torch_names.join_fused(top, 'map.kv', ('map.key', 'map.value'))
+  posemb = top.pop('posemb')
+  if 'cls' in top:  # NaFlexViT's class token has no position: its row joins the token
+    top['cls'] = top['cls'] + posemb[:, :1]
+  width = top['patch.weight'].shape[0]
+  state = torch_names.name_roles(top, per_block, timm_names.TOP, timm_names.BLOCK_PREFIX,
+                                 timm_names.BLOCK)
+  state['embeds.proj.weight'] = np.ascontiguousarray(
+      state.pop('patch_embed.proj.weight').transpose(0, 2, 3, 1).reshape(width, -1))
+  state['embeds.proj.bias'] = state.pop('patch_embed.proj.bias')
+  state['embeds.pos_embed'] = np.ascontiguousarray(
+      posemb[:, prefix:].reshape(1, side, side, width), np.float32)
+  for ours in ('cls_token', 'reg_token'):
+    if ours in state:
+      state[f'embeds.{ours}'] = state.pop(ours)
+  if 'patch_norm.weight' in top:
+    state['embeds.norm.weight'] = np.ascontiguousarray(top['patch_norm.weight'], np.float32)
+    if 'patch_norm.bias' in top:
+      state['embeds.norm.bias'] = np.ascontiguousarray(top['patch_norm.bias'], np.float32)
+  num_classes = num_classes or 0
+  pool = {'gap': 'avg', 'map': 'map'}.get(model.classifier, 'token')
+  args = {
+      'patch_size': patch, 'embed_dim': width, 'depth': model.transformer['num_layers'],
+      'num_heads': model.transformer['num_heads'],
+      'mlp_ratio': model.transformer['mlp_dim'] / width, 'qkv_bias': True,
+      'num_classes': num_classes, 'class_token': model.has_class_token,
+      'reg_tokens': model.num_registers, 'global_pool': pool, 'fc_norm': bool(model.fc_norm),
+      'init_values': model.layerscale, 'qk_norm': model.qk_norm,
+      'act_layer': _TIMM_ACT[activation_name(model.activation, model.gelu_approximate)],
+      'pos_embed_grid_size': [side, side], 'pos_embed_interp_mode': model.posemb_resize,
+      'pos_embed_ar_preserving': bool(model.posemb_resize_square),
+      'norm_layer': 'rmsnorm' if model.norm == 'rms' else 'layernorm',
+      'embed_norm_layer': None if not model.patch_norm else (
+          'rmsnorm' if model.norm == 'rms' else 'layernorm')}
+  if model.classifier == 'map' and model.map_include_prefix:
+    args['pool_include_prefix'] = True
+  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+                    'num_classes': num_classes, 'first_conv': 'embeds.proj',
+                    'classifier': 'head', 'fixed_input_size': False}
+  config = {'architecture': _NAFLEX_BASE, 'num_classes': num_classes, 'num_features': width,
+            'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
+  os.makedirs(out_dir, exist_ok=True)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
+  return out_dir
+
+
+def _pairs(role: str, name: str) -> dict[str, str]:
+  return {f'{role}.weight': f'{name}.weight', f'{role}.bias': f'{name}.bias'}
+
+
+# timm's Eva block with AttentionRope (`attn_type='rope'`: one fused qkv with its bias, the key's
+# included: rotated keys make the key bias matter); LayerScale as gamma_1/gamma_2; a packed
+# GluMlp `fc1`, or SwiGLU's `fc1_g`/`fc1_x` around an inner norm.
+_EVA_BLOCK = {**_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'), **_pairs('qkv', 'attn.qkv'),
+              **_pairs('q_norm', 'attn.q_norm'), **_pairs('k_norm', 'attn.k_norm'),
+              **_pairs('attn_norm', 'attn.norm'), **_pairs('out', 'attn.proj'),
+              'ls1': 'gamma_1', 'ls2': 'gamma_2', **_pairs('fc1', 'mlp.fc1'),
+              **_pairs('fc2', 'mlp.fc2'), **_pairs('mlp_norm', 'mlp.norm')}
+_SWIGLU_BLOCK = {**_EVA_BLOCK, **_pairs('fc1', 'mlp.fc1_x'), **_pairs('gate', 'mlp.fc1_g')}
+
+
+def _eva_architecture(model) -> Optional[str]:
+  """A timm Eva architecture whose fixed choices (its rotary kind, norm kind and epsilon, GELU
+  for plain MLPs) are the model's; model_args set the rest."""
+  rope = 'dinov3' if model.posemb == 'rope' else model.rope
+  # base sizes first: the plainest of each kind (the largest add their own twists)
+  for name in sorted(timm_archs.ARCHITECTURES, key=lambda n: ('_base_' not in n, n)):
+    entry = timm_archs.ARCHITECTURES[name]
+    if not isinstance(entry, tuple) or len(entry) != 5 or name.startswith('naflexvit'):
+      continue
+    extra = entry[4]
+    kind = 'dinov3' if extra.get('posemb') == 'rope' else extra.get('rope')
+    if (kind == rope and entry[2] == float(model.layer_norm_eps)
+        and extra.get('norm', 'layer') == model.norm and 'map_heads' not in extra):
+      return name
+  return None
+
+
+def export_eva(params: Any, model_config, num_classes: Optional[int], image_size: int,
+               out_dir: str, pp: Optional[str] = None) -> str:
+  """timm's Eva, for models with rotary embeddings: EVA-02 and timm's ROPE-ViTs (axial, with or
+  without a table), DINOv3 in timm's layout (`posemb='rope'`), with LayerScale, registers,
+  SwiGLU, inner norms, QK-norm. timm's `config.json` names an Eva architecture of the same
+  rotary kind and norm, and `model_args` set every other choice, so that
+  `timm.create_model('local-dir:<dir>', pretrained=True)` builds it."""
+  torch_names.check_exportable(params, model_config, 'timm Eva', allow_gap=True,
+                                 allow_headless=True, allow_pre_logits=False, allow_map=False,
+                                 allow_features=True, eva=True)
+  model = geometry.model_of(model_config)
+  architecture = _eva_architecture(model)
+  rope = 'dinov3' if model.posemb == 'rope' else model.rope
+  lacking = {
+      'rotary embeddings (else export with format timm)': rope != 'none',
+      f'a timm Eva architecture with {rope} rotary embeddings, {model.norm} norms of eps '
+      f'{model.layer_norm_eps:g}': architecture is not None,
+      'erf GELU in plain MLPs, SiLU in gated ones': model.activation == (
+          'silu' if model.gated_mlp else 'gelu'),
+      'square patches': model.patches['size'][0] == model.patches['size'][1],
+      'no distillation token, pre-norm or hybrid stem': not (
+          model.distilled or model.pre_norm or model.resnet is not None),
+  }
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError('timm Eva cannot hold this model: it lacks ' + '; '.join(missing) + '.')
+  absolute = model.posemb not in ('none', 'rope')
+  if absolute:
+    torch_names.check_table_grid(params, model_config, image_size, 'timm Eva')
+  top, per_block = torch_names.to_roles(params, model_config, image_size)
+  if absolute and 'registers' in top and 'cls' in top:  # no_embed_class: the class row joins the token
+    top['cls'] = top['cls'] + top['posemb'][:, :1]
+    top['posemb'] = top['posemb'][:, 1:]
+  swiglu = model.gated_mlp and model.mlp_inner_norm
+  for arrays in per_block:
+    torch_names.join_fused(arrays, 'qkv', ('query', 'key', 'value'))
+    if swiglu:  # SwiGLU's two projections: [gate, value] unpacked
+      torch_names.split_fused(arrays, 'fc1', ('gate', 'fc1'))
+  block = _SWIGLU_BLOCK if swiglu else _EVA_BLOCK
+  unnamed = sorted({r for r in top if r not in timm_names.TOP}
+                   | {r for arrays in per_block for r in arrays if r not in block})
+  if unnamed:  # a bug of ours: the gate above lets through a role Eva has no name for
+    raise AssertionError(f'Eva export: roles without a name: {unnamed}')
+  state = torch_names.name_roles(top, per_block, timm_names.TOP, timm_names.BLOCK_PREFIX, block)
+  width = model.hidden_size
+  hidden = model.transformer['mlp_dim']
+  pool = {'gap': 'avg'}.get(model.classifier, 'token')
+  args = {
+      'img_size': image_size, 'patch_size': model.patches['size'][0], 'embed_dim': width,
+      'depth': model.transformer['num_layers'], 'num_heads': model.transformer['num_heads'],
+      # timm: int(embed_dim * mlp_ratio), SwiGLU's hidden width as its fused MLP's
+      'mlp_ratio': (hidden + 1e-6) / width, 'num_classes': num_classes or 0,
+      'qkv_bias': True, 'qkv_fused': True, 'attn_type': 'rope', 'qk_norm': model.qk_norm,
+      'swiglu_mlp': model.gated_mlp, 'swiglu_align_to': 0, 'scale_mlp': model.mlp_inner_norm,
+      'scale_attn_inner': model.attn_inner_norm, 'init_values': model.layerscale,
+      'class_token': model.has_class_token, 'num_reg_tokens': model.num_registers,
+      'no_embed_class': bool(absolute and model.num_registers), 'use_abs_pos_emb': absolute,
+      'use_rot_pos_emb': True, 'rope_temperature': float(model.rope_theta),
+      'global_pool': pool, 'use_fc_norm': bool(model.fc_norm), 'dynamic_img_size': False}
+  if rope == 'axial':
+    args.update(rope_grid_offset=float(model.rope_offset),
+                rope_grid_indexing='xy' if model.rope_xy else 'ij',
+                ref_feat_shape=None if model.rope_grid is None else list(model.rope_grid))
+  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+                    'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
+                    'classifier': 'head', 'fixed_input_size': True}
+  config = {'architecture': architecture, 'num_classes': num_classes or 0, 'num_features': width,
+            'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
+  os.makedirs(out_dir, exist_ok=True)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
   return out_dir

@@ -169,12 +169,15 @@ def relative_position_bias(table: jnp.ndarray, grid: tuple[int, int]) -> jnp.nda
 
 
 def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_tokens: int,
-                old_grid: Optional[tuple[int, int]] = None) -> jnp.ndarray:
+                old_grid: Optional[tuple[int, int]] = None, method: str = 'bilinear',
+                square: bool = False) -> jnp.ndarray:
   """[1, prefix + gh*gw, D] -> [1, prefix + new_h*new_w, D] inside a traced computation.
 
-  Bilinear (`jax.image.resize`, half-pixel centres, antialiased when shrinking), prefix rows
-  kept; the old grid is square unless given. Used for run-time resolution changes; checkpoints
-  are resampled offline by `checkpoint.resample_posemb` as the official code does.
+  `method` of `jax.image.resize` (half-pixel centres, antialiased when shrinking: PyTorch's
+  `interpolate(..., antialias=True)`), prefix rows kept; the old grid is square unless given.
+  `square`: resized to a square of the longer side, then its top-left corner kept (timm's
+  `pos_embed_ar_preserving`). Used for run-time resolution changes; checkpoints are resampled
+  offline by `checkpoint.resample_posemb` as the official code does.
   """
   prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
   tokens = grid.shape[1]
@@ -185,8 +188,13 @@ def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_token
     old_grid = (side, side)
   if tuple(old_grid) == tuple(new_grid):
     return posemb
+  if method not in sequences_lib.RESIZE_METHODS:
+    raise errors.UserError(f'posemb_resize={method!r}: expected one of '
+                           f'{sequences_lib.RESIZE_METHODS}.')
   grid = grid.reshape(1, *old_grid, -1)
-  grid = jax.image.resize(grid.astype(jnp.float32), (1, *new_grid, grid.shape[-1]), 'bilinear')
+  size = (max(new_grid),) * 2 if square else tuple(new_grid)
+  grid = jax.image.resize(grid.astype(jnp.float32), (1, *size, grid.shape[-1]), method)
+  grid = grid[:, :new_grid[0], :new_grid[1]]
   grid = grid.reshape(1, new_grid[0] * new_grid[1], -1).astype(posemb.dtype)
   return jnp.concatenate([prefix, grid], axis=1)
 
@@ -195,13 +203,16 @@ class AddPositionEmbs(nn.Module):
   """Adds a learned embedding [1, tokens, width] (`pos_embedding`) to inputs [b, tokens, width].
 
   With `grid_shape` set (run-time resolution), a stored table of another square grid is
-  resampled to `grid_shape` (`resize_grid`); its first `num_prefix_tokens` rows are kept.
+  resampled to `grid_shape` (`resize_grid` with `resize_method`, `resize_square`); its first
+  `num_prefix_tokens` rows are kept. NaFlex sequences resize it to each image's grid alike.
   """
 
   posemb_init: Callable[..., jnp.ndarray] = nn.initializers.normal(stddev=0.02)  # as BERT
   param_dtype: Dtype = jnp.float32
   grid_shape: Optional[tuple[int, int]] = None
   num_prefix_tokens: int = 0
+  resize_method: str = 'bilinear'
+  resize_square: bool = False
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray, sequences=None) -> jnp.ndarray:
@@ -213,7 +224,8 @@ class AddPositionEmbs(nn.Module):
       # The stored table keeps its own shape (flax's shape check is for creating it).
       posemb = self.get_variable('params', 'pos_embedding')
       if self.grid_shape is not None:
-        posemb = resize_grid(posemb, self.grid_shape, self.num_prefix_tokens)
+        posemb = resize_grid(posemb, self.grid_shape, self.num_prefix_tokens,
+                             method=self.resize_method, square=self.resize_square)
     else:
       posemb = self.param('pos_embedding', self.posemb_init, (1, *inputs.shape[1:]),
                           self.param_dtype)
@@ -236,7 +248,8 @@ class AddPositionEmbs(nn.Module):
       raise errors.UserError(f'A position table of {grid.shape[0]} patch rows is not a square '
                              'grid; NaFlex resizes square tables.')
     patches = sequences_lib.resized_table_at(
-        grid.reshape(side, side, -1), seqs.positions, sequences_lib.token_grids(seqs))
+        grid.reshape(side, side, -1), seqs.positions, sequences_lib.token_grids(seqs),
+        self.resize_method, self.resize_square)
     prefix = jnp.tile(prefix[None].astype(jnp.float32),
                       [inputs.shape[0], seqs.images_per_sequence, 1])
     return jnp.concatenate([patches, prefix], axis=1)

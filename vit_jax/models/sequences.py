@@ -90,27 +90,45 @@ def segment_mean(x: jax.Array, segments: jax.Array, images_per_sequence: int) ->
   return sums / jnp.maximum(counts, 1).astype(x.dtype)
 
 
-def resize_weights(out_index: jax.Array, out_size: jax.Array, in_size: int) -> jax.Array:
-  """[..., in_size] weights of a 1-D bilinear resize from `in_size` to `out_size` samples,
-  evaluated at output sample `out_index` (both traced, any shape).
+RESIZE_METHODS = ('bilinear', 'bicubic')
 
-  Half-pixel centres; when shrinking, the triangle filter widens by the scale (antialiasing),
-  as PyTorch's `interpolate(mode='bilinear', antialias=True)` and PIL do; weights are normalised
-  over the samples inside the input, so edges clamp. Equal sizes give the identity.
+
+def _cubic(x: jax.Array) -> jax.Array:
+  """Keys' cubic kernel with a = -0.5 (PIL's, PyTorch's antialiased bicubic, jax.image's)."""
+  return jnp.where(x < 1.0, ((1.5 * x - 2.5) * x) * x + 1.0,
+                   jnp.where(x < 2.0, ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0, 0.0))
+
+
+def resize_weights(out_index: jax.Array, out_size: jax.Array, in_size: int,
+                   method: str = 'bilinear') -> jax.Array:
+  """[..., in_size] weights of a 1-D resize (a RESIZE_METHODS name) from `in_size` to
+  `out_size` samples, evaluated at output sample `out_index` (both traced, any shape).
+
+  Half-pixel centres; when shrinking, the filter widens by the scale (antialiasing), as
+  PyTorch's `interpolate(..., antialias=True)`, PIL and `jax.image.resize` do; weights are
+  normalised over the samples inside the input, so edges clamp. Equal sizes give the identity.
   """
+  if method not in RESIZE_METHODS:
+    raise errors.UserError(f'posemb_resize={method!r}: expected one of {RESIZE_METHODS}.')
   scale = in_size / jnp.maximum(out_size, 1).astype(jnp.float32)
   support = jnp.maximum(scale, 1.0)
   centre = (out_index.astype(jnp.float32) + 0.5) * scale
   inputs = jnp.arange(in_size, dtype=jnp.float32) + 0.5
-  weights = jnp.maximum(0.0, 1.0 - jnp.abs(inputs - centre[..., None]) / support[..., None])
+  distance = jnp.abs(inputs - centre[..., None]) / support[..., None]
+  weights = jnp.maximum(0.0, 1.0 - distance) if method == 'bilinear' else _cubic(distance)
   return weights / jnp.sum(weights, axis=-1, keepdims=True)
 
 
-def resized_table_at(table: jax.Array, positions: jax.Array, grids: jax.Array) -> jax.Array:
+def resized_table_at(table: jax.Array, positions: jax.Array, grids: jax.Array,
+                     method: str = 'bilinear', square: bool = False) -> jax.Array:
   """A position table [rows, columns, d] resized to each token's image grid, read at the token's
-  position: [b, t, d] (SigLIP 2's per-image antialiased bilinear resize, one token at a time)."""
-  row_weights = resize_weights(positions[..., 0], grids[..., 0], table.shape[0])
-  column_weights = resize_weights(positions[..., 1], grids[..., 1], table.shape[1])
+  position: [b, t, d] (SigLIP 2's per-image antialiased bilinear resize, one token at a time).
+  `square`: resized to a square of the grid's longer side, of which the grid is the top-left
+  corner (timm's `pos_embed_ar_preserving`)."""
+  if square:
+    grids = jnp.broadcast_to(jnp.max(grids, axis=-1, keepdims=True), grids.shape)
+  row_weights = resize_weights(positions[..., 0], grids[..., 0], table.shape[0], method)
+  column_weights = resize_weights(positions[..., 1], grids[..., 1], table.shape[1], method)
   table = table.astype(jnp.float32)
   return jnp.einsum('bti,btj,ijd->btd', row_weights, column_weights, table,
                     precision=jax.lax.Precision.HIGHEST)

@@ -232,6 +232,8 @@ class Encoder(nn.Module):
   attn_inner_norm: bool = False
   mlp_inner_norm: bool = False
   dynamic_image_size: bool = False
+  posemb_resize: str = 'bilinear'
+  posemb_resize_square: bool = False
   attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
@@ -256,7 +258,8 @@ class Encoder(nn.Module):
     if self.posemb == 'learn':
       x = posemb_lib.AddPositionEmbs(
           grid_shape=self.grid_shape if self.dynamic_image_size else None,
-          num_prefix_tokens=self.num_prefix_tokens, name='posembed_input')(x)
+          num_prefix_tokens=self.num_prefix_tokens, resize_method=self.posemb_resize,
+          resize_square=self.posemb_resize_square, name='posembed_input')(x)
     else:
       grid = posemb_lib.posemb_sincos_2d(*self.grid_shape, x.shape[-1])
       prefix = jnp.zeros((1, self.num_prefix_tokens, x.shape[-1]), jnp.float32)
@@ -274,6 +277,8 @@ class Encoder(nn.Module):
     if self.add_position_embedding and self.posemb != 'none':
       if self.posemb == 'learn':
         x = posemb_lib.AddPositionEmbs(num_prefix_tokens=self.num_prefix_tokens,
+                                       resize_method=self.posemb_resize,
+                                       resize_square=self.posemb_resize_square,
                                        name='posembed_input')(x, sequences=seqs)
       else:
         grid = sequences_lib.sincos_at(seqs.positions, x.shape[-1])
@@ -451,7 +456,7 @@ class VisionTransformer(nn.Module):
   `distillation_head`, `dynamic_image_size`, `class_token`, `fc_norm`, `gated_mlp`,
   `rope_theta` (with posemb='rope' or `rope`), `rope`, `rope_grid`, `rope_offset`, `rope_xy`,
   `rel_pos_bias`, `shared_rel_pos_bias`, `norm`, `patch_norm`, `map_mlp`, `map_include_prefix`,
-  `map_heads`, `map_mlp_dim`, `attn_inner_norm`,
+  `map_heads`, `map_mlp_dim`, `attn_inner_norm`, `posemb_resize`, `posemb_resize_square`,
   `mlp_inner_norm`, `linear_probe`, `head_init_std`. Images are NHWC in [-1, 1] for the official
   checkpoints; imported ones carry their own input transform (`trained_model.TrainedModel.pp`).
   """
@@ -481,6 +486,10 @@ class VisionTransformer(nn.Module):
   distilled: bool = False  # DeiT's distillation token and second head, averaged at inference
   distillation_head: bool = True  # False: a distillation token but logits from the cls head only
   dynamic_image_size: bool = False  # resample a learned posemb to any input grid on the fly
+  # How a learned table is resized on the fly (dynamic_image_size, NaFlex): 'bilinear' or
+  # 'bicubic', antialiased; `posemb_resize_square`: to a square of the longer side, top-left kept.
+  posemb_resize: str = 'bilinear'
+  posemb_resize_square: bool = False
   class_token: Optional[bool] = None  # None: a class token exactly for the token classifiers
   fc_norm: bool = False  # the final LayerNorm after pooling instead of before (timm, MAE, BEiT)
   gated_mlp: bool = False  # SwiGLU MLPs: act(gate) * value (activation='silu'; DINOv2-g)
@@ -641,7 +650,8 @@ class VisionTransformer(nn.Module):
           rope_offset=self.rope_offset, rope_xy=self.rope_xy, rel_pos_bias=self.rel_pos_bias,
           shared_rel_pos_bias=self.shared_rel_pos_bias, norm=self.norm,
           attn_inner_norm=self.attn_inner_norm, mlp_inner_norm=self.mlp_inner_norm,
-          dynamic_image_size=self.dynamic_image_size, attention_impl=self.attention_impl,
+          dynamic_image_size=self.dynamic_image_size, posemb_resize=self.posemb_resize,
+          posemb_resize_square=self.posemb_resize_square, attention_impl=self.attention_impl,
           dtype=self.compute_dtype)(x, train=train and not self.linear_probe,
                                     registers=registers, sequences=seqs,
                                     blocks=blocks, norm_blocks=norm_blocks)

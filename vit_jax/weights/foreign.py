@@ -204,8 +204,10 @@ def _from_hf(path, state, hf_config, model_name, read) -> tuple[dict, dict, Opti
   return params, {**fields, 'num_heads': int(heads)}, pp
 
 
-def _from_timm(path, state, timm_config, model_name, read) -> tuple[dict, dict, Optional[str]]:
-  """Params, fields and transform of a timm file; `timm_config` is its config.json."""
+def _from_timm(path, state, timm_config, model_name, read,
+               naflex=False) -> tuple[dict, dict, Optional[str]]:
+  """Params, fields and transform of a timm file; `timm_config` is its config.json; `naflex`:
+  a NaFlexViT's state, renamed (`timm_names.from_naflex`)."""
   spec = _side_file(path, TIMM_SPEC)
   config_file = os.path.join(_folder(path), 'config.json')
   if spec:  # our own timm export: every field written out
@@ -226,11 +228,15 @@ def _from_timm(path, state, timm_config, model_name, read) -> tuple[dict, dict, 
     else:
       fields = {'activation': 'gelu', 'layer_norm_eps': 1e-6, 'num_heads': None,
                 'global_pool': None}
+    if naflex and name not in timm_archs.ARCHITECTURES:  # NaFlexVitCfg's defaults
+      fields.update(dynamic_image_size=True, posemb_resize='bicubic')
     read.append(f'no config.json: assumed {fields["activation"]} MLPs, LayerNorm eps '
                 f'{fields["layer_norm_eps"]:g}, timm\'s pooling default for these weights'
-                + ('' if fields['num_heads'] else ' and heads by width'))
+                + ('' if fields['num_heads'] else ' and heads by width')
+                + (', a position table resized bicubically (NaFlexViT)' if naflex else ''))
   params, heads = timm_names.to_params(state, path, fields.pop('num_heads'),
-                                       fields.get('map_heads'))
+                                       fields.get('map_heads'),
+                                       posemb_prefix_rows=False if naflex else None)
   pool = timm_config_lib.classifier(fields.pop('global_pool'), 'cls' in params,
                                     'MAPHead_0' in params)
   fields.update(pool)
@@ -274,12 +280,9 @@ def load(path: str, model_name: Optional[str] = None) -> Imported:
     params, fields, pp = _from_hf(path, state, config, model_name, read)
   elif 'patch_embed.proj.weight' in state:
     params, fields, pp = _from_timm(path, state, config, model_name, read)
-  elif 'embeds.proj.weight' in state:  # timm's NaFlexEmbeds (naflexvit_*)
-    name = (config or {}).get('architecture') or 'NaFlexViT'
-    raise errors.UserError(
-        f'{path}: timm {name} uses NaFlex variable-resolution patches in timm\'s layout '
-        '(embeds.proj, embeds.pos_embed), which we do not read: refused. SigLIP 2 NaFlex towers '
-        'load from transformers and big_vision files (docs/naflex.md).')
+  elif 'embeds.proj.weight' in state:  # timm's NaFlexViT (naflexvit_*)
+    params, fields, pp = _from_timm(path, timm_names.from_naflex(state, path), config,
+                                    model_name, read, naflex=True)
   else:
     raise errors.UserError(
         f'{path}: neither timm (patch_embed.proj.weight) nor Hugging Face ViT-family '

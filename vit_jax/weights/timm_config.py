@@ -26,7 +26,17 @@ _READ_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_
                'pretrained_strict',
                # Beit's: the weights show its position tables and pooling norm.
                'use_abs_pos_emb', 'use_rel_pos_bias', 'use_shared_rel_pos_bias', 'use_fc_norm',
-               'head_init_scale'}
+               'head_init_scale',
+               # NaFlexViT's: the table's grid shows; how it is resized is read below.
+               'pos_embed_grid_size', 'pos_embed_interp_mode', 'pos_embed_ar_preserving',
+               'norm_layer', 'embed_norm_layer', 'pool_include_prefix',
+               # Eva's (our timm_eva export writes them): read in `_eva_fields`.
+               'qkv_fused', 'attn_type', 'swiglu_mlp', 'swiglu_align_to', 'scale_mlp',
+               'scale_attn_inner', 'num_reg_tokens', 'use_abs_pos_emb', 'use_rot_pos_emb',
+               'rope_temperature', 'rope_grid_offset', 'rope_grid_indexing', 'ref_feat_shape',
+               'use_fc_norm'}
+# norm_layer names whose kind the weights show (an RMSNorm has no bias).
+_NORMS = ('layernorm', 'rmsnorm', None)
 
 
 def _architecture(name: str, source: str) -> tuple:
@@ -72,13 +82,63 @@ def fields(config: Mapping[str, Any], source: str) -> dict[str, Any]:
          'num_heads': int(args.get('num_heads', heads)), 'global_pool': pool}
   if gated:
     out['gated_mlp'] = True
-  if extra:  # RMSNorm (AIMv2), DINOv3's rotary embeddings
+  if extra:  # RMSNorm (AIMv2), DINOv3's rotary embeddings, NaFlexViT's table resizing
     out.update(extra[0])
+  if 'pos_embed_interp_mode' in args:
+    if args['pos_embed_interp_mode'] not in ('bilinear', 'bicubic'):
+      raise errors.UserError(
+          f'{source}: model_args pos_embed_interp_mode={args["pos_embed_interp_mode"]!r}: '
+          "expected 'bilinear' or 'bicubic'.")
+    out['posemb_resize'] = args['pos_embed_interp_mode']
+  for name in ('norm_layer', 'embed_norm_layer'):
+    if args.get(name) not in _NORMS:
+      raise errors.UserError(f'{source}: model_args {name}={args[name]!r}: expected one of '
+                             f'{_NORMS}.')
+  _eva_fields(out, args, source)
+  if args.get('pool_include_prefix'):
+    out['map_include_prefix'] = True
+  if 'pos_embed_ar_preserving' in args:
+    out['posemb_resize_square'] = bool(args['pos_embed_ar_preserving'])
   if args.get('final_norm') is False and not args.get('fc_norm'):
     raise errors.UserError(
         f'{source}: model_args final_norm=False: a model without a final norm is '
         'refused.')
   return out
+
+
+def _eva_fields(out: dict[str, Any], args: Mapping[str, Any], source: str) -> None:
+  """Eva's model_args over its architecture's fields, in place: its MLP kind (SiLU gated or erf
+  GELU), a table or none, and the rotary settings; the weights show the rest."""
+  if args.get('attn_type', 'eva') not in ('eva', 'rope'):
+    raise errors.UserError(f'{source}: model_args attn_type={args["attn_type"]!r}: expected '
+                           "'eva' or 'rope'.")
+  if 'swiglu_mlp' in args:
+    out['activation'] = 'silu' if args['swiglu_mlp'] else 'gelu'
+    out['gated_mlp'] = bool(args['swiglu_mlp'])
+  for arg, field in (('scale_mlp', 'mlp_inner_norm'), ('scale_attn_inner', 'attn_inner_norm')):
+    if arg in args:
+      out[field] = bool(args[arg])
+  rope = 'dinov3' if out.get('posemb') == 'rope' else out.get('rope', 'none')
+  if 'use_rot_pos_emb' in args and bool(args['use_rot_pos_emb']) != (rope != 'none'):
+    raise errors.UserError(f'{source}: model_args use_rot_pos_emb={args["use_rot_pos_emb"]!r} '
+                           f'on an architecture with {rope} rotary embeddings is not read; it is '
+                           'refused.')
+  if 'use_abs_pos_emb' in args and rope == 'axial':
+    out['posemb'] = 'learn' if args['use_abs_pos_emb'] else 'none'
+  if 'rope_temperature' in args:
+    out['rope_theta'] = float(args['rope_temperature'])
+  if rope == 'dinov3' and args.get('rope_grid_indexing', 'ij') != 'ij':
+    raise errors.UserError(f'{source}: model_args rope_grid_indexing='
+                           f'{args["rope_grid_indexing"]!r} with DINOv3\'s rope is refused.')
+  if rope == 'axial':
+    if 'rope_grid_offset' in args:
+      out['rope_offset'] = float(args['rope_grid_offset'])
+    if 'rope_grid_indexing' in args:
+      out['rope_xy'] = args['rope_grid_indexing'] == 'xy'
+    if 'ref_feat_shape' in args:
+      grid = args['ref_feat_shape']
+      out['rope_grid'] = None if grid is None else tuple(
+          [grid, grid] if isinstance(grid, int) else grid)
 
 
 def classifier(pool: Optional[str], has_class_token: bool, has_map: bool) -> dict[str, Any]:

@@ -74,11 +74,44 @@ def _is_square(n: int) -> bool:
   return n > 0 and math.isqrt(n) ** 2 == n
 
 
+def from_naflex(state: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+  """timm's NaFlexViT names (`embeds.*`) -> its VisionTransformer's: the linear patch kernel
+  [width, p*p*3] (row, column, channel) becomes the convolution [width, 3, p, p], the table
+  [1, h, w, width] (patches only) becomes [1, h*w, width]; other entries keep their names."""
+  out = {k: v for k, v in state.items() if not k.startswith('embeds.')}
+  for name, value in state.items():
+    if not name.startswith('embeds.'):
+      continue
+    rest = name[len('embeds.'):]
+    if rest == 'proj.weight':
+      width, inputs = value.shape
+      side = math.isqrt(inputs // 3)
+      if side * side * 3 != inputs:
+        raise errors.UserError(f'{source}: {name} takes {inputs} inputs, not p*p*3 of a square '
+                               'RGB patch.')
+      out['patch_embed.proj.weight'] = value.reshape(width, side, side, 3).transpose(0, 3, 1, 2)
+    elif rest == 'pos_embed':
+      if value.ndim != 4 or value.shape[1] != value.shape[2]:
+        raise errors.UserError(f'{source}: {name} has shape {tuple(value.shape)}; a square '
+                               '[1, n, n, width] table is read.')
+      out['pos_embed'] = value.reshape(1, -1, value.shape[-1])
+    elif rest in ('cls_token', 'reg_token'):
+      out[rest] = value
+    elif rest.startswith(('proj.', 'norm.')):
+      out[f'patch_embed.{rest}'] = value
+    else:
+      out[name] = value  # not understood: named by `to_params`
+  return out
+
+
 def to_params(state: dict[str, np.ndarray], source: str, num_heads: Optional[int] = None,
-              map_heads: Optional[int] = None) -> tuple[dict[str, Any], int]:
+              map_heads: Optional[int] = None,
+              posemb_prefix_rows: Optional[bool] = None) -> tuple[dict[str, Any], int]:
   """timm's state dict -> (our canonical tree, head count); a ValueError names what is not
   understood. timm files do not store the head count: `num_heads`, else the q_norm width, else
-  timm's sizes by width; `map_heads`: the MAP head's, when it differs."""
+  timm's sizes by width; `map_heads`: the MAP head's, when it differs. `posemb_prefix_rows`:
+  whether the position table has rows for the prefix tokens (None: read off its row count;
+  NaFlexViT's never has)."""
   top, per_block, used = torch_names.read_roles(state, {**TOP, **_READ_TOP}, BLOCK_PREFIX,
                                                 {**BLOCK, **_READ_BLOCK})
   unknown = sorted(k for k in state if k not in used)
@@ -107,7 +140,10 @@ def to_params(state: dict[str, np.ndarray], source: str, num_heads: Optional[int
   prefix = [n for n in ('cls', 'dist') if n in top]
   registers = top['registers'].shape[1] if 'registers' in top else 0
   rows = top['posemb'].shape[1]
-  if prefix and _is_square(rows):  # no_embed_class: the prefix tokens have no position
+  if posemb_prefix_rows is False:
+    top['posemb'] = np.concatenate(
+        [np.zeros_like(top['posemb'][:, :len(prefix)]), top['posemb']], axis=1)
+  elif prefix and _is_square(rows):  # no_embed_class: the prefix tokens have no position
     top['posemb'] = np.concatenate(
         [np.zeros_like(top['posemb'][:, :len(prefix)]), top['posemb']], axis=1)
   elif registers and _is_square(rows - len(prefix) - registers):

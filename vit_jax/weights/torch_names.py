@@ -24,9 +24,11 @@ from vit_jax.models import vit
 
 def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
                      allow_pre_logits: bool, allow_map: bool = False,
-                     allow_features: bool = False, allow_headless: bool = False) -> None:
+                     allow_features: bool = False, allow_headless: bool = False,
+                     eva: bool = False) -> None:
   """Raises a ValueError naming what `fmt` cannot hold (`allow_headless`: an encoder without
-  a head, e.g. an MAE encoder, is written as the format's headless model)."""
+  a head, e.g. an MAE encoder, is written as the format's headless model; `eva`: timm's Eva
+  layout, which holds rotary embeddings, no table and inner norms)."""
   problems = []
   if model_config.get('resnet') is not None:
     problems.append('a hybrid ResNet stem (R+ViT)')
@@ -51,23 +53,44 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
     problems.append('a norm after pooling (fc_norm; export to timm instead)')
   if model_config.classifier == 'token_gap':
     problems.append("classifier='token_gap'")
-  if model_config.get('posemb') == 'rope':
-    problems.append('rotary position embeddings (posemb=rope)')
+  if model_config.get('posemb') == 'rope' and not eva:
+    problems.append('rotary position embeddings (posemb=rope; export with format timm_eva)')
+  if model_config.get('rope', 'none') != 'none' and not eva:
+    problems.append(f'rotary position embeddings (rope={model_config.rope!r}: EVA-02, '
+                    'ROPE-ViT; export with format timm_eva)')
+  if model_config.get('posemb') == 'none' and not eva:
+    problems.append('no position table (posemb=none)')
   if model_config.get('rel_pos_bias') or model_config.get('shared_rel_pos_bias'):
-    problems.append('a relative position bias (BEiT)')
+    problems.append('a relative position bias (BEiT: export with format hf_beit)')
   aimv2 = [name for name, asked in (('RMSNorm', model_config.get('norm') == 'rms'),
                                     ('a patch norm', model_config.get('patch_norm')),
                                     ('a MAP head without MLP', model_config.get('map_mlp') is False))
            if asked]
   if aimv2:
     problems.append(f'{", ".join(aimv2)} (AIMv2)')
-  if model_config.get('attn_inner_norm') or model_config.get('mlp_inner_norm'):
+  if (model_config.get('attn_inner_norm') or model_config.get('mlp_inner_norm')) and not eva:
     problems.append('norms inside attention and MLP (BEiT-3, EVA)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
+  if (model_config.get('map_include_prefix') or model_config.get('map_heads')
+      or model_config.get('map_mlp_dim')):
+    problems.append('a MAP head over the prefix tokens or with its own sizes (Perception Encoder)')
   if problems:
     raise errors.UserError(
         f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
+
+
+def check_table_grid(params: Any, model_config, image_size: int, fmt: str) -> None:
+  """A learned table kept on its own grid and resized on the fly (timm NaFlexViT imports) is
+  written only at that grid: the format's fixed-size model would resize it otherwise."""
+  table, prefix = geometry.position_table(params, model_config, image_size)
+  rows = table.shape[1] - prefix
+  expected = int(np.prod(geometry.patch_grid(model_config, image_size)))
+  if rows != expected:
+    side = int(round(rows ** 0.5)) * geometry.patch_stride(model_config)[0]
+    raise errors.UserError(
+        f'The {fmt} format holds a table of the input grid: this model\'s table has {rows} patch '
+        f'rows, image_size={image_size} needs {expected}; export with --image_size={side}.')
 
 
 def _dense_to_torch(kernel, in_axes: int) -> np.ndarray:
@@ -121,7 +144,8 @@ def to_roles(params: Any, model_config, image_size: int) -> tuple[dict, list[dic
   tree = stacking.unstack_encoder_blocks(params)
   encoder = tree['Transformer']
   top = {name: np.asarray(tree[name]) for name in ('cls', 'dist', 'registers') if name in tree}
-  top['posemb'] = position_embedding(tree, model_config, image_size)
+  if 'posembed_input' in encoder or geometry.model_of(model_config).posemb not in ('rope', 'none'):
+    top['posemb'] = position_embedding(tree, model_config, image_size)
   top['patch.weight'] = np.asarray(tree['embedding']['kernel']).transpose(3, 2, 0, 1).copy()
   top['patch.bias'] = _bias(tree['embedding']['bias'])
   if 'patch_norm' in tree:
