@@ -579,9 +579,10 @@ BEIT_EXPORTS = {
 
 
 @pytest.mark.parametrize('kind', sorted(BEIT_EXPORTS))
-def test_our_beit_export_is_read_by_transformers_beit(tmp_path, kind):
-  """`hf_beit`: transformers' own BeitForImageClassification loads the directory and gives our
-  logits, although our key bias (random here) has no place in BEiT: the softmax ignores it."""
+def test_our_beit_exports_are_read_by_transformers_and_timm(tmp_path, kind):
+  """`hf_beit` and `timm_beit`: transformers' own BeitForImageClassification and timm's Beit
+  load the directories and give our logits, although our key bias (random here) has no place
+  in BEiT: the softmax ignores it."""
   from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (PATCH, PATCH)}, hidden_size=32, activation='gelu',
@@ -592,13 +593,21 @@ def test_our_beit_export_is_read_by_transformers_beit(tmp_path, kind):
   params = model.init(jax.random.key(0), images, train=False)['params']
   params = jax.tree.map(
       lambda x: np.asarray(x) + np.random.default_rng(x.size).normal(0, 0.2, x.shape), params)
-  hf_export.export_beit(params, config, 4, SIZE, str(tmp_path))
-  theirs = transformers.BeitForImageClassification.from_pretrained(str(tmp_path)).eval()
+  ours = np.asarray(model.apply({'params': params}, images, train=False))
+  hf_export.export_beit(params, config, 4, SIZE, str(tmp_path / 'hf'))
+  theirs = transformers.BeitForImageClassification.from_pretrained(str(tmp_path / 'hf')).eval()
   with torch.no_grad():
-    _close(np.asarray(model.apply({'params': params}, images, train=False)),
-           theirs(_torch_in(images)).logits)
-  loaded, _ = _ours(tmp_path)  # and back: the same logits
-  _close(_apply(loaded, images), model.apply({'params': params}, images, train=False))
+    _close(ours, theirs(_torch_in(images)).logits)
+  loaded, _ = _ours(tmp_path / 'hf')  # and back: the same logits
+  _close(_apply(loaded, images), ours)
+  # timm's Beit, built by timm itself from our config.json (`timm_beit`)
+  timm_export.export_beit(params, config, 4, SIZE, str(tmp_path / 'timm'))
+  import timm_reference  # pylint: disable=g-import-not-at-top
+  timm = timm_reference.import_timm()
+  built = timm.create_model(f'local-dir:{tmp_path / "timm"}', pretrained=True).eval()
+  with torch.no_grad():
+    _close(ours, built(_torch_in(images)))
+  _close(_apply(_ours(tmp_path / 'timm')[0], images), ours)
 
 
 def test_the_beit_export_refuses_what_beit_lacks(tmp_path):

@@ -7,7 +7,7 @@ StableHLO, ONNX.
 from vit_jax import errors
 from vit_jax import storage
 
-FORMATS = ('npz', 'timm', 'timm_naflex', 'timm_eva', 'hf', 'hf_siglip2', 'hf_beit', 'hf_mae', 'stablehlo',
+FORMATS = ('npz', 'timm', 'timm_naflex', 'timm_eva', 'timm_beit', 'hf', 'hf_siglip2', 'hf_beit', 'hf_mae', 'stablehlo',
            'onnx')
 
 
@@ -49,6 +49,9 @@ def _write(loaded, fmt: str, out: str, labels) -> str:
   if fmt == 'timm':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
     return timm.export(*args, out, pp=loaded.pp)
+  if fmt == 'timm_beit':
+    from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
+    return timm.export_beit(*args, out, pp=loaded.pp)
   if fmt == 'timm_eva':
     from vit_jax.export import timm  # pylint: disable=g-import-not-at-top
     return timm.export_eva(*args, out, pp=loaded.pp)

@@ -58,6 +58,9 @@ def timm_model_spec(model_config, num_classes: int, image_size: int,
       'reg_tokens': registers, 'no_embed_class': bool(registers),
       'init_values': model.layerscale, 'qk_norm': model.qk_norm, 'pre_norm': model.pre_norm,
   }
+  if model.attn_inner_norm or model.mlp_inner_norm:  # BEiT-3's norms inside attention and MLP
+    args.update(scale_attn_norm=bool(model.attn_inner_norm),
+                scale_mlp_norm=bool(model.mlp_inner_norm))
   return {
       'architecture': architecture,
       'args': args,
@@ -116,7 +119,8 @@ def timm_hf_config(model_config, num_classes: int, image_size: int,
 def export(params: Any, model_config, num_classes: int, image_size: int, out_dir: str,
            pp: Optional[str] = None) -> str:
   torch_names.check_exportable(params, model_config, 'timm', allow_gap=True, allow_headless=True,
-                                 allow_pre_logits=False, allow_map=True, allow_features=True)
+                                 allow_pre_logits=False, allow_map=True, allow_features=True,
+                                 inner_norms=True)
   torch_names.check_table_grid(params, model_config, image_size, 'timm')
   num_classes = num_classes or 0  # a headless encoder: timm's num_classes=0 (no head)
   os.makedirs(out_dir, exist_ok=True)
@@ -248,9 +252,8 @@ def _eva_architecture(model) -> Optional[str]:
 
 def export_eva(params: Any, model_config, num_classes: Optional[int], image_size: int,
                out_dir: str, pp: Optional[str] = None) -> str:
-  """timm's Eva, for models with rotary embeddings: EVA-02 and timm's ROPE-ViTs (axial, with or
-  without a table), DINOv3 in timm's layout (`posemb='rope'`), with LayerScale, registers,
-  SwiGLU, inner norms, QK-norm. timm's `config.json` names an Eva architecture of the same
+  """timm's Eva: EVA-02 and timm's ROPE-ViTs (axial RoPE, with or without a table), DINOv3 in
+  timm's layout (`posemb='rope'`), with LayerScale, registers, SwiGLU, QK-norm. timm's `config.json` names an Eva architecture of the same
   rotary kind and norm, and `model_args` set every other choice, so that
   `timm.create_model('local-dir:<dir>', pretrained=True)` builds it."""
   torch_names.check_exportable(params, model_config, 'timm Eva', allow_gap=True,
@@ -314,6 +317,79 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
                     'classifier': 'head', 'fixed_input_size': True}
   config = {'architecture': architecture, 'num_classes': num_classes or 0, 'num_features': width,
             'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
+  os.makedirs(out_dir, exist_ok=True)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
+    json.dump(config, f, indent=2)
+  return out_dir
+
+
+# timm's Beit block: a bias-free qkv beside a q and a v bias, its relative position table,
+# LayerScale as gamma_1/gamma_2.
+_BEIT_BLOCK = {**_pairs('norm1', 'norm1'), **_pairs('norm2', 'norm2'),
+               'qkv.weight': 'attn.qkv.weight', 'q_bias': 'attn.q_bias', 'v_bias': 'attn.v_bias',
+               'rel_bias': 'attn.relative_position_bias_table', **_pairs('out', 'attn.proj'),
+               'ls1': 'gamma_1', 'ls2': 'gamma_2', **_pairs('fc1', 'mlp.fc1'),
+               **_pairs('fc2', 'mlp.fc2')}
+_BEIT_TOP = {**timm_names.TOP, 'rel_bias': 'rel_pos_bias.relative_position_bias_table'}
+
+
+def export_beit(params: Any, model_config, num_classes: Optional[int], image_size: int,
+                out_dir: str, pp: Optional[str] = None) -> str:
+  """timm's Beit (`beit_*`, `beitv2_*`): relative position tables per block or shared, an
+  absolute table or none, LayerScale, average pooling + `fc_norm` or the class token. BEiT's
+  key has no bias: ours adds the same `q . b_k` to every logit of a query (no rotary
+  embeddings here), which the softmax ignores, so it is dropped."""
+  torch_names.check_exportable(params, model_config, 'timm Beit', allow_gap=True,
+                                 allow_headless=True, allow_pre_logits=False,
+                                 allow_features=True, relative=True)
+  model = geometry.model_of(model_config)
+  lacking = {
+      'a class token': model.has_class_token,
+      "the class token's logits or average pooling + fc_norm": (
+          model.classifier == 'token' and not model.fc_norm) or (
+              model.classifier == 'gap' and model.fc_norm),
+      'erf GELU MLPs with LayerNorm eps 1e-6': (model.activation == 'gelu' and not model.gated_mlp
+                                                and model.layer_norm_eps == 1e-6),
+      'square patches': model.patches['size'][0] == model.patches['size'][1],
+      'no registers, distillation token, QK-norm, pre-norm or hybrid stem': not (
+          model.num_registers or model.distilled or model.qk_norm or model.pre_norm
+          or model.resnet is not None),
+  }
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError('timm Beit cannot hold this model: it lacks ' + '; '.join(missing) + '.')
+  absolute = model.posemb != 'none'
+  if absolute:
+    torch_names.check_table_grid(params, model_config, image_size, 'timm Beit')
+  top, per_block = torch_names.to_roles(params, model_config, image_size)
+  for arrays in per_block:
+    arrays['qkv.weight'] = np.concatenate(
+        [arrays.pop(f'{r}.weight') for r in ('query', 'key', 'value')], axis=0)
+    arrays['q_bias'], arrays['v_bias'] = arrays.pop('query.bias'), arrays.pop('value.bias')
+    arrays.pop('key.bias')  # the softmax ignores it (see above)
+  unnamed = sorted({r for r in top if r not in _BEIT_TOP}
+                   | {r for arrays in per_block for r in arrays if r not in _BEIT_BLOCK})
+  if unnamed:  # a bug of ours: the gate above lets through a role Beit has no name for
+    raise AssertionError(f'Beit export: roles without a name: {unnamed}')
+  state = torch_names.name_roles(top, per_block, _BEIT_TOP, timm_names.BLOCK_PREFIX, _BEIT_BLOCK)
+  width = model.hidden_size
+  pool = 'avg' if model.classifier == 'gap' else 'token'
+  args = {
+      'img_size': image_size, 'patch_size': model.patches['size'][0], 'embed_dim': width,
+      'depth': model.transformer['num_layers'], 'num_heads': model.transformer['num_heads'],
+      'mlp_ratio': (model.transformer['mlp_dim'] + 1e-6) / width,
+      'num_classes': num_classes or 0, 'qkv_bias': True, 'init_values': model.layerscale,
+      'use_abs_pos_emb': absolute, 'use_rel_pos_bias': bool(model.rel_pos_bias),
+      'use_shared_rel_pos_bias': bool(model.shared_rel_pos_bias), 'global_pool': pool,
+      'use_fc_norm': bool(model.fc_norm)}
+  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+                    'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
+                    'classifier': 'head', 'fixed_input_size': True}
+  config = {'architecture': 'beit_base_patch16_224', 'num_classes': num_classes or 0,
+            'num_features': width, 'global_pool': pool, 'model_args': args,
+            'pretrained_cfg': pretrained_cfg}
   os.makedirs(out_dir, exist_ok=True)
   safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})

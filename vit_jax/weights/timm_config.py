@@ -34,7 +34,9 @@ _READ_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_
                'qkv_fused', 'attn_type', 'swiglu_mlp', 'swiglu_align_to', 'scale_mlp',
                'scale_attn_inner', 'num_reg_tokens', 'use_abs_pos_emb', 'use_rot_pos_emb',
                'rope_temperature', 'rope_grid_offset', 'rope_grid_indexing', 'ref_feat_shape',
-               'use_fc_norm'}
+               'use_fc_norm',
+               # VisionTransformer's norms inside attention and MLP (BEiT-3)
+               'scale_attn_norm', 'scale_mlp_norm'}
 # norm_layer names whose kind the weights show (an RMSNorm has no bias).
 _NORMS = ('layernorm', 'rmsnorm', None)
 
@@ -115,7 +117,8 @@ def _eva_fields(out: dict[str, Any], args: Mapping[str, Any], source: str) -> No
   if 'swiglu_mlp' in args:
     out['activation'] = 'silu' if args['swiglu_mlp'] else 'gelu'
     out['gated_mlp'] = bool(args['swiglu_mlp'])
-  for arg, field in (('scale_mlp', 'mlp_inner_norm'), ('scale_attn_inner', 'attn_inner_norm')):
+  for arg, field in (('scale_mlp', 'mlp_inner_norm'), ('scale_attn_inner', 'attn_inner_norm'),
+                     ('scale_mlp_norm', 'mlp_inner_norm'), ('scale_attn_norm', 'attn_inner_norm')):
     if arg in args:
       out[field] = bool(args[arg])
   rope = 'dinov3' if out.get('posemb') == 'rope' else out.get('rope', 'none')

@@ -25,10 +25,13 @@ from vit_jax.models import vit
 def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
                      allow_pre_logits: bool, allow_map: bool = False,
                      allow_features: bool = False, allow_headless: bool = False,
-                     eva: bool = False) -> None:
+                     eva: bool = False, relative: bool = False,
+                     inner_norms: bool = False) -> None:
   """Raises a ValueError naming what `fmt` cannot hold (`allow_headless`: an encoder without
   a head, e.g. an MAE encoder, is written as the format's headless model; `eva`: timm's Eva
-  layout, which holds rotary embeddings, no table and inner norms)."""
+  layout, which holds rotary embeddings, no table and inner norms; `relative`: BEiT's, which
+  holds relative position tables and no absolute table; `inner_norms`: norms inside attention
+  and MLP)."""
   problems = []
   if model_config.get('resnet') is not None:
     problems.append('a hybrid ResNet stem (R+ViT)')
@@ -58,17 +61,18 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
   if model_config.get('rope', 'none') != 'none' and not eva:
     problems.append(f'rotary position embeddings (rope={model_config.rope!r}: EVA-02, '
                     'ROPE-ViT; export with format timm_eva)')
-  if model_config.get('posemb') == 'none' and not eva:
+  if model_config.get('posemb') == 'none' and not (eva or relative):
     problems.append('no position table (posemb=none)')
-  if model_config.get('rel_pos_bias') or model_config.get('shared_rel_pos_bias'):
-    problems.append('a relative position bias (BEiT: export with format hf_beit)')
+  if (model_config.get('rel_pos_bias') or model_config.get('shared_rel_pos_bias')) and not relative:
+    problems.append('a relative position bias (BEiT: export with format hf_beit or timm_beit)')
   aimv2 = [name for name, asked in (('RMSNorm', model_config.get('norm') == 'rms'),
                                     ('a patch norm', model_config.get('patch_norm')),
                                     ('a MAP head without MLP', model_config.get('map_mlp') is False))
            if asked]
   if aimv2:
     problems.append(f'{", ".join(aimv2)} (AIMv2)')
-  if (model_config.get('attn_inner_norm') or model_config.get('mlp_inner_norm')) and not eva:
+  if ((model_config.get('attn_inner_norm') or model_config.get('mlp_inner_norm'))
+      and not (eva or inner_norms)):
     problems.append('norms inside attention and MLP (BEiT-3, EVA)')
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
