@@ -645,6 +645,32 @@ def test_aimv2_vision_tower_gives_transformers_outputs(tmp_path, use_head):
     _close(_apply(loaded, images), out.pooler_output)
 
 
+@pytest.mark.parametrize('classifier', ['map', 'gap'])
+def test_our_aimv2_export_is_read_by_transformers(tmp_path, classifier):
+  """`hf_aimv2`: transformers' own Aimv2VisionModel loads the directory and gives our pooled
+  features, with every bias and the MAP query projection random (as after training here)."""
+  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(
+      patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier=classifier, norm='rms',
+      patch_norm=True, gated_mlp=True, activation='silu', layer_norm_eps=1e-5,
+      transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
+                       attention_dropout_rate=0.0)))
+  if classifier == 'map':
+    config.map_mlp = False
+  model = VisionTransformer(num_classes=None, **config)
+  images = _images(16)
+  params = model.init(jax.random.key(0), images, train=False)['params']
+  params = jax.tree.map(lambda x: (np.asarray(x) + np.random.default_rng(x.size).normal(
+      0, 0.2, x.shape)).astype(np.float32), params)
+  hf_export.export_aimv2(params, config, None, SIZE, str(tmp_path))
+  theirs = transformers.Aimv2VisionModel.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    out = theirs(_torch_in(images))
+  # Without its head, AIMv2 has no pooled output: ours is the mean of its last hidden state.
+  pooled = out.pooler_output if classifier == 'map' else out.last_hidden_state.mean(1)
+  _close(np.asarray(model.apply({'params': params}, images, train=False)), pooled)
+
+
 def test_aimv2_image_embeddings_of_the_two_tower_model(tmp_path):
   """Aimv2Model (image and text towers): the image tower with its projection as the head gives
   `get_image_features`; the text tower is left out."""

@@ -7,7 +7,7 @@ StableHLO, ONNX.
 from vit_jax import errors
 from vit_jax import storage
 
-FORMATS = ('npz', 'timm', 'timm_naflex', 'timm_eva', 'timm_beit', 'hf', 'hf_siglip2', 'hf_beit', 'hf_mae', 'stablehlo',
+FORMATS = ('npz', 'timm', 'timm_naflex', 'timm_eva', 'timm_beit', 'hf', 'hf_siglip2', 'hf_beit', 'hf_aimv2', 'hf_mae', 'stablehlo',
            'onnx')
 
 
@@ -43,6 +43,9 @@ def _write(loaded, fmt: str, out: str, labels) -> str:
   if fmt == 'hf_siglip2':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
     return hf.export_siglip2(loaded.params, loaded.model_config, loaded.num_classes, out)
+  if fmt == 'hf_aimv2':
+    from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
+    return hf.export_aimv2(*args, out)
   if fmt == 'hf_beit':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
     return hf.export_beit(*args, out, labels=labels or loaded.labels, pp=loaded.pp)
