@@ -326,6 +326,11 @@ EVA_EXPORTS = {
     'rope-vit': dict(rope='axial', rope_xy=True, posemb='none', layerscale=0.1,
                      activation='gelu'),
     # DINOv3 in timm's layout: its RoPE, registers, LayerScale, eps 1e-5, a packed SwiGLU.
+    # Perception Encoder: offset axial RoPE on a rescaled grid beside a table, a pre-norm, a MAP
+    # head over every token with its own head count.
+    'pe': dict(rope='axial', rope_theta=10_000.0, rope_grid=(6, 6), rope_offset=1.0,
+               rope_xy=True, pre_norm=True, layer_norm_eps=1e-5, activation='gelu',
+               classifier='map', map_include_prefix=True, map_heads=2),
     'dinov3': dict(posemb='rope', num_registers=2, layerscale=0.1, layer_norm_eps=1e-5,
                    gated_mlp=True, activation='silu'),
 }

@@ -245,7 +245,7 @@ def _eva_architecture(model) -> Optional[str]:
     extra = entry[4]
     kind = 'dinov3' if extra.get('posemb') == 'rope' else extra.get('rope')
     if (kind == rope and entry[2] == float(model.layer_norm_eps)
-        and extra.get('norm', 'layer') == model.norm and 'map_heads' not in extra):
+        and extra.get('norm', 'layer') == model.norm):
       return name
   return None
 
@@ -253,11 +253,12 @@ def _eva_architecture(model) -> Optional[str]:
 def export_eva(params: Any, model_config, num_classes: Optional[int], image_size: int,
                out_dir: str, pp: Optional[str] = None) -> str:
   """timm's Eva: EVA-02 and timm's ROPE-ViTs (axial RoPE, with or without a table), DINOv3 in
-  timm's layout (`posemb='rope'`), with LayerScale, registers, SwiGLU, QK-norm. timm's `config.json` names an Eva architecture of the same
+  timm's layout (`posemb='rope'`), Perception Encoder (a pre-norm, a MAP head over every token
+  with its own heads), with LayerScale, registers, SwiGLU, QK-norm. timm's `config.json` names an Eva architecture of the same
   rotary kind and norm, and `model_args` set every other choice, so that
   `timm.create_model('local-dir:<dir>', pretrained=True)` builds it."""
   torch_names.check_exportable(params, model_config, 'timm Eva', allow_gap=True,
-                                 allow_headless=True, allow_pre_logits=False, allow_map=False,
+                                 allow_headless=True, allow_pre_logits=False, allow_map=True,
                                  allow_features=True, eva=True)
   model = geometry.model_of(model_config)
   architecture = _eva_architecture(model)
@@ -269,8 +270,11 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
       'erf GELU in plain MLPs, SiLU in gated ones': model.activation == (
           'silu' if model.gated_mlp else 'gelu'),
       'square patches': model.patches['size'][0] == model.patches['size'][1],
-      'no distillation token, pre-norm or hybrid stem': not (
-          model.distilled or model.pre_norm or model.resnet is not None),
+      'no distillation token or hybrid stem': not (model.distilled or model.resnet is not None),
+      'a MAP head over every token (map_include_prefix) with an MLP, if any': (
+          model.classifier != 'map' or (model.map_include_prefix and model.map_mlp)),
+      'a position table beside a pre-norm (the patch bias joins it)': (
+          not model.pre_norm or model.posemb not in ('none', 'rope')),
   }
   missing = [need for need, holds in lacking.items() if not holds]
   if missing:
@@ -279,6 +283,12 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
   if absolute:
     torch_names.check_table_grid(params, model_config, image_size, 'timm Eva')
   top, per_block = torch_names.to_roles(params, model_config, image_size)
+  if model.pre_norm:  # Eva's pre-norm models have no patch bias: a constant of every patch
+    bias = top.pop('patch.bias')
+    prefix = geometry.num_posemb_prefix(model_config)
+    top['posemb'] = np.concatenate([top['posemb'][:, :prefix], top['posemb'][:, prefix:] + bias],
+                                   axis=1)
+  torch_names.join_fused(top, 'map.kv', ('map.key', 'map.value'))
   if absolute and 'registers' in top and 'cls' in top:  # no_embed_class: the class row joins the token
     top['cls'] = top['cls'] + top['posemb'][:, :1]
     top['posemb'] = top['posemb'][:, 1:]
@@ -295,7 +305,7 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
   state = torch_names.name_roles(top, per_block, timm_names.TOP, timm_names.BLOCK_PREFIX, block)
   width = model.hidden_size
   hidden = model.transformer['mlp_dim']
-  pool = {'gap': 'avg'}.get(model.classifier, 'token')
+  pool = {'gap': 'avg', 'map': 'map'}.get(model.classifier, 'token')
   args = {
       'img_size': image_size, 'patch_size': model.patches['size'][0], 'embed_dim': width,
       'depth': model.transformer['num_layers'], 'num_heads': model.transformer['num_heads'],
@@ -307,7 +317,12 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
       'class_token': model.has_class_token, 'num_reg_tokens': model.num_registers,
       'no_embed_class': bool(absolute and model.num_registers), 'use_abs_pos_emb': absolute,
       'use_rot_pos_emb': True, 'rope_temperature': float(model.rope_theta),
-      'global_pool': pool, 'use_fc_norm': bool(model.fc_norm), 'dynamic_img_size': False}
+      'global_pool': pool, 'use_fc_norm': bool(model.fc_norm),
+      'use_post_transformer_norm': not model.fc_norm,
+      'use_pre_transformer_norm': bool(model.pre_norm), 'dynamic_img_size': False}
+  if model.classifier == 'map':
+    args.update(attn_pool_num_heads=model.map_heads or model.transformer['num_heads'],
+                attn_pool_mlp_ratio=(model.map_mlp_dim or hidden) / width)
   if rope == 'axial':
     args.update(rope_grid_offset=float(model.rope_offset),
                 rope_grid_indexing='xy' if model.rope_xy else 'ij',

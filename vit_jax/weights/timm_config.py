@@ -34,7 +34,8 @@ _READ_ARGS = {'img_size', 'patch_size', 'embed_dim', 'depth', 'mlp_ratio', 'qkv_
                'qkv_fused', 'attn_type', 'swiglu_mlp', 'swiglu_align_to', 'scale_mlp',
                'scale_attn_inner', 'num_reg_tokens', 'use_abs_pos_emb', 'use_rot_pos_emb',
                'rope_temperature', 'rope_grid_offset', 'rope_grid_indexing', 'ref_feat_shape',
-               'use_fc_norm',
+               'use_fc_norm', 'use_pre_transformer_norm', 'use_post_transformer_norm',
+               'attn_pool_num_heads', 'attn_pool_mlp_ratio',
                # VisionTransformer's norms inside attention and MLP (BEiT-3)
                'scale_attn_norm', 'scale_mlp_norm'}
 # norm_layer names whose kind the weights show (an RMSNorm has no bias).
@@ -130,6 +131,11 @@ def _eva_fields(out: dict[str, Any], args: Mapping[str, Any], source: str) -> No
     out['posemb'] = 'learn' if args['use_abs_pos_emb'] else 'none'
   if 'rope_temperature' in args:
     out['rope_theta'] = float(args['rope_temperature'])
+  if args.get('attn_pool_num_heads'):
+    out['map_heads'] = int(args['attn_pool_num_heads'])
+  if args.get('use_post_transformer_norm') is False and not args.get('use_fc_norm'):
+    raise errors.UserError(f'{source}: model_args use_post_transformer_norm=False: a model '
+                           'without a final norm is refused.')
   if rope == 'dinov3' and args.get('rope_grid_indexing', 'ij') != 'ij':
     raise errors.UserError(f'{source}: model_args rope_grid_indexing='
                            f'{args["rope_grid_indexing"]!r} with DINOv3\'s rope is refused.')

@@ -77,8 +77,9 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
   if model_config.get('class_token') and model_config.classifier == 'gap' and not allow_features:
     problems.append('a class token beside average pooling (export to timm instead)')
   if (model_config.get('map_include_prefix') or model_config.get('map_heads')
-      or model_config.get('map_mlp_dim')):
-    problems.append('a MAP head over the prefix tokens or with its own sizes (Perception Encoder)')
+      or model_config.get('map_mlp_dim')) and not eva:
+    problems.append('a MAP head over the prefix tokens or with its own sizes (Perception '
+                    'Encoder; export with format timm_eva)')
   if problems:
     raise errors.UserError(
         f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
