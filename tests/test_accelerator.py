@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import engine_setup
+from support import engine_setup
 from vit_jax.configs import common
 from vit_jax.models import attention
 from vit_jax.parallel import mesh as mesh_lib

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import randomize
+from support import randomize
 from vit_jax.models import attention
 
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import randomize
-from conftest import tiny_vit_config
+from support import randomize
+from support import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax.configs import models as model_configs

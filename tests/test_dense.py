@@ -11,7 +11,7 @@ from PIL import Image
 import tensorflow as tf
 
 import configs.dense as dense_recipes
-from conftest import tiny_vit_config
+from support import tiny_vit_config
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.data import dense_targets

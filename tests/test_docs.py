@@ -107,7 +107,7 @@ def workspace(tmp_path_factory):
   """A working directory with every file the docs' commands name, and the digits main job
   (the README's first command, tiny) already run."""
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from conftest import write_image_folder  # pylint: disable=g-import-not-at-top
+  from support import write_image_folder  # pylint: disable=g-import-not-at-top
   ws = tmp_path_factory.mktemp('docs')
   for name in ('configs', 'experiments'):
     os.symlink(os.path.join(ROOT, name), ws / name)

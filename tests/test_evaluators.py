@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tiny_recipe
-from conftest import randomize, tiny_vit_config
+from support import randomize, tiny_vit_config
 from vit_jax import evaluators
 from vit_jax import models
 from vit_jax.configs import common

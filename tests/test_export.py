@@ -13,8 +13,8 @@ from safetensors import numpy as safetensors_numpy
 import torch  # the export extra: pip install -e ".[test,export]"
 
 import preloaded
-from conftest import randomize
-from conftest import tiny_vit_config
+from support import randomize
+from support import tiny_vit_config
 import tiny_recipe
 from vit_jax import checkpoint
 from vit_jax import models

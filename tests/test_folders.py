@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import tiny_vit_config
+from support import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax import export
 from vit_jax import infer

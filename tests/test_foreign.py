@@ -602,7 +602,7 @@ def test_our_beit_exports_are_read_by_transformers_and_timm(tmp_path, kind):
   _close(_apply(loaded, images), ours)
   # timm's Beit, built by timm itself from our config.json (`timm_beit`)
   timm_export.export_beit(params, config, 4, SIZE, str(tmp_path / 'timm'))
-  import timm_reference  # pylint: disable=g-import-not-at-top
+  from support import timm_reference  # pylint: disable=g-import-not-at-top
   timm = timm_reference.import_timm()
   built = timm.create_model(f'local-dir:{tmp_path / "timm"}', pretrained=True).eval()
   with torch.no_grad():

@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 
 import preloaded
-from conftest import randomize
+from support import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
 from vit_jax import models

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import tiny_vit_config
+from support import tiny_vit_config
 from vit_jax import models
 from vit_jax.weights import trained_model
 from vit_jax.models import intermediates

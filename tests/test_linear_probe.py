@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import randomize
-from conftest import tiny_vit_config
-import timm_reference
+from support import randomize
+from support import tiny_vit_config
+from support import timm_reference
 from vit_jax.models import vit
 from vit_jax.train import optimizer
 from vit_jax.train import options

@@ -169,7 +169,7 @@ def test_the_encoder_exports_to_timm_and_hugging_face(pretrained, tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
-  import timm_reference  # pylint: disable=g-import-not-at-top
+  from support import timm_reference  # pylint: disable=g-import-not-at-top
   from vit_jax import export  # pylint: disable=g-import-not-at-top
   loaded = trained_model.load(pretrained)
   images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)

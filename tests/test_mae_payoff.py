@@ -1,6 +1,7 @@
-"""The digits MAE as a user runs it pays off (experiments/mae_payoff.py): three seeds of
-`configs/digits.py:mae`, the random encoder, and the 10%-label fine-tune against scratch. A file
-of its own: at about five minutes it runs beside the rest of the MAE tests."""
+"""The digits MAE as a user runs it pays off (experiments/mae_payoff.py): two seeds of
+`configs/digits.py:mae` (the experiment runs three), the random encoder, and the 10%-label
+fine-tune against scratch. A file of its own: at a few minutes it runs beside the rest of the
+MAE tests."""
 
 import importlib.util
 import os
@@ -20,14 +21,14 @@ def _mae_payoff():
 
 @pytest.mark.slow
 def test_the_digits_mae_pays_off(tmp_path):
-  """configs/digits.py:mae as a user runs it, three seeds (experiments/mae_payoff.py; its
-  results: experiments/results/mae_payoff.md): (a) the masked-patch loss on the test digits is
+  """configs/digits.py:mae as a user runs it, seeds 0 and 1 (experiments/mae_payoff.py runs
+  three; its results: experiments/results/mae_payoff.md): (a) the masked-patch loss on the test digits is
   under the zero and the mean-patch predictors', (b) the 10-shot probes beat the random
   encoder's by more than the seed-to-seed spread, (c) fine-tuned on 10% of the labels (seed 0;
   the experiment does every seed) it beats the same model trained from scratch."""
   payoff = _mae_payoff()
   data_dir = str(tmp_path / 'data')
-  rows = [payoff.payoff(seed, str(tmp_path), data_dir, finetune=seed == 0) for seed in (0, 1, 2)]
+  rows = [payoff.payoff(seed, str(tmp_path), data_dir, finetune=seed == 0) for seed in (0, 1)]
   assert rows[0]['steps'] == 600  # the recipe's default run
   for claim, holds in payoff.verdict(rows):
     assert holds, (claim, rows)

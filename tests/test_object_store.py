@@ -27,8 +27,8 @@ from PIL import Image
 import pytest
 
 import preloaded
-from conftest import randomize
-from conftest import tiny_vit_config
+from support import randomize
+from support import tiny_vit_config
 import runs
 from vit_jax import checkpoint
 from vit_jax import models

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_vit_config
+from support import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax.models import patch_embed
 from vit_jax.models.vit import VisionTransformer

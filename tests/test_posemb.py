@@ -45,7 +45,7 @@ def test_learned_posemb_is_added_and_initialised_normal():
 def test_dynamic_image_size_resamples_the_table_on_the_fly():
   """A model initialised at 16x16 runs on 32x32 and 16x24 inputs; the same as resampling first."""
   import jax  # pylint: disable=g-import-not-at-top
-  from conftest import tiny_vit_config  # pylint: disable=g-import-not-at-top
+  from support import tiny_vit_config  # pylint: disable=g-import-not-at-top
   from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   model = VisionTransformer(num_classes=3, **tiny_vit_config(dynamic_image_size=True))

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import preloaded
-from conftest import write_image_folder
+from support import write_image_folder
 from vit_jax.data import digits
 from vit_jax.data import sources
 from vit_jax.data import splits

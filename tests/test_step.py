@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import engine_setup
+from support import engine_setup
 from vit_jax.evaluators import eval_step as eval_step_lib
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning

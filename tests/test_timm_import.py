@@ -16,7 +16,7 @@ from vit_jax.models import sequences
 from vit_jax.weights import trained_model
 from vit_jax.weights import timm_archs
 from vit_jax.models import posemb
-import timm_reference
+from support import timm_reference
 
 timm = timm_reference.import_timm()
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import randomize
-from conftest import tiny_vit_config
-import numpy_vit
+from support import randomize
+from support import tiny_vit_config
+from support import numpy_vit
 from vit_jax import models
 from vit_jax.configs import models as model_configs
 from vit_jax.models import vit

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import randomize
-from conftest import tiny_vit_config
+from support import randomize
+from support import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax.models import posemb as posemb_lib

@@ -1,7 +1,7 @@
-"""What timm 1.0.31's ViT architectures fix beyond their weights: written by `python tests/timm_reference.py`.
+"""What timm 1.0.31's ViT architectures fix beyond their weights: written by `python tests/support/timm_reference.py`.
 
 {architecture: (heads, activation, norm eps, gated MLP[, {other field: value}]) | the feature our
-model lacks}. The weights show the rest (width, depth, MLP size, tokens, norms, pooling head); `tests/test_timm_archs.py`
+model lacks}. The weights show the rest (width, depth, MLP size, tokens, norms, pooling head); `tests/test_timm_import.py`
 checks every entry against timm's own modules.
 """
 

@@ -3,7 +3,7 @@
 timm imports torchvision at import time, and no CPU torchvision build matches the pinned torch;
 its ViT code uses nothing from it, so a stand-in module is put in its place while timm imports
 (and only then: transformers must not see it). `architecture_fields` reads a built timm model
-the way `vit_jax/weights/timm_archs.py` records it; `python tests/timm_reference.py` rewrites
+the way `vit_jax/weights/timm_archs.py` records it; `python tests/support/timm_reference.py` rewrites
 that table from the installed timm.
 """
 
@@ -208,10 +208,10 @@ def survey():
 def write_table(path='vit_jax/weights/timm_archs.py'):
   timm = import_timm()
   header = (f'"""What timm {timm.__version__}\'s ViT architectures fix beyond their weights: '
-            'written by `python tests/timm_reference.py`.\n\n'
+            'written by `python tests/support/timm_reference.py`.\n\n'
             '{architecture: (heads, activation, norm eps, gated MLP[, {other field: value}]) | '
             'the feature our\nmodel lacks}. The weights show the rest (width, depth, MLP size, tokens, norms, '
-            'pooling head); `tests/test_timm_archs.py`\nchecks every entry against timm\'s '
+            'pooling head); `tests/test_timm_import.py`\nchecks every entry against timm\'s '
             'own modules.\n"""\n\n')
   with open(path, 'w', encoding='utf-8') as f:
     f.write(header + f'TIMM_VERSION = {timm.__version__!r}\n\nARCHITECTURES = ')
