@@ -129,7 +129,7 @@ def test_an_image_folder_is_decode_checked_by_process_0_only(monkeypatch, tmp_pa
   real_check = folders.check_decodable
   monkeypatch.setattr(folders, 'check_decodable',
                       lambda files: decoded.append(len(files)) or real_check(files))
-  monkeypatch.setattr(preparation.coordination, 'KeyValueStore', lambda: store)
+  monkeypatch.setattr(preparation.runtime_api, 'KeyValueStore', lambda: store)
   monkeypatch.setattr(preparation.jax, 'process_count', lambda: 2)
   kept = {}
   for index in (0, 1):

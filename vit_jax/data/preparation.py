@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 import jax
 
 from vit_jax import errors
-from vit_jax.parallel import coordination
+from vit_jax.parallel import runtime_api
 
 PREFIX = 'vit_jax/prepared'
 WAIT_S = 3600  # how long other processes wait for process 0 to prepare a dataset
@@ -60,7 +60,7 @@ def once(name: str, data_dir: Optional[str], is_prepared: Callable[[], bool],
   if jax.process_count() == 1:
     _prepare_here(name, data_dir, is_prepared, prepare)
     return
-  store = store or coordination.KeyValueStore()
+  store = store or runtime_api.KeyValueStore()
   key = f'{PREFIX}/' + hashlib.sha1(f'{name}|{data_dir}'.encode()).hexdigest()[:16]
   if jax.process_index() == 0:
     try:
@@ -87,7 +87,7 @@ def agreed(name: str, compute: Callable[[], str], *, wait_s: float = WAIT_S, sto
   process 0 is one line on the others; so is a wait past `wait_s`."""
   if jax.process_count() == 1:
     return compute()
-  store = store or coordination.KeyValueStore()
+  store = store or runtime_api.KeyValueStore()
   key = f'{PREFIX}/agreed/' + hashlib.sha1(name.encode()).hexdigest()[:16]
   if jax.process_index() == 0:
     try:

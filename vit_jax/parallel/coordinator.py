@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Iterator, Optional
 
-from vit_jax.parallel import coordination
+from vit_jax.parallel import runtime_api
 
 READY = 'ready'
 DONE = 'done'
@@ -70,13 +70,13 @@ def own_process(linger_s: float) -> Iterator[None]:
     return ServiceProcess(bind_address, num_processes, heartbeat_timeout=heartbeat_timeout,
                           shutdown_timeout=shutdown_timeout, linger_s=linger_s)
 
-  with coordination.service_started_by(start):
+  with runtime_api.service_started_by(start):
     yield
 
 
 def _serve(bind_address: str, num_processes: int, heartbeat_s: int, shutdown_s: int,
            linger_s: float) -> None:
-  service = coordination.start_service(bind_address, num_processes, heartbeat_s, shutdown_s)
+  service = runtime_api.start_service(bind_address, num_processes, heartbeat_s, shutdown_s)
   print(READY, flush=True)
   if sys.stdin.readline().strip() != DONE:  # process 0 died without leaving
     time.sleep(linger_s)

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import jax
 
-from vit_jax.parallel import coordination
+from vit_jax.parallel import runtime_api
 
 PREFIX = 'vit_jax/heartbeat'
 DONE = 'done'
@@ -40,7 +40,7 @@ class PeerWatchdog:
 
   def __init__(self, timeout_s: float, *, interval_s: Optional[float] = None,
                on_lost: Callable[[str, float, float], None] = _lost):
-    self._store = coordination.KeyValueStore()
+    self._store = runtime_api.KeyValueStore()
     self._me, self._count = jax.process_index(), jax.process_count()
     self._timeout = float(timeout_s)
     self._interval = interval_s or max(0.5, self._timeout / 5)

@@ -1,4 +1,4 @@
-"""The one function on JAX's private coordination-service client (parallel/coordination.py),
+"""The one function on JAX's private coordination-service client (parallel/runtime_api.py),
 run against a real coordination service of one process, in a process of its own."""
 
 import os
@@ -12,7 +12,7 @@ import pytest
 
 import preloaded
 from vit_jax import errors
-from vit_jax.parallel import coordination
+from vit_jax.parallel import runtime_api
 from vit_jax.parallel import coordinator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,13 +21,13 @@ _WORKER = r'''
 import sys
 import jax
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-from vit_jax.parallel import coordination
+from vit_jax.parallel import runtime_api
 try:
-  coordination.KeyValueStore()
+  runtime_api.KeyValueStore()
 except RuntimeError as e:
   print('before:', e)
 jax.distributed.initialize(f'localhost:{sys.argv[1]}', num_processes=1, process_id=0)
-store = coordination.KeyValueStore()
+store = runtime_api.KeyValueStore()
 store.set('vit_jax/heartbeat/0', '1')
 store.set('vit_jax/heartbeat/0', '2')  # overwriting is allowed
 store.set('vit_jax/heartbeat/3', 'done')
@@ -57,15 +57,15 @@ def test_the_store_sets_overwrites_and_lists_a_directory():
 
 
 def test_a_jax_release_that_moved_the_private_names_refuses_the_feature_in_one_line(monkeypatch):
-  """Every private JAX name sits behind coordination.py; when one is gone the feature is refused
+  """Every private JAX name sits behind runtime_api.py; when one is gone the feature is refused
   with a UserError naming it and the JAX version, not an AttributeError deep in a run."""
   monkeypatch.delattr(distributed, 'global_state')
   with pytest.raises(errors.UserError, match=rf'^The coordination key-value store .* is not '
                      rf'available with jax {jax.__version__}: it relies on a private JAX name'):
-    coordination.KeyValueStore()
-  with pytest.raises(coordination.PrivateApiMoved, match='in its own process is not available'):
+    runtime_api.KeyValueStore()
+  with pytest.raises(runtime_api.PrivateApiMoved, match='in its own process is not available'):
     with coordinator.own_process(1.0):
       pass
   monkeypatch.delattr(_jax, 'get_distributed_runtime_service')
-  with pytest.raises(coordination.PrivateApiMoved, match='in its own process is not available'):
-    coordination.start_service('localhost:0', 1, 10, 10)
+  with pytest.raises(runtime_api.PrivateApiMoved, match='in its own process is not available'):
+    runtime_api.start_service('localhost:0', 1, 10, 10)

@@ -5,7 +5,7 @@ JAX offers no public API for the coordination service's key-value store, nor for
 service elsewhere: `jax.distributed` keeps its client in the private
 `jax._src.distributed.global_state` and starts the service through
 `jax._src.lib._jax.get_distributed_runtime_service`. This module is the only place the project
-reaches for either (`tests/test_coordination.py` runs it against a real one-process service).
+reaches for either (`tests/test_runtime_api.py` runs it against a real one-process service).
 A JAX release that moves them makes the feature that needs them refuse in one line naming the
 JAX version (`PrivateApiMoved`), not fail deep in a run with an AttributeError.
 """
