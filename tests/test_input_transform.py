@@ -20,7 +20,7 @@ from vit_jax.data import images as images_lib
 from vit_jax.data import naflex
 from vit_jax.models import vit
 from vit_jax.data import preprocess
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 
 WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
@@ -79,7 +79,7 @@ def test_infer_equals_the_source_library_on_a_photograph(tmp_path, family):
 
 
 def test_released_checkpoints_keep_the_official_transform():
-  assert preprocessing.released(384) == 'resize(384)|value_range(-1, 1)'
+  assert transforms.released(384) == 'resize(384)|value_range(-1, 1)'
   photo = images_lib.load(_photo(), 'resize(64)|value_range(-1, 1)')
   assert photo.min() >= -1 and photo.max() <= 1 and photo.min() < -0.5 < 0.5 < photo.max()
 
@@ -91,8 +91,8 @@ def test_hf_export_writes_the_transform_back(tmp_path):
                                  image_mean=[0.485, 0.456, 0.406],
                                  image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path / 'in')
   loaded = trained_model.load(str(tmp_path / 'in'))
-  written = preprocessing.to_hf(loaded.pp, 224)
-  again = preprocessing.from_hf(written, 'written')
+  written = transforms.to_hf(loaded.pp, 224)
+  again = transforms.from_hf(written, 'written')
   assert again == loaded.pp
   # A processor built from what we write gives the same pixels as the original processor.
   original = transformers.BitImageProcessor.from_pretrained(str(tmp_path / 'in'))
@@ -129,10 +129,10 @@ def test_with_statistics_keeps_the_geometry_and_takes_the_checkpoints_values():
   recipe = 'decode|resize_small(256)|central_crop(224)|value_range(-1, 1)|onehot'
   source = ("resize_small(256, method='bicubic', floor=True)|central_crop(224)|"
             "normalize((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))")
-  assert preprocessing.with_statistics(recipe, source) == (
+  assert transforms.with_statistics(recipe, source) == (
       'decode|resize_small(256)|central_crop(224)|normalize((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))|'
       'onehot')
-  assert preprocessing.statistics(preprocessing.with_statistics(recipe, source)) == (
+  assert transforms.statistics(transforms.with_statistics(recipe, source)) == (
       (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
 
 
@@ -226,7 +226,7 @@ def test_a_siglip2_directory_with_its_processor_predicts_as_transformers(tmp_pat
   processor.save_pretrained(tmp_path)
   loaded = trained_model.load(str(tmp_path))
   assert loaded.pp == 'naflex(16, 64)|value_range(-1, 1)'
-  assert preprocessing.naflex_budget(loaded.pp) == 64
+  assert transforms.naflex_budget(loaded.pp) == 64
   paths = []
   for index, path in enumerate(_photos()):  # 427x640, and crops of 1:3 and 2:1
     image = Image.open(path).convert('RGB')

@@ -61,7 +61,7 @@ def test_tfds_errors_are_clear(digits_data_dir, tmp_path):
     sources.tfds_source('digits/16px', 'train', data_dir=str(tmp_path))
   tfrecord_dir = str(tmp_path / 'tfrecord')
   digits.builder(16, data_dir=tfrecord_dir).download_and_prepare(file_format='tfrecord')
-  with pytest.raises(ValueError, match='python -m vit_jax.data.convert --dataset_version_dir='):
+  with pytest.raises(ValueError, match='python -m vit_jax.data.to_array_record --dataset_version_dir='):
     sources.tfds_source('digits/16px', 'train', data_dir=tfrecord_dir)
 
 
@@ -117,7 +117,7 @@ def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
   with pytest.raises(ValueError, match='this one is tfrecord') as error:
     sources._builder_source(builder, 'test', 'image', 'label')  # pylint: disable=protected-access
   command = str(error.value).split('Convert it in place with: ')[1]
-  assert command == f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
+  assert command == f'python -m vit_jax.data.to_array_record --dataset_version_dir={builder.data_dir}'
   result = preloaded.run([sys.executable, *command.split()[1:]], capture_output=True,
                          text=True, timeout=300)
   assert result.returncode == 0 and '1797 records copied' in result.stdout, result.stderr[-2000:]

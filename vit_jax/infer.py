@@ -26,7 +26,7 @@ from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.data import naflex
 from vit_jax.models import sequences
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP)
 _MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
@@ -71,7 +71,7 @@ def build(model_name: Optional[str], checkpoint_path: Optional[str], image_size:
   image_size = image_size or 224
   params = jax.jit(model.init, static_argnames='train')(
       jax.random.key(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)['params']
-  return model, params, preprocessing.released(image_size), None
+  return model, params, transforms.released(image_size), None
 
 
 def classify(model, params, images, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,9 +91,9 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
         naflex_patches: Optional[int] = None) -> list[Prediction]:
   model, params, pp, labels = build(model_name, checkpoint_path, image_size, num_classes, seed)
   image_paths = list(image_paths) or [example_image()]
-  naflex_patches = naflex_patches or preprocessing.naflex_budget(pp)  # a NaFlex checkpoint's own
+  naflex_patches = naflex_patches or transforms.naflex_budget(pp)  # a NaFlex checkpoint's own
   if naflex_patches:
-    images = naflex.image_files(image_paths, preprocessing.value_op_or_default(pp),
+    images = naflex.image_files(image_paths, transforms.value_op_or_default(pp),
                                 tuple(model.patches['size'])[0], naflex_patches)
   else:
     images = np.stack([images_lib.load(path, pp) for path in image_paths])

@@ -146,8 +146,8 @@ def _builder_source(builder, split: str, image_key: str, label_key: str, *,
 
 def convert_command(builder) -> str:
   """The one command that adds ArrayRecord files beside a prepared dataset's (TFRecord) ones
-  (`vit_jax.data.convert`; `tfds convert_format` does the same with Apache Beam)."""
-  return f'python -m vit_jax.data.convert --dataset_version_dir={builder.data_dir}'
+  (`vit_jax.data.to_array_record`; `tfds convert_format` does the same with Apache Beam)."""
+  return f'python -m vit_jax.data.to_array_record --dataset_version_dir={builder.data_dir}'
 
 
 def concat_sources(parts: Sequence[Source], name: str, class_names: Sequence[str]) -> Source:

@@ -21,7 +21,7 @@ from vit_jax.evaluators import base
 from vit_jax.evaluators import classification
 from vit_jax.evaluators import dense
 from vit_jax.evaluators import fewshot
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.models import geometry
 from vit_jax.objectives import dense as dense_objective
 from vit_jax.parallel import mesh as mesh_lib
@@ -88,7 +88,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   built, missing, protocol = [], {}, {}
   for name, entry in entries(config).items():
     written = entry.get('pp') and pp_spec.at_resolution(entry['pp'], size)
-    pp = written and preprocessing.take_statistics(written, loaded.pp)
+    pp = written and transforms.take_statistics(written, loaded.pp)
     if pp and pp != entry['pp']:  # at the checkpoint's resolution, with its input statistics
       entry = {**entry, 'pp': pp}
       logging.info('%s: %s evaluates as %s', checkpoint_path, name, pp)

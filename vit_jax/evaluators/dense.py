@@ -30,7 +30,7 @@ from vit_jax.models import dense as dense_lib
 from vit_jax.objectives import dense as dense_objective
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.viz import figures
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 
 MODES = ('slide', 'whole')
 FIGURE = '{name}.png'  # the evaluator's figure in the workdir
@@ -155,8 +155,8 @@ class DenseEvaluator(base.Evaluator):
     pred = np.asarray(jax.jit(self.predict)(jax.device_get(params), images))
     if self.TASK == 'segmentation':
       pred = pred.argmax(-1)
-    mean, std = (np.asarray(v, np.float32) for v in preprocessing.statistics(
-        preprocessing.value_op_or_default(self.pp_spec)))
+    mean, std = (np.asarray(v, np.float32) for v in transforms.statistics(
+        transforms.value_op_or_default(self.pp_spec)))
     rows = [(image * std + mean, truth, guess) for image, truth, guess in
             zip(images, batch[self.TASK][:self.figures], pred)]
     with storage.local_target(path) as local:

@@ -18,7 +18,7 @@ from vit_jax import errors
 from vit_jax.models import geometry
 from vit_jax.models.vit import activation_name
 from vit_jax.weights import hf_names
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import torch_names
 
 
@@ -69,7 +69,7 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2)
   with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
-    json.dump(preprocessing.to_hf(pp or preprocessing.released(image_size), image_size), f,
+    json.dump(transforms.to_hf(pp or transforms.released(image_size), image_size), f,
               indent=2)
   safetensors_numpy.save_file(hf_names.vit_state_dict(params, model_config, image_size),
                               os.path.join(out_dir, 'model.safetensors'),
@@ -191,7 +191,7 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
   with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
     json.dump(config, f, indent=2)
   with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
-    json.dump(preprocessing.to_hf(pp or preprocessing.released(image_size), image_size), f,
+    json.dump(transforms.to_hf(pp or transforms.released(image_size), image_size), f,
               indent=2)
   safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})

@@ -17,7 +17,7 @@ import numpy as np
 from safetensors import numpy as safetensors_numpy
 
 from vit_jax import errors
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import timm_archs
 from vit_jax.weights import timm_names
 from vit_jax.weights import torch_names
@@ -64,7 +64,7 @@ def timm_model_spec(model_config, num_classes: int, image_size: int,
   return {
       'architecture': architecture,
       'args': args,
-      'pretrained_cfg': preprocessing.to_timm(pp or preprocessing.released(image_size),
+      'pretrained_cfg': transforms.to_timm(pp or transforms.released(image_size),
                                               image_size),
       'layer_norm_eps': model.layer_norm_eps,
       'notes': ('Inputs are NCHW in [-1, 1] (mean 0.5, std 0.5). timm builds LayerNorm with '
@@ -205,7 +205,7 @@ def export_naflex(params: Any, model_config, num_classes: Optional[int], image_s
           'rmsnorm' if model.norm == 'rms' else 'layernorm')}
   if model.classifier == 'map' and model.map_include_prefix:
     args['pool_include_prefix'] = True
-  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+  pretrained_cfg = {**transforms.to_timm(pp or transforms.released(image_size), image_size),
                     'num_classes': num_classes, 'first_conv': 'embeds.proj',
                     'classifier': 'head', 'fixed_input_size': False}
   config = {'architecture': _NAFLEX_BASE, 'num_classes': num_classes, 'num_features': width,
@@ -327,7 +327,7 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
     args.update(rope_grid_offset=float(model.rope_offset),
                 rope_grid_indexing='xy' if model.rope_xy else 'ij',
                 ref_feat_shape=None if model.rope_grid is None else list(model.rope_grid))
-  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+  pretrained_cfg = {**transforms.to_timm(pp or transforms.released(image_size), image_size),
                     'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
                     'classifier': 'head', 'fixed_input_size': True}
   config = {'architecture': architecture, 'num_classes': num_classes or 0, 'num_features': width,
@@ -399,7 +399,7 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
       'use_abs_pos_emb': absolute, 'use_rel_pos_bias': bool(model.rel_pos_bias),
       'use_shared_rel_pos_bias': bool(model.shared_rel_pos_bias), 'global_pool': pool,
       'use_fc_norm': bool(model.fc_norm)}
-  pretrained_cfg = {**preprocessing.to_timm(pp or preprocessing.released(image_size), image_size),
+  pretrained_cfg = {**transforms.to_timm(pp or transforms.released(image_size), image_size),
                     'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
                     'classifier': 'head', 'fixed_input_size': True}
   config = {'architecture': 'beit_base_patch16_224', 'num_classes': num_classes or 0,

@@ -31,7 +31,7 @@ from vit_jax import losses
 from vit_jax.models import vit as vit_lib
 from vit_jax.objectives import base
 from vit_jax.parallel import partitioning
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import trained_model
 
 KINDS = ('hard', 'soft')
@@ -81,8 +81,8 @@ def load_teacher(fields: Fields, num_classes: int) -> trained_model.TrainedModel
 def input_map(student_pp: str, teacher_pp: str) -> tuple[np.ndarray, np.ndarray]:
   """(scale, shift) per channel taking student inputs to teacher inputs: both are
   (pixel / 255 - mean) / std with their own statistics."""
-  s_mean, s_std = (np.asarray(v, np.float32) for v in preprocessing.statistics(student_pp))
-  t_mean, t_std = (np.asarray(v, np.float32) for v in preprocessing.statistics(teacher_pp))
+  s_mean, s_std = (np.asarray(v, np.float32) for v in transforms.statistics(student_pp))
+  t_mean, t_std = (np.asarray(v, np.float32) for v in transforms.statistics(teacher_pp))
   # pixel / 255 = x * s_std + s_mean  ->  teacher = (x * s_std + s_mean - t_mean) / t_std
   return s_std / t_std, (s_mean - t_mean) / t_std
 

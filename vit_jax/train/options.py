@@ -20,7 +20,7 @@ from vit_jax import objectives
 from vit_jax.models import build
 from vit_jax.models import vit
 from vit_jax.parallel import partitioning
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 
 AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
 SCHEDULES = ('cosine', 'linear', 'rsqrt', 'constant')
@@ -167,7 +167,7 @@ class Options:
         model=self.model, model_config=self.model_config, loss=self.step.loss,
         label_smoothing=self.step.label_smoothing, image_size=self.data.image_size,
         num_classes=self.data.num_classes, seed=self.data.seed,
-        input_pp=preprocessing.value_op_or_default(pp))
+        input_pp=transforms.value_op_or_default(pp))
 
 
 def _positive(field: str, value, allow_none: bool = False) -> None:

@@ -28,7 +28,7 @@ from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
@@ -123,7 +123,7 @@ class Run:
       return ', '.join(written) or None
     if self.setup.objective.name != 'mae' or self.train_source is None:
       return None
-    pp = preprocessing.of_run(self.config_dict)
+    pp = transforms.of_run(self.config_dict)
     dataset, _ = pipeline.eval_dataset(self.train_source,
                                        preprocess.parse(f'decode|{pp}|keep("image")'),
                                        local_batch=8)
@@ -184,12 +184,12 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
 def _warn_on_other_statistics(config: ml_collections.ConfigDict,
                               loaded: trained_model.TrainedModel) -> None:
   """One line when the run feeds the checkpoint other input statistics than it was trained on."""
-  theirs = preprocessing.statistics(loaded.pp)
-  run_op = preprocessing.value_op(
+  theirs = transforms.statistics(loaded.pp)
+  run_op = transforms.value_op(
       '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p))
   if run_op is None:
     return
-  ours = preprocessing.statistics(run_op)
+  ours = transforms.statistics(run_op)
   if not np.allclose(theirs, ours, atol=1e-3):
     logging.warning('config.init_from=%s was trained on inputs normalised with mean %s, std %s '
                     '(%s); this run uses mean %s, std %s: use normalize(%s, %s) in place of '
@@ -329,14 +329,14 @@ def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Option
   changed = []
   for holder, field, name in holders:
     if holder.get(field):
-      taken = preprocessing.take_statistics(holder[field], source_pp)
+      taken = transforms.take_statistics(holder[field], source_pp)
       if taken != holder[field]:
         holder[field] = taken
         changed.append(name)
   if changed:
     logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '
                  'keeps value_range(-1, 1)).', config.init_from, ', '.join(changed),
-                 preprocessing.value_op(source_pp))
+                 transforms.value_op(source_pp))
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:

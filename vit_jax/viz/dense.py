@@ -17,7 +17,7 @@ from vit_jax.models import dense as dense_lib
 from vit_jax.models import geometry
 from vit_jax.objectives import dense as dense_objective
 from vit_jax.viz import figures
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import trained_model
 
 FILE = 'dense.png'
@@ -44,8 +44,8 @@ def for_workdir(workdir: str, paths: Sequence[str], out: str) -> str:
   """`out`/dense.png: each image and the dense run's prediction."""
   model, params = dense_objective.load_workdir(workdir)
   config = trained_model.read_run_config(workdir)
-  value = preprocessing.value_op_or_default(config.pp_train)
-  mean, std = (np.asarray(v, np.float32) for v in preprocessing.statistics(value))
+  value = transforms.value_op_or_default(config.pp_train)
+  mean, std = (np.asarray(v, np.float32) for v in transforms.statistics(value))
   strides = [tuple(e['stride']) for e in (config.get('evals') or {}).values()
              if e.get('stride')]  # the run's dense evaluator's windows, when it set them
   rows = []

@@ -19,7 +19,7 @@ from vit_jax.models import mae as mae_lib
 from vit_jax.objectives import mae as mae_objective
 from vit_jax.models import build
 from vit_jax.viz import figures
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
 
@@ -56,7 +56,7 @@ def _reconstruct(objective: mae_objective.MaskedAutoencoding, params, images: ja
 def write(objective: mae_objective.MaskedAutoencoding, params, images: np.ndarray, pp: str,
           path: str) -> str:
   """The figure of model-input `images` (made with the input transform `pp`) at `path`."""
-  mean, std = (np.asarray(v, np.float32) for v in preprocessing.statistics(pp))
+  mean, std = (np.asarray(v, np.float32) for v in transforms.statistics(pp))
   hidden, mixed = reconstruct(objective, jax.device_get(params), images)
   show = lambda x: x * std + mean  # pylint: disable=unnecessary-lambda-assignment
   rows = [(show(a), np.nan_to_num(show(b), nan=0.5), show(c))
@@ -74,7 +74,7 @@ def of_workdir(workdir: str) -> tuple[mae_objective.MaskedAutoencoding, dict, st
       model, model_config, mae_objective.read(config, model_config),
       image_size=config.image_size, seed=config.seed)
   _, params = workdir_params.read(workdir)
-  return objective, params, preprocessing.of_run(config)
+  return objective, params, transforms.of_run(config)
 
 
 def is_mae_workdir(path: str) -> bool:

@@ -10,7 +10,7 @@ from vit_jax import storage
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.data import naflex
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
 from vit_jax.viz import figures
@@ -35,7 +35,7 @@ def _square(loaded: trained_model.TrainedModel, images: Sequence[str]) -> list[t
   """(display pixels, attention [layers, 1, heads, t, t], grid) per image at the model's square
   input: the checkpoint's own input transform; the figures show the same crop in [-1, 1]."""
   inputs = np.stack([images_lib.load(path, loaded.pp) for path in images])
-  pixels = [images_lib.load(path, preprocessing.for_display(loaded.pp)) for path in images]
+  pixels = [images_lib.load(path, transforms.for_display(loaded.pp)) for path in images]
   attention = np.concatenate([analysis.attention_weights(loaded.model, loaded.params,
                                                          inputs[i:i + 8])
                               for i in range(0, len(inputs), 8)], axis=1)
@@ -50,8 +50,8 @@ def _native(loaded: trained_model.TrainedModel, images: Sequence[str],
   (padding dropped) so the square analysis applies on the image's own grid."""
   patch = geometry.patch_stride(loaded.model_config)[0]
   prefix = geometry.num_prefix_tokens(loaded.model_config)
-  value = preprocessing.value_op_or_default(loaded.pp)
-  display = preprocessing.value_op(preprocessing.for_display(loaded.pp))
+  value = transforms.value_op_or_default(loaded.pp)
+  display = transforms.value_op(transforms.for_display(loaded.pp))
   out = []
   for path in images:
     seqs = naflex.image_files([path], value, patch, max_patches)
@@ -70,7 +70,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
   (a patch budget) each image keeps its aspect ratio, as a NaFlex sequence."""
 
   loaded = trained_model.load(checkpoint, model_name, image_size=image_size)
-  naflex = naflex or preprocessing.naflex_budget(loaded.pp)  # a NaFlex checkpoint's own budget
+  naflex = naflex or transforms.naflex_budget(loaded.pp)  # a NaFlex checkpoint's own budget
   size, config, params = loaded.image_size, loaded.model_config, loaded.params
   prefix = geometry.num_prefix_tokens(config)
   stride = geometry.patch_stride(config)[0]

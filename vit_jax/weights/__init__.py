@@ -7,7 +7,7 @@
   foreign          timm and Hugging Face files: configs read, names mapped, refusals named
   timm_config, timm_archs     timm's config.json and its architecture table
   hf_names, timm_names, torch_names   PyTorch parameter names <-> ours
-  preprocessing    the input transform a checkpoint was trained with, as a pp string
+  transforms       the input transform a checkpoint was trained with, as a pp string
 The released `.npz` format is `vit_jax.checkpoint` (the official module's API); exports are
 `vit_jax.export`; the train state's orbax checkpoints are `vit_jax.train.checkpointer`.
 """

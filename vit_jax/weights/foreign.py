@@ -24,7 +24,7 @@ from vit_jax import errors
 from vit_jax.weights import architecture
 from vit_jax.configs import models as model_configs
 from vit_jax.weights import hf_names
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import timm_archs
 from vit_jax.weights import timm_config as timm_config_lib
 from vit_jax.weights import timm_names
@@ -252,11 +252,11 @@ def input_transform(path: str) -> Optional[str]:
   `pretrained_cfg`, or our `timm_model.json`; None when none says."""
   processor = _side_file(path, 'preprocessor_config.json')
   if processor is not None:
-    return preprocessing.from_hf(processor, os.path.join(_folder(path), 'preprocessor_config.json'))
+    return transforms.from_hf(processor, os.path.join(_folder(path), 'preprocessor_config.json'))
   for name in (TIMM_SPEC, 'config.json'):
     config = _side_file(path, name)
     if config and config.get('pretrained_cfg') and (name == TIMM_SPEC or 'architecture' in config):
-      return preprocessing.from_timm(config['pretrained_cfg'], os.path.join(_folder(path), name))
+      return transforms.from_timm(config['pretrained_cfg'], os.path.join(_folder(path), name))
   return None
 
 

@@ -21,7 +21,7 @@ from vit_jax import errors
 from vit_jax import checkpoint
 from vit_jax import storage
 from vit_jax.weights import foreign
-from vit_jax.weights import preprocessing
+from vit_jax.weights import transforms
 from vit_jax.weights import workdir_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
@@ -68,7 +68,7 @@ def _from_workdir(workdir: str
   config = read_run_config(workdir)
   _, model_config = build.from_run_config(config)
   _, params = workdir_params.read(workdir)
-  pp = preprocessing.of_run(config)
+  pp = transforms.of_run(config)
   num_classes = config.num_classes
   if config.get('objective') == 'mae':  # the encoder, as a ViT without a head
     params, model_config = mae.encoder_params(params, model_config, config.image_size)
@@ -103,11 +103,11 @@ def input_transform(path: str) -> str:
   """The input transform of a checkpoint without loading its weights: a timm/HF file's side
   files, a workdir's evaluator, the official [-1, 1] for an .npz."""
   if foreign.handles(path):
-    return foreign.input_transform(path) or preprocessing.released(224)
+    return foreign.input_transform(path) or transforms.released(224)
   if storage.path(path).is_dir():
     config = read_run_config(path)
-    return preprocessing.of_run(config)
-  return preprocessing.released(224)
+    return transforms.of_run(config)
+  return transforms.released(224)
 
 
 def load(path: str, model_name: Optional[str] = None, *,
@@ -119,7 +119,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     params, model_config, num_classes = (imported.params, imported.model_config,
                                          imported.num_classes)
     native = geometry.native_image_size(params, model_config) or 224
-    pp = imported.pp or preprocessing.released(native)
+    pp = imported.pp or transforms.released(native)
     for line in imported.read:
       if line.startswith('no config.json'):  # what was guessed is said, in one line
         logging.warning('%s: %s', path, line)
@@ -134,7 +134,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     if model_name:
       model_config = model_configs.get_config(model_name)
     native = geometry.native_image_size(params, model_config) or 224
-    pp = preprocessing.released(native)
+    pp = transforms.released(native)
   else:
     raise errors.MissingFile(f'Checkpoint not found: {path} (expected a workdir, an .npz, or a '
                             'timm / Hugging Face file or directory).')
@@ -143,7 +143,7 @@ def load(path: str, model_name: Optional[str] = None, *,
     geometry.check_image_size(image_size, model_config)
     shapes = geometry.abstract_params(model, image_size)
     params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
-    pp = preprocessing.resized(pp, native, image_size)
+    pp = transforms.resized(pp, native, image_size)
     native = image_size
   params = jax.tree.map(np.asarray, params)
   return TrainedModel(model, params, model_config, num_classes, native,

@@ -1,6 +1,6 @@
 r"""A tfds dataset prepared in TFRecord (tfds' default for years) made readable by index, in place.
 
-  python -m vit_jax.data.convert --dataset_version_dir=/data/tfds/imagenet2012/5.1.0
+  python -m vit_jax.data.to_array_record --dataset_version_dir=/data/tfds/imagenet2012/5.1.0
 
 Every `*.tfrecord-XXXXX-of-YYYYY` shard is copied record for record, in order, into the
 `*.array_record-XXXXX-of-YYYYY` shard beside it, and `dataset_info.json` gains `array_record` as
