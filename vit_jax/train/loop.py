@@ -79,7 +79,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train(run: run_lib.Run) -> dict[str, Any]:
   state, step, total = run.state, run.start_step, run.setup.total_steps
-  book = run.options.bookkeeping
+  bookkeeping = run.options.bookkeeping
   logged = run.logged_at(step) if step >= total else {}
   if step >= total and _finished(run, logged):  # started again: nothing to train, log, evaluate
     return {'outcome': 'completed', 'step': step,
@@ -98,8 +98,8 @@ def _train(run: run_lib.Run) -> dict[str, Any]:
     # step a stop is the end of the run.
     stop = step < total and previous is not None and preemption.agreed(previous)
     previous = metrics
-    checkpoint_due = step % book.checkpoint_every == 0 and step < total
-    if step % book.log_every == 0 or checkpoint_due:  # a checkpoint follows its rows
+    checkpoint_due = step % bookkeeping.checkpoint_every == 0 and step < total
+    if step % bookkeeping.log_every == 0 or checkpoint_due:  # a checkpoint follows its rows
       _flush(run, pending)
     if stop:  # saved first: an evaluation due now comes after, as in an uninterrupted run
       # The steps since the last logged row go with the checkpoint, not into a shorter row.

@@ -72,7 +72,7 @@ def peak_decay(opt: options.Optimizer) -> float:
   return opt.wd * opt.schedule.base
 
 
-def _core(opt: options.Optimizer) -> optax.GradientTransformation:
+def _base_transform(opt: options.Optimizer) -> optax.GradientTransformation:
   if opt.name in ('adam', 'adamw'):
     return optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps,
                                mu_dtype=jnp.dtype(opt.mu_dtype) if opt.mu_dtype else None)
@@ -147,7 +147,7 @@ def build(opt: options.Optimizer, params: Any, total_steps: int
     parts += [decay, _trust_ratio(opt, params)] if opt.name == 'lars' else []
   elif opt.name == 'lars':
     parts.append(_trust_ratio(opt, params))
-  parts.append(_core(opt))
+  parts.append(_base_transform(opt))
   if opt.wd and opt.name != 'lars':
     parts.append(decay)
   multipliers = lr_multipliers(opt, params)

@@ -62,7 +62,7 @@ class Optimizer:
 
 
 @dataclasses.dataclass(frozen=True)
-class Step:
+class StepSettings:
   """What the train step computes around the model's forward and backward pass."""
 
   loss: str
@@ -152,7 +152,7 @@ class Options:
   model_config: ml_collections.ConfigDict  # the same fields, as the official configs spell them
   remat: str  # model.remat as given: a policy name, or AUTO
   optimizer: Optimizer
-  step: Step
+  step: StepSettings
   data: Data
   parallel: Parallel
   memory: Memory
@@ -222,7 +222,7 @@ def optimizer_with(**fields) -> Optimizer:
   return read_optimizer(config)
 
 
-def read_step(config: ml_collections.ConfigDict) -> Step:
+def read_step(config: ml_collections.ConfigDict) -> StepSettings:
   micro_batches = config.micro_batches
   if micro_batches != AUTO:
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
@@ -239,7 +239,7 @@ def read_step(config: ml_collections.ConfigDict) -> Step:
   pp = device_pp_lib.DevicePreprocess(config.pp_device or '', seed=int(config.seed))
   _one_of('nonfinite_guard', config.nonfinite_guard, ('auto', 'cond', 'select'))
   _one_of('dropout_rng', config.dropout_rng, ('auto', 'threefry', 'rbg', 'unsafe_rbg'))
-  return Step(loss=config.loss, label_smoothing=float(config.label_smoothing),
+  return StepSettings(loss=config.loss, label_smoothing=float(config.label_smoothing),
               micro_batches=micro_batches, ema_decay=ema_decay, mixup=mix.kind,
               mixup_alpha=float(mix.alpha), device_pp=pp if pp else None,
               guard=config.nonfinite_guard,

@@ -71,12 +71,12 @@ class Run:
     return self.setup.options
 
   @property
-  def lead(self) -> bool:
+  def is_lead_process(self) -> bool:
     return jax.process_index() == 0
 
   def logged_at(self, step: int) -> dict:
     """What the run logged at `step` (process 0 reads it; the others get {})."""
-    return workdir_lib.metrics_at(self.workdir, step) if self.lead else {}
+    return workdir_lib.metrics_at(self.workdir, step) if self.is_lead_process else {}
 
   def next_batch(self, step: int) -> dict:
     """The next global batch, carrying this process's stop request."""
@@ -113,7 +113,7 @@ class Run:
   def end_figures(self, state: state_lib.TrainState) -> Optional[str]:
     """An MAE run's reconstruction figure of its first training images; a dense run's
     predictions beside the ground truth of each dense evaluator with `figures` (process 0)."""
-    if not self.lead:
+    if not self.is_lead_process:
       return None
     if self.setup.objective.name == 'dense':
       params = state.ema_params if state.ema_params is not None else state.params
@@ -142,7 +142,7 @@ class Run:
         if not failed:
           raise
         logging.exception('While closing after a failure:')
-    if not self.lead or failed:
+    if not self.is_lead_process or failed:
       return None
     return curves.plot_curves(self.writer.jsonl_path,
                               os.fspath(storage.path(self.workdir) / 'curves.png'))
@@ -323,15 +323,15 @@ def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Option
   op instead (in place): fine-tuning feeds a checkpoint the statistics it was trained on."""
   if not source_pp:
     return
-  holders = [(config, field, field) for field in ('pp_train', 'pp_device')]
-  holders += [(entry, 'pp', f'evals.{name}.pp')
+  targets = [(config, field, field) for field in ('pp_train', 'pp_device')]
+  targets += [(entry, 'pp', f'evals.{name}.pp')
               for name, entry in (config.get('evals') or {}).items()]
   changed = []
-  for holder, field, name in holders:
-    if holder.get(field):
-      taken = transforms.take_statistics(holder[field], source_pp)
-      if taken != holder[field]:
-        holder[field] = taken
+  for target, field, name in targets:
+    if target.get(field):
+      taken = transforms.take_statistics(target[field], source_pp)
+      if taken != target[field]:
+        target[field] = taken
         changed.append(name)
   if changed:
     logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '

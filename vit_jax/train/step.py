@@ -226,12 +226,12 @@ def jit_train_step(train_step, shardings: TrainState, mesh: jax.sharding.Mesh,
                  out_shardings=out, donate_argnums=(0,))
 
 
-def needs_positions(step: options_lib.Step, objective) -> bool:
+def needs_positions(step: options_lib.StepSettings, objective) -> bool:
   """Whether batches carry each example's stream position (device pp randomness, MAE masks)."""
   return bool(step.device_pp and step.device_pp.needs_positions) or objective.needs_positions
 
 
-def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
+def train_batch_spec(data: options_lib.Data, step: options_lib.StepSettings,
                      sharding: Optional[jax.sharding.Sharding] = None,
                      objective=None) -> Batch:
   """Shapes and dtypes of the global batches the run's step takes: what the pipeline ships,
@@ -259,7 +259,7 @@ def train_batch_spec(data: options_lib.Data, step: options_lib.Step,
   return spec
 
 
-def accelerator_choices(step: options_lib.Step, model: nn.Module) -> dict:
+def accelerator_choices(step: options_lib.StepSettings, model: nn.Module) -> dict:
   """`make_train_step`'s backend-dependent arguments for the run's options: the compute dtype
   weights are gathered in (`cast_for_compute`; None for float32), the guard and the dropout
   key kind, with 'auto' resolved for this backend."""
