@@ -42,7 +42,7 @@ def saved(tmp_path):
 def test_predictions_equal_the_model_on_the_same_pixels(saved):
   model, params, path, images = saved
   predictions = infer.run(checkpoint_path=path, image_paths=images, top_k=3)
-  pixels = np.stack([images_lib.load_image(p, 32) for p in images])  # native size read off posemb
+  pixels = np.stack([images_lib.load(p, 'resize(32)|value_range(-1, 1)') for p in images])  # native size read off posemb
   probabilities = np.asarray(jax.nn.softmax(model.apply({'params': params}, pixels, train=False)))
   for prediction, row in zip(predictions, probabilities):
     assert prediction.classes == list(np.argsort(-row)[:3])
@@ -69,10 +69,10 @@ def test_native_image_size_of_variants():
 
 def test_missing_image_and_missing_arguments(tmp_path, saved):
   with pytest.raises(FileNotFoundError, match='missing.png'):
-    images_lib.load_image(str(tmp_path / 'missing.png'), 32)
+    images_lib.open_rgb(str(tmp_path / 'missing.png'))
   (tmp_path / 'broken.png').write_bytes(b'not an image')
   with pytest.raises(ValueError, match='Cannot decode image .*broken.png'):
-    images_lib.load_image(str(tmp_path / 'broken.png'), 32)
+    images_lib.open_rgb(str(tmp_path / 'broken.png'))
   with pytest.raises(ValueError, match='--model'):
     infer.build(None, None, None, 10)
   with pytest.raises(FileNotFoundError, match='expected a workdir, an .npz, or a timm'):

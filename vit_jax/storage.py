@@ -201,19 +201,3 @@ def upload(local: str, target: PathLike) -> None:
       with open(os.path.join(folder, name), 'rb') as f:
         write(path(target) / os.path.relpath(os.path.join(folder, name), local), f.read())
 
-
-@contextlib.contextmanager
-def local_file(source: PathLike) -> Iterator[str]:
-  """A local path holding `source`'s bytes, for readers that take only local paths."""
-  if not is_remote(source):
-    yield os.fspath(source)
-    return
-  source = path(source)
-  if not source.exists():
-    raise errors.MissingFile(f'File not found: {source}')
-  with tempfile.TemporaryDirectory(prefix='vit_jax_download_') as staging:
-    local = os.path.join(staging, source.name)
-    with open(local, 'wb') as f:
-      f.write(source.read_bytes())
-    yield local
-

@@ -112,8 +112,3 @@ def load(path: str, pp: str) -> np.ndarray:
   """An image file through an eval preprocessing string -> float32 [h, w, 3]."""
   return apply(open_rgb(path), pp)
 
-
-def load_image(path: str, image_size: int) -> np.ndarray:
-  """RGB image resized to [image_size, image_size, 3] with values in [-1, 1] (the official
-  models' input)."""
-  return load(path, f'resize({image_size})|value_range(-1, 1)')
