@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from vit_jax import errors
+from vit_jax.weights import dense_run
 from vit_jax.weights import trained_model
 from vit_jax.data import pp_spec
 from vit_jax.data import sources
@@ -23,7 +24,6 @@ from vit_jax.evaluators import dense
 from vit_jax.evaluators import fewshot
 from vit_jax.weights import transforms
 from vit_jax.models import geometry
-from vit_jax.objectives import dense as dense_objective
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 
@@ -109,7 +109,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
 
 def _evaluate_dense(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """The dense evaluators of `config` on a dense run's newest checkpoint (head included)."""
-  model, params = dense_objective.load_workdir(workdir)
+  model, params = dense_run.load(workdir)
   mesh, shardings = _placement(config, params)
   context = _context(config, model, mesh, shardings)
   built = [build(name, entry, context, config.loss) for name, entry in entries(config).items()]

@@ -19,13 +19,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from vit_jax import errors
-from vit_jax import storage
-from vit_jax.models import build as build_lib
 from vit_jax.models import dense as dense_lib
 from vit_jax.models import vit as vit_lib
 from vit_jax.objectives import base
-from vit_jax.weights import trained_model
-from vit_jax.weights import workdir_params
 
 DEPTH_LOSSES = ('silog', 'l1', 'silog+l1')
 VARIANCE_FOCUS = 0.85
@@ -102,23 +98,6 @@ def build_model(backbone: vit_lib.VisionTransformer, fields: Fields,
       blocks=fields.blocks, frozen_backbone=fields.frozen_backbone, min_depth=fields.min_depth,
       max_depth=fields.max_depth, decoder_width=fields.decoder_width,
       decoder_depth=fields.decoder_depth, decoder_heads=fields.decoder_heads)
-
-
-def load_workdir(workdir: str) -> tuple[dense_lib.DenseModel, Any]:
-  """(dense model, parameters with the head) of a dense run's workdir."""
-  config = trained_model.read_run_config(workdir)
-  if config.get('objective') != 'dense':
-    raise errors.UserError(f'{workdir} is not a dense run (its objective is '
-                           f'{config.get("objective")!r}); segmentation and depth need the '
-                           'workdir of a run with config.objective=dense.')
-  model, _ = build_lib.from_run_config(config)
-  _, params = workdir_params.read(workdir)
-  return build_model(model, read_fields(config), int(config.num_classes)), params
-
-
-def is_dense_workdir(path: str) -> bool:
-  return ((storage.path(path) / 'config.json').exists()
-          and trained_model.read_run_config(path).get('objective') == 'dense')
 
 
 def segmentation_loss(logits: jax.Array, labels: jax.Array, ignore: int

@@ -15,7 +15,7 @@ from vit_jax import storage
 from vit_jax.data import images as images_lib
 from vit_jax.models import dense as dense_lib
 from vit_jax.models import geometry
-from vit_jax.objectives import dense as dense_objective
+from vit_jax.weights import dense_run
 from vit_jax.viz import figures
 from vit_jax.weights import transforms
 from vit_jax.weights import trained_model
@@ -42,7 +42,7 @@ def predict(model: dense_lib.DenseModel, params, image: np.ndarray, window: int,
 
 def for_workdir(workdir: str, paths: Sequence[str], out: str) -> str:
   """`out`/dense.png: each image and the dense run's prediction."""
-  model, params = dense_objective.load_workdir(workdir)
+  model, params = dense_run.load(workdir)
   config = trained_model.read_run_config(workdir)
   value = transforms.value_op_or_default(config.pp_train)
   mean, std = (np.asarray(v, np.float32) for v in transforms.statistics(value))

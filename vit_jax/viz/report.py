@@ -14,7 +14,7 @@ from vit_jax.weights import transforms
 from vit_jax.models import geometry
 from vit_jax.viz import analysis
 from vit_jax.viz import figures
-from vit_jax.objectives import dense as dense_objective
+from vit_jax.weights import dense_run
 from vit_jax.viz import dense as dense_viz
 from vit_jax.viz import reconstruction
 
@@ -109,7 +109,7 @@ def run(checkpoint: str, images: Sequence[str], out: str, *, model_name: Optiona
       inputs = np.stack([images_lib.load(path, loaded.pp) for path in images[:8]])
       reconstruction_png = reconstruction.for_workdir(checkpoint, inputs, folder)
     dense_png = None
-    if dense_objective.is_dense_workdir(checkpoint):
+    if dense_run.is_dense_run(checkpoint):
       dense_png = dense_viz.for_workdir(checkpoint, images[:8], folder)
 
   def named(local):  # a written file's name under `out`

@@ -3,6 +3,7 @@
   trained_model    load any checkpoint (a workdir, a released .npz, a timm or Hugging Face file)
                    as (model, parameters, input transform, labels)
   workdir_params   the parameters (EMA when kept) of one of our runs' orbax checkpoints
+  dense_run        a dense (segmentation, depth) run's workdir as its model and parameters
   architecture     a model config read off a parameter tree's shapes
   foreign          timm and Hugging Face files: configs read, names mapped, refusals named
   timm_config, timm_archs     timm's config.json and its architecture table
