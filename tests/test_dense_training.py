@@ -18,6 +18,7 @@ from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
 from vit_jax.train import loop
+from vit_jax.viz import run_figures
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
 
@@ -58,7 +59,7 @@ def dense_config(variant, data_dir, steps=PROBE_STEPS, init_from=None, **fields)
 
 def train(config, tmp_path_factory, name):
   workdir = str(tmp_path_factory.mktemp(name))
-  return workdir, loop.train_and_evaluate(config, workdir)
+  return workdir, loop.train_and_evaluate(config, workdir, figures=run_figures.write)
 
 
 @pytest.fixture(scope='module')

@@ -16,6 +16,7 @@ from vit_jax.configs import common
 from vit_jax.data import sources
 from vit_jax.train import checkpointer
 from vit_jax.train import loop
+from vit_jax.viz import run_figures
 from vit_jax.train import setup as setup_lib
 from vit_jax.weights import workdir_params
 
@@ -26,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def finished(digits_data_dir, tmp_path_factory):
   """One complete tiny run, shared by the tests that only read it."""
   workdir = str(tmp_path_factory.mktemp('run'))
-  result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir)
+  result = loop.train_and_evaluate(_finished_config(digits_data_dir), workdir,
+                                   figures=run_figures.write)
   return workdir, result
 
 

@@ -19,6 +19,7 @@ from vit_jax.evaluators import fewshot
 from vit_jax.models import mae as mae_lib
 from vit_jax.models import vit
 from vit_jax.train import loop
+from vit_jax.viz import run_figures
 from vit_jax.train import setup as setup_lib
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
@@ -43,7 +44,7 @@ def mae_config(data_dir, **fields):
 @pytest.fixture(scope='module')
 def pretrained(digits_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('mae') / 'run')
-  loop.train_and_evaluate(mae_config(digits_data_dir), workdir)
+  loop.train_and_evaluate(mae_config(digits_data_dir), workdir, figures=run_figures.write)
   return workdir
 
 

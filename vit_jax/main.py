@@ -83,8 +83,9 @@ def _run(config) -> None:
       print(f'Report: {path}')
     return
   from vit_jax.train import loop  # pylint: disable=g-import-not-at-top  (as above)
+  from vit_jax.viz import run_figures  # pylint: disable=g-import-not-at-top
   result = loop.train_and_evaluate(config, os.path.expanduser(_WORKDIR.value),
-                                   overwrite=_OVERWRITE.value)
+                                   overwrite=_OVERWRITE.value, figures=run_figures.write)
   summary = ', '.join(f'{k} {v:.4g}' for k, v in result.items()
                       if '/' in k and isinstance(v, float))
   if result['outcome'] == 'completed':

@@ -15,7 +15,7 @@ planner are the same code for all of them.
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -30,6 +30,9 @@ class Objective:
   needs_positions = False  # the batch carries each example's stream position ('position')
   targets: tuple[str, ...] = ()  # per-pixel batch entries the loss reads (dense tasks)
   fresh_params: tuple[str, ...] = ()  # parameter names a pretrained init leaves at their init
+  # The figure a completed run writes (`vit_jax.viz.run_figures`): None, 'reconstruction',
+  # 'predictions'.
+  end_figure: Optional[str] = None
 
   def __init__(self, model: nn.Module):
     self.model = model

@@ -132,6 +132,7 @@ class Dense(base.Objective):
   """Per-pixel loss of the dense model's output against the batch's target."""
 
   name = 'dense'
+  end_figure = 'predictions'
   needs_labels = False
   fresh_params = (r'dense_head/.*',)
 

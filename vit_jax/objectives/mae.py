@@ -45,6 +45,7 @@ class MaskedAutoencoding(base.Objective):
   """The masked patches' reconstruction error (per-patch normalised pixels by default)."""
 
   name = 'mae'
+  end_figure = 'reconstruction'
   needs_labels = False
   needs_positions = True
 

@@ -4,7 +4,7 @@ Everything it runs is built elsewhere: `run.prepare` (state, input, step, evalua
 from `setup`, `checkpointer`, `preemption`, `workdir`, `metric_writer` and `progress`.
 """
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 from jax.experimental import multihost_utils
@@ -61,29 +61,37 @@ def _finished(run: run_lib.Run, logged: dict) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       overwrite: bool = False) -> dict[str, Any]:
+                       overwrite: bool = False,
+                       figures: Optional[Callable[..., dict[str, Any]]] = None) -> dict[str, Any]:
   """Trains (or resumes) in `workdir`; returns the final metrics and how the run ended.
 
   Evaluators run at their `every` and at the final step; a step's due evaluations follow its
-  checkpoint, so a resumed run evaluates at the same steps as an uninterrupted one.
+  checkpoint, so a resumed run evaluates at the same steps as an uninterrupted one. `figures`
+  (the command layer's `vit_jax.viz.run_figures.write`) writes the run's figures on process 0
+  when it ends without failure; what it returns joins the result.
   """
   run = run_lib.prepare(config, workdir, overwrite=overwrite)
   try:
     with partitioning.use(run.setup.mesh, run.options.parallel.sharding):
-      result = _train(run)
+      result, state, trained = _train(run)
+      if figures is not None and run.is_lead_process:
+        completed = trained and result['outcome'] == 'completed'
+        result.update(figures(run, state, completed))
   except BaseException:
     run.close(failed=True)
     raise
-  return {**result, 'plot': run.close()}
+  run.close()
+  return result
 
 
-def _train(run: run_lib.Run) -> dict[str, Any]:
+def _train(run: run_lib.Run) -> tuple[dict[str, Any], Any, bool]:
+  """(result, last state, whether any step ran)."""
   state, step, total = run.state, run.start_step, run.setup.total_steps
   bookkeeping = run.options.bookkeeping
   logged = run.logged_at(step) if step >= total else {}
   if step >= total and _finished(run, logged):  # started again: nothing to train, log, evaluate
     return {'outcome': 'completed', 'step': step,
-            **{k: v for k, v in logged.items() if not k.startswith('train/')}}
+            **{k: v for k, v in logged.items() if not k.startswith('train/')}}, state, False
   # Steps after the last logged row come back with an agreed stop's checkpoint.
   pending = [(row['step'], {k: v for k, v in row.items() if k != 'step'})
              for row in run.unlogged]
@@ -118,6 +126,4 @@ def _train(run: run_lib.Run) -> dict[str, Any]:
   run.save(step, state, wait=True)
   if outcome == 'completed' and run.evaluators:  # every evaluator runs at the final step
     final = run.evaluate(step, state, run.evaluators)
-  if outcome == 'completed':
-    run.end_figures(state)
-  return {'outcome': outcome, 'step': step, **final}
+  return {'outcome': outcome, 'step': step, **final}, state, True

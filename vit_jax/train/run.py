@@ -8,7 +8,6 @@ memory plan (a compile, only when asked, whose executable is then the step); the
 """
 
 import dataclasses
-import os
 import functools
 from typing import Any, Callable, Optional
 
@@ -42,8 +41,6 @@ from vit_jax.train import setup as setup_lib
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
 from vit_jax.train import workdir as workdir_lib
-from vit_jax.viz import curves
-from vit_jax.viz import reconstruction
 
 
 @dataclasses.dataclass
@@ -110,30 +107,9 @@ class Run:
     self.progress.note(f'step {step}: ' + '; '.join(notes))
     return result
 
-  def end_figures(self, state: state_lib.TrainState) -> Optional[str]:
-    """An MAE run's reconstruction figure of its first training images; a dense run's
-    predictions beside the ground truth of each dense evaluator with `figures` (process 0)."""
-    if not self.is_lead_process:
-      return None
-    if self.setup.objective.name == 'dense':
-      params = state.ema_params if state.ema_params is not None else state.params
-      written = [evaluator.write_figure(params, os.fspath(storage.path(self.workdir) /
-                                                          f'{evaluator.name}.png'))
-                 for evaluator in self.evaluators if getattr(evaluator, 'figures', 0)]
-      return ', '.join(written) or None
-    if self.setup.objective.name != 'mae' or self.train_source is None:
-      return None
-    pp = transforms.of_run(self.config_dict)
-    dataset, _ = pipeline.eval_dataset(self.train_source,
-                                       preprocess.parse(f'decode|{pp}|keep("image")'),
-                                       local_batch=8)
-    images = next(dataset.as_numpy_iterator())['image']
-    return reconstruction.write(self.setup.objective, state.params, images, pp,
-                                os.fspath(storage.path(self.workdir) / reconstruction.FILE))
-
-  def close(self, failed: bool = False) -> Optional[str]:
-    """Releases everything; returns the curves PNG (process 0) or None. After a failure
-    (`failed`) each release is tried and nothing more is written: the first error stands."""
+  def close(self, failed: bool = False) -> None:
+    """Releases everything. After a failure (`failed`) each release is tried: the first error
+    stands."""
     for release in (self.stops.restore_handlers, self.batches.close, self.checkpointer.close,
                     self.progress.close):
       try:
@@ -142,10 +118,6 @@ class Run:
         if not failed:
           raise
         logging.exception('While closing after a failure:')
-    if not self.is_lead_process or failed:
-      return None
-    return curves.plot_curves(self.writer.jsonl_path,
-                              os.fspath(storage.path(self.workdir) / 'curves.png'))
 
 
 # Model fields a checkpoint fixes that its shapes may not show (foreign files, workdirs).
