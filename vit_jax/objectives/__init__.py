@@ -6,8 +6,9 @@
   dense           segmentation or depth from the patch maps (objectives/dense.py)
 
 Each is one module with `read(config, model_config)` (its own config fields, checked: a typed
-value or None) and `build(fields, context) -> base.Objective`; a new objective is one new file
-and one line in `MODULES`. The trainer calls only `base.Objective`'s methods.
+value or None), `build(fields, context) -> base.Objective` and, when it freezes parameters,
+`frozen(fields)`; a new objective is one new file and one line in `MODULES`. The trainer calls
+only `base.Objective`'s methods.
 """
 
 import dataclasses
@@ -40,23 +41,16 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
   name = config.objective
   if name not in MODULES:
     raise errors.UserError(f'config.objective={name!r}; expected one of {", ".join(MODULES)}.')
-  if name == 'mae' and config.mixup.kind:
-    raise errors.UserError(f'config.mixup.kind={config.mixup.kind!r} mixes labels; '
-                           'config.objective=mae has none: unset it.')
-  if name == 'mae':
-    scored = [k for k, e in (config.get('evals') or {}).items() if e.get('kind') != 'fewshot']
-    if scored:
-      raise errors.UserError(f'config.evals.{scored[0]} scores a classifier; '
-                             'config.objective=mae trains an encoder without a head: keep '
-                             'few-shot evaluators only.')
   return Spec(name, MODULES[name].read(config, model_config))
 
 
 def frozen(spec: Spec, model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Parameter names frozen beside config.frozen: a dense probe's backbone; everything but the
-  head of a linear probe (`model.linear_probe`)."""
-  if spec.name == 'dense' and spec.fields.frozen_backbone:
-    return (r'(?!dense_head/).*',)
+  """Parameter names frozen beside config.frozen: what the objective freezes (its module's
+  `frozen(fields)`: a dense probe's backbone); everything but the head of a linear probe
+  (`model.linear_probe`)."""
+  own = getattr(MODULES[spec.name], 'frozen', None)
+  if own is not None and own(spec.fields):
+    return own(spec.fields)
   if model_config.get('linear_probe'):
     return (r'(?!head/).*',)
   return ()

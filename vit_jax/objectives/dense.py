@@ -59,6 +59,11 @@ def read_fields(config: ml_collections.ConfigDict) -> Fields:
                 decoder_depth=int(dense.decoder_depth), decoder_heads=int(dense.decoder_heads))
 
 
+def frozen(fields: Fields) -> tuple[str, ...]:
+  """A probe's frozen backbone: every parameter but the dense head's."""
+  return (r'(?!dense_head/).*',) if fields.frozen_backbone else ()
+
+
 def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict) -> Fields:
   fields = read_fields(config)
   transformer = model_config.get('transformer')

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from vit_jax import errors
 from vit_jax.data import device_randaugment
 from vit_jax.models import mae as mae_lib
 from vit_jax.models import vit as vit_lib
@@ -32,6 +33,14 @@ class Fields:
 
 
 def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict) -> Fields:
+  if config.mixup.kind:
+    raise errors.UserError(f'config.mixup.kind={config.mixup.kind!r} mixes labels; '
+                           'config.objective=mae has none: unset it.')
+  scored = [k for k, e in (config.get('evals') or {}).items() if e.get('kind') != 'fewshot']
+  if scored:
+    raise errors.UserError(f'config.evals.{scored[0]} scores a classifier; '
+                           'config.objective=mae trains an encoder without a head: keep '
+                           'few-shot evaluators only.')
   mae = config.mae
   fields = Fields(mask_ratio=float(mae.mask_ratio), decoder_width=int(mae.decoder_width),
                   decoder_depth=int(mae.decoder_depth), decoder_heads=int(mae.decoder_heads),
