@@ -186,6 +186,9 @@ EXPORTS = [
     dict(classifier='map', activation='gelu_tanh'),
     dict(gated_mlp=True, activation='silu', layerscale=0.1),
     dict(distilled=True, activation='gelu'),
+    # AIMv2: RMSNorm, a patch norm, SwiGLU, average pooling (timm's aimv2 layout, with biases)
+    dict(norm='rms', patch_norm=True, gated_mlp=True, activation='silu', layer_norm_eps=1e-5,
+         classifier='gap'),
     # BEiT-3: norms inside attention and MLP (timm's scale_attn_norm, scale_mlp_norm)
     dict(attn_inner_norm=True, mlp_inner_norm=True, layer_norm_eps=1e-5, activation='gelu',
          classifier='gap', fc_norm=True, class_token=True),
