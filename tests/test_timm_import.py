@@ -242,14 +242,20 @@ NAFLEX.pop('img_size')
 NAFLEX_GRIDS = [(4, 4), (3, 5), (2, 7), (7, 2)]  # 8-pixel patches, 16 tokens a sequence
 
 
-def _naflex_batch():
-  """NaFlex sequences of images at four aspect ratios (ours: `data.naflex`), one per sequence."""
+def _naflex_outputs(timm_model, model, params):
+  """(timm's, ours) on NaFlex sequences of images at four aspect ratios (ours: `data.naflex`),
+  one per sequence: timm's own NaFlex forward on patches, patch_coord and patch_valid."""
   rng = np.random.default_rng(1)
   images = [rng.uniform(-1, 1, (r * 8, c * 8, 3)).astype(np.float32) for r, c in NAFLEX_GRIDS]
   tokens, positions = zip(*(naflex.patchify(im, 8, g) for im, g in zip(images, NAFLEX_GRIDS)))
   batch, _ = naflex.pack(tokens, positions, NAFLEX_GRIDS, num_sequences=4, seq_len=16,
                          images_per_sequence=1)
-  return batch
+  with torch.no_grad():
+    theirs = timm_model({'patches': torch.from_numpy(batch['patches'].astype(np.float32)),
+                         'patch_coord': torch.from_numpy(batch['positions']).long(),
+                         'patch_valid': torch.from_numpy(batch['segments'] > 0)}).numpy()
+  seqs = sequences.Sequences(**batch)._replace(patches=batch['patches'].astype(np.float32))
+  return theirs, np.asarray(model.apply({'params': params}, seqs, train=False))[:, 0]
 
 
 @pytest.mark.parametrize('name,resize', [
@@ -269,13 +275,7 @@ def test_naflexvit_gives_timm_logits_square_and_on_naflex_sequences(tmp_path, na
   assert config.dynamic_image_size and {k: config.get(k) for k in resize} == resize
   for size in (32, 64, (32, 48), (56, 24)):
     _compare(model, loaded, size)
-  batch = _naflex_batch()
-  with torch.no_grad():
-    theirs = model({'patches': torch.from_numpy(batch['patches'].astype(np.float32)),
-                    'patch_coord': torch.from_numpy(batch['positions']).long(),
-                    'patch_valid': torch.from_numpy(batch['segments'] > 0)}).numpy()
-  seqs = sequences.Sequences(**batch)._replace(patches=batch['patches'].astype(np.float32))
-  ours = np.asarray(loaded.model.apply({'params': loaded.params}, seqs, train=False))[:, 0]
+  theirs, ours = _naflex_outputs(model, loaded.model, loaded.params)
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
@@ -309,13 +309,7 @@ def test_our_naflexvit_export_is_built_by_timm_itself(tmp_path, overrides):
       out = theirs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
     ours = np.asarray(model.apply({'params': params}, images, train=False))
     np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
-  batch = _naflex_batch()
-  with torch.no_grad():
-    out = theirs({'patches': torch.from_numpy(batch['patches'].astype(np.float32)),
-                  'patch_coord': torch.from_numpy(batch['positions']).long(),
-                  'patch_valid': torch.from_numpy(batch['segments'] > 0)}).numpy()
-  seqs = sequences.Sequences(**batch)._replace(patches=batch['patches'].astype(np.float32))
-  ours = np.asarray(model.apply({'params': params}, seqs, train=False))[:, 0]
+  out, ours = _naflex_outputs(theirs, model, params)
   np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
   loaded = trained_model.load(str(tmp_path))  # and back in: the same logits
   _compare(theirs, loaded, (32, 48))

@@ -64,17 +64,9 @@ def export(params: Any, model_config, num_classes: int, image_size: int, out_dir
   torch_names.check_exportable(params, model_config, 'Hugging Face ViT', allow_gap=False,
                                  allow_pre_logits=False, allow_headless=True)
   torch_names.check_table_grid(params, model_config, image_size, 'Hugging Face ViT')
-  os.makedirs(out_dir, exist_ok=True)
-  config = hf_config(model_config, num_classes, image_size, labels)
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
-    json.dump(transforms.to_hf(pp or transforms.released(image_size), image_size), f,
-              indent=2)
-  safetensors_numpy.save_file(hf_names.vit_state_dict(params, model_config, image_size),
-                              os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  return out_dir
+  return _write(out_dir, hf_config(model_config, num_classes, image_size, labels),
+                hf_names.vit_state_dict(params, model_config, image_size),
+                transforms.to_hf(pp or transforms.released(image_size), image_size))
 
 
 def export_siglip2(params: Any, model_config, num_classes: Optional[int], out_dir: str) -> str:
@@ -91,10 +83,8 @@ def export_siglip2(params: Any, model_config, num_classes: Optional[int], out_di
              'no registers, LayerScale, QK-norm, pre-norm, fc_norm or gated MLP': not (
                  model.num_registers or model.layerscale or model.qk_norm or model.pre_norm
                  or model.fc_norm or model.gated_mlp)}
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('Siglip2VisionModel holds a SigLIP-style tower; this model lacks: '
-                           + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('Siglip2VisionModel holds a SigLIP-style tower; this model lacks: ',
+                             lacking)
   top, per_block = torch_names.to_roles(params, model_config, side * model.patches['size'][0])
   width = top['patch.weight'].shape[0]
   # OIHW -> [width, p * p * 3] on patches flattened (row, column, channel).
@@ -115,12 +105,7 @@ def export_siglip2(params: Any, model_config, num_classes: Optional[int], out_di
       'num_patches': side * side, 'patch_size': patch,
       'hidden_act': _HF_ACT[activation_name(model.activation, model.gelu_approximate)],
       'layer_norm_eps': model.layer_norm_eps, 'attention_dropout': 0.0, 'dtype': 'float32'}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  return out_dir
+  return _write(out_dir, config, state)
 
 
 def export_beit(params: Any, model_config, num_classes: Optional[int], image_size: int,
@@ -146,10 +131,8 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
           or model.norm != 'layer' or model.attn_inner_norm or model.mlp_inner_norm
           or model.patch_norm or model.representation_size or model.resnet is not None),
   }
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('The hf_beit format (BeitForImageClassification) holds a BEiT; this '
-                           'model lacks: ' + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('The hf_beit format (BeitForImageClassification) holds a BEiT; '
+                             'this model lacks: ', lacking)
   absolute = model.posemb != 'none'
   if absolute:
     torch_names.check_table_grid(params, model_config, image_size, 'hf_beit')
@@ -187,15 +170,8 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
       'use_mean_pooling': bool(mean_pooling),
       'id2label': {str(i): name for i, name in enumerate(labels)},
       'label2id': {name: i for i, name in enumerate(labels)}, 'dtype': 'float32'}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  with open(os.path.join(out_dir, 'preprocessor_config.json'), 'w', encoding='utf-8') as f:
-    json.dump(transforms.to_hf(pp or transforms.released(image_size), image_size), f,
-              indent=2)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  return out_dir
+  return _write(out_dir, config, state,
+                transforms.to_hf(pp or transforms.released(image_size), image_size))
 
 
 def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_size: int,
@@ -214,19 +190,12 @@ def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_si
           and model.activation == 'silu'),
       'a MAP head without MLP or mean pooling': pooling,
       'no class token, registers, LayerScale, QK-norm, pre-norm, rotary or relative positions, '
-      'inner norms, representation layer or hybrid stem': not (
-          model.has_class_token or model.num_registers or model.distilled or model.layerscale
-          or model.qk_norm or model.pre_norm or model.rope != 'none'
-          or model.posemb not in ('learn', 'sincos2d') or model.rel_pos_bias
-          or model.shared_rel_pos_bias or model.attn_inner_norm or model.mlp_inner_norm
-          or model.representation_size or model.resnet is not None),
+      'inner norms, representation layer or hybrid stem': not torch_names.beyond_aimv2(model),
       'no classification head (a tower)': not num_classes and 'head' not in params,
       'square patches': model.patches['size'][0] == model.patches['size'][1],
   }
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('Aimv2VisionModel holds an AIMv2 image tower; this model lacks: '
-                           + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('Aimv2VisionModel holds an AIMv2 image tower; this model lacks: ',
+                             lacking)
   torch_names.check_table_grid(params, model_config, image_size, 'Aimv2VisionModel')
   top, per_block = torch_names.to_roles(params, model_config, image_size)
   width = top['patch.weight'].shape[0]
@@ -254,12 +223,7 @@ def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_si
       'rms_norm_eps': model.layer_norm_eps, 'attention_dropout': 0.0, 'qkv_bias': True,
       'mlp_bias': True, 'hidden_act': 'silu', 'use_head': model.classifier == 'map',
       'is_native': False, 'dtype': 'float32'}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  return out_dir
+  return _write(out_dir, config, state)
 
 
 def _bias_names(names: dict[str, str]) -> dict[str, str]:
@@ -268,3 +232,17 @@ def _bias_names(names: dict[str, str]) -> dict[str, str]:
           for role, name in names.items()
           if role.endswith('.weight') and not role.startswith(('norm', 'patch_norm', 'norm1',
                                                                'norm2'))}
+
+
+def _write(out_dir: str, config: dict[str, Any], state: dict[str, Any],
+           processor: Optional[dict[str, Any]] = None) -> str:
+  """config.json, model.safetensors and (given) preprocessor_config.json into `out_dir`."""
+  os.makedirs(out_dir, exist_ok=True)
+  files = {'config.json': config, 'preprocessor_config.json': processor}
+  for name, content in files.items():
+    if content is not None:
+      with open(os.path.join(out_dir, name), 'w', encoding='utf-8') as f:
+        json.dump(content, f, indent=2)
+  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
+                              metadata={'format': 'pt'})
+  return out_dir

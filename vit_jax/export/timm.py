@@ -16,7 +16,6 @@ from typing import Any, Optional
 import numpy as np
 from safetensors import numpy as safetensors_numpy
 
-from vit_jax import errors
 from vit_jax.weights import transforms
 from vit_jax.weights import timm_archs
 from vit_jax.weights import timm_names
@@ -161,10 +160,7 @@ def export_naflex(params: Any, model_config, num_classes: Optional[int], image_s
              'square patches': model.patches['size'][0] == model.patches['size'][1],
              'no distillation token, pre-norm or SwiGLU': not (
                  model.distilled or model.pre_norm or model.gated_mlp)}
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('timm NaFlexViT cannot hold this model: it lacks '
-                           + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('timm NaFlexViT cannot hold this model: it lacks ', lacking)
   patch = model.patches['size'][0]
   # At the table's own grid the roles are the stored table; prefix rows are folded below.
   top, per_block = torch_names.to_roles(params, model_config, side * patch)
@@ -206,17 +202,9 @@ def export_naflex(params: Any, model_config, num_classes: Optional[int], image_s
           'rmsnorm' if model.norm == 'rms' else 'layernorm')}
   if model.classifier == 'map' and model.map_include_prefix:
     args['pool_include_prefix'] = True
-  pretrained_cfg = {**_input_cfg(pp, image_size),
-                    'num_classes': num_classes, 'first_conv': 'embeds.proj',
-                    'classifier': 'head', 'fixed_input_size': False}
-  config = {'architecture': _NAFLEX_BASE, 'num_classes': num_classes, 'num_features': width,
-            'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
-  os.makedirs(out_dir, exist_ok=True)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  return out_dir
+  config = _timm_config(_NAFLEX_BASE, num_classes, width, pool, args, pp,
+                        image_size, naflex=True)
+  return _write(out_dir, state, config)
 
 
 def _pairs(role: str, name: str) -> dict[str, str]:
@@ -277,9 +265,7 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
       'a position table beside a pre-norm (the patch bias joins it)': (
           not model.pre_norm or model.posemb not in ('none', 'rope')),
   }
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('timm Eva cannot hold this model: it lacks ' + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('timm Eva cannot hold this model: it lacks ', lacking)
   absolute = model.posemb not in ('none', 'rope')
   if absolute:
     torch_names.check_table_grid(params, model_config, image_size, 'timm Eva')
@@ -328,17 +314,9 @@ def export_eva(params: Any, model_config, num_classes: Optional[int], image_size
     args.update(rope_grid_offset=float(model.rope_offset),
                 rope_grid_indexing='xy' if model.rope_xy else 'ij',
                 ref_feat_shape=None if model.rope_grid is None else list(model.rope_grid))
-  pretrained_cfg = {**_input_cfg(pp, image_size),
-                    'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
-                    'classifier': 'head', 'fixed_input_size': True}
-  config = {'architecture': architecture, 'num_classes': num_classes or 0, 'num_features': width,
-            'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
-  os.makedirs(out_dir, exist_ok=True)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  return out_dir
+  config = _timm_config(architecture, num_classes or 0, width, pool, args, pp,
+                        image_size)
+  return _write(out_dir, state, config)
 
 
 # timm's Beit block: a bias-free qkv beside a q and a v bias, its relative position table,
@@ -373,9 +351,7 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
           model.num_registers or model.distilled or model.qk_norm or model.pre_norm
           or model.resnet is not None),
   }
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('timm Beit cannot hold this model: it lacks ' + '; '.join(missing) + '.')
+  torch_names.refuse_lacking('timm Beit cannot hold this model: it lacks ', lacking)
   absolute = model.posemb != 'none'
   if absolute:
     torch_names.check_table_grid(params, model_config, image_size, 'timm Beit')
@@ -400,18 +376,8 @@ def export_beit(params: Any, model_config, num_classes: Optional[int], image_siz
       'use_abs_pos_emb': absolute, 'use_rel_pos_bias': bool(model.rel_pos_bias),
       'use_shared_rel_pos_bias': bool(model.shared_rel_pos_bias), 'global_pool': pool,
       'use_fc_norm': bool(model.fc_norm)}
-  pretrained_cfg = {**_input_cfg(pp, image_size),
-                    'num_classes': num_classes or 0, 'first_conv': 'patch_embed.proj',
-                    'classifier': 'head', 'fixed_input_size': True}
-  config = {'architecture': 'beit_base_patch16_224', 'num_classes': num_classes or 0,
-            'num_features': width, 'global_pool': pool, 'model_args': args,
-            'pretrained_cfg': pretrained_cfg}
-  os.makedirs(out_dir, exist_ok=True)
-  safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
-                              metadata={'format': 'pt'})
-  with open(os.path.join(out_dir, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(config, f, indent=2)
-  return out_dir
+  return _write(out_dir, state, _timm_config('beit_base_patch16_224', num_classes or 0, width,
+                                             pool, args, pp, image_size))
 
 
 # timm's AIMv2 (a VisionTransformer with RMSNorm, a patch norm and timm's SwiGLU module).
@@ -433,18 +399,10 @@ def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_si
       'average pooling without fc_norm (a MAP head without MLP goes out as hf_aimv2)': (
           model.classifier == 'gap' and not model.fc_norm),
       'no class token, registers, LayerScale, QK-norm, pre-norm, rotary or relative positions, '
-      'inner norms, representation layer or hybrid stem': not (
-          model.has_class_token or model.num_registers or model.distilled or model.layerscale
-          or model.qk_norm or model.pre_norm or model.rope != 'none'
-          or model.posemb not in ('learn', 'sincos2d') or model.rel_pos_bias
-          or model.shared_rel_pos_bias or model.attn_inner_norm or model.mlp_inner_norm
-          or model.representation_size or model.resnet is not None),
+      'inner norms, representation layer or hybrid stem': not torch_names.beyond_aimv2(model),
       'square patches': model.patches['size'][0] == model.patches['size'][1],
   }
-  missing = [need for need, holds in lacking.items() if not holds]
-  if missing:
-    raise errors.UserError('timm AIMv2 cannot hold this model: it lacks ' + '; '.join(missing)
-                           + '.')
+  torch_names.refuse_lacking('timm AIMv2 cannot hold this model: it lacks ', lacking)
   torch_names.check_table_grid(params, model_config, image_size, 'timm AIMv2')
   top, per_block = torch_names.to_roles(params, model_config, image_size)
   for arrays in per_block:
@@ -463,12 +421,23 @@ def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_si
       'mlp_ratio': (model.transformer['mlp_dim'] + 1e-6) / width,
       'num_classes': num_classes or 0, 'class_token': False, 'global_pool': 'avg',
       'fc_norm': False, 'qkv_bias': True, 'proj_bias': True, 'act_layer': 'silu'}
-  pretrained_cfg = {**_input_cfg(pp, image_size), 'num_classes': num_classes or 0,
-                    'first_conv': 'patch_embed.proj', 'classifier': 'head',
-                    'fixed_input_size': True}
-  config = {'architecture': 'aimv2_large_patch14_224', 'num_classes': num_classes or 0,
-            'num_features': width, 'global_pool': 'avg', 'model_args': args,
-            'pretrained_cfg': pretrained_cfg}
+  return _write(out_dir, state, _timm_config('aimv2_large_patch14_224', num_classes or 0, width,
+                                             'avg', args, pp, image_size))
+
+
+def _timm_config(architecture: str, num_classes: int, width: int, pool: str, args: dict,
+                 pp: Optional[str], image_size: int, naflex: bool = False) -> dict[str, Any]:
+  """timm's `config.json` as `save_for_hf` writes it: an architecture whose `model_args` set
+  every choice we make, and `pretrained_cfg` with the input transform `pp`."""
+  pretrained_cfg = {**_input_cfg(pp, image_size), 'num_classes': num_classes,
+                    'first_conv': 'embeds.proj' if naflex else 'patch_embed.proj',
+                    'classifier': 'head', 'fixed_input_size': not naflex}
+  return {'architecture': architecture, 'num_classes': num_classes, 'num_features': width,
+          'global_pool': pool, 'model_args': args, 'pretrained_cfg': pretrained_cfg}
+
+
+def _write(out_dir: str, state: dict[str, np.ndarray], config: dict[str, Any]) -> str:
+  """model.safetensors and timm's config.json into `out_dir`."""
   os.makedirs(out_dir, exist_ok=True)
   safetensors_numpy.save_file(state, os.path.join(out_dir, 'model.safetensors'),
                               metadata={'format': 'pt'})

@@ -85,6 +85,25 @@ def check_exportable(params: Any, model_config, fmt: str, *, allow_gap: bool,
         f'The {fmt} format cannot hold this model: it has {"; ".join(problems)}.')
 
 
+def refuse_lacking(message: str, lacking: dict[str, bool]) -> None:
+  """A UserError of `message` followed by every need in `lacking` ({need: whether the model
+  meets it}) that the model does not meet, in one line; nothing when it meets them all."""
+  missing = [need for need, holds in lacking.items() if not holds]
+  if missing:
+    raise errors.UserError(message + '; '.join(missing) + '.')
+
+
+def beyond_aimv2(model) -> bool:
+  """Whether `model` (a VisionTransformer) has a feature an AIMv2 tower does not: a class
+  token, registers, LayerScale, QK-norm, a pre-norm, rotary or relative positions, inner
+  norms, a representation layer, a hybrid stem."""
+  return bool(model.has_class_token or model.num_registers or model.distilled
+              or model.layerscale or model.qk_norm or model.pre_norm or model.rope != 'none'
+              or model.posemb not in ('learn', 'sincos2d') or model.rel_pos_bias
+              or model.shared_rel_pos_bias or model.attn_inner_norm or model.mlp_inner_norm
+              or model.representation_size or model.resnet is not None)
+
+
 def check_table_grid(params: Any, model_config, image_size: int, fmt: str) -> None:
   """A learned table kept on its own grid and resized on the fly (timm NaFlexViT imports) is
   written only at that grid: the format's fixed-size model would resize it otherwise."""
