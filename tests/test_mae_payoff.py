@@ -1,14 +1,16 @@
-"""The digits MAE as a user runs it pays off (experiments/mae_payoff.py): two seeds of
-`configs/digits.py:mae` (the experiment runs three), the random encoder, and the 10%-label
-fine-tune against scratch. A file of its own: at a few minutes it runs beside the rest of the
-MAE tests."""
+"""The digits MAE as a user runs it pays off (experiments/mae_payoff.py): `configs/digits.py:mae`
+at seed 0, the random encoder, and the 10%-label fine-tune against scratch, held against the
+seed-to-seed spread the experiment measured over three seeds (its committed results). A file of
+its own: at a few minutes it runs beside the rest of the MAE tests."""
 
 import importlib.util
+import json
 import os
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'experiments', 'results', 'mae_payoff.json')
 
 
 def _mae_payoff():
@@ -21,15 +23,19 @@ def _mae_payoff():
 
 @pytest.mark.slow
 def test_the_digits_mae_pays_off(tmp_path):
-  """configs/digits.py:mae as a user runs it, seeds 0 and 1 (experiments/mae_payoff.py runs
-  three; its results: experiments/results/mae_payoff.md): (a) the masked-patch loss on the test digits is
-  under the zero and the mean-patch predictors', (b) the 10-shot probes beat the random
-  encoder's by more than the seed-to-seed spread, (c) fine-tuned on 10% of the labels (seed 0;
-  the experiment does every seed) it beats the same model trained from scratch."""
+  """configs/digits.py:mae as a user runs it, seed 0 (experiments/mae_payoff.py runs three; its
+  results: experiments/results/mae_payoff.md): (a) the masked-patch loss on the test digits is
+  under the zero and the mean-patch predictors', (b) the 10-shot probe beats the random
+  encoder's by more than the largest seed-to-seed spread of the experiment's three seeds, and
+  (c) fine-tuned on 10% of the labels it beats the same model trained from scratch."""
   payoff = _mae_payoff()
-  data_dir = str(tmp_path / 'data')
-  rows = [payoff.payoff(seed, str(tmp_path), data_dir, finetune=seed == 0) for seed in (0, 1)]
-  assert rows[0]['steps'] == 600  # the recipe's default run
-  for claim, holds in payoff.verdict(rows):
-    assert holds, (claim, rows)
-  assert rows[0]['finetuned_top1'] > rows[0]['scratch_top1'] + 0.02, rows[0]
+  row = payoff.payoff(0, str(tmp_path), str(tmp_path / 'data'))
+  assert row['steps'] == 600  # the recipe's default run
+  with open(RESULTS, encoding='utf-8') as f:
+    committed = json.load(f)['rows']
+  assert len(committed) == 3 and committed[0]['steps'] == row['steps']
+  spread = max(payoff.spread([r[k] for r in committed]) for k in ('mae_10shot', 'random_10shot'))
+  loss = row['losses']
+  assert loss['model'] < min(loss['zero'], loss['mean_patch']), row
+  assert row['mae_10shot'] - row['random_10shot'] > spread, (row, spread)
+  assert row['finetuned_top1'] > row['scratch_top1'] + 0.02, row
