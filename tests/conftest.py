@@ -44,7 +44,7 @@ def digits_data_dir(tmp_path_factory):
 # xdist hands out files in collection order (`--no-loadscope-reorder` in pytest.ini), so these
 # start first and the short files fill the workers at the end, instead of one worker running a
 # long file alone.
-LONGEST_FIRST = ('test_mae_payoff.py',  # the digits MAE at seed 0, its fine-tunes
+LONGEST_FIRST = ('test_mae_payoff.py',  # the digits MAE at seed 0 and its random encoder
                  'test_recipe_training.py', 'test_recipe_training_scratch.py',  # ~300 s
                  'test_multihost_runs.py', 'test_dense_training.py', 'test_docs.py',  # ~280 s
                  'test_timm_import.py', 'test_vit.py', 'test_foreign.py', 'test_sequences.py',
