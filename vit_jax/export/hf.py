@@ -227,11 +227,11 @@ def export_aimv2(params: Any, model_config, num_classes: Optional[int], image_si
 
 
 def _bias_names(names: dict[str, str]) -> dict[str, str]:
-  """AIMv2's family table reads bias-free files; written with biases, each weight's `.bias`."""
+  """AIMv2's family table reads bias-free files; written with biases, each weight's `.bias`
+  (its RMSNorms have none)."""
   return {role[:-len('.weight')] + '.bias': name[:-len('.weight')] + '.bias'
           for role, name in names.items()
-          if role.endswith('.weight') and not role.startswith(('norm', 'patch_norm', 'norm1',
-                                                               'norm2'))}
+          if role.endswith('.weight') and not role.startswith(('norm', 'patch_norm'))}
 
 
 def _write(out_dir: str, config: dict[str, Any], state: dict[str, Any],
