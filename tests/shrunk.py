@@ -18,6 +18,7 @@ import numpy as np
 from vit_jax import param_names
 from vit_jax.configs import common
 from vit_jax.train import loop
+from vit_jax.train import options as options_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.train import state as state_lib
 from vit_jax.weights import workdir_params
@@ -57,7 +58,7 @@ def _digits_folder(root):
 def shrink(config, data_dir, tmp_path, steps=STEPS):
   """The recipe at digits size: model, data and steps small; the schedule's shape kept (warmup
   the same fraction of the run), every optimizer and regularisation field as written."""
-  full_steps = setup_lib.num_steps(config, 1_281_167)
+  full_steps = options_lib.read_length(config).steps(1_281_167)
   if config.objective != 'dense':
     config.model_name = 'testing'
     config.model.update(patches={'size': (4, 4)}, hidden_size=32, dtype='float32', scan=False)

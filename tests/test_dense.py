@@ -170,7 +170,7 @@ def test_depth_metrics_and_losses_equal_their_formulas(rng):
   depth = rng.uniform(0.5, 8, (2, 5, 7)).astype(np.float32)
   depth[0, 0] = 0.0  # unmeasured
   pred = (depth * rng.uniform(0.8, 1.3, depth.shape) + 0.1).astype(np.float32)
-  valid = dense_objective.depth_valid(depth, 1e-3, 10.0)
+  valid = dense_lib.depth_valid(depth, 1e-3, 10.0)
   sums = dense_eval.depth_sums(pred, depth, valid, jnp.ones(2))
   rmse = [np.sqrt(np.mean((pred[i] - depth[i])[np.asarray(valid[i])] ** 2)) for i in range(2)]
   ratio = [np.maximum(pred[i] / depth[i], depth[i] / pred[i])[np.asarray(valid[i])]

@@ -21,6 +21,7 @@ from vit_jax.train import loop
 from vit_jax.viz import run_figures
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
+from vit_jax.train import options as options_lib
 
 pytestmark = pytest.mark.slow
 PROBE_STEPS = 160
@@ -94,7 +95,7 @@ def test_the_frozen_probe_keeps_the_backbone_and_the_workdir_loads_as_that_backb
 def test_eval_mode_and_the_report_give_the_run_final_numbers(probes, data_dir, tmp_path):
   workdir, final = probes['trained']
   config = dense_config('digits_segmentation', data_dir)
-  again = evaluators.evaluate_checkpoint(config, workdir)
+  again = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
   assert again['val/miou'] == pytest.approx(final['val/miou'], abs=1e-6)
   from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
   text = open(paper_report.write(str(tmp_path), workdir, again, {}), encoding='utf-8').read()
@@ -127,11 +128,11 @@ def test_a_non_square_canvas_is_scored_by_sliding_windows_and_whole_needs_dynami
   config.evals.val.data.canvas = (32, 48)
   config.evals.val.pp = ('decode|segmentation|central_crop((32, 48))|value_range(-1, 1)|'
                          'keep("image", "segmentation")')
-  wide = evaluators.evaluate_checkpoint(config, workdir)
+  wide = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
   assert wide['val/miou'] > 0.18  # the same probe on 2x3 cells
   config.evals.val.mode = 'whole'
   with pytest.raises(errors.UserError, match='dynamic_image_size'):
-    evaluators.evaluate_checkpoint(config, workdir)
+    evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
 
 
 @pytest.fixture(scope='module')

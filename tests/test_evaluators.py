@@ -16,6 +16,7 @@ from vit_jax.evaluators import fewshot
 from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
+from vit_jax.train import options
 
 import jax
 
@@ -88,7 +89,7 @@ def _model_and_params(classes=10, representation_size=None):
 def _evaluators(config, model, params, mesh_shape):
   mesh = mesh_lib.make_mesh(mesh_shape, jax.devices()[:int(np.prod(mesh_shape))])
   shardings = partitioning.param_shardings(params, mesh, config.sharding)
-  built = evaluators.from_config(config, model, mesh, shardings)
+  built = evaluators.build_all(options.read_evals(config), model, mesh, shardings)
   return built, jax.device_put(params, shardings)
 
 
@@ -322,7 +323,7 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
   model, params = _model_and_params()
   npz = str(tmp_path / 'model.npz')
   checkpoint.save(params, npz)
-  result = evaluators.evaluate_checkpoint(config, npz, skip_missing=True)
+  result = evaluators.evaluate_checkpoint(options.read_evals(config), npz, skip_missing=True)
   missing, protocol = result.pop('missing'), result.pop('protocol')
   assert protocol['image_size'] == 16 and protocol['averaged'] is None  # a file: as released
   assert protocol['pp']['val'] == 'decode|resize(16)|value_range(-1, 1)|onehot|keep("image", "labels")'

@@ -324,13 +324,12 @@ def test_init_from_a_foreign_checkpoint_names_the_fields_to_set(tmp_path):
   from vit_jax.train import run  # pylint: disable=g-import-not-at-top
   model = _randomize(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**COMMON)))
   model.save_pretrained(tmp_path)
-  config = ml_collections.ConfigDict({'init_from': str(tmp_path)})
   ours = _feature_model()
   with pytest.raises(ValueError, match=r'add --config.model.activation=quick_gelu '
                      r'--config.model.layer_norm_eps=1e-05 --config.model.pre_norm=True'):
-    run._load_pretrained(config, ours)  # pylint: disable=protected-access
+    run._load_pretrained(str(tmp_path), ours, '')  # pylint: disable=protected-access
   ours.update(activation='quick_gelu', layer_norm_eps=1e-5, pre_norm=True)
-  loaded = run._load_pretrained(config, ours)  # pylint: disable=protected-access
+  loaded = run._load_pretrained(str(tmp_path), ours, '')  # pylint: disable=protected-access
   assert loaded.model_config.pre_norm
 
 
@@ -498,15 +497,15 @@ def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
                                  image_mean=[0.485, 0.456, 0.406],
                                  image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
   loaded = trained_model.load(str(tmp_path))
-  config = ml_collections.ConfigDict({'init_from': str(tmp_path),
-                                      'pp_train': 'decode|resize(32)|value_range(-1, 1)'})
   with caplog.at_level('WARNING'):
-    run._warn_on_other_statistics(config, loaded)  # pylint: disable=protected-access
+    run._warn_on_other_statistics(str(tmp_path), loaded,  # pylint: disable=protected-access
+                                  'decode|resize(32)|value_range(-1, 1)')
   assert 'use normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) in place' in caplog.text
   caplog.clear()
-  config.pp_train = 'decode|resize(32)|normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))'
   with caplog.at_level('WARNING'):
-    run._warn_on_other_statistics(config, loaded)  # pylint: disable=protected-access
+    run._warn_on_other_statistics(  # pylint: disable=protected-access
+        str(tmp_path), loaded,
+        'decode|resize(32)|normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))')
   assert not caplog.text
 
 

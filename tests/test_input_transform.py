@@ -21,6 +21,7 @@ from vit_jax.data import naflex
 from vit_jax.models import vit
 from vit_jax.data import preprocess
 from vit_jax.weights import transforms
+from vit_jax.train import options as options_lib
 
 WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
@@ -151,7 +152,7 @@ def test_eval_mode_feeds_a_foreign_checkpoint_its_own_statistics(tmp_path, digit
   transformers.ViTImageProcessor(size={'height': 16, 'width': 16}, image_mean=mean,
                                  image_std=std).save_pretrained(tmp_path)
   config = tiny_recipe.get_config(digits_data_dir)
-  result = evaluators.evaluate_checkpoint(config, str(tmp_path))
+  result = evaluators.evaluate_checkpoint(options_lib.read_evals(config), str(tmp_path))
 
   loaded = trained_model.load(str(tmp_path))
   source = sources.digits_source('test[:50]', image_size=16, data_dir=digits_data_dir)

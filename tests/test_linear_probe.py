@@ -115,7 +115,7 @@ def test_the_probe_freezes_everything_but_its_head():
   from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
   config = common.get_config()
   config.model.linear_probe = True
-  config.num_classes = 10
+  config.num_classes, config.total_steps = 10, 100
   assert options.read(config).optimizer.frozen == (r'(?!head/).*',)
 
 

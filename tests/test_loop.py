@@ -16,6 +16,7 @@ from vit_jax.configs import common
 from vit_jax.data import sources
 from vit_jax.train import checkpointer
 from vit_jax.train import loop
+from vit_jax.train import options as options_lib
 from vit_jax.viz import run_figures
 from vit_jax.train import setup as setup_lib
 from vit_jax.weights import workdir_params
@@ -83,11 +84,11 @@ def test_a_run_leaves_checkpoints_metrics_and_a_plot(finished):
 def test_eval_mode_reproduces_the_final_eval(finished, digits_data_dir, tmp_path):
   workdir, result = finished
   config = tiny_recipe.get_config(digits_data_dir)
-  evaluated = evaluators.evaluate_checkpoint(config, workdir)
+  evaluated = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
   assert evaluated['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   _, params, _ = _final_params(workdir, digits_data_dir)
   npz_checkpoint.save(params, str(tmp_path / 'final.npz'))
-  from_npz = evaluators.evaluate_checkpoint(config, str(tmp_path / 'final.npz'))
+  from_npz = evaluators.evaluate_checkpoint(options_lib.read_evals(config), str(tmp_path / 'final.npz'))
   assert from_npz['eval/accuracy'] == pytest.approx(result['eval/accuracy'], abs=1e-9)
   assert from_npz['eval/loss'] == pytest.approx(result['eval/loss'], rel=1e-5)
 
@@ -284,7 +285,7 @@ def test_unknown_dataset_and_field(digits_data_dir, tmp_path):
 def test_epochs_need_only_the_split_size(digits_data_dir):
   config = tiny_recipe.get_config(digits_data_dir)
   config.total_steps, config.total_epochs = None, 2.5
-  assert setup_lib.num_steps(config, 256) == 20  # ceil(2.5 * 256 / 32)
+  assert options_lib.read_length(config).steps(256) == 20  # ceil(2.5 * 256 / 32)
   assert setup_lib.from_config(config, num_train_examples=256).total_steps == 20
   with pytest.raises(ValueError, match='total_epochs needs the training split'):
     setup_lib.from_config(config)

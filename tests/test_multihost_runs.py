@@ -26,6 +26,7 @@ import tiny_recipe
 from vit_jax import evaluators
 from vit_jax.train import checkpointer
 from vit_jax.train import setup as setup_lib
+from vit_jax.train import options as options_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 16
@@ -228,7 +229,7 @@ def test_evaluators_on_two_processes_give_the_one_process_numbers(reference, dig
   config.evals.eval.data.data_dir = digits_data_dir
   config.evals.fewshot.datasets.digits.data_dir = digits_data_dir
   config.mesh, config.sharding = (-1, 2, 2), 'fsdp_tp'
-  here = evaluators.evaluate_checkpoint(config, workdir)
+  here = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
   assert sorted(printed) == sorted(here) and 'fewshot/digits_10shot' in printed
   for key, value in here.items():
     assert printed[key] == pytest.approx(value, rel=1e-5), key

@@ -41,6 +41,7 @@ from vit_jax.train import loop
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
+from vit_jax.train import options as options_lib
 
 BUCKET = 'vit-runs'
 # Checkpoints every 4 steps, rows every 3: a kill at step 7 falls between both.
@@ -143,7 +144,7 @@ def test_a_run_killed_and_resumed_on_gcs_ends_as_the_uninterrupted_local_run(
   assert sorted(exported) == sorted(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(exported[name], value)
-  results = evaluators.evaluate_checkpoint(config, workdir)  # what --mode=eval runs
+  results = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)  # what --mode=eval runs
   paper_report.write(f'{gcs}/eval', workdir, results, {})
   assert storage.read_text(f'{gcs}/eval/report.md').startswith(f'# Evaluation of {workdir}')
   report = json.loads(storage.read_text(f'{gcs}/eval/report.json'))

@@ -7,14 +7,12 @@ import pytest
 import tensorflow as tf
 
 from vit_jax import errors
-from vit_jax import evaluators
 from vit_jax.data import preprocess
 from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.train import optimizer
 from vit_jax.train import options
 from vit_jax.train import run
-from vit_jax.train import setup
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -134,12 +132,16 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
                      tf.constant([0, 0], tf.int64))
   run._check_host_output(example, read.step.device_pp,  # pylint: disable=protected-access
                          read.objective.name != 'mae')
-  for entry in evaluators.entries(config).values():
+  for entry in options.read_evals(config).entries.values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)
   shapes = geometry.abstract_params(read.model, config.image_size)
-  steps = setup.num_steps(config, 1_281_167)
+  steps = options.read_length(config).steps(1_281_167)
   tx, schedule = optimizer.build(read.optimizer, shapes, steps)
   assert tx is not None and float(schedule(steps)) <= float(config.lr.base)
+
+
+def _entries(config):
+  return options.read_evals(config).entries
 
 
 def test_paper_fine_tuning_settings():
@@ -165,12 +167,12 @@ def test_pretraining_settings():
   assert (model.classifier, model.posemb, s16.mixup.alpha, s16.wd, s16.wd_style) == (
       'gap', 'sincos2d', 0.2, 1e-4, 'schedule_scaled')
   assert s16.pp_device == 'randaug(2, 10)|value_range(-1, 1)'  # RandAugment on the devices
-  assert setup.num_steps(s16, 1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)
+  assert options.read_length(s16).steps(1_268_356) == 111_477  # ceil(90 epochs x 1,268,356 / 1024)
 
 
 def test_imagenet_recipes_evaluate_minival_val_real_and_v2():
   for config in (_recipe('i1k_s16'), _recipe('finetune', 'imagenet2012')):
-    entries = evaluators.entries(config)
+    entries = _entries(config)
     found = {name: (e['kind'], e['data']['name'], e['data']['split'], e['data']['label_key'])
              for name, e in entries.items()}
     assert found == {
@@ -179,14 +181,14 @@ def test_imagenet_recipes_evaluate_minival_val_real_and_v2():
         'real': ('real', 'imagenet2012_real', 'validation', 'real_label'),
         'v2': ('classification', 'imagenet_v2', 'test', 'label')}
     assert len({e['pp'] for e in entries.values()}) == 1  # the ImageNet eval input for all
-  cifar = evaluators.entries(_recipe('finetune', 'cifar10'))
+  cifar = _entries(_recipe('finetune', 'cifar10'))
   assert list(cifar) == ['eval', 'minival']  # minival: where a learning-rate sweep chooses
   assert (cifar['eval']['data']['split'], cifar['minival']['data']['split']) == (
       'test', 'train[98%:]')
 
 
 def test_pretraining_is_watched_by_few_shot_probes():
-  entries = evaluators.entries(_recipe('pretrain_i21k'))
+  entries = _entries(_recipe('pretrain_i21k'))
   assert entries['fewshot']['shots'] == (1, 5, 10, 25)
   assert {k: (d['name'], d['train_split'], d['test_split'])
           for k, d in entries['fewshot']['datasets'].items()} == {
@@ -195,7 +197,7 @@ def test_pretraining_is_watched_by_few_shot_probes():
               'pets': ('oxford_iiit_pet', 'train', 'test')}
   assert entries['fewshot_flowers']['shots'] == (1, 5)
   assert entries['fewshot']['every'] == 10_000
-  digits = evaluators.entries(_recipe('digits'))
+  digits = _entries(_recipe('digits'))
   assert digits['fewshot']['shots'] == (1, 5, 10) and list(digits) == ['eval', 'fewshot']
 
 

@@ -22,6 +22,7 @@ from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 from vit_jax.train import loop
 from vit_jax.viz import report
+from vit_jax.train import options as options_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PP_24 = 'decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")'
@@ -89,7 +90,7 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
   assert pre.params['pre_logits']['kernel'].shape == (96, 96)
 
   # 3. Evaluate the workdir (--mode=eval): the run's own final evaluation, to the last digit.
-  evaluated = evaluators.evaluate_checkpoint(config, finetune)
+  evaluated = evaluators.evaluate_checkpoint(options_lib.read_evals(config), finetune)
   assert evaluated['eval/accuracy'] == pytest.approx(tuned_result['eval/accuracy'], abs=1e-9)
 
   # 4. Export: npz exactly, Hugging Face to the same logits.

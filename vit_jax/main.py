@@ -51,7 +51,9 @@ def main(argv):
     raise app.UsageError('Training needs --workdir=<run directory>.')
   # The modules that import TensorFlow or touch devices come after TensorFlow is kept off them.
   from vit_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
-  peers = distributed.join(config, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
+  peers = distributed.join(options.read_distributed(config), _COORDINATOR.value,
+                           _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     _run(config)
   except BaseException as e:
@@ -68,8 +70,9 @@ def _run(config) -> None:
   if _MODE.value == 'eval':  # (imports here: after TensorFlow is kept off the accelerators)
     import vit_jax.evaluators  # pylint: disable=g-import-not-at-top
     from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
+    from vit_jax.train import options  # pylint: disable=g-import-not-at-top
     reporting = bool(_WORKDIR.value)  # a report goes to --workdir; datasets absent are listed
-    result = vit_jax.evaluators.evaluate_checkpoint(config, _CHECKPOINT.value,
+    result = vit_jax.evaluators.evaluate_checkpoint(options.read_evals(config), _CHECKPOINT.value,
                                                     skip_missing=reporting)
     missing = result.pop('missing', {})
     protocol = result.pop('protocol', {})

@@ -1,7 +1,7 @@
 """Evaluators: what a run measures, on a schedule, through one small interface (`base.Evaluator`).
 
-`config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`; any number at
-once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
+`config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`, read once into
+`options.Evals` (vit_jax.train.options), which is all this package takes; any number at once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
 (ImageNet-ReaL), `fewshot` (the paper's linear probes), `segmentation` and `depth` (a dense
 run's mIoU and RMSE; evaluators/dense.py). An entry without `batch_size` takes
 `config.eval_batch_size`, else the training `batch_size`.
@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 from absl import logging
 import jax
-import ml_collections
 
 from vit_jax import errors
 from vit_jax.weights import dense_run
@@ -31,11 +30,6 @@ KINDS = {'classification': classification.Classification, 'real': classification
          'fewshot': fewshot.FewShot, 'segmentation': dense.Segmentation, 'depth': dense.Depth}
 
 
-def entries(config: ml_collections.ConfigDict) -> dict[str, dict]:
-  """`config.evals` as plain dicts, in the order the recipe declared them."""
-  return {name: base.as_dict(entry) for name, entry in (config.get('evals') or {}).items()}
-
-
 def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.Evaluator:
   kind = entry.get('kind')
   if kind not in KINDS:
@@ -45,25 +39,24 @@ def build(name: str, entry: dict, context: base.Context, run_loss: str) -> base.
   return KINDS[kind](name, entry, context, run_loss=run_loss)
 
 
-def from_config(config: ml_collections.ConfigDict, model, mesh,
-                param_shardings) -> list[base.Evaluator]:
-  """Every evaluator of the run, built and checked (datasets, splits, shots, fields)."""
-  context = _context(config, model, mesh, param_shardings)
-  return [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
+def build_all(evals, model, mesh, param_shardings) -> list[base.Evaluator]:
+  """Every evaluator of `evals` (options.Evals), built and checked (datasets, splits, shots,
+  fields)."""
+  context = _context(evals, model, mesh, param_shardings)
+  return [build(name, entry, context, evals.loss) for name, entry in evals.entries.items()]
 
 
-def _context(config: ml_collections.ConfigDict, model, mesh, param_shardings,
+def _context(evals, model, mesh, param_shardings,
              image_size: Optional[int] = None) -> base.Context:
   return base.Context(model=model, mesh=mesh, param_shardings=param_shardings,
-                      num_classes=config.num_classes,
-                      batch_size=config.get('eval_batch_size') or config.batch_size,
-                      image_size=image_size or config.image_size,
-                      ignore_label=int(config.get('dense', {}).get('ignore_label', 255)))
+                      num_classes=evals.num_classes, batch_size=evals.batch_size,
+                      image_size=image_size or evals.image_size,
+                      ignore_label=evals.ignore_label)
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str, *,
+def evaluate_checkpoint(evals, checkpoint_path: str, *,
                         skip_missing: bool = False) -> dict[str, float]:
-  """Runs every evaluator of `config` once on a workdir's newest checkpoint or a released .npz.
+  """Runs every evaluator of `evals` (options.Evals) once on a workdir's newest checkpoint or a released .npz.
 
   A workdir brings its own model (its saved config); an .npz's architecture is read off its
   shapes, its position embeddings resampled to `config.image_size`. A checkpoint trained on
@@ -75,18 +68,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   `config.image_size` unset evaluates at the checkpoint's own resolution; an evaluator's pp may
   name `{image_size}` and `{resize_size}` (vit_jax.data.pp_spec.at_resolution).
   """
-  if not entries(config):
+  if not evals.entries:
     raise errors.UserError('--mode=eval needs an evaluator in config.evals; found none.')
-  if any(entry.get('kind') in ('segmentation', 'depth') for entry in entries(config).values()):
-    return _evaluate_dense(config, checkpoint_path)
+  if any(entry.get('kind') in ('segmentation', 'depth') for entry in evals.entries.values()):
+    return _evaluate_dense(evals, checkpoint_path)
   # config.image_size unset: the checkpoint's own resolution (pp may name {image_size}).
-  loaded = trained_model.load(checkpoint_path, image_size=config.image_size)
+  loaded = trained_model.load(checkpoint_path, image_size=evals.image_size)
   size = loaded.image_size
   geometry.check_image_size(size, loaded.model_config)
-  mesh, shardings = _placement(config, loaded.params)
-  context = _context(config, loaded.model, mesh, shardings, image_size=size)
+  mesh, shardings = _placement(evals, loaded.params)
+  context = _context(evals, loaded.model, mesh, shardings, image_size=size)
   built, missing, protocol = [], {}, {}
-  for name, entry in entries(config).items():
+  for name, entry in evals.entries.items():
     written = entry.get('pp') and pp_spec.at_resolution(entry['pp'], size)
     pp = written and transforms.take_statistics(written, loaded.pp)
     if pp and pp != entry['pp']:  # at the checkpoint's resolution, with its input statistics
@@ -94,12 +87,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
       logging.info('%s: %s evaluates as %s', checkpoint_path, name, pp)
     protocol[name] = pp
     try:
-      built.append(build(name, entry, context, config.loss))
+      built.append(build(name, entry, context, evals.loss))
     except sources.DatasetMissing as e:
       if not skip_missing:
         raise
       missing[name] = str(e)
-  result: dict[str, Any] = _run_once(built, loaded.params, shardings, mesh, config.sharding)
+  result: dict[str, Any] = _run_once(built, loaded.params, shardings, mesh,
+                                     evals.parallel.sharding)
   if skip_missing:
     result['missing'] = missing
     # How each number was measured, for a report to print beside it.
@@ -107,20 +101,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint_path: str,
   return result
 
 
-def _evaluate_dense(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """The dense evaluators of `config` on a dense run's newest checkpoint (head included)."""
+def _evaluate_dense(evals, workdir: str) -> dict[str, float]:
+  """The dense evaluators of `evals` on a dense run's newest checkpoint (head included)."""
   model, params = dense_run.load(workdir)
-  mesh, shardings = _placement(config, params)
-  context = _context(config, model, mesh, shardings)
-  built = [build(name, entry, context, config.loss) for name, entry in entries(config).items()]
-  return _run_once(built, params, shardings, mesh, config.sharding)
+  mesh, shardings = _placement(evals, params)
+  built = build_all(evals, model, mesh, shardings)
+  return _run_once(built, params, shardings, mesh, evals.parallel.sharding)
 
 
-def _placement(config: ml_collections.ConfigDict, params) -> tuple[Any, Any]:
+def _placement(evals, params) -> tuple[Any, Any]:
   """(mesh, parameter shardings) of a --mode=eval run."""
-  dcn = config.get('dcn_mesh')
-  mesh = mesh_lib.make_mesh(tuple(config.mesh), dcn=None if dcn is None else tuple(dcn))
-  return mesh, partitioning.param_shardings(params, mesh, config.sharding)
+  parallel = evals.parallel
+  mesh = mesh_lib.make_mesh(parallel.mesh, dcn=parallel.dcn_mesh)
+  return mesh, partitioning.param_shardings(params, mesh, parallel.sharding)
 
 
 def _run_once(built: list, params, shardings, mesh, sharding: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import difflib
 from typing import Any, Mapping
 
 import jax
-import ml_collections
 
 from vit_jax import errors
 from vit_jax.data import pipeline
@@ -42,6 +41,8 @@ class Evaluator:
   """One named evaluation: `run(params, step)` -> `{'<name>/<metric>': float}`."""
 
   FIELDS: tuple[str, ...] = ()  # the kind's own config fields, besides COMMON_FIELDS
+  TASK = ''  # a dense evaluator's: 'segmentation' | 'depth'
+  figures = 0  # examples the run's end figure shows (`figure_rows`); 0: no figure
 
   def __init__(self, name: str, entry: Mapping[str, Any], context: Context):
     self.name, self.context = name, context
@@ -56,6 +57,10 @@ class Evaluator:
     return step == total_steps or bool(self.every and step % self.every == 0)
 
   def run(self, params: Any, step: int) -> dict[str, float]:
+    raise NotImplementedError
+
+  def figure_rows(self, params: Any) -> list:
+    """The rows of the evaluator's end-of-run figure (an evaluator with `figures` says)."""
     raise NotImplementedError
 
   def summary(self, metrics: Mapping[str, float]) -> str:
@@ -82,7 +87,8 @@ def source(name: str, field: str, data: Mapping[str, Any]) -> sources.Source:
 
 
 def as_dict(entry) -> dict:
-  return entry.to_dict() if isinstance(entry, ml_collections.ConfigDict) else dict(entry)
+  """A nested field of an entry (a mapping, or a ConfigDict from a test) as a plain dict."""
+  return entry.to_dict() if hasattr(entry, 'to_dict') else dict(entry)
 
 
 def batches(source_: sources.Source, pp, local_batch: int, mesh) -> Any:

@@ -21,15 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax import errors
-from vit_jax import storage
 from vit_jax.data import dense_targets
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.evaluators import base
 from vit_jax.models import dense as dense_lib
-from vit_jax.objectives import dense as dense_objective
 from vit_jax.parallel import mesh as mesh_lib
-from vit_jax.viz import figures
 from vit_jax.weights import transforms
 
 MODES = ('slide', 'whole')
@@ -147,8 +144,9 @@ class DenseEvaluator(base.Evaluator):
       totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     return jax.device_get(totals)
 
-  def write_figure(self, params: Any, path: str) -> str:
-    """Image, ground truth and prediction of the split's first `figures` examples (PNG)."""
+  def figure_rows(self, params: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image, ground truth, prediction) of the split's first `figures` examples, the image in
+    [0, 1] (what `vit_jax.viz.figures.dense_rows` draws)."""
     dataset, _ = pipeline.eval_dataset(self.source, self._pp, local_batch=max(self.figures, 1))
     batch = next(dataset.as_numpy_iterator())
     images = batch['image'][:self.figures]
@@ -157,11 +155,8 @@ class DenseEvaluator(base.Evaluator):
       pred = pred.argmax(-1)
     mean, std = (np.asarray(v, np.float32) for v in transforms.statistics(
         transforms.value_op_or_default(self.pp_spec)))
-    rows = [(image * std + mean, truth, guess) for image, truth, guess in
+    return [(image * std + mean, truth, guess) for image, truth, guess in
             zip(images, batch[self.TASK][:self.figures], pred)]
-    with storage.local_target(path) as local:
-      figures.dense_rows(rows, local, self.TASK)
-    return path
 
 
 class Segmentation(DenseEvaluator):
@@ -205,7 +200,7 @@ class Depth(DenseEvaluator):
   def _sums(self, params, batch):
     pred = self.predict(params, batch['image'])
     depth = batch['depth']
-    valid = dense_objective.depth_valid(depth, self.model.min_depth, self.model.max_depth)
+    valid = dense_lib.depth_valid(depth, self.model.min_depth, self.model.max_depth)
     return depth_sums(pred, depth, valid, batch['mask'])
 
   def run(self, params: Any, step: int) -> dict[str, float]:

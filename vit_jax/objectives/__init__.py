@@ -58,3 +58,13 @@ def frozen(spec: Spec, model_config: ml_collections.ConfigDict) -> tuple[str, ..
 
 def build(spec: Spec, context: Context) -> Objective:
   return MODULES[spec.name].build(spec.fields, context)
+
+
+CLASSES = {'classification': classification.Classification, 'mae': mae.MaskedAutoencoding,
+           'distillation': distillation.Distillation, 'dense': dense.Dense}
+
+
+def saved_backbone(name: str, params: Any, model_config: ml_collections.ConfigDict,
+                   image_size: int) -> tuple[Any, ml_collections.ConfigDict, bool]:
+  """A saved run of objective `name` as a plain ViT: `Objective.saved_backbone`."""
+  return CLASSES[name].saved_backbone(params, model_config, image_size)

@@ -15,7 +15,7 @@ planner are the same code for all of them.
 
 import copy
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -49,6 +49,15 @@ class Objective:
 
   def eval_params(self, params: Any) -> Any:
     return params
+
+  @classmethod
+  def saved_backbone(cls, params: Any, model_config: ml_collections.ConfigDict,
+                     image_size: int) -> tuple[Any, ml_collections.ConfigDict, bool]:
+    """A saved run's parameters as the plain ViT that `weights.trained_model` rebuilds for
+    exports, `infer` and `init_from`: (params, its model config, whether its head still
+    predicts the run's classes)."""
+    del image_size
+    return params, model_config, True
 
   def with_model(self, model: nn.Module) -> 'Objective':
     """The same objective around `model` (the memory planner's remat choice)."""
@@ -86,3 +95,7 @@ class Context:
   num_classes: int
   seed: int
   input_pp: str  # the run's training input transform (its value op): what the model is fed
+  # Reads a checkpoint (anything --checkpoint accepts) as a `weights.trained_model.TrainedModel`:
+  # a distillation teacher. The setup hands it in, so that objectives import no `weights/` and
+  # `weights/` can ask objectives how their saved runs are rebuilt (`saved_backbone`).
+  load_checkpoint: Optional[Callable[[str], Any]] = None

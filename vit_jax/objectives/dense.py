@@ -117,11 +117,6 @@ def segmentation_loss(logits: jax.Array, labels: jax.Array, ignore: int
   return jnp.sum(nll * valid) / count, jnp.sum(correct) / count
 
 
-def depth_valid(depth: jax.Array, min_depth: float, max_depth: float) -> jax.Array:
-  """Pixels with a measurement in (min_depth, max_depth]."""
-  return (depth > min_depth) & (depth <= max_depth)
-
-
 def depth_losses(pred: jax.Array, depth: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
   """{'silog': the scale-invariant log loss, 'l1': mean |pred - depth|} over `valid` pixels of
   the batch (pooled, as the DINOv2 depth probes' SigLoss)."""
@@ -158,6 +153,12 @@ class Dense(base.Objective):
   def eval_model(self):
     return self.dense_model
 
+  @classmethod
+  def saved_backbone(cls, params, model_config, image_size):
+    """The backbone; the dense head stays with the run (weights/dense_run.py reads both)."""
+    del image_size
+    return {k: v for k, v in dict(params).items() if k != 'dense_head'}, model_config, False
+
   def target_spec(self, batch: int, image_shape: tuple[int, ...]) -> dict[str, tuple]:
     dtype = jnp.int32 if self.fields.task == 'segmentation' else jnp.float32
     return {self.fields.target: ((batch, *image_shape[:2]), dtype)}
@@ -172,7 +173,7 @@ class Dense(base.Objective):
       loss, accuracy = segmentation_loss(out, inputs['segmentation'], fields.ignore_label)
       return loss, {'pixel_accuracy': accuracy}
     depth = inputs['depth']
-    valid = depth_valid(depth, fields.min_depth, fields.max_depth)
+    valid = dense_lib.depth_valid(depth, fields.min_depth, fields.max_depth)
     parts = depth_losses(out, depth, valid)
     loss = sum(parts[name] for name in fields.depth_loss.split('+'))
     return loss, {'silog': parts['silog'], 'l1': parts['l1']}

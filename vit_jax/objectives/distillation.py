@@ -19,7 +19,7 @@ values) and resized to the teacher's resolution.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,6 @@ from vit_jax.models import vit as vit_lib
 from vit_jax.objectives import base
 from vit_jax.parallel import partitioning
 from vit_jax.weights import transforms
-from vit_jax.weights import trained_model
 
 KINDS = ('hard', 'soft')
 
@@ -68,9 +67,10 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
                 tau=float(distill.tau))
 
 
-def load_teacher(fields: Fields, num_classes: int) -> trained_model.TrainedModel:
-  """The teacher, read and checked against the student's classes."""
-  teacher = trained_model.load(fields.teacher)
+def load_teacher(fields: Fields, num_classes: int, load_checkpoint: Callable[[str], Any]) -> Any:
+  """The teacher (a `weights.trained_model.TrainedModel`), read through `load_checkpoint` and
+  checked against the student's classes."""
+  teacher = load_checkpoint(fields.teacher)
   if teacher.num_classes != num_classes:
     raise errors.UserError(
         f'config.distill.teacher={fields.teacher} predicts {teacher.num_classes} classes but the '
@@ -93,7 +93,7 @@ class Distillation(base.Objective):
   name = 'distillation'
 
   def __init__(self, model: vit_lib.VisionTransformer, fields: Fields,
-               teacher: trained_model.TrainedModel, *, loss: str = 'softmax_xent',
+               teacher: Any, *, loss: str = 'softmax_xent',
                label_smoothing: float = 0.0, student_pp: str = 'value_range(-1, 1)'):
     super().__init__(model)
     self.fields, self.teacher = fields, teacher
@@ -141,6 +141,7 @@ class Distillation(base.Objective):
 
 def build(fields: Fields, context: base.Context) -> Distillation:
   """Loads the teacher (before the workdir is claimed: a bad teacher costs nothing)."""
-  return Distillation(context.model, fields, load_teacher(fields, context.num_classes),
+  teacher = load_teacher(fields, context.num_classes, context.load_checkpoint)
+  return Distillation(context.model, fields, teacher,
                       loss=context.loss, label_smoothing=context.label_smoothing,
                       student_pp=context.input_pp)

@@ -87,7 +87,12 @@ class MaskedAutoencoding(base.Objective):
     return self.encoder
 
   def eval_params(self, params: Any) -> Any:
-    return mae_lib.encoder_params(params, self.model_config, self.image_size)[0]
+    return self.saved_backbone(params, self.model_config, self.image_size)[0]
+
+  @classmethod
+  def saved_backbone(cls, params, model_config, image_size):
+    """The encoder, as a ViT without a head (mae_lib.encoder_params)."""
+    return (*mae_lib.encoder_params(params, model_config, image_size), False)
 
   def noise(self, positions: jax.Array) -> jax.Array:
     """[b, patches] uniform noise of each example's masking, from its stream position."""

@@ -1,5 +1,6 @@
 """Multi-host start-up through JAX's own runtime (`jax.distributed.initialize`)."""
 
+import dataclasses
 import logging
 from typing import Optional
 
@@ -10,33 +11,30 @@ from vit_jax.parallel import coordinator
 from vit_jax.parallel import watchdog
 
 BACKSTOP = 4
+JAX_HEARTBEAT_TIMEOUT_S = 100  # jax.distributed.initialize's own default
 
 
-def timeouts_from_config(config) -> dict[str, int]:
-  """`config.distributed` -> the runtime's timeouts, in seconds (absent fields keep JAX's).
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+  """The multi-host runtime's timeouts in seconds (`config.distributed`; None keeps JAX's)."""
 
-  JAX's own heartbeat timeout is set to `BACKSTOP` times `heartbeat_timeout_s`: our watchdog
-  reports a lost peer first, by name; JAX's abort stays as the backstop. JAX's runtime declares
-  a task dead between half and all of its timeout after the task's death (measured: 14.6 s
-  with a 20 s timeout), so at twice ours it could abort (exit 134) before our watchdog spoke.
-  """
-  fields = {'heartbeat_timeout_s': 'heartbeat_timeout_seconds',
-            'initialization_timeout_s': 'initialization_timeout',
-            'shutdown_timeout_s': 'shutdown_timeout_seconds'}
-  given = config.get('distributed') or {}
-  unknown = sorted(set(given) - set(fields))
-  if unknown:
-    raise errors.UserError(
-        f'Unknown field(s) config.distributed.{unknown}; known: {sorted(fields)}.')
-  out = {}
-  for field, argument in fields.items():
-    value = given.get(field)
-    if value is not None:
-      if int(value) <= 0:
-        raise errors.UserError(f'config.distributed.{field} must be a positive number of seconds, '
-                               f'found {value}.')
-      out[argument] = int(value) * (BACKSTOP if field == 'heartbeat_timeout_s' else 1)
-  return out
+  heartbeat_timeout_s: Optional[int] = None  # a peer silent this long is declared dead
+  initialization_timeout_s: Optional[int] = None
+  shutdown_timeout_s: Optional[int] = None
+
+  def runtime_args(self) -> dict[str, int]:
+    """`jax.distributed.initialize`'s timeout arguments.
+
+    JAX's own heartbeat timeout is set to `BACKSTOP` times `heartbeat_timeout_s`: our watchdog
+    reports a lost peer first, by name; JAX's abort stays as the backstop. JAX's runtime declares
+    a task dead between half and all of its timeout after the task's death (measured: 14.6 s
+    with a 20 s timeout), so at twice ours it could abort (exit 134) before our watchdog spoke.
+    """
+    args = {'heartbeat_timeout_seconds': self.heartbeat_timeout_s and
+                                         self.heartbeat_timeout_s * BACKSTOP,
+            'initialization_timeout': self.initialization_timeout_s,
+            'shutdown_timeout_seconds': self.shutdown_timeout_s}
+    return {name: value for name, value in args.items() if value is not None}
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
@@ -56,7 +54,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
   # Process 0 runs the coordination service in a process of its own (`coordinator`), which
   # outlives it by half of JAX's heartbeat timeout: the survivors' watchdogs name it first.
-  linger_s = timeouts.get('heartbeat_timeout_seconds', 100) / 2
+  linger_s = timeouts.get('heartbeat_timeout_seconds', JAX_HEARTBEAT_TIMEOUT_S) / 2
   explicit = coordinator_address is not None or num_processes is not None
   if explicit:
     missing = [name for name, value in (('coordinator_address', coordinator_address),
@@ -83,14 +81,15 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def join(config, coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+def join(timeouts: Timeouts, coordinator_address: Optional[str] = None,
+         num_processes: Optional[int] = None,
          process_id: Optional[int] = None) -> Optional[watchdog.PeerWatchdog]:
-  """`initialize` with the config's timeouts, and a dead-peer watchdog when there are peers."""
-  initialize(coordinator_address, num_processes, process_id, **timeouts_from_config(config))
+  """`initialize` with the run's timeouts, and a dead-peer watchdog when there are peers (silent
+  for `heartbeat_timeout_s`, else for JAX's own heartbeat timeout)."""
+  initialize(coordinator_address, num_processes, process_id, **timeouts.runtime_args())
   if jax.process_count() == 1:
     return None
-  timeout = (config.get('distributed') or {}).get('heartbeat_timeout_s') or 40
-  return watchdog.PeerWatchdog(timeout)
+  return watchdog.PeerWatchdog(timeouts.heartbeat_timeout_s or JAX_HEARTBEAT_TIMEOUT_S)
 
 
 def leave(peer_watchdog: Optional[watchdog.PeerWatchdog]) -> None:

@@ -8,7 +8,6 @@ from typing import Any, Callable, Optional
 
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
 import numpy as np
 
 from vit_jax import errors
@@ -60,7 +59,7 @@ def _finished(run: run_lib.Run, logged: dict) -> bool:
   return done
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+def train_and_evaluate(config, workdir: str, *,
                        overwrite: bool = False,
                        figures: Optional[Callable[..., dict[str, Any]]] = None) -> dict[str, Any]:
   """Trains (or resumes) in `workdir`; returns the final metrics and how the run ended.

@@ -8,8 +8,10 @@ here too (a wrong one is a one-line `errors.UserError` naming the field), before
 """
 
 import dataclasses
+import math
 from typing import Any, Optional
 
+from absl import logging
 import ml_collections
 
 from vit_jax import errors
@@ -19,7 +21,9 @@ from vit_jax.data import pp_spec
 from vit_jax import objectives
 from vit_jax.models import build
 from vit_jax.models import vit
+from vit_jax.parallel import distributed
 from vit_jax.parallel import partitioning
+from vit_jax.weights import trained_model
 from vit_jax.weights import transforms
 
 AUTO = 'auto'  # micro_batches / model.remat: the memory planner chooses (train/memory.py)
@@ -102,9 +106,8 @@ class Naflex:
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """The training input: its source fields (vit_jax.data.sources), host preprocessing, batch."""
+  """The training input: host preprocessing, batch (its source: `Start.source`)."""
 
-  source: ml_collections.ConfigDict
   pp_train: str
   batch_size: int  # global
   seed: int
@@ -145,6 +148,49 @@ class Bookkeeping:
 
 
 @dataclasses.dataclass(frozen=True)
+class Length:
+  """How long the run trains: `total_steps`, or `total_epochs` over the training split."""
+
+  total_steps: Optional[int]
+  total_epochs: Optional[float]
+  batch_size: int
+
+  def steps(self, num_train_examples: Optional[int]) -> int:
+    """The step count; an epoch count needs the training split's size."""
+    if self.total_steps:
+      return self.total_steps
+    if not self.total_epochs:
+      raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
+    if not num_train_examples:
+      raise errors.UserError(
+          'config.total_epochs needs the training split\'s size (none was given).')
+    return max(1, math.ceil(self.total_epochs * num_train_examples / self.batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  """The checkpoint a run starts from (`config.init_from`; None: a fresh start)."""
+
+  path: Optional[str]
+  dont_load: tuple[str, ...]  # parameter names kept from the fresh init
+  pp_from_init: bool  # pp strings with the default value op take the checkpoint's statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Evals:
+  """`config.evals` and what every evaluator shares (vit_jax.evaluators): a training run's, or
+  a `--mode=eval` run's, whose image size may be unset (the checkpoint's own)."""
+
+  entries: dict  # {name: plain dict}, in the order the recipe declared them
+  batch_size: int  # the default global eval batch: eval_batch_size, else batch_size
+  image_size: Optional[int]
+  num_classes: Optional[int]
+  loss: str  # the run's: a classification evaluator's loss
+  ignore_label: int  # config.dense.ignore_label
+  parallel: Parallel  # an eval run's mesh and sharding
+
+
+@dataclasses.dataclass(frozen=True)
 class Options:
   """Everything a run computes with, read from its config once."""
 
@@ -157,6 +203,9 @@ class Options:
   parallel: Parallel
   memory: Memory
   bookkeeping: Bookkeeping
+  length: Length
+  init: Init
+  evals: Evals
   objective: objectives.Spec = objectives.Spec('classification', None)
 
   def objective_context(self) -> objectives.Context:
@@ -167,7 +216,7 @@ class Options:
         model=self.model, model_config=self.model_config, loss=self.step.loss,
         label_smoothing=self.step.label_smoothing, image_size=self.data.image_size,
         num_classes=self.data.num_classes, seed=self.data.seed,
-        input_pp=transforms.value_op_or_default(pp))
+        input_pp=transforms.value_op_or_default(pp), load_checkpoint=trained_model.load)
 
 
 def _positive(field: str, value, allow_none: bool = False) -> None:
@@ -254,7 +303,7 @@ def read_data(config: ml_collections.ConfigDict) -> Data:
   if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
     raise errors.UserError(f'config.repeated_aug must be a positive integer, found {repeats!r}.')
   _positive('probe_stats_batches', config.probe_stats_batches)
-  return Data(source=config.data, pp_train=config.pp_train, batch_size=int(config.batch_size),
+  return Data(pp_train=config.pp_train, batch_size=int(config.batch_size),
               seed=int(config.seed), image_size=int(config.image_size),
               num_classes=int(config.num_classes), repeated_aug=repeats,
               naflex=read_naflex(config), probe_stats_batches=int(config.probe_stats_batches))
@@ -316,6 +365,100 @@ def read_bookkeeping(config: ml_collections.ConfigDict) -> Bookkeeping:
                      keep_checkpoints=int(config.keep_checkpoints), keep_period=config.keep_period)
 
 
+def read_length(config: ml_collections.ConfigDict) -> Length:
+  """`total_steps=0` counts as unset, so a recipe in steps can be switched to epochs from the
+  command line (`--config.total_steps=0 --config.total_epochs=90`)."""
+  steps, epochs = config.total_steps, config.total_epochs
+  if steps not in (None, 0):
+    _positive('total_steps', steps)
+  if epochs not in (None, 0):
+    _positive('total_epochs', epochs)
+  _positive('batch_size', config.batch_size)
+  if steps and epochs:
+    raise errors.UserError(f'Set one of config.total_steps ({steps}) and '
+                           f'config.total_epochs ({epochs}); set the other to 0.')
+  return Length(total_steps=int(steps) if steps else None,
+                total_epochs=float(epochs) if epochs else None,
+                batch_size=int(config.batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """What a run reads before the rest: the fields its training data and its init checkpoint
+  decide (`resolve`)."""
+
+  source: dict  # config.data, plain
+  num_classes: Optional[int]  # None: the training source's class count
+  init: Init
+
+
+def read_start(config: ml_collections.ConfigDict) -> Start:
+  num_classes = config.num_classes
+  if num_classes is not None:
+    _positive('num_classes', num_classes)
+  return Start(source=config.data.to_dict(), num_classes=num_classes, init=read_init(config))
+
+
+def read_init(config: ml_collections.ConfigDict) -> Init:
+  return Init(path=config.init_from or None, dont_load=tuple(config.dont_load),
+              pp_from_init=bool(config.pp_from_init))
+
+
+def read_evals(config: ml_collections.ConfigDict) -> Evals:
+  """`config.evals` with what its evaluators share; also what `--mode=eval` reads."""
+  entries = {name: (entry.to_dict() if isinstance(entry, ml_collections.ConfigDict)
+                    else dict(entry)) for name, entry in config.evals.items()}
+  _positive('eval_batch_size', config.eval_batch_size, allow_none=True)
+  _positive('batch_size', config.batch_size)
+  return Evals(entries=entries, batch_size=int(config.eval_batch_size or config.batch_size),
+               image_size=config.image_size, num_classes=config.num_classes, loss=config.loss,
+               ignore_label=int(config.dense.ignore_label), parallel=read_parallel(config))
+
+
+def read_distributed(config: ml_collections.ConfigDict) -> distributed.Timeouts:
+  """`config.distributed`: the multi-host runtime's timeouts, in seconds."""
+  given = config.distributed
+  fields = [field.name for field in dataclasses.fields(distributed.Timeouts)]
+  unknown = sorted(set(given) - set(fields))
+  if unknown:
+    raise errors.UserError(
+        f'Unknown field(s) config.distributed.{unknown}; known: {sorted(fields)}.')
+  for field in fields:
+    if given.get(field) is not None and int(given[field]) <= 0:
+      raise errors.UserError(f'config.distributed.{field} must be a positive number of seconds, '
+                             f'found {given[field]}.')
+  return distributed.Timeouts(**{field: None if given.get(field) is None else int(given[field])
+                                 for field in fields})
+
+
+def resolve(config: ml_collections.ConfigDict, *, num_classes: int,
+            source_pp: Optional[str]) -> ml_collections.ConfigDict:
+  """The config a run trains with, the user's left as given: the class count its training data
+  decided, and, with `source_pp` (the init_from checkpoint's input transform), every pp string
+  whose value op is the default value_range(-1, 1) taking the checkpoint's statistics instead
+  (fine-tuning feeds a checkpoint the statistics it was trained on). This is what `read` reads
+  and what the workdir's config.json saves."""
+  resolved = config.copy_and_resolve_references()
+  with resolved.unlocked():
+    resolved.num_classes = num_classes
+  if not source_pp:
+    return resolved
+  targets = [(resolved, field, field) for field in ('pp_train', 'pp_device')]
+  targets += [(entry, 'pp', f'evals.{name}.pp') for name, entry in resolved.evals.items()]
+  changed = []
+  for target, field, name in targets:
+    if target.get(field):
+      taken = transforms.take_statistics(target[field], source_pp)
+      if taken != target[field]:
+        target[field] = taken
+        changed.append(name)
+  if changed:
+    logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '
+                 'keeps value_range(-1, 1)).', config.init_from, ', '.join(changed),
+                 transforms.value_op(source_pp))
+  return resolved
+
+
 def refuse_retired(config: ml_collections.ConfigDict) -> None:
   """A field that no longer exists, set in a recipe: one line saying what replaces it."""
   for field, replacement in common.RETIRED_FIELDS.items():
@@ -337,4 +480,5 @@ def read(config: ml_collections.ConfigDict) -> Options:
                  optimizer=read_optimizer(config, objectives.frozen(objective, model_config)),
                  step=step, data=data, parallel=read_parallel(config),
                  memory=read_memory(config), bookkeeping=read_bookkeeping(config),
+                 length=read_length(config), init=read_init(config), evals=read_evals(config),
                  objective=objective)

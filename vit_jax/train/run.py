@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
 from vit_jax import errors
@@ -133,12 +132,12 @@ def _family_fields(model_config) -> dict[str, Any]:
           'distilled': bool(get('distilled')), 'layerscale': get('layerscale') is not None}
 
 
-def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained_model.TrainedModel:
+def _load_pretrained(path: str, model_config, run_pp: str) -> trained_model.TrainedModel:
   """`config.init_from` loaded; a checkpoint whose family fields (activation, norms, tokens)
-  differ from the run's model is refused naming the flags that make them agree."""
-  path = config.init_from
+  differ from the run's model (`model_config`) is refused naming the flags that make them
+  agree. `run_pp`: the run's host and device pp, joined."""
   loaded = trained_model.load(path)
-  _warn_on_other_statistics(config, loaded)
+  _warn_on_other_statistics(path, loaded, run_pp)
   if path.endswith('.npz'):  # released files carry shapes only: the run's fields stand
     return loaded
   theirs, ours = _family_fields(loaded.model_config), _family_fields(model_config)
@@ -153,19 +152,18 @@ def _load_pretrained(config: ml_collections.ConfigDict, model_config) -> trained
   return loaded
 
 
-def _warn_on_other_statistics(config: ml_collections.ConfigDict,
-                              loaded: trained_model.TrainedModel) -> None:
+def _warn_on_other_statistics(path: str, loaded: trained_model.TrainedModel,
+                              run_pp: str) -> None:
   """One line when the run feeds the checkpoint other input statistics than it was trained on."""
   theirs = transforms.statistics(loaded.pp)
-  run_op = transforms.value_op(
-      '|'.join(p for p in (config.get('pp_train'), config.get('pp_device')) if p))
+  run_op = transforms.value_op(run_pp)
   if run_op is None:
     return
   ours = transforms.statistics(run_op)
   if not np.allclose(theirs, ours, atol=1e-3):
     logging.warning('config.init_from=%s was trained on inputs normalised with mean %s, std %s '
                     '(%s); this run uses mean %s, std %s: use normalize(%s, %s) in place of '
-                    'value_range to keep them.', config.init_from, theirs[0], theirs[1],
+                    'value_range to keep them.', path, theirs[0], theirs[1],
                     loaded.pp, ours[0], ours[1], theirs[0], theirs[1])
 
 
@@ -260,73 +258,55 @@ def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None,
                            '"value_range(-1, 1)".')
 
 
-def _class_count(config: ml_collections.ConfigDict, train_source: sources.Source) -> None:
+def _class_count(start: options_lib.Start, train_source: sources.Source) -> int:
   """`num_classes` unset (None) takes the training source's class count (an image folder's
   class folders); a folder whose count disagrees with a set one is refused."""
   found = train_source.num_classes
-  if config.get('num_classes') is None:
+  if start.num_classes is None:
     if not found:
       raise errors.UserError(
           f'config.num_classes is unset and {train_source.name} names no classes; '
           'set --config.num_classes.')
-    config.num_classes = found
-  elif config.data.get('name') == 'folder' and config.num_classes != found:
+    return found
+  if start.source.get('name') == 'folder' and start.num_classes != found:
     raise errors.UserError(
-        f'config.num_classes={config.num_classes} but {train_source.name} has '
+        f'config.num_classes={start.num_classes} but {train_source.name} has '
         f'{found} class folders; drop --config.num_classes to take them from it.')
+  return start.num_classes
 
 
 SOURCE_PP_FILE = 'init_from_pp.txt'  # the init_from checkpoint's input transform, for resumes
 
 
-def _source_input_transform(config: ml_collections.ConfigDict, workdir: str) -> Optional[str]:
+def _source_input_transform(init: options_lib.Init, workdir: str) -> Optional[str]:
   """The init_from checkpoint's input transform: kept in the workdir once the run has started
   (a resume needs no source), else read off the source's side files."""
-  if not config.init_from or not config.pp_from_init:
+  if not init.path or not init.pp_from_init:
     return None
   kept = storage.path(workdir) / SOURCE_PP_FILE
   if kept.exists():
     return kept.read_text(encoding='utf-8').strip()
-  return trained_model.input_transform(config.init_from)
+  return trained_model.input_transform(init.path)
 
 
-def _take_source_statistics(config: ml_collections.ConfigDict, source_pp: Optional[str]) -> None:
-  """Every pp string whose value op is the default value_range(-1, 1) takes the source's value
-  op instead (in place): fine-tuning feeds a checkpoint the statistics it was trained on."""
-  if not source_pp:
-    return
-  targets = [(config, field, field) for field in ('pp_train', 'pp_device')]
-  targets += [(entry, 'pp', f'evals.{name}.pp')
-              for name, entry in (config.get('evals') or {}).items()]
-  changed = []
-  for target, field, name in targets:
-    if target.get(field):
-      taken = transforms.take_statistics(target[field], source_pp)
-      if taken != target[field]:
-        target[field] = taken
-        changed.append(name)
-  if changed:
-    logging.info('config.init_from=%s: %s take its input statistics, %s (pp_from_init=False '
-                 'keeps value_range(-1, 1)).', config.init_from, ', '.join(changed),
-                 transforms.value_op(source_pp))
-
-
-def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> Run:
-  """Every part of a run, checked before the first step."""
+def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
+  """Every part of a run, checked before the first step. `config` (a ConfigDict) is read here
+  and nowhere below: the parts take its typed `options`."""
   lead = jax.process_index() == 0
   storage.check_workdir(workdir)  # a URL nothing reads, a bucket without access: one line now
-  # The config: the fields the training data and the init checkpoint decide, then read once.
-  train_source = sources.from_config(config.data)
-  _class_count(config, train_source)
-  source_pp = _source_input_transform(config, workdir)
-  _take_source_statistics(config, source_pp)
-  config_dict = workdir_lib.config_dict(config)  # as given ('auto' fields stay 'auto')
-  options = options_lib.read(config)
+  # The config: what the training data and the init checkpoint decide, then read once.
+  start = options_lib.read_start(config)
+  train_source = sources.from_config(start.source)
+  source_pp = _source_input_transform(start.init, workdir)
+  resolved = options_lib.resolve(config, num_classes=_class_count(start, train_source),
+                                 source_pp=source_pp)
+  config_dict = workdir_lib.config_dict(resolved)  # as given ('auto' fields stay 'auto')
+  options = options_lib.read(resolved)
   data, device_pp = options.data, options.step.device_pp
   train_pp = preprocess.parse(data.pp_train, num_classes=data.num_classes)
 
   # The objective (a distillation teacher is read and checked here), mesh, abstract state.
-  setup = setup_lib.build_setup(options, setup_lib.num_steps(config, train_source.num_examples))
+  setup = setup_lib.build_setup(options, options.length.steps(train_source.num_examples))
 
   def make_dataset(position):
     return pipeline.train_dataset(
@@ -342,16 +322,18 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool 
     dense_targets.check(train_source, train_pp, objective.targets[0], field='config.pp_train',
                         depth_range=(objective.fields.min_depth, objective.fields.max_depth))
   # Files and datasets: the evaluators' and the checkpoint to start from.
-  evaluators = evaluators_lib.from_config(config, setup.objective.eval_model, setup.mesh,
-                                          setup.eval_param_shardings())
+  evaluators = evaluators_lib.build_all(options.evals, setup.objective.eval_model, setup.mesh,
+                                        setup.eval_param_shardings())
 
   @functools.cache
   def pretrained() -> Optional[Pretrained]:
     """`config.init_from`, loaded once and checked (None without one)."""
-    if not config.init_from:
+    if not options.init.path:
       return None
-    return Pretrained(config.init_from, _load_pretrained(config, options.model_config),
-                      tuple(config.dont_load) + setup.objective.fresh_params)
+    run_pp = '|'.join(p for p in (data.pp_train, device_pp and device_pp.spec) if p)
+    return Pretrained(options.init.path,
+                      _load_pretrained(options.init.path, options.model_config, run_pp),
+                      options.init.dont_load + setup.objective.fresh_params)
   if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
   # The train step, compiled once (the 'auto' fields chosen) and checked against the device's

@@ -4,11 +4,9 @@ epochs takes the training split's size as an argument.
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 import jax
-import ml_collections
 import optax
 
 from vit_jax import errors
@@ -41,33 +39,6 @@ class Setup:
     """Shardings of `objective.eval_params(params)`: what evaluators take."""
     abstract = jax.eval_shape(self.objective.eval_params, self.abstract_state.params)
     return partitioning.param_shardings(abstract, self.mesh, self.options.parallel.sharding)
-
-
-def _positive(field: str, value, unset=(None,)) -> None:
-  if value not in unset and not value > 0:
-    raise errors.UserError(f'config.{field} must be positive, found {value}.')
-
-
-def num_steps(config: ml_collections.ConfigDict, num_train_examples: Optional[int]) -> int:
-  """`total_steps`, or `total_epochs` over a split of `num_train_examples` at `batch_size`.
-
-  `total_steps=0` counts as unset, so a recipe in steps can be switched to epochs from the
-  command line (`--config.total_steps=0 --config.total_epochs=90`).
-  """
-  _positive('total_steps', config.get('total_steps'), unset=(None, 0))
-  _positive('total_epochs', config.get('total_epochs'), unset=(None, 0))
-  _positive('batch_size', config.get('batch_size'))
-  if config.get('total_steps') and config.get('total_epochs'):
-    raise errors.UserError(f'Set one of config.total_steps ({config.total_steps}) and '
-                           f'config.total_epochs ({config.total_epochs}); set the other to 0.')
-  if config.get('total_steps'):
-    return int(config.total_steps)
-  if config.get('total_epochs'):
-    if not num_train_examples:
-      raise errors.UserError(
-          'config.total_epochs needs the training split\'s size (none was given).')
-    return max(1, math.ceil(config.total_epochs * num_train_examples / config.batch_size))
-  raise errors.UserError('Set config.total_steps, or config.total_epochs (found neither).')
 
 
 def _check_naflex(naflex: options_lib.Naflex, options: options_lib.Options) -> None:
@@ -106,7 +77,8 @@ def build_setup(options: options_lib.Options, total_steps: int) -> Setup:
   return Setup(options, mesh, total_steps, tx, schedule, abstract_state, shardings, objective)
 
 
-def from_config(config: ml_collections.ConfigDict, *,
-                num_train_examples: Optional[int] = None) -> Setup:
-  """`build_setup` of a config: read once (options.read), counted in steps or epochs."""
-  return build_setup(options_lib.read(config), num_steps(config, num_train_examples))
+def from_config(config, *, num_train_examples: Optional[int] = None) -> Setup:
+  """`build_setup` of a config (a ConfigDict) read once (options.read), counted in steps or
+  epochs: what a tool that builds no input (the planner, benchmarks) starts from."""
+  options = options_lib.read(config)
+  return build_setup(options, options.length.steps(num_train_examples))

@@ -15,6 +15,7 @@ from vit_jax import storage
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.viz import curves
+from vit_jax.viz import figures
 from vit_jax.viz import reconstruction
 from vit_jax.weights import transforms
 
@@ -28,8 +29,13 @@ def write(run: Any, state: Any, completed: bool) -> dict[str, Optional[str]]:
   figure = None
   if kind == 'predictions':
     params = state.ema_params if state.ema_params is not None else state.params
-    written = [evaluator.write_figure(params, os.fspath(folder / f'{evaluator.name}.png'))
-               for evaluator in run.evaluators if getattr(evaluator, 'figures', 0)]
+    written = []
+    for evaluator in run.evaluators:
+      if evaluator.figures:
+        path = os.fspath(folder / f'{evaluator.name}.png')
+        with storage.local_target(path) as local:
+          figures.dense_rows(evaluator.figure_rows(params), local, evaluator.TASK)
+        written.append(path)
     figure = ', '.join(written) or None
   elif kind == 'reconstruction' and run.train_source is not None:
     pp = transforms.of_run(run.config_dict)

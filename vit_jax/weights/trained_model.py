@@ -26,7 +26,7 @@ from vit_jax.weights import workdir_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
 from vit_jax.models import geometry
-from vit_jax.models import mae
+from vit_jax import objectives
 from vit_jax.models import vit
 from vit_jax.models.vit import VisionTransformer
 
@@ -69,13 +69,9 @@ def _from_workdir(workdir: str
   _, model_config = build.from_run_config(config)
   _, params = workdir_params.read(workdir)
   pp = transforms.of_run(config)
-  num_classes = config.num_classes
-  if config.get('objective') == 'mae':  # the encoder, as a ViT without a head
-    params, model_config = mae.encoder_params(params, model_config, config.image_size)
-    num_classes = None
-  if config.get('objective') == 'dense':  # the backbone; the dense head stays with the run
-    params = {k: v for k, v in params.items() if k != 'dense_head'}
-    num_classes = None
+  params, model_config, keeps_head = objectives.saved_backbone(
+      config.get('objective') or 'classification', params, model_config, config.image_size)
+  num_classes = config.num_classes if keeps_head else None
   if model_config.get('linear_probe'):
     params, model_config = fold_head_norm(params, model_config)
   return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp,

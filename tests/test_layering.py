@@ -1,0 +1,109 @@
+"""The package's layers, held by reading its source: the run config is read once, at the setup,
+and the arrows between the packages point down."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'vit_jax'
+
+# The setup layer: where a run's ConfigDict is read (`train/options.py`, and the objectives'
+# `read` it calls), resolved and handed on (`train/run.py`, `train/setup.py`, `train/loop.py`).
+SETUP = {'train/options.py', 'train/run.py', 'train/setup.py', 'train/loop.py'}
+# Below it: these take typed options, never the config.
+BELOW = ('train', 'evaluators', 'parallel', 'data')
+# The parse of a run config: called only by the setup layer and the commands above it.
+PARSERS = {'read', 'read_start', 'read_evals', 'read_distributed', 'read_length', 'resolve',
+           'from_run_config'}
+ABOVE = SETUP | {'main.py', 'plan.py', 'objectives/__init__.py'}
+
+
+def _modules(*folders):
+  for folder in folders:
+    for path in sorted((PACKAGE / folder).rglob('*.py')):
+      yield path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text(encoding='utf-8'))
+
+
+def _imports(tree) -> set[str]:
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      found.update(f'{node.module}.{alias.name}' for alias in node.names)
+  return found
+
+
+def _config_reads(tree) -> list[int]:
+  """Lines that call `.get(` on a name or attribute called `config`."""
+  lines = []
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and node.func.attr == 'get'):
+      owner = node.func.value
+      name = owner.id if isinstance(owner, ast.Name) else getattr(owner, 'attr', '')
+      if name == 'config':
+        lines.append(node.lineno)
+  return lines
+
+
+def test_nothing_below_the_setup_touches_the_config():
+  below = [(name, tree) for name, tree in _modules(*BELOW) if name not in SETUP]
+  assert len(below) > 40  # the walk found the packages
+  importers = [name for name, tree in below
+               if any(i.split('.')[0] == 'ml_collections' for i in _imports(tree))]
+  readers = {name: lines for name, tree in below if (lines := _config_reads(tree))}
+  assert not importers, f'import ml_collections below the setup: {importers}'
+  assert not readers, f'config.get( below the setup: {readers}'
+
+
+def test_the_check_sees_a_config_read():
+  """The two checks above can fail: each finds what it looks for in a made-up module."""
+  tree = ast.parse('import ml_collections\ndef f(config):\n  return config.get("x")\n')
+  assert 'ml_collections' in _imports(tree)
+  assert _config_reads(tree) == [3]
+
+
+def test_only_the_setup_parses_a_run_config():
+  """`options.read*`, `options.resolve` and `build.from_run_config` of a run's config are
+  called by the setup layer and the commands above it; weights/ reads saved runs through
+  `build.from_run_config` too (a saved config.json has one reader, trained_model's)."""
+  callers = {}
+  for name, tree in _modules('.'):
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr in PARSERS
+          and isinstance(node.func.value, ast.Name)
+          and node.func.value.id in ('options', 'options_lib', 'build', 'build_lib')):
+        callers.setdefault(name, set()).add(node.func.attr)
+  outside = {name: sorted(calls) for name, calls in callers.items()
+             if name not in ABOVE and not name.startswith(('weights/', 'viz/'))}
+  assert not outside, f'a run config parsed below the setup: {outside}'
+  assert 'train/run.py' in callers and 'main.py' in callers
+
+
+@pytest.mark.parametrize('package, forbidden', [
+    ('train', 'vit_jax.viz'), ('evaluators', 'vit_jax.viz'), ('objectives', 'vit_jax.viz'),
+    ('objectives', 'vit_jax.weights.trained_model'), ('objectives', 'vit_jax.train'),
+    ('evaluators', 'vit_jax.objectives'), ('models', 'vit_jax.train'),
+    ('data', 'vit_jax.train'), ('parallel', 'vit_jax.train')])
+def test_arrows_point_down(package, forbidden):
+  wrong = {name: sorted(i for i in _imports(tree) if i.startswith(forbidden))
+           for name, tree in _modules(package)}
+  assert not {name: found for name, found in wrong.items() if found}
+
+
+def test_saved_runs_are_rebuilt_by_their_objective():
+  """No module switches on an objective's name but the objectives' own registry; the MAE
+  figure and export check that the workdir they are given is an MAE run's."""
+  switches = {}
+  for name, tree in _modules('.'):
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Compare) and any(
+          isinstance(c, ast.Constant) and c.value in ('mae', 'classification', 'distillation')
+          for c in node.comparators):
+        switches.setdefault(name, []).append(node.lineno)
+  assert not {name: lines for name, lines in switches.items()
+              if not name.startswith(('objectives/', 'configs/', 'viz/reconstruction',
+                                      'weights/hf_mae'))}
