@@ -28,6 +28,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -52,8 +53,9 @@ def compile_step(dtype, preset, devices, micro_batches=1, dump=None, **step_kwar
   state, shardings = state_lib.create(vit, tx, image_shape=IMAGE, seed=0, mesh=mesh,
                                       preset=preset)
   compute = None if dtype == 'float32' else jnp.bfloat16
-  step = step_lib.make_train_step(vit, tx, micro_batches=micro_batches, compute_dtype=compute,
-                                  param_shardings=shardings.params, **step_kwargs)
+  step = step_lib.make_train_step(classification.Classification(vit), tx, step_lib.StepOptions(
+      micro_batches=micro_batches, compute_dtype=compute, param_shardings=shardings.params,
+      **step_kwargs))
   rng = np.random.default_rng(0)
   batch = jax.device_put({'image': rng.uniform(-1, 1, (32, *IMAGE)).astype(np.float32),
                           'labels': np.eye(10, dtype=np.float32)[rng.integers(0, 10, 32)]},

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.data import device_pp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.data import device_randaugment as ra  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -112,7 +113,9 @@ def main():
   floats = jax.jit(augment)(uint8, positions)
 
   def jitted_step(**kwargs):
-    return step_lib.jit_train_step(step_lib.make_train_step(model, tx, **kwargs), shardings, mesh)
+    return step_lib.jit_train_step(step_lib.make_train_step(
+        classification.Classification(model), tx, step_lib.StepOptions(**kwargs)), shardings,
+        mesh)
 
   with partitioning.use(mesh, 'dp'):
     programs = {'step': _program(jitted_step(), (state, {'image': floats, 'labels': labels}),

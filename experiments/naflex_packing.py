@@ -31,6 +31,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from vit_jax.data import naflex  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import sequences  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import vit  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -131,7 +132,7 @@ def main():
   tx = optax.sgd(0.01)
   state, _ = state_lib.create(net, tx, image_shape=(side * PATCH, side * PATCH, 3), seed=0,
                               mesh=mesh_lib.make_mesh((-1, 1, 1)), preset='dp')
-  step = jax.jit(step_lib.make_train_step(net, tx))
+  step = jax.jit(step_lib.make_train_step(classification.Classification(net), tx))
 
   rows = {}
   for way in ('square', 'padded', 'packed'):

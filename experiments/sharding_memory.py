@@ -18,6 +18,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 from vit_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.models import geometry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.parallel import partitioning  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax.train import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -48,7 +49,7 @@ def measure(model_name: str, batch: int, image_size: int):
     state_bytes = sum(
         int(jnp.prod(jnp.array(s.shard_shape(x.shape)))) * x.dtype.itemsize
         for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
-    step = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
+    step = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
     data = {'image': jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32,
                                           sharding=mesh_lib.batch_sharding(mesh)),
             'labels': jax.ShapeDtypeStruct((batch, 1000), jnp.float32,

@@ -51,7 +51,8 @@ def _cuda_train_step_text(**model_fields):
                      rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
   batch = {'image': jax.ShapeDtypeStruct((8, *engine_setup.IMAGE_SHAPE), jnp.float32),
            'labels': jax.ShapeDtypeStruct((8, engine_setup.NUM_CLASSES), jnp.float32)}
-  step = step_lib.make_train_step(vit, tx, guard='select', dropout_kind='rbg')
+  step = step_lib.make_train_step(engine_setup.classifier(vit), tx,
+                                  step_lib.StepOptions(guard='select', dropout_kind='rbg'))
   return jax.jit(step).trace(state, batch).lower(lowering_platforms=('cuda',)).as_text()
 
 
@@ -100,8 +101,8 @@ def _partitioned_text(tmp_path, preset, micro_batches=1, dtype='bfloat16', **ste
                           total_steps=10)
   state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
                                       mesh=mesh, preset=preset)
-  step = step_lib.make_train_step(vit, tx, micro_batches=micro_batches,
-                                  param_shardings=shardings.params, **step_kwargs)
+  step = step_lib.make_train_step(engine_setup.classifier(vit), tx, step_lib.StepOptions(
+      micro_batches=micro_batches, param_shardings=shardings.params, **step_kwargs))
   batch = jax.device_put(engine_setup.batches(1, global_batch=32)[0],
                          mesh_lib.batch_sharding(mesh))
   dump = str(tmp_path / 'dump')
@@ -169,8 +170,9 @@ def _one_step_loss(dropout_kind):
                           total_steps=10)
   state, shardings = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0,
                                       mesh=mesh, preset='dp')
-  step = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, dropout_kind=dropout_kind),
-                                 shardings, mesh)
+  step = step_lib.jit_train_step(step_lib.make_train_step(
+      engine_setup.classifier(vit), tx, step_lib.StepOptions(dropout_kind=dropout_kind)),
+      shardings, mesh)
   with partitioning.use(mesh, 'dp'):
     state, metrics = step(state, engine_setup.batches(1)[0])
   assert state.rng.dtype == jnp.uint32 and state.rng.shape == (2,)  # checkpoints unchanged

@@ -321,15 +321,15 @@ def test_a_model_that_does_not_fit_lists_the_shapes(tmp_path):
 def test_init_from_a_foreign_checkpoint_names_the_fields_to_set(tmp_path):
   """Fine-tuning from a CLIP tower: the run's model must take its activation, norms and
   pre-norm; a run that does not is refused before it starts, naming the flags."""
-  from vit_jax.train import run  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import init_from  # pylint: disable=g-import-not-at-top
   model = _randomize(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**COMMON)))
   model.save_pretrained(tmp_path)
   ours = _feature_model()
   with pytest.raises(ValueError, match=r'add --config.model.activation=quick_gelu '
                      r'--config.model.layer_norm_eps=1e-05 --config.model.pre_norm=True'):
-    run._load_pretrained(str(tmp_path), ours, '')  # pylint: disable=protected-access
+    init_from.load(str(tmp_path), ours, '')
   ours.update(activation='quick_gelu', layer_norm_eps=1e-5, pre_norm=True)
-  loaded = run._load_pretrained(str(tmp_path), ours, '')  # pylint: disable=protected-access
+  loaded = init_from.load(str(tmp_path), ours, '')
   assert loaded.model_config.pre_norm
 
 
@@ -490,7 +490,7 @@ def test_sharded_index_with_a_missing_shard(tmp_path):
 
 
 def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
-  from vit_jax.train import run  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import init_from  # pylint: disable=g-import-not-at-top
   model = _randomize(transformers.Dinov2Model(transformers.Dinov2Config(**COMMON)))
   model.save_pretrained(tmp_path)
   transformers.BitImageProcessor(size={'shortest_edge': 36}, crop_size=32,
@@ -498,12 +498,12 @@ def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
                                  image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
   loaded = trained_model.load(str(tmp_path))
   with caplog.at_level('WARNING'):
-    run._warn_on_other_statistics(str(tmp_path), loaded,  # pylint: disable=protected-access
+    init_from.warn_on_other_statistics(str(tmp_path), loaded,
                                   'decode|resize(32)|value_range(-1, 1)')
   assert 'use normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) in place' in caplog.text
   caplog.clear()
   with caplog.at_level('WARNING'):
-    run._warn_on_other_statistics(  # pylint: disable=protected-access
+    init_from.warn_on_other_statistics(
         str(tmp_path), loaded,
         'decode|resize(32)|normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))')
   assert not caplog.text

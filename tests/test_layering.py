@@ -107,3 +107,14 @@ def test_saved_runs_are_rebuilt_by_their_objective():
   assert not {name: lines for name, lines in switches.items()
               if not name.startswith(('objectives/', 'configs/', 'viz/reconstruction',
                                       'weights/hf_mae'))}
+
+
+def test_the_official_checkpoint_api_is_a_facade_nothing_inside_uses():
+  """`vit_jax.checkpoint` is for users of the official API; the package reads weights through
+  `vit_jax.weights`."""
+  users = [name for name, tree in _modules('.')
+           if name != 'checkpoint.py' and 'vit_jax.checkpoint' in _imports(tree)]
+  assert not users
+  facade = ast.parse((PACKAGE / 'checkpoint.py').read_text(encoding='utf-8'))
+  functions = [node.name for node in facade.body if isinstance(node, ast.FunctionDef)]
+  assert functions == ['load', 'load_pretrained', 'infer_model_config']

@@ -36,7 +36,7 @@ def _resolve(config):
 
 
 def _choice(setup):
-  return setup.options.step.micro_batches, setup.options.remat
+  return setup.options.step.micro_batches, setup.remat
 
 
 @pytest.fixture(scope='module')

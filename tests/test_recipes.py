@@ -10,9 +10,9 @@ from vit_jax import errors
 from vit_jax.data import preprocess
 from vit_jax.models import build
 from vit_jax.models import geometry
+from vit_jax.train import input_checks
 from vit_jax.train import optimizer
 from vit_jax.train import options
-from vit_jax.train import run
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -130,7 +130,7 @@ def test_recipe_builds_its_model_pipeline_and_optimizer(name, args):
   jpeg = tf.io.encode_jpeg(tf.zeros([300, 400, 3], tf.uint8))
   example = train_pp({'image': jpeg, 'label': tf.constant(0, tf.int64)},
                      tf.constant([0, 0], tf.int64))
-  run._check_host_output(example, read.step.device_pp,  # pylint: disable=protected-access
+  input_checks.check_host_output(example, read.step.device_pp,
                          read.objective.name != 'mae')
   for entry in options.read_evals(config).entries.values():
     preprocess.parse(entry['pp'], num_classes=config.num_classes)

@@ -34,7 +34,7 @@ def test_explicit_data_parallel_step_agrees(reference):
   tx, schedule = optimizer.build(engine_setup.opt_config(), engine_setup.abstract_params(vit), 10)
   state, _ = state_lib.create(vit, tx, image_shape=engine_setup.IMAGE_SHAPE, seed=0, mesh=mesh,
                               preset='dp')
-  factory = lambda **kw: step_lib.make_train_step(vit, tx, schedule=schedule, **kw)  # pylint: disable=unnecessary-lambda-assignment
+  factory = lambda **kw: step_lib.make_train_step(engine_setup.classifier(vit), tx, step_lib.StepOptions(schedule=schedule, **kw))  # pylint: disable=unnecessary-lambda-assignment
   step = engine_setup.data_parallel_step(factory, mesh)
   losses = []
   for batch in engine_setup.batches(4):

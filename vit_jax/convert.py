@@ -17,7 +17,7 @@ from absl import flags
 import numpy as np
 
 from vit_jax import errors
-from vit_jax import checkpoint
+from vit_jax.weights import npz
 from vit_jax import cli
 from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
@@ -92,7 +92,7 @@ def convert(path: str, out: str, model_name: Optional[str] = None, check: bool =
   loaded = trained_model.load(path, model_name)
   report = {'architecture': loaded.model_config.to_dict(), 'classes': loaded.num_classes,
             'read': loaded.read, 'pp': loaded.pp}
-  checkpoint.save(loaded.params, out)
+  npz.save(loaded.params, out)
   if check:
     pixels = images_lib.load(images_lib.example_photo(), loaded.pp)[None]
     source = _source_output(path, pixels)

@@ -109,6 +109,7 @@ def _build_step(variant: str, change, batch: int):
   from vit_jax.train import options  # pylint: disable=g-import-not-at-top
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top
 
   _, model, params, images, labels = cpu_peers.setup(variant, batch)
   opt_config = options.optimizer_with(optim={'name': 'adam'},
@@ -125,7 +126,7 @@ def _build_step(variant: str, change, batch: int):
                                       preset='dp')
     holder = [state_lib.with_params(params, tx, shardings, seed=0)]
     with partitioning.use(mesh, 'dp'):
-      run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh).lower(
+      run = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh).lower(
           holder[0], data).compile()
 
     def step():

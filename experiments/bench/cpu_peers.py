@@ -146,6 +146,7 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
         from vit_jax.train import options  # pylint: disable=g-import-not-at-top
         from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
         from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+        from vit_jax.objectives import classification  # pylint: disable=g-import-not-at-top
         opt_config = options.optimizer_with(optim={'name': 'adam'},
                                             lr={'base': 1e-4, 'schedule': 'constant'},
                                             grad_clip_norm=0.0)
@@ -154,7 +155,7 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
         _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
                                           preset='dp')
         train_state = state_lib.with_params(params, tx, shardings, seed=0)
-        run = step_lib.jit_train_step(step_lib.make_train_step(model, tx), shardings, mesh)
+        run = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
         data = {'image': jax.device_put(images), 'labels': jax.device_put(labels)}
         with partitioning.use(mesh, 'dp'):
           compiled = run.lower(train_state, data).compile()

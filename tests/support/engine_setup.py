@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import models
+from vit_jax.objectives import classification
 from vit_jax.parallel import partitioning
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import optimizer
@@ -21,6 +22,11 @@ MODEL = dict(model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
              classifier='token', representation_size=None)
 IMAGE_SHAPE = (16, 16, 3)
 NUM_CLASSES = 5
+
+
+def classifier(vit):
+  """The supervised objective around a bare model: what `make_train_step` trains."""
+  return classification.Classification(vit)
 
 
 def opt_config(**overrides) -> options.Optimizer:
@@ -65,7 +71,8 @@ def train(mesh_sizes, num_steps=4, preset='fsdp_tp', devices=None, micro_batches
   state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
                                       preset=preset)
   step = under_rules(step_lib.jit_train_step(
-      step_lib.make_train_step(vit, tx, schedule=schedule, micro_batches=micro_batches),
+      step_lib.make_train_step(classifier(vit), tx, step_lib.StepOptions(
+          schedule=schedule, micro_batches=micro_batches)),
       shardings, mesh), mesh, preset)
   sharding = mesh_lib.batch_sharding(mesh)
   losses = []
@@ -106,8 +113,8 @@ def state_and_step(sizes, preset, **step_kwargs):
   tx, _ = optimizer.build(opt_config(), abstract_params(vit), total_steps=10)
   state, shardings = state_lib.create(vit, tx, image_shape=IMAGE_SHAPE, seed=0, mesh=mesh,
                                       preset=preset, ema='ema_decay' in step_kwargs)
-  jitted = step_lib.jit_train_step(step_lib.make_train_step(vit, tx, **step_kwargs), shardings,
-                                   mesh)
+  jitted = step_lib.jit_train_step(step_lib.make_train_step(
+      classifier(vit), tx, step_lib.StepOptions(**step_kwargs)), shardings, mesh)
   return vit, mesh, tx, state, jitted
 
 

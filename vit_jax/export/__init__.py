@@ -32,10 +32,10 @@ def export(checkpoint_path: str, fmt: str, out: str, *, model_name=None, image_s
 
 
 def _write(loaded, fmt: str, out: str, labels) -> str:
-  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import npz  # pylint: disable=g-import-not-at-top
   args = (loaded.params, loaded.model_config, loaded.num_classes, loaded.image_size)
   if fmt == 'npz':
-    checkpoint.save(loaded.params, out)
+    npz.save(loaded.params, out)
     return out
   if fmt == 'hf':
     from vit_jax.export import hf  # pylint: disable=g-import-not-at-top

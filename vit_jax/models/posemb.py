@@ -177,7 +177,7 @@ def resize_grid(posemb: jnp.ndarray, new_grid: tuple[int, int], num_prefix_token
   `interpolate(..., antialias=True)`), prefix rows kept; the old grid is square unless given.
   `square`: resized to a square of the longer side, then its top-left corner kept (timm's
   `pos_embed_ar_preserving`). Used for run-time resolution changes; checkpoints are resampled
-  offline by `checkpoint.resample_posemb` as the official code does.
+  offline by `weights.npz.resample_posemb` as the official code does.
   """
   prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
   tokens = grid.shape[1]
@@ -231,7 +231,7 @@ class AddPositionEmbs(nn.Module):
                           self.param_dtype)
     if posemb.shape[1] != inputs.shape[1]:
       raise errors.UserError(f'The position table has {posemb.shape[1]} rows for {inputs.shape[1]} '
-                             'tokens: resample it (checkpoint.adapt_params) or set '
+                             'tokens: resample it (weights.adapt.adapt_params) or set '
                              'dynamic_image_size=True.')
     return inputs + posemb.astype(inputs.dtype)
 

@@ -103,14 +103,13 @@ def _per_device_bytes(tree: Any, shardings: Any) -> int:
 
 
 def with_choice(setup: setup_lib.Setup, micro_batches: int, remat: str) -> setup_lib.Setup:
-  """`setup` with these micro-batches and this remat policy (neither changes the state)."""
+  """`setup` with these micro-batches and this remat policy (neither changes the state). The
+  policy goes into the objective's model, the one place the step reads it (`Setup.remat`)."""
   options = setup.options
-  model = options.model.clone(remat=remat)
-  return dataclasses.replace(setup, objective=setup.objective.with_model(model),
-                             options=dataclasses.replace(
-                                 options, model=model, remat=remat,
-                                 step=dataclasses.replace(options.step,
-                                                          micro_batches=micro_batches)))
+  objective = setup.objective.with_model(options.model.clone(remat=remat))
+  step = dataclasses.replace(options.step, micro_batches=micro_batches)
+  return dataclasses.replace(setup, objective=objective,
+                             options=dataclasses.replace(options, step=step))
 
 
 def measure(setup: setup_lib.Setup, budget: Optional[int] = None) -> Plan:
@@ -135,7 +134,7 @@ def measure(setup: setup_lib.Setup, budget: Optional[int] = None) -> Plan:
   total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
            - analysis.alias_size_in_bytes + analysis.temp_size_in_bytes
            + analysis.generated_code_size_in_bytes)
-  return Plan(options.step.micro_batches, options.remat, parameters, optimizer_state,
+  return Plan(options.step.micro_batches, setup.remat, parameters, optimizer_state,
               batch_bytes, int(analysis.temp_size_in_bytes),
               int(analysis.generated_code_size_in_bytes), int(total), budget, compiled)
 

@@ -196,7 +196,9 @@ class Options:
 
   model: vit.VisionTransformer  # a Flax module: itself a frozen dataclass of the model's fields
   model_config: ml_collections.ConfigDict  # the same fields, as the official configs spell them
-  remat: str  # model.remat as given: a policy name, or AUTO
+  # model.remat as asked: a policy name, or AUTO. The policy trained with is `Setup.remat` (the
+  # objective's model), which the planner sets for AUTO; `model` keeps the configured one.
+  remat: str
   optimizer: Optimizer
   step: StepSettings
   data: Data

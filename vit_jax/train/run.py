@@ -13,23 +13,20 @@ from typing import Any, Callable, Optional
 
 from absl import logging
 import jax
-import numpy as np
 
-from vit_jax import errors
-from vit_jax import checkpoint
 from vit_jax import evaluators as evaluators_lib
 from vit_jax import storage
+from vit_jax.weights import adapt
 from vit_jax.weights import workdir_params
-from vit_jax.weights import trained_model
 from vit_jax.data import dense_targets
 from vit_jax.data import naflex as naflex_lib
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
-from vit_jax.weights import transforms
-from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.train import checkpointer as checkpointer_lib
+from vit_jax.train import init_from
+from vit_jax.train import input_checks
 from vit_jax.train import metric_writer
 from vit_jax.train import memory
 from vit_jax.train import options as options_lib
@@ -119,65 +116,8 @@ class Run:
         logging.exception('While closing after a failure:')
 
 
-# Model fields a checkpoint fixes that its shapes may not show (foreign files, workdirs).
-_FAMILY_FIELDS = ('activation', 'layer_norm_eps', 'pre_norm', 'qk_norm', 'num_registers',
-                  'distilled', 'layerscale')
-
-
-def _family_fields(model_config) -> dict[str, Any]:
-  get = model_config.get
-  return {'activation': vit.activation_name(get('activation'), get('gelu_approximate', True)),
-          'layer_norm_eps': get('layer_norm_eps') or 1e-6, 'pre_norm': bool(get('pre_norm')),
-          'qk_norm': bool(get('qk_norm')), 'num_registers': int(get('num_registers') or 0),
-          'distilled': bool(get('distilled')), 'layerscale': get('layerscale') is not None}
-
-
-def _load_pretrained(path: str, model_config, run_pp: str) -> trained_model.TrainedModel:
-  """`config.init_from` loaded; a checkpoint whose family fields (activation, norms, tokens)
-  differ from the run's model (`model_config`) is refused naming the flags that make them
-  agree. `run_pp`: the run's host and device pp, joined."""
-  loaded = trained_model.load(path)
-  _warn_on_other_statistics(path, loaded, run_pp)
-  if path.endswith('.npz'):  # released files carry shapes only: the run's fields stand
-    return loaded
-  theirs, ours = _family_fields(loaded.model_config), _family_fields(model_config)
-  differ = [f for f in _FAMILY_FIELDS if theirs[f] != ours[f]]
-  if differ:
-    value = lambda f: (loaded.model_config.get(f) if f == 'layerscale' else theirs[f])  # pylint: disable=unnecessary-lambda-assignment
-    flags = ' '.join(f'--config.model.{f}={value(f)}' for f in differ)
-    raise errors.UserError(
-        f'config.init_from={path} has {", ".join(f"{f}={theirs[f]}" for f in differ)}'
-        f' but the run\'s model has {", ".join(f"{f}={ours[f]}" for f in differ)}; '
-        f'add {flags}')
-  return loaded
-
-
-def _warn_on_other_statistics(path: str, loaded: trained_model.TrainedModel,
-                              run_pp: str) -> None:
-  """One line when the run feeds the checkpoint other input statistics than it was trained on."""
-  theirs = transforms.statistics(loaded.pp)
-  run_op = transforms.value_op(run_pp)
-  if run_op is None:
-    return
-  ours = transforms.statistics(run_op)
-  if not np.allclose(theirs, ours, atol=1e-3):
-    logging.warning('config.init_from=%s was trained on inputs normalised with mean %s, std %s '
-                    '(%s); this run uses mean %s, std %s: use normalize(%s, %s) in place of '
-                    'value_range to keep them.', path, theirs[0], theirs[1],
-                    loaded.pp, ours[0], ours[1], theirs[0], theirs[1])
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-  """`config.init_from`, loaded and checked against the run's model."""
-
-  path: str
-  loaded: trained_model.TrainedModel
-  dont_load: tuple[str, ...]  # parameter names kept from the fresh init
-
-
 def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
-                   pretrained: Callable[[], Optional[Pretrained]],
+                   pretrained: Callable[[], Optional[init_from.Pretrained]],
                    probe_batches: Callable[[], pipeline.TrainIterator]):
   """(step, state, global data position, unlogged training rows): the newest valid
   checkpoint, else a fresh start (a linear probe's head_norm statistics measured on
@@ -193,7 +133,7 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
                               ema=ema)
   init = pretrained()
   if init is not None:
-    params = checkpoint.adapt_params(init.loaded.params, jax.device_get(state.params),
+    params = adapt.adapt_params(init.loaded.params, jax.device_get(state.params),
                                      source=init.path, dont_load=init.dont_load)
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
   if options.model.linear_probe:
@@ -218,77 +158,6 @@ def _packer(naflex: Optional[options_lib.Naflex]):
                            images_per_sequence=naflex.images_per_sequence)
 
 
-def _check_host_output(spec: dict, device_pp, needs_labels: bool, naflex=None,
-                       targets: dict = None) -> None:
-  """pp_train must hand the device preprocessing uint8 images, and a model float ones; and
-  labels when the objective learns them. A NaFlex run's naflex op gives float patches. A dense
-  run's per-pixel `targets` ({key: (shape, dtype)}) come at the image's size."""
-  if naflex is not None:
-    if 'patches' not in spec or spec['patches'].dtype.name != 'float32':
-      raise errors.UserError('config.pp_train must end its image ops with value_range/normalize '
-                             'then naflex(patch_size, max_patches): float patches; it produces '
-                             f'{ {k: v.dtype.name for k, v in spec.items()} }.')
-    if needs_labels and 'labels' not in spec:
-      raise errors.UserError(f'config.pp_train must produce "labels" (end it with onehot) for '
-                             f'this objective; it produces {sorted(spec)}.')
-    return
-  image = spec.get('image')
-  if image is None:
-    raise errors.UserError(f'config.pp_train must produce an "image"; it produces {sorted(spec)}.')
-  if needs_labels and 'labels' not in spec:
-    raise errors.UserError(f'config.pp_train must produce "labels" (end it with onehot) for '
-                           f'this objective; it produces {sorted(spec)}.')
-  if device_pp and image.dtype.name != 'uint8':
-    raise errors.UserError(f'config.pp_device={device_pp.spec!r} needs uint8 images but '
-                           f'config.pp_train ends with {image.dtype.name} ones; move value_range/'
-                           'normalize from pp_train to pp_device.')
-  for key, (shape, dtype) in (targets or {}).items():
-    found = spec.get(key)
-    if found is None or tuple(found.shape[1:]) != tuple(shape[1:]):
-      raise errors.UserError(
-          f'config.pp_train must produce "{key}" maps of the image size {tuple(shape[1:])} '
-          f'(end it with a crop to config.image_size and keep "{key}"); it produces '
-          f'{ {k: tuple(v.shape[1:]) for k, v in spec.items()} }.')
-    if found.dtype.name != np.dtype(dtype).name:
-      raise errors.UserError(f'config.pp_train gives "{key}" as {found.dtype.name}; expected '
-                             f'{np.dtype(dtype).name} (the {key} op makes it).')
-  if not device_pp and image.dtype.name == 'uint8':
-    raise errors.UserError('config.pp_train ends with uint8 images and config.pp_device is empty; '
-                           'end pp_train with value_range(-1, 1) or set --config.pp_device='
-                           '"value_range(-1, 1)".')
-
-
-def _class_count(start: options_lib.Start, train_source: sources.Source) -> int:
-  """`num_classes` unset (None) takes the training source's class count (an image folder's
-  class folders); a folder whose count disagrees with a set one is refused."""
-  found = train_source.num_classes
-  if start.num_classes is None:
-    if not found:
-      raise errors.UserError(
-          f'config.num_classes is unset and {train_source.name} names no classes; '
-          'set --config.num_classes.')
-    return found
-  if start.source.get('name') == 'folder' and start.num_classes != found:
-    raise errors.UserError(
-        f'config.num_classes={start.num_classes} but {train_source.name} has '
-        f'{found} class folders; drop --config.num_classes to take them from it.')
-  return start.num_classes
-
-
-SOURCE_PP_FILE = 'init_from_pp.txt'  # the init_from checkpoint's input transform, for resumes
-
-
-def _source_input_transform(init: options_lib.Init, workdir: str) -> Optional[str]:
-  """The init_from checkpoint's input transform: kept in the workdir once the run has started
-  (a resume needs no source), else read off the source's side files."""
-  if not init.path or not init.pp_from_init:
-    return None
-  kept = storage.path(workdir) / SOURCE_PP_FILE
-  if kept.exists():
-    return kept.read_text(encoding='utf-8').strip()
-  return trained_model.input_transform(init.path)
-
-
 def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step. `config` (a ConfigDict) is read here
   and nowhere below: the parts take its typed `options`."""
@@ -297,8 +166,8 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   # The config: what the training data and the init checkpoint decide, then read once.
   start = options_lib.read_start(config)
   train_source = sources.from_config(start.source)
-  source_pp = _source_input_transform(start.init, workdir)
-  resolved = options_lib.resolve(config, num_classes=_class_count(start, train_source),
+  source_pp = init_from.source_input_transform(start.init, workdir)
+  resolved = options_lib.resolve(config, num_classes=input_checks.class_count(start, train_source),
                                  source_pp=source_pp)
   config_dict = workdir_lib.config_dict(resolved)  # as given ('auto' fields stay 'auto')
   options = options_lib.read(resolved)
@@ -315,7 +184,7 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
         with_position=step_lib.needs_positions(options.step, setup.objective),
         repeats=data.repeated_aug, pack=_packer(data.naflex))
   objective = setup.objective
-  _check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
+  input_checks.check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
                      objective.needs_labels, data.naflex,
                      objective.target_spec(data.batch_size, data.image_shape))
   if objective.targets:  # the first examples' per-pixel targets, read once
@@ -326,14 +195,14 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
                                         setup.eval_param_shardings())
 
   @functools.cache
-  def pretrained() -> Optional[Pretrained]:
+  def pretrained() -> Optional[init_from.Pretrained]:
     """`config.init_from`, loaded once and checked (None without one)."""
     if not options.init.path:
       return None
     run_pp = '|'.join(p for p in (data.pp_train, device_pp and device_pp.spec) if p)
-    return Pretrained(options.init.path,
-                      _load_pretrained(options.init.path, options.model_config, run_pp),
-                      options.init.dont_load + setup.objective.fresh_params)
+    return init_from.Pretrained(
+        options.init.path, init_from.load(options.init.path, options.model_config, run_pp),
+        options.init.dont_load + setup.objective.fresh_params)
   if not workdir_params.checkpoints_dir(workdir).exists():
     pretrained()  # checked before the claim; a resume needs no source
   # The train step, compiled once (the 'auto' fields chosen) and checked against the device's
@@ -346,8 +215,8 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   if lead:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
-    if source_pp and not (storage.path(workdir) / SOURCE_PP_FILE).exists():
-      storage.write(storage.path(workdir) / SOURCE_PP_FILE, source_pp + '\n')
+    if source_pp and not (storage.path(workdir) / init_from.SOURCE_PP_FILE).exists():
+      storage.write(storage.path(workdir) / init_from.SOURCE_PP_FILE, source_pp + '\n')
   step_fn = memory_plan.compiled
   extras = step_lib.place_extras(setup)  # a teacher's parameters, placed once
 

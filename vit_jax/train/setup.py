@@ -35,6 +35,12 @@ class Setup:
     """The module the state's parameters belong to (the objective's `train_model`)."""
     return self.objective.train_model
 
+  @property
+  def remat(self) -> str:
+    """The remat policy the step trains with: `options.remat`, or the planner's choice for
+    'auto' (train/memory.py). The objective's model holds it, and nothing else."""
+    return self.objective.model.remat
+
   def eval_param_shardings(self):
     """Shardings of `objective.eval_params(params)`: what evaluators take."""
     abstract = jax.eval_shape(self.objective.eval_params, self.abstract_state.params)

@@ -16,6 +16,7 @@ donation of the old state and nothing else: the mesh and the logical axis rules 
 around the run (`partitioning.use`). The eval step lives with the evaluators.
 """
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -78,12 +79,10 @@ def dropout_key(rng: jax.Array, kind: str) -> jax.Array:
   return jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl=kind)
 
 
-def gradient_fn(objective, loss: str = 'softmax_xent', label_smoothing: float = 0.0, *,
-                compute_dtype=None, param_shardings=None) -> GradFn:
+def gradient_fn(objective: objectives.Objective, *, compute_dtype=None,
+                param_shardings=None) -> GradFn:
   """`(params, inputs, rng, extras) -> ((mean loss, {metric: mean}), gradients)` of an
-  objective (a bare model: supervised classification with `loss`). With `compute_dtype` the
-  weights are cast first (`cast_for_compute`)."""
-  objective = as_objective(objective, loss, label_smoothing)
+  objective. With `compute_dtype` the weights are cast first (`cast_for_compute`)."""
 
   def forward(params, inputs, rng, extras):
     if compute_dtype is not None:
@@ -91,13 +90,6 @@ def gradient_fn(objective, loss: str = 'softmax_xent', label_smoothing: float = 
     return objective.loss(params, inputs, rng, extras)
 
   return jax.value_and_grad(forward, has_aux=True)
-
-
-def as_objective(objective, loss: str = 'softmax_xent', label_smoothing: float = 0.0):
-  """An objective as is; a bare model as supervised classification."""
-  if isinstance(objective, objectives.Objective):
-    return objective
-  return objectives.classification.Classification(objective, loss, label_smoothing)
 
 
 def split_micro_batches(x: jax.Array, micro_batches: int) -> jax.Array:
@@ -145,27 +137,36 @@ def apply_update(tx: optax.GradientTransformation, state: TrainState, grads,
                     ema_params=ema_params)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *,
-                    loss: str = 'softmax_xent', label_smoothing: float = 0.0,
-                    micro_batches: int = 1, ema_decay: Optional[float] = None,
-                    schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
-                    mixer: Optional[Mixer] = None, augment: Optional[Augment] = None,
-                    grad_reduce: Optional[Callable[[Any], Any]] = None,
-                    compute_dtype=None, param_shardings=None, guard: str = 'cond',
-                    dropout_kind: str = 'threefry'):
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """What a train step computes around its objective's loss and gradients."""
+
+  micro_batches: int = 1  # gradients accumulated over this many slices (`accumulate_gradients`)
+  ema_decay: Optional[float] = None  # the EMA of the parameters, when the state keeps one
+  schedule: Optional[Callable[[jax.Array], jax.Array]] = None  # logged as `learning_rate`
+  mixer: Optional[Mixer] = None  # mixup / CutMix of images and labels (config.mixup)
+  augment: Optional[Augment] = None  # device preprocessing (config.pp_device)
+  # A pmean over the data axes of (gradients, loss, metrics): an explicit data-parallel
+  # (shard_map) variant of the step; GSPMD needs none.
+  grad_reduce: Optional[Callable[[Any], Any]] = None
+  compute_dtype: Any = None  # weights cast before the forward pass (`cast_for_compute`)...
+  param_shardings: Any = None  # ...under these shardings
+  guard: str = 'cond'  # a non-finite step dropped by 'cond' or a per-leaf 'select' (below)
+  dropout_kind: str = 'threefry'  # `dropout_key`
+
+
+def make_train_step(objective: objectives.Objective, tx: optax.GradientTransformation,
+                    options: StepOptions = StepOptions()):
   """The pure train step `(state, batch, extras={}) -> (state, metrics)` of an objective
-  (`vit_jax.objectives`; a bare model trains for classification with `loss`). `grad_reduce`
-  (a pmean) reduces gradients and metrics in an explicit data-parallel (shard_map) variant;
-  GSPMD needs none. `compute_dtype` and `param_shardings`: see `cast_for_compute`; `guard`:
-  'cond' or 'select' (see below); `dropout_kind`: see `dropout_key`."""
-  objective = as_objective(model, loss, label_smoothing)
-  grad_fn = gradient_fn(objective, compute_dtype=compute_dtype,
-                        param_shardings=param_shardings)
+  (`vit_jax.objectives`), its optimizer and its `options`."""
+  grad_fn = gradient_fn(objective, compute_dtype=options.compute_dtype,
+                        param_shardings=options.param_shardings)
+  micro_batches, augment, mixer = options.micro_batches, options.augment, options.mixer
 
   def train_step(state: TrainState, batch: Batch, extras=None):
     extras = {} if extras is None else extras
     dropout_rng, mix_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
-    dropout_rng = dropout_key(dropout_rng, dropout_kind)
+    dropout_rng = dropout_key(dropout_rng, options.dropout_kind)
     if 'image' in batch:
       images = batch['image']
       if augment is not None:
@@ -186,22 +187,22 @@ def make_train_step(model, tx: optax.GradientTransformation, *,
     else:
       (loss_value, measured), grads = accumulate_gradients(
           grad_fn, state.params, inputs, dropout_rng, micro_batches, extras)
-    if grad_reduce is not None:
-      grads, loss_value, measured = grad_reduce((grads, loss_value, measured))
-    new_state = apply_update(tx, state, grads, ema_decay)
+    if options.grad_reduce is not None:
+      grads, loss_value, measured = options.grad_reduce((grads, loss_value, measured))
+    new_state = apply_update(tx, state, grads, options.ema_decay)
     grad_norm = _tree_norm(grads)
     finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
     # A non-finite step changes nothing but the flag: the loop raises, naming the step. A cond
     # is cheapest on CPU (a select reads and writes the whole state again, ~15% of a CPU step)
     # but keeps a second copy of the state in temporaries; a per-leaf select does not.
-    if guard == 'cond':
+    if options.guard == 'cond':
       new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
     else:
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     metrics = {'loss': loss_value, **measured, 'grad_norm': grad_norm,
                'param_norm': _tree_norm(new_state.params), 'finite': finite.astype(jnp.float32)}
-    if schedule is not None:
-      metrics['learning_rate'] = schedule(state.step)
+    if options.schedule is not None:
+      metrics['learning_rate'] = options.schedule(state.step)
     if preemption.STOP_KEY in batch:  # every process's stop request, over the global batch
       metrics[preemption.STOP_KEY] = jnp.max(batch[preemption.STOP_KEY])
     return new_state, metrics
@@ -260,7 +261,7 @@ def train_batch_spec(data: options_lib.Data, step: options_lib.StepSettings,
 
 
 def accelerator_choices(step: options_lib.StepSettings, model: nn.Module) -> dict:
-  """`make_train_step`'s backend-dependent arguments for the run's options: the compute dtype
+  """`StepOptions`' backend-dependent fields for the run's options: the compute dtype
   weights are gathered in (`cast_for_compute`; None for float32), the guard and the dropout
   key kind, with 'auto' resolved for this backend."""
   on_cpu = jax.default_backend() == 'cpu'
@@ -287,11 +288,10 @@ def for_run(setup):
                                  mesh_lib.BATCH_AXES, cutmix_alpha=step.cutmix_alpha)
            if step.mixup else None)
   augment = device_augment(setup)
-  pure = make_train_step(
-      setup.objective, setup.tx, micro_batches=step.micro_batches,
-      ema_decay=step.ema_decay, schedule=setup.schedule, mixer=mixer, augment=augment,
-      param_shardings=setup.shardings.params,
-      **accelerator_choices(step, setup.options.model))
+  pure = make_train_step(setup.objective, setup.tx, StepOptions(
+      micro_batches=step.micro_batches, ema_decay=step.ema_decay, schedule=setup.schedule,
+      mixer=mixer, augment=augment, param_shardings=setup.shardings.params,
+      **accelerator_choices(step, setup.options.model)))
   return jit_train_step(pure, setup.shardings, setup.mesh, setup.objective.extras_shardings(
       setup.mesh, setup.options.parallel.sharding))
 

@@ -18,17 +18,19 @@ import ml_collections
 import numpy as np
 
 from vit_jax import errors
-from vit_jax import checkpoint
+from vit_jax import objectives
 from vit_jax import storage
-from vit_jax.weights import foreign
-from vit_jax.weights import transforms
-from vit_jax.weights import workdir_params
 from vit_jax.configs import models as model_configs
 from vit_jax.models import build
 from vit_jax.models import geometry
-from vit_jax import objectives
 from vit_jax.models import vit
 from vit_jax.models.vit import VisionTransformer
+from vit_jax.weights import adapt
+from vit_jax.weights import architecture
+from vit_jax.weights import foreign
+from vit_jax.weights import npz
+from vit_jax.weights import transforms
+from vit_jax.weights import workdir_params
 
 
 @dataclasses.dataclass
@@ -74,7 +76,7 @@ def _from_workdir(workdir: str
   num_classes = config.num_classes if keeps_head else None
   if model_config.get('linear_probe'):
     params, model_config = fold_head_norm(params, model_config)
-  return (checkpoint.canonicalize(params), model_config, num_classes, config.image_size, pp,
+  return (npz.canonicalize(params), model_config, num_classes, config.image_size, pp,
           config.get('ema_decay') is not None)
 
 
@@ -125,8 +127,8 @@ def load(path: str, model_name: Optional[str] = None, *,
       raise errors.UserError(f'{path} is a workdir: its model comes from its config; drop --model.')
     params, model_config, num_classes, native, pp, averaged = _from_workdir(path)
   elif storage.path(path).exists():
-    params = checkpoint.load(path)
-    model_config, num_classes = checkpoint.infer_model_config(params)
+    params = npz.read(path)
+    model_config, num_classes = architecture.infer(params)
     if model_name:
       model_config = model_configs.get_config(model_name)
     native = geometry.native_image_size(params, model_config) or 224
@@ -138,7 +140,7 @@ def load(path: str, model_name: Optional[str] = None, *,
   if image_size and image_size != native:
     geometry.check_image_size(image_size, model_config)
     shapes = geometry.abstract_params(model, image_size)
-    params = checkpoint.adapt_params(params, shapes, source=path, reset_head=False)
+    params = adapt.adapt_params(params, shapes, source=path, reset_head=False)
     pp = transforms.resized(pp, native, image_size)
     native = image_size
   params = jax.tree.map(np.asarray, params)
