@@ -49,7 +49,8 @@ def measure(model_name: str, batch: int, image_size: int):
     state_bytes = sum(
         int(jnp.prod(jnp.array(s.shard_shape(x.shape)))) * x.dtype.itemsize
         for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
-    step = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
+    step = step_lib.jit_train_step(
+        step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
     data = {'image': jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32,
                                           sharding=mesh_lib.batch_sharding(mesh)),
             'labels': jax.ShapeDtypeStruct((batch, 1000), jnp.float32,

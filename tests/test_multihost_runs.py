@@ -20,7 +20,6 @@ import jax
 import numpy as np
 import pytest
 
-import preloaded
 import runs
 import tiny_recipe
 from vit_jax import evaluators
@@ -59,9 +58,10 @@ class Job:
     self.procs = []
     for i, log in enumerate(self.logs):
       with open(log, 'w') as out:
-        self.procs.append(preloaded.Popen(
+        # Plain interpreters, as real hosts start them (each with its own string-hash seed).
+        self.procs.append(subprocess.Popen(
             args + ([f'--process_id={i}'] if processes > 1 else []), cwd=ROOT, env=env,
-            stdout=out, stderr=preloaded.STDOUT, text=True))
+            stdout=out, stderr=subprocess.STDOUT, text=True))
 
   def log(self, i=0):
     with open(self.logs[i]) as f:

@@ -4,11 +4,11 @@ process 1; a wait past the bound is one line."""
 
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
 
-import preloaded
 from vit_jax import errors
 from vit_jax.data import preparation
 
@@ -44,9 +44,10 @@ def _free_port():
 def _two_processes(mode, data_dir):
   port = _free_port()
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  procs = [preloaded.Popen([sys.executable, '-c', WORKER, str(port), str(i), mode, data_dir],
-                           cwd=ROOT, env=env, stdout=preloaded.PIPE, stderr=preloaded.STDOUT,
-                           text=True) for i in range(2)]
+  # Plain interpreters, as real hosts start them (each with its own string-hash seed).
+  procs = [subprocess.Popen([sys.executable, '-c', WORKER, str(port), str(i), mode, data_dir],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
   try:
     return [(p.wait(timeout=240), p.stdout.read()) for p in procs]
   finally:

@@ -74,7 +74,8 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
   mesh = mesh_lib.make_mesh((1, 1, 1), jax.devices()[:1])
   shardings = partitioning.param_shardings(random_init, mesh, config.sharding)
   probe = evaluators.build('fewshot', config.evals.fewshot.to_dict(), evaluators.base.Context(
-      trained.model, mesh, shardings, 10, 64), config.loss)
+      trained.model, mesh, shardings, 10, 64, config.image_size,
+      config.dense.ignore_label), config.loss)
   with partitioning.use(mesh, config.sharding):
     untrained = probe.run(jax.device_put(random_init, shardings), step=0)
   # Seen with the published protocol (fixed L2 2^10, mean of seeds 0-2): 0.573 after this short

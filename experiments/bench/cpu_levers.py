@@ -126,8 +126,9 @@ def _build_step(variant: str, change, batch: int):
                                       preset='dp')
     holder = [state_lib.with_params(params, tx, shardings, seed=0)]
     with partitioning.use(mesh, 'dp'):
-      run = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh).lower(
-          holder[0], data).compile()
+      run = step_lib.jit_train_step(
+          step_lib.make_train_step(classification.Classification(model), tx), shardings,
+          mesh).lower(holder[0], data).compile()
 
     def step():
       holder[0], metrics = run(holder[0], data)

@@ -155,7 +155,8 @@ def measure_one(impl: str, mode: str, variant: str, batch: int, iters: int, thre
         _, shardings = state_lib.abstract(model, tx, image_shape=(224, 224, 3), mesh=mesh,
                                           preset='dp')
         train_state = state_lib.with_params(params, tx, shardings, seed=0)
-        run = step_lib.jit_train_step(step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
+        run = step_lib.jit_train_step(
+            step_lib.make_train_step(classification.Classification(model), tx), shardings, mesh)
         data = {'image': jax.device_put(images), 'labels': jax.device_put(labels)}
         with partitioning.use(mesh, 'dp'):
           compiled = run.lower(train_state, data).compile()

@@ -30,8 +30,8 @@ class Context:
   param_shardings: Any
   num_classes: int
   batch_size: int  # the default global eval batch
-  image_size: int = 224  # the run's: a dense evaluator's default window
-  ignore_label: int = 255  # a segmentation run's (config.dense.ignore_label)
+  image_size: int  # the run's: a dense evaluator's default window
+  ignore_label: int  # a segmentation run's (config.dense.ignore_label)
 
   def local_batch(self, global_batch: int) -> int:
     return mesh_lib.local_batch_size(global_batch, jax.process_count(), jax.device_count())
