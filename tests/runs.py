@@ -9,12 +9,17 @@ import time
 
 import jax
 import numpy as np
+import pytest
+
+from vit_jax import storage
+from vit_jax.train import checkpointer
+from vit_jax.train import loop
+from vit_jax.train import run as run_lib
+from vit_jax.train import setup as setup_lib
+from vit_jax.weights import workdir_params
 
 import preloaded
 import tiny_recipe
-from vit_jax import storage
-from vit_jax.train import checkpointer
-from vit_jax.train import setup as setup_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Rows every 3 steps, checkpoints every 4, evaluations every 6: a stop rarely falls on a row.
@@ -126,10 +131,6 @@ def kill_and_resume(config, workdir, finished, monkeypatch, *, after, restored_s
   (no saving on the way out); checks that the newest checkpoint is `restored_step`, resumes
   to the end, and compares the final parameters bit for bit with the workdir `finished` (the
   same config, never interrupted)."""
-  import pytest  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import run as run_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import workdir_params  # pylint: disable=g-import-not-at-top
   served, original = [], run_lib.Run.next_batch
 
   def killed(self, step):

@@ -14,6 +14,7 @@ import re
 
 import jax
 import numpy as np
+from PIL import Image
 
 from vit_jax import param_names
 from vit_jax.configs import common
@@ -42,7 +43,7 @@ def recipe(name, arg):
 
 def _digits_folder(root):
   """sklearn's digits as a folder of PNGs of several aspect ratios (for the NaFlex recipe)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  # sklearn's photographs and digits: imported only where they are read.
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   digits = datasets.load_digits()
   for split, indices in (('train', range(0, 1200)), ('val', range(1200, 1400))):

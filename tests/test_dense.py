@@ -6,12 +6,10 @@ import io
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 import tensorflow as tf
 
-import configs.dense as dense_recipes
-from support import tiny_vit_config
 from vit_jax import errors
 from vit_jax.configs import common
 from vit_jax.data import dense_targets
@@ -22,6 +20,11 @@ from vit_jax.models import dense as dense_lib
 from vit_jax.models import intermediates
 from vit_jax.models import vit
 from vit_jax.objectives import dense as dense_objective
+from vit_jax.train import options
+from vit_jax.weights import trained_model
+
+import configs.dense as dense_recipes
+from support import tiny_vit_config
 
 
 def _pattern(seed=0, size=(36, 44)):
@@ -214,7 +217,6 @@ def test_a_hybrid_backbone_gives_its_grid_and_an_unrecoverable_grid_is_refused()
     ({'evals.val.kind': 'classification'}, "kind='classification'; a dense segmentation run"),
 ])
 def test_bad_dense_configs_are_refused_in_one_line(fields, message):
-  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
   config = dense_recipes.get_config('digits_segmentation')
   for key, value in fields.items():
     holder = config
@@ -229,9 +231,9 @@ def test_bad_dense_configs_are_refused_in_one_line(fields, message):
 def test_a_hugging_face_dinov2_backbone_feeds_the_head_its_own_patch_features(tmp_path):
   """DINOv2 saved by transformers: the dense model's features are transformers' final-normed
   patch tokens, laid out as the image's grid."""
+  # PyTorch: imported only by the tests that build a reference.
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=64, image_size=28, patch_size=14)
   reference = transformers.Dinov2Model(config).eval()

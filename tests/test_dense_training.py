@@ -7,21 +7,24 @@ import os
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 
-import configs.digits as digits_recipe
-import configs.dense as dense_recipes
-import runs
 from vit_jax import errors
 from vit_jax import evaluators
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
+from vit_jax.evaluators import paper_report
 from vit_jax.train import loop
-from vit_jax.viz import run_figures
-from vit_jax.viz import report
-from vit_jax.weights import trained_model
 from vit_jax.train import options as options_lib
+from vit_jax.viz import report
+from vit_jax.viz import run_figures
+from vit_jax.weights import trained_model
+
+import configs.dense as dense_recipes
+import configs.digits as digits_recipe
+import runs
 
 pytestmark = pytest.mark.slow
 PROBE_STEPS = 160
@@ -97,7 +100,6 @@ def test_eval_mode_and_the_report_give_the_run_final_numbers(probes, data_dir, t
   config = dense_config('digits_segmentation', data_dir)
   again = evaluators.evaluate_checkpoint(options_lib.read_evals(config), workdir)
   assert again['val/miou'] == pytest.approx(final['val/miou'], abs=1e-6)
-  from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
   text = open(paper_report.write(str(tmp_path), workdir, again, {}), encoding='utf-8').read()
   assert f'| val: segmentation mIoU | {100 * again["val/miou"]:.2f} | - |' in text
 
@@ -111,7 +113,6 @@ def test_figures_show_input_truth_and_prediction(probes, data_dir, tmp_path):
                                 'canvas': (32, 48), 'data_dir': data_dir})
   dataset, _ = pipeline.eval_dataset(source, preprocess.parse(
       'decode|depth|central_crop((32, 48))|keep("image", "depth")'), local_batch=2)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   batch = next(dataset.as_numpy_iterator())
   paths = []
   for i, image in enumerate(batch['image']):

@@ -26,6 +26,7 @@ def test_builds_offline_with_fixed_splits(digits_data_dir):
 
 
 def test_images_are_the_upscaled_sklearn_digits(digits_data_dir):
+  # sklearn's photographs and digits: imported only where they are read.
   import sklearn.datasets  # pylint: disable=g-import-not-at-top
   builder = digits.builder(32, data_dir=digits_data_dir)
   first = builder.as_data_source('train')

@@ -19,10 +19,18 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
+from PIL import Image
 import pytest
 
+from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax.configs import models as model_configs
+from vit_jax.configs import reference
+
 import preloaded
+from support import write_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ['README.md'] + sorted(f'docs/{name}' for name in os.listdir(os.path.join(ROOT, 'docs'))
@@ -85,19 +93,15 @@ def commands(page: str) -> list[list[str]]:
 
 def _tiny_vit(name: str, num_classes: int = 5, image_size: int = 224):
   """Parameters of `name` with the tiny width and depth the commands are run with."""
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
   config = model_configs.get_config(name)
   config.hidden_size = 16
   config.transformer.update(mlp_dim=32, num_heads=2, num_layers=1)
   model = models.VisionTransformer(num_classes=num_classes, **config)
-  import jax  # pylint: disable=g-import-not-at-top
   return model.init(jax.random.key(0), np.zeros((1, image_size, image_size, 3), np.float32),
                     train=False)['params']
 
 
 def _image(path, seed):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   pixels = np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
   Image.fromarray(pixels).save(path)
 
@@ -106,8 +110,6 @@ def _image(path, seed):
 def workspace(tmp_path_factory):
   """A working directory with every file the docs' commands name, and the digits main job
   (the README's first command, tiny) already run."""
-  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from support import write_image_folder  # pylint: disable=g-import-not-at-top
   ws = tmp_path_factory.mktemp('docs')
   for name in ('configs', 'experiments'):
     os.symlink(os.path.join(ROOT, name), ws / name)
@@ -130,6 +132,7 @@ def workspace(tmp_path_factory):
 
 def _hf_dinov2(path):
   """A DINOv2 directory as transformers writes it (save_pretrained), random and tiny."""
+  # PyTorch: imported only by the tests that build a reference.
   import transformers  # pylint: disable=g-import-not-at-top
   config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=64, image_size=28, patch_size=14)
@@ -245,7 +248,6 @@ def test_python_blocks_name_what_exists(page):
 def test_the_config_reference_is_every_field_of_common_with_its_default():
   """docs/config_reference.md is `python -m vit_jax.configs.reference`: a field added, removed
   or given another default in vit_jax/configs/common.py fails here until the page follows."""
-  from vit_jax.configs import reference  # pylint: disable=g-import-not-at-top
   assert set(reference.MEANINGS) == set(reference.fields()), (
       sorted(set(reference.fields()) ^ set(reference.MEANINGS)))
   with open(os.path.join(ROOT, 'docs', 'config_reference.md'), encoding='utf-8') as f:

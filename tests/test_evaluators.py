@@ -1,24 +1,32 @@
 """Evaluators: few-shot probes against an independent NumPy solution, ReaL against a hand count,
 the same numbers on 1 and 8 devices, config errors before the first step, the old config form."""
 
+import importlib.util
+import json
+import os
 import re
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import tiny_recipe
-from support import randomize, tiny_vit_config
+from vit_jax import checkpoint
 from vit_jax import evaluators
 from vit_jax import models
 from vit_jax.configs import common
+from vit_jax.data import preprocess
+from vit_jax.data import sources
 from vit_jax.evaluators import fewshot
+from vit_jax.evaluators import paper_report
 from vit_jax.models import vit
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 from vit_jax.train import options
 
-import jax
+from support import randomize
+from support import tiny_vit_config
+import tiny_recipe
 
 PP = 'decode|resize(16)|value_range(-1, 1)'
 SEED = np.zeros(2, np.int64)  # preprocessing seed (PP draws nothing)
@@ -115,7 +123,6 @@ def test_selected_l2_variant_equals_numpy_on_the_same_features_on_1_and_8_device
   assert results[0] == pytest.approx(results[1], abs=1e-9)
 
   # The same probe, computed independently: features by a plain apply, shots re-drawn.
-  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
   image_pp = preprocess.parse(PP)
 
   def features_and_labels(split):
@@ -167,7 +174,6 @@ def test_default_protocol_equals_big_vision_restated_in_numpy(digits_data_dir):
   (evaluator,), placed = _evaluators(config, model, params, (1, 1, 1))
   result = evaluator.run(placed, step=0)
 
-  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
   image_pp = preprocess.parse(PP)
 
   def features_and_labels(split):
@@ -231,7 +237,6 @@ def test_real_counts_top1_in_the_label_set_and_skips_unlabelled(tmp_path):
     results.append(evaluator.run(placed, step=0))
   assert results[0] == results[1]
 
-  from vit_jax.data import preprocess, sources  # pylint: disable=g-import-not-at-top
   source = sources.tfds_source('tiny_real', 'validation', data_dir=str(tmp_path),
                                label_key='real_label')
   image_pp = preprocess.parse(PP)
@@ -296,11 +301,6 @@ def test_paper_report_lists_what_ran_beside_the_paper_and_what_is_missing(digits
                                                                           tmp_path):
   """configs/paper_evals.py with ImageNet top-1 and the ImageNet probe pointed at digits (the
   only data here); the other datasets are absent and listed; VTAB groups come from vtab.json."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax.evaluators import paper_report  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   spec = importlib.util.spec_from_file_location('paper_evals',
                                                 os.path.join(root, 'configs', 'paper_evals.py'))

@@ -12,17 +12,21 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import torch  # the export extra: pip install -e ".[test,export]"
 
+from vit_jax import checkpoint
+from vit_jax import export as export_cli
+from vit_jax import models
+from vit_jax.configs import models as model_configs
+from vit_jax.export import hf
+from vit_jax.export import hf as hf_export
+from vit_jax.export import stablehlo
+from vit_jax.export import timm as timm_export
+from vit_jax.train import loop
+from vit_jax.weights import trained_model
+
 import preloaded
 from support import randomize
 from support import tiny_vit_config
 import tiny_recipe
-from vit_jax import checkpoint
-from vit_jax import models
-from vit_jax import export as export_cli
-from vit_jax.export import stablehlo
-from vit_jax.export import timm as timm_export
-from vit_jax.train import loop
-
 
 
 def _saved(tmp_path, name='model.npz', image_size=16, **overrides):
@@ -48,7 +52,6 @@ def trained(digits_data_dir, tmp_path_factory):
   """A model trained by the runner (12 steps of the tiny digits recipe)."""
   workdir = str(tmp_path_factory.mktemp('trained'))
   loop.train_and_evaluate(tiny_recipe.get_config(digits_data_dir), workdir)
-  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   return workdir, trained_model.load(workdir)
 
 
@@ -60,6 +63,7 @@ def test_npz_round_trip_is_exact(trained, tmp_path):
 
 
 def test_hugging_face_gives_the_same_logits(trained, tmp_path):
+  # PyTorch: imported only by the tests that build a reference.
   from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top
   workdir, loaded = trained
   out = export_cli.export(workdir, 'hf', str(tmp_path / 'hf'), labels=[str(d) for d in range(10)])
@@ -76,10 +80,10 @@ def test_hugging_face_gives_the_same_logits(trained, tmp_path):
 
 
 def test_hugging_face_exact_gelu_and_sincos(tmp_path):
+  # PyTorch: imported only by the tests that build a reference.
   from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top
   model, params, path = _saved(tmp_path, gelu_approximate=False, posemb='sincos2d')
   # The .npz has no posemb (sincos is fixed): build the model config explicitly.
-  from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
   config = tiny_vit_config(gelu_approximate=False, posemb='sincos2d')
   hf.export(params, config, 7, 16, str(tmp_path / 'hf'))
   assert json.load(open(tmp_path / 'hf' / 'config.json'))['hidden_act'] == 'gelu'
@@ -92,6 +96,7 @@ def test_hugging_face_exact_gelu_and_sincos(tmp_path):
 
 
 def test_onnx_runs_in_onnxruntime(trained, tmp_path):
+  # the ONNX export's reference, imported only here.
   import onnxruntime  # pylint: disable=g-import-not-at-top
   workdir, loaded = trained
   out = export_cli.export(workdir, 'onnx', str(tmp_path / 'model.onnx'))
@@ -169,7 +174,6 @@ def test_timm_state_dict_and_spec(tmp_path, classifier):
 
 
 def test_timm_names_the_standard_architectures():
-  from vit_jax.configs import models as model_configs  # pylint: disable=g-import-not-at-top
   spec = timm_export.timm_model_spec(model_configs.get_config('ViT-B_16'), 1000, 224)
   assert spec['architecture'] == 'vit_base_patch16_224' and spec['args']['mlp_ratio'] == 4.0
 
@@ -193,7 +197,6 @@ def test_formats_refuse_what_they_cannot_hold(tmp_path, overrides, message):
 def test_rotary_embeddings_are_refused_not_dropped(tmp_path, fmt):
   """A model with axial RoPE (an EVA-02 or ROPE-ViT import, whose config says so) is refused:
   a plain ViT file would drop the rotation and give other logits."""
-  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
   config = tiny_vit_config(rope='axial', posemb='none')
   params = models.VisionTransformer(num_classes=7, **config).init(
       jax.random.key(0), jnp.ones((1, 16, 16, 3)), train=False)['params']

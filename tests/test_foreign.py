@@ -14,14 +14,19 @@ import torch
 import transformers
 
 from vit_jax import checkpoint
-from vit_jax.weights import trained_model
-from vit_jax.export import timm as timm_export
-from vit_jax.weights import foreign
 from vit_jax import param_names
+from vit_jax.export import hf
+from vit_jax.export import hf as hf_export
+from vit_jax.export import timm as timm_export
 from vit_jax.models import sequences
-from vit_jax.models.stacking import stack_encoder_blocks
 from vit_jax.models import vit
+from vit_jax.models.stacking import stack_encoder_blocks
 from vit_jax.models.vit import VisionTransformer
+from vit_jax.train import init_from
+from vit_jax.weights import foreign
+from vit_jax.weights import trained_model
+
+from support import timm_reference
 
 SIZE, PATCH = 32, 8  # a 4x4 patch grid
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -174,7 +179,6 @@ def test_siglip2_naflex_equals_transformers_on_several_aspect_ratios(tmp_path):
 
 
 def test_a_naflex_tower_of_ours_exports_to_siglip2_with_transformers_outputs(tmp_path):
-  from vit_jax.export import hf  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier='map', representation_size=None,
       transformer=dict(num_layers=2, mlp_dim=64, num_heads=4, dropout_rate=0.0,
@@ -321,7 +325,6 @@ def test_a_model_that_does_not_fit_lists_the_shapes(tmp_path):
 def test_init_from_a_foreign_checkpoint_names_the_fields_to_set(tmp_path):
   """Fine-tuning from a CLIP tower: the run's model must take its activation, norms and
   pre-norm; a run that does not is refused before it starts, naming the flags."""
-  from vit_jax.train import init_from  # pylint: disable=g-import-not-at-top
   model = _randomize(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**COMMON)))
   model.save_pretrained(tmp_path)
   ours = _feature_model()
@@ -490,7 +493,6 @@ def test_sharded_index_with_a_missing_shard(tmp_path):
 
 
 def test_init_from_warns_when_the_run_feeds_other_statistics(tmp_path, caplog):
-  from vit_jax.train import init_from  # pylint: disable=g-import-not-at-top
   model = _randomize(transformers.Dinov2Model(transformers.Dinov2Config(**COMMON)))
   model.save_pretrained(tmp_path)
   transformers.BitImageProcessor(size={'shortest_edge': 36}, crop_size=32,
@@ -582,7 +584,6 @@ def test_our_beit_exports_are_read_by_transformers_and_timm(tmp_path, kind):
   """`hf_beit` and `timm_beit`: transformers' own BeitForImageClassification and timm's Beit
   load the directories and give our logits, although our key bias (random here) has no place
   in BEiT: the softmax ignores it."""
-  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (PATCH, PATCH)}, hidden_size=32, activation='gelu',
       transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
@@ -601,7 +602,6 @@ def test_our_beit_exports_are_read_by_transformers_and_timm(tmp_path, kind):
   _close(_apply(loaded, images), ours)
   # timm's Beit, built by timm itself from our config.json (`timm_beit`)
   timm_export.export_beit(params, config, 4, SIZE, str(tmp_path / 'timm'))
-  from support import timm_reference  # pylint: disable=g-import-not-at-top
   timm = timm_reference.import_timm()
   built = timm.create_model(f'local-dir:{tmp_path / "timm"}', pretrained=True).eval()
   with torch.no_grad():
@@ -610,7 +610,6 @@ def test_our_beit_exports_are_read_by_transformers_and_timm(tmp_path, kind):
 
 
 def test_the_beit_export_refuses_what_beit_lacks(tmp_path):
-  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier='gap', num_registers=2,
       transformer=dict(mlp_dim=64, num_heads=4, num_layers=1)))
@@ -648,7 +647,6 @@ def test_aimv2_vision_tower_gives_transformers_outputs(tmp_path, use_head):
 def test_our_aimv2_export_is_read_by_transformers(tmp_path, classifier):
   """`hf_aimv2`: transformers' own Aimv2VisionModel loads the directory and gives our pooled
   features, with every bias and the MAP query projection random (as after training here)."""
-  from vit_jax.export import hf as hf_export  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (PATCH, PATCH)}, hidden_size=32, classifier=classifier, norm='rms',
       patch_norm=True, gated_mlp=True, activation='silu', layer_norm_eps=1e-5,

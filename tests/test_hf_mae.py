@@ -100,6 +100,7 @@ def test_ours_written_back_loads_into_the_reference_and_agrees(tmp_path):
   rng = np.random.default_rng(4)
   params = jax.tree.map(lambda x: np.asarray(x) + 0.2 * rng.normal(size=x.shape).astype(
       np.float32), params)
+  # PyTorch: imported only by the tests that build a reference.
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   save_file(hf_mae.state_dict(params, config), os.path.join(tmp_path, 'model.safetensors'))
   with open(os.path.join(tmp_path, 'config.json'), 'w', encoding='utf-8') as f:

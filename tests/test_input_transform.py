@@ -6,6 +6,7 @@ normalisation line (docs/weights.md) means what it says."""
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -14,14 +15,19 @@ import tensorflow as tf
 import torch
 import transformers
 
+from vit_jax import evaluators
 from vit_jax import infer
-from vit_jax.weights import trained_model
 from vit_jax.data import images as images_lib
 from vit_jax.data import naflex
-from vit_jax.models import vit
 from vit_jax.data import preprocess
-from vit_jax.weights import transforms
+from vit_jax.data import sources
+from vit_jax.models import vit
+from vit_jax.train import loop
 from vit_jax.train import options as options_lib
+from vit_jax.weights import trained_model
+from vit_jax.weights import transforms
+
+import tiny_recipe
 
 WEIGHTS_DOC = os.path.join(os.path.dirname(__file__), '..', 'docs', 'weights.md')
 COMMON = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
@@ -141,9 +147,6 @@ def test_eval_mode_feeds_a_foreign_checkpoint_its_own_statistics(tmp_path, digit
   """--mode=eval of a Hugging Face classifier trained on ImageNet statistics: the recipe's
   value_range is replaced by the checkpoint's normalize; the loss equals a hand computation on
   normalised digits."""
-  import tiny_recipe  # pylint: disable=g-import-not-at-top
-  from vit_jax import evaluators  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config_hf = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                      intermediate_size=64, image_size=16, patch_size=4,
                                      num_labels=10)
@@ -175,9 +178,6 @@ def test_fine_tuning_takes_the_source_statistics_and_resumes(tmp_path, digits_da
   """init_from a DINOv2 directory with ImageNet statistics: the recipe's default
   value_range(-1, 1) strings (train, device, eval) become the source's normalize, the saved
   config says so, and a second start finds the same config without the source."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  import tiny_recipe  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   source = tmp_path / 'dinov2'
   _randomize(transformers.Dinov2Model(transformers.Dinov2Config(
       hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, image_size=16,
@@ -208,7 +208,8 @@ def test_fine_tuning_takes_the_source_statistics_and_resumes(tmp_path, digits_da
 
 
 def _photos() -> list[str]:
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top  (its photographs' paths)
+  # its photographs' paths.
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
   folder = os.path.join(os.path.dirname(datasets.__file__), 'images')
   return [os.path.join(folder, name) for name in ('china.jpg', 'flower.jpg')]
 

@@ -3,17 +3,20 @@ frozen encoder and BatchNorm head, and the statistics measured before the first 
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from support import randomize
-from support import tiny_vit_config
-from support import timm_reference
+from vit_jax.configs import common
 from vit_jax.models import vit
 from vit_jax.train import optimizer
 from vit_jax.train import options
 from vit_jax.train import probe
 from vit_jax.weights import trained_model
+
+from support import randomize
+from support import timm_reference
+from support import tiny_vit_config
 
 
 def test_lars_equals_timms_lars_as_mae_uses_it():
@@ -21,8 +24,10 @@ def test_lars_equals_timms_lars_as_mae_uses_it():
   and none on vectors, without decay; momentum 0.9, the rate following the schedule each step.
   Six steps of the same gradients: the same parameters."""
   timm_reference.import_timm()
-  import torch  # pylint: disable=g-import-not-at-top
+  # PyTorch: imported only by the tests that build a reference.
+  # behind the torchvision stand-in (tests/support/timm_reference.py).
   from timm.optim import Lars  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   params = {'head': {'kernel': rng.normal(size=(8, 5)).astype(np.float32) * 0.01,
                      'bias': rng.normal(size=(5,)).astype(np.float32)}}
@@ -97,7 +102,6 @@ def test_the_probe_trains_its_head_on_batch_statistics_and_infers_with_the_store
 def test_a_probe_folds_into_a_plain_classifier_with_the_same_logits():
   """What exports, infer and init_from read of a probe's workdir: head_norm folded into the
   head, a plain ViT classifier giving the probe's inference logits."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   model = _probe_model(head_init_std=0.01)
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
   params = randomize(model.init(jax.random.PRNGKey(0), images, train=False)['params'], seed=4)
@@ -112,7 +116,6 @@ def test_a_probe_folds_into_a_plain_classifier_with_the_same_logits():
 
 
 def test_the_probe_freezes_everything_but_its_head():
-  from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
   config = common.get_config()
   config.model.linear_probe = True
   config.num_classes, config.total_steps = 10, 100

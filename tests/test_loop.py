@@ -2,14 +2,13 @@
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 from PIL import Image
 import pytest
 
-import runs
-import tiny_recipe
 from vit_jax import checkpoint as npz_checkpoint
 from vit_jax import evaluators
 from vit_jax.configs import common
@@ -17,9 +16,13 @@ from vit_jax.data import sources
 from vit_jax.train import checkpointer
 from vit_jax.train import loop
 from vit_jax.train import options as options_lib
-from vit_jax.viz import run_figures
 from vit_jax.train import setup as setup_lib
+from vit_jax.viz import run_figures
+from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
+
+import runs
+import tiny_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,7 +97,6 @@ def test_eval_mode_reproduces_the_final_eval(finished, digits_data_dir, tmp_path
 
 
 def test_newest_corrupt_checkpoint_falls_back(finished, digits_data_dir, tmp_path, caplog):
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
   for item in ('params', 'train_state'):
@@ -112,7 +114,6 @@ def test_a_run_whose_checkpoints_all_fail_stops_and_changes_nothing(finished, di
   """Every checkpoint damaged: the run refuses in one line naming each step and why, exits
   with a user error (never a fresh start from step 0), and leaves every file as it was;
   --overwrite then starts afresh on purpose."""
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
@@ -135,7 +136,6 @@ def test_newest_damaged_resumes_exactly_from_the_previous_one(finished, digits_d
   """Newest damaged: the run resumes from the step before, trims only the rows past it, writes
   the damaged step anew when it reaches it, and ends with the same parameters as the run that
   was never interrupted."""
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'copy')
   shutil.copytree(finished[0], workdir)
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '12'))  # the run as if killed before 12
@@ -321,7 +321,6 @@ def test_fine_tuning_a_frozen_backbone_keeps_it_and_resumes(finished, digits_dat
   """init_from a finished run with everything but the head frozen: the backbone comes out as it
   went in, the head trains, the checkpointed optimizer state (moments for the head alone)
   restores on a second start."""
-  from vit_jax.weights import trained_model  # pylint: disable=g-import-not-at-top
   source, _ = finished
   config = tiny_recipe.get_config(digits_data_dir)
   config.init_from, config.frozen = source, (r'^(?!head/).*',)

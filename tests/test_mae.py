@@ -3,15 +3,16 @@ are reconstructed better than by the mean patch, the encoder's features probe be
 random encoder's, fine-tuning from it beats scratch with 10% of the labels, a crashed run resumes
 bit-identical (masks included), and the encoder loads as a ViT."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
 
-import tiny_recipe
-import runs
 from vit_jax import errors
+from vit_jax import export
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess
 from vit_jax.data import sources
@@ -19,10 +20,14 @@ from vit_jax.evaluators import fewshot
 from vit_jax.models import mae as mae_lib
 from vit_jax.models import vit
 from vit_jax.train import loop
-from vit_jax.viz import run_figures
 from vit_jax.train import setup as setup_lib
+from vit_jax.viz import run_figures
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
+
+import runs
+from support import timm_reference
+import tiny_recipe
 
 STEPS = 80
 
@@ -166,12 +171,10 @@ def test_bad_mae_fields_are_refused_before_the_claim(digits_data_dir, tmp_path, 
 def test_the_encoder_exports_to_timm_and_hugging_face(pretrained, tmp_path):
   """The MAE encoder, exported headless, gives our features in timm's and transformers' own
   models (timm's VisionTransformer with num_classes=0; transformers' ViTModel)."""
-  import json  # pylint: disable=g-import-not-at-top
+  # PyTorch: imported only by the tests that build a reference.
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
-  from support import timm_reference  # pylint: disable=g-import-not-at-top
-  from vit_jax import export  # pylint: disable=g-import-not-at-top
   loaded = trained_model.load(pretrained)
   images = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   ours = np.asarray(vit.representations(loaded.model, loaded.params, images)['pooled'])
@@ -198,9 +201,9 @@ def test_the_whole_autoencoder_exports_to_transformers_with_its_decoder(pretrain
   """`--format=hf_mae`: the run's encoder and decoder as a ViTMAEForPreTraining folder that
   transformers loads with nothing missing or left over; its loss and predicted pixels on the
   same images and masking noise equal ours."""
+  # PyTorch: imported only by the tests that build a reference.
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from vit_jax import export  # pylint: disable=g-import-not-at-top
   out = export.export(pretrained, 'hf_mae', str(tmp_path / 'hf_mae'))
   theirs, info = transformers.ViTMAEForPreTraining.from_pretrained(out, output_loading_info=True)
   assert not any(info[k] for k in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info

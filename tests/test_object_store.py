@@ -26,22 +26,23 @@ import numpy as np
 from PIL import Image
 import pytest
 
-import preloaded
-from support import randomize
-from support import tiny_vit_config
-import runs
 from vit_jax import checkpoint
-from vit_jax import models
 from vit_jax import errors
 from vit_jax import evaluators
 from vit_jax import export as export_lib
+from vit_jax import models
 from vit_jax import storage
 from vit_jax.evaluators import paper_report
 from vit_jax.train import loop
+from vit_jax.train import options as options_lib
 from vit_jax.viz import report
 from vit_jax.weights import trained_model
 from vit_jax.weights import workdir_params
-from vit_jax.train import options as options_lib
+
+import preloaded
+import runs
+from support import randomize
+from support import tiny_vit_config
 
 BUCKET = 'vit-runs'
 # Checkpoints every 4 steps, rows every 3: a kill at step 7 falls between both.
@@ -91,6 +92,7 @@ def gcs():
 @pytest.fixture(scope='module')
 def s3():
   """An S3 emulator (moto) with one bucket; credentials for it in the environment."""
+  # the S3 emulator, imported only by the object-store tests.
   from moto import server  # pylint: disable=g-import-not-at-top
   emulator = server.ThreadedMotoServer(ip_address='127.0.0.1', port=_free_port())
   emulator.start()
@@ -101,6 +103,7 @@ def s3():
     for name, value in (('AWS_ACCESS_KEY_ID', 'test'), ('AWS_SECRET_ACCESS_KEY', 'test'),
                         ('AWS_DEFAULT_REGION', 'us-east-1')):
       patch.setenv(name, value)
+    # the S3 emulator, imported only by the object-store tests.
     import boto3  # pylint: disable=g-import-not-at-top
     client = boto3.client('s3')
     client.create_bucket(Bucket=BUCKET)
@@ -177,9 +180,10 @@ def test_s3_checkpoints_wait_on_orbax_not_on_tensorstore(s3):
   TensorStore writes an OCDBT array to S3 and reads it back; orbax cannot point it there: its
   OCDBT spec refuses the URL as a relative path, and without OCDBT it names a local folder
   `s3:/...` (arrays would land on local disk, not in the bucket)."""
-  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  # the store under orbax, reached only by this test.
   # pylint: disable-next=g-import-not-at-top
   from orbax.checkpoint._src.serialization import tensorstore_utils
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
   base = {'driver': 's3', 'bucket': BUCKET, 'path': 'ts/run/', 'aws_region': 'us-east-1',
           'endpoint': os.environ['AWS_ENDPOINT_URL']}
   spec = {'driver': 'zarr3', 'kvstore': {'driver': 'ocdbt', 'base': base}}

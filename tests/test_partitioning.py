@@ -3,12 +3,20 @@
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
 import pytest
 
 from vit_jax import checkpoint
+from vit_jax import errors
 from vit_jax import models
+from vit_jax import objectives
+from vit_jax import param_names
+from vit_jax.configs import common
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
+from vit_jax.train import options
+from vit_jax.train import state as state_lib
 
 
 def _abstract(name='ViT-B_16', **kw):
@@ -65,11 +73,6 @@ def test_unknown_layout():
 
 def _abstract_under_fsdp(**fields):
   """The trained module's abstract state of a ViT-B/16 run with `fields` set, on (1, 8, 1)."""
-  import optax  # pylint: disable=g-import-not-at-top
-  from vit_jax import objectives  # pylint: disable=g-import-not-at-top
-  from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import options  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   config = common.get_config()
   config.model.dtype = 'float32'
   config.update(mesh=(1, 8, 1), sharding='fsdp', **{k: v for k, v in fields.items()
@@ -100,10 +103,8 @@ FAMILIES = {
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_no_large_parameter_is_left_whole_under_fsdp(family):
   """Every objective's and model family's ViT-B/16 parameters above 1 MiB are split over fsdp."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   params, shardings, mesh = _abstract_under_fsdp(**FAMILIES[family])
   partitioning.check_coverage(params, shardings, mesh, 'fsdp')  # refuses what is missed
-  from vit_jax import param_names  # pylint: disable=g-import-not-at-top
   flat = param_names.flatten(shardings)
   whole = [p for p, leaf in param_names.flatten(params).items()
            if np.prod(leaf.shape) * 4 > 2**20 and all(a is None for a in flat[p].spec)]
@@ -111,7 +112,6 @@ def test_no_large_parameter_is_left_whole_under_fsdp(family):
 
 
 def test_a_large_parameter_no_rule_names_is_refused_or_allowed_by_name():
-  from vit_jax import errors  # pylint: disable=g-import-not-at-top
   params, shardings, mesh = _abstract_under_fsdp()
   params = {**params, 'new_module': {'kernel': jax.ShapeDtypeStruct((768, 1024), jnp.float32)}}
   shardings = {**shardings, 'new_module': {

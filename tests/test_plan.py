@@ -4,14 +4,21 @@ numbers are the compiled step's own memory analysis, and a run compiles its step
 import dataclasses
 import logging
 import os
+import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-import tiny_recipe
+from vit_jax.train import loop
 from vit_jax.train import memory as plan
 from vit_jax.train import setup as setup_lib
+from vit_jax.train import step as step_lib
+from vit_jax.weights import workdir_params
+
+import tiny_recipe
 
 MICRO = (1, 2)
 
@@ -118,7 +125,6 @@ def test_the_configured_step_is_compiled_once_and_checked(monkeypatch):
 
 def test_a_bad_pp_train_is_refused_before_the_planner_compiles(monkeypatch, digits_data_dir,
                                                                tmp_path):
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(plan, 'measure', lambda *a, **k: pytest.fail('compiled before the check'))
   config = tiny_recipe.get_config(digits_data_dir)
   config.micro_batches, config.device_memory_gb = 'auto', 80.0
@@ -138,7 +144,6 @@ def _three_steps(data_dir, **fields):
 def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path, monkeypatch):
   """The step checked against the budget is compiled once in the whole run, and that executable
   is the one every step calls, with or without 'auto' fields."""
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   compiled, calls = [], []
   real_resolve = plan.resolve
 
@@ -171,7 +176,6 @@ def test_a_run_compiles_its_train_step_once(auto, digits_data_dir, tmp_path, mon
 
 
 def test_a_step_that_does_not_fit_is_refused_before_the_claim(digits_data_dir, tmp_path):
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
   with pytest.raises(ValueError, match=r'^The train step does not fit: [\d.]+ MiB needed'):
     loop.train_and_evaluate(_three_steps(digits_data_dir, device_memory_gb=0.0001), str(workdir))
@@ -181,9 +185,6 @@ def test_a_step_that_does_not_fit_is_refused_before_the_claim(digits_data_dir, t
 def test_the_checked_executable_trains_as_the_jit_step(digits_data_dir, tmp_path, monkeypatch):
   """After 3 steps the parameters equal those of the step jitted at its first call (the path
   before the ahead-of-time compile)."""
-  from vit_jax.train import loop  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import workdir_params  # pylint: disable=g-import-not-at-top
   loop.train_and_evaluate(_three_steps(digits_data_dir), str(tmp_path / 'aot'))
   real_resolve = plan.resolve
 
@@ -203,10 +204,6 @@ def test_the_checked_executable_trains_as_the_jit_step(digits_data_dir, tmp_path
 def test_the_plan_command_ends_with_its_verdict(budget_gb, code, last):
   """`python -m vit_jax.plan` prints the table, then "fits: ..." (exit 0) or "does not fit:
   <how much over, what to change>" (exit 2), for the configured choice as for `auto`."""
-  import os  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
       [sys.executable, '-m', 'vit_jax.plan', '--config=tests/tiny_recipe.py',

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from vit_jax.models import posemb
+from vit_jax.models.vit import VisionTransformer
+
+from support import tiny_vit_config
 
 
 def test_sincos2d_values_at_known_positions():
@@ -44,9 +47,6 @@ def test_learned_posemb_is_added_and_initialised_normal():
 
 def test_dynamic_image_size_resamples_the_table_on_the_fly():
   """A model initialised at 16x16 runs on 32x32 and 16x24 inputs; the same as resampling first."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from support import tiny_vit_config  # pylint: disable=g-import-not-at-top
-  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   model = VisionTransformer(num_classes=3, **tiny_vit_config(dynamic_image_size=True))
   params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32), train=False)['params']

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from vit_jax import errors
+from vit_jax.data import folders
 from vit_jax.data import preparation
+
+from support import write_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = r"""
@@ -121,8 +124,6 @@ class _DictStore:
 def test_an_image_folder_is_decode_checked_by_process_0_only(monkeypatch, tmp_path):
   """Process 0 decodes every file; process 1 takes its verdict and decodes none; both drop the
   same broken file. A host whose copy of the folder differs is one line."""
-  from support import write_image_folder  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import folders  # pylint: disable=g-import-not-at-top
   write_image_folder(tmp_path, {'': {'cat': 4, 'dog': 4}})
   broken = tmp_path / 'dog' / 'broken.png'
   broken.write_bytes(b'not an image')

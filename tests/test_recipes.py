@@ -1,18 +1,22 @@
 """The recipes in configs/: they load, name real models and carry the published settings."""
 
 import importlib.util
+import json
 import os
 
 import pytest
 import tensorflow as tf
 
 from vit_jax import errors
+from vit_jax.configs import common
+from vit_jax.configs import sources
 from vit_jax.data import preprocess
 from vit_jax.models import build
 from vit_jax.models import geometry
 from vit_jax.train import input_checks
 from vit_jax.train import optimizer
 from vit_jax.train import options
+from vit_jax.train import workdir
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 
@@ -58,7 +62,6 @@ def test_every_recipe_file_is_held_to_a_source():
 def test_recipe_matches_its_source_field_by_field(name, args):
   """Each reproduced field, and the weight decay taken off per step at peak, equal the source's;
   a field moved away from it is caught (every one of them, in turn)."""
-  from vit_jax.configs import sources  # pylint: disable=g-import-not-at-top
   module = _module(name)
   config, source = module.get_config(*args), module.source(*args)
   assert source.cite
@@ -98,8 +101,6 @@ def test_the_retired_decay_field_is_refused_with_its_replacement(tmp_path):
 def test_a_run_saved_with_the_retired_field_resumes_with_its_meaning(tmp_path):
   """A config.json written before the rename: wd_decoupled=True reads as schedule_scaled, so
   the same recipe resumes; a recipe whose decay changed meaning is a changed field."""
-  import json  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import workdir  # pylint: disable=g-import-not-at-top
   config = workdir.config_dict(_recipe('digits'))
   old = dict(config)
   old.pop('wd_style')
@@ -208,7 +209,6 @@ ALL_RECIPES = [('digits', ()), ('finetune', ('cifar10',)), ('finetune', ('folder
 @pytest.mark.parametrize('name,args', ALL_RECIPES)
 def test_every_source_field_is_settable_in_every_recipe(name, args):
   """`--config.data.root=...`, `--config.evals.eval.data.strict=...` and so on exist everywhere."""
-  from vit_jax.configs import common  # pylint: disable=g-import-not-at-top
   fields = set(common.data_source('x', 'y').keys())
   config = _recipe(name, *args)
   sources = [config.data] + [entry['data'] for entry in config.evals.values() if 'data' in entry]

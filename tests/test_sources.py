@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import preloaded
-from support import write_image_folder
 from vit_jax.data import digits
 from vit_jax.data import sources
 from vit_jax.data import splits
+
+import preloaded
+from support import write_image_folder
 
 
 def _read(source, index):
@@ -111,7 +112,6 @@ def test_from_config_dispatch(digits_data_dir, tmp_path):
 def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
   """A dataset prepared in TFRecord (tfds' default for years) fails at startup with the command
   that converts it in place; after that command it reads by index, example for example."""
-  from vit_jax.data import digits  # pylint: disable=g-import-not-at-top
   builder = digits.builder(8, data_dir=str(tmp_path))
   builder.download_and_prepare(file_format='tfrecord')
   with pytest.raises(ValueError, match='this one is tfrecord') as error:

@@ -5,13 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from support import engine_setup
+from vit_jax import models
 from vit_jax.evaluators import eval_step as eval_step_lib
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 from vit_jax.train import optimizer
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
+
+from support import engine_setup
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +68,6 @@ def test_fsdp_holds_an_eighth_of_the_state_per_device():
 
 def test_giant_model_initialises_directly_into_shards():
   """ViT-G/14 (1.8B parameters) on 8 devices: compiled init whose outputs are 1/8 slices."""
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
   vit = models.get_model('ViT-G_14', num_classes=1000, scan=True)
   mesh = mesh_lib.make_mesh((1, 8, 1))
   image = jnp.zeros((1, 224, 224, 3))

@@ -7,15 +7,20 @@ import json
 import math
 import os
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 import torch
 
 from vit_jax.data import naflex
-from vit_jax.models import sequences
-from vit_jax.weights import trained_model
-from vit_jax.weights import timm_archs
+from vit_jax.export import timm as timm_export
 from vit_jax.models import posemb
+from vit_jax.models import sequences
+from vit_jax.models.vit import VisionTransformer
+from vit_jax.weights import timm_archs
+from vit_jax.weights import trained_model
+
 from support import timm_reference
 
 timm = timm_reference.import_timm()
@@ -200,10 +205,6 @@ EXPORTS = [
 def test_our_timm_export_is_built_by_timm_itself(tmp_path, overrides):
   """Our timm export read by timm's own loader (`local-dir:`): timm builds the model from our
   config.json, loads our safetensors, and gives our logits."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
-  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (8, 8)}, hidden_size=32, classifier='token',
       transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
@@ -288,10 +289,6 @@ def test_naflexvit_gives_timm_logits_square_and_on_naflex_sequences(tmp_path, na
 def test_our_naflexvit_export_is_built_by_timm_itself(tmp_path, overrides):
   """`timm_naflex`: timm builds NaFlexViT from our config.json, loads our safetensors, and gives
   our logits on images of three sizes and on NaFlex sequences (timm's NaFlex forward)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
-  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (8, 8)}, hidden_size=32, dynamic_image_size=True, activation='gelu',
       transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
@@ -338,10 +335,6 @@ def test_our_eva_export_is_built_by_timm_itself(tmp_path, kind):
   """`timm_eva`: timm builds its Eva from our config.json (an architecture of the same rotary
   kind, every other choice in model_args), loads our safetensors and gives our logits; our key
   bias (random here) is dropped exactly. Read back, the same logits."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from vit_jax.export import timm as timm_export  # pylint: disable=g-import-not-at-top
-  from vit_jax.models.vit import VisionTransformer  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       patches={'size': (8, 8)}, hidden_size=32, classifier='token',
       transformer=dict(mlp_dim=64, num_heads=4, num_layers=2, dropout_rate=0.0,
@@ -364,6 +357,7 @@ def test_our_eva_export_is_built_by_timm_itself(tmp_path, kind):
 def test_a_lone_naflexvit_file_loads_with_timms_defaults(tmp_path, caplog):
   """Without timm's config.json beside it, a NaFlexViT state dict (`embeds.*`) loads with
   NaFlexViT's defaults (a bicubic resize) and says so in one line."""
+  # PyTorch: imported only by the tests that build a reference.
   from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
   model = _randomized('naflexvit_base_patch16_gap', **{**NAFLEX, 'embed_dim': 192, 'num_heads': 3})
   path = str(tmp_path / 'model.safetensors')
@@ -376,6 +370,7 @@ def test_a_lone_naflexvit_file_loads_with_timms_defaults(tmp_path, caplog):
 
 @pytest.mark.parametrize('grid', [(4, 4), (4, 6), (7, 3)])
 def test_the_relative_position_index_is_timms(grid):
+  # behind the torchvision stand-in (tests/support/timm_reference.py).
   from timm.models import beit  # pylint: disable=g-import-not-at-top
   np.testing.assert_array_equal(posemb.relative_position_index(*grid),
                                 beit.gen_relative_position_index(grid).numpy())

@@ -10,14 +10,16 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from support import randomize
-from support import tiny_vit_config
 from vit_jax import checkpoint
 from vit_jax import models
+from vit_jax.data import images
+from vit_jax.data import naflex
 from vit_jax.models import posemb as posemb_lib
 from vit_jax.viz import analysis
-from vit_jax.data import images
 from vit_jax.viz import report
+
+from support import randomize
+from support import tiny_vit_config
 
 TARGET = 2  # the patch every token is made to attend to
 
@@ -166,7 +168,6 @@ def test_missing_inputs_are_named(tmp_path):
 def test_native_resolution_figures_keep_each_image_aspect_ratio(tmp_path):
   """`--naflex`: each image on its own grid; a square image at the model's own grid gives the
   square path's rollout."""
-  from vit_jax.data import naflex  # pylint: disable=g-import-not-at-top
   model = models.VisionTransformer(num_classes=3, **tiny_vit_config())
   params = randomize(model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                                 train=False)['params'], scale=0.3)

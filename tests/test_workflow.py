@@ -16,13 +16,13 @@ import torch
 from vit_jax import checkpoint
 from vit_jax import evaluators
 from vit_jax import export
-from vit_jax.weights import trained_model
 from vit_jax.data import sources
 from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.parallel import partitioning
 from vit_jax.train import loop
-from vit_jax.viz import report
 from vit_jax.train import options as options_lib
+from vit_jax.viz import report
+from vit_jax.weights import trained_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PP_24 = 'decode|resize(24)|value_range(-1, 1)|onehot|keep("image", "labels")'
@@ -98,6 +98,7 @@ def test_pretrain_finetune_eval_export_viz(digits_data_dir, tmp_path):
   npz = export.export(finetune, 'npz', str(tmp_path / 'tuned.npz'))
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load(npz), tuned.params)
   hf = export.export(finetune, 'hf', str(tmp_path / 'hf'))
+  # PyTorch: imported only by the tests that build a reference.
   from transformers import ViTForImageClassification  # pylint: disable=g-import-not-at-top
   hf_model = ViTForImageClassification.from_pretrained(hf).eval()
   pixels = np.random.default_rng(0).uniform(-1, 1, (3, 24, 24, 3)).astype(np.float32)

@@ -4,7 +4,9 @@ Imported as `support` (pytest.ini puts `tests/` on the path); fixtures stay in c
 """
 
 import jax
+import ml_collections
 import numpy as np
+from PIL import Image
 
 
 def randomize(params, seed: int = 0, scale: float = 0.5):
@@ -17,7 +19,6 @@ def randomize(params, seed: int = 0, scale: float = 0.5):
 
 def tiny_vit_config(**overrides):
   """A 2-layer, width-16 ViT config with 4x4 patches; `overrides` replace top-level fields."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(
       model_name='tiny', patches={'size': (4, 4)}, hidden_size=16,
       transformer=dict(mlp_dim=24, num_heads=4, num_layers=2, dropout_rate=0.0,
@@ -29,7 +30,6 @@ def tiny_vit_config(**overrides):
 
 def write_image_folder(root, counts, size=(24, 20), seed=0, fmt='png'):
   """root/<split>/<class>/*.png with `counts` = {split: {class: n}}; pixel values encode ids."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   paths = []
   for split, classes in counts.items():

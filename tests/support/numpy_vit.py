@@ -6,6 +6,7 @@ patches are cut with reshapes, attention is written out, convolutions go through
 
 import jax
 import numpy as np
+from scipy.special import erf
 
 
 def layer_norm(x, p, eps=1e-6):
@@ -17,7 +18,6 @@ def layer_norm(x, p, eps=1e-6):
 def gelu(x, approximate=True):
   if approximate:
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-  from scipy.special import erf  # pylint: disable=g-import-not-at-top
   return 0.5 * x * (1 + erf(x / np.sqrt(2)))
 
 

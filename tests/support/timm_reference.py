@@ -54,6 +54,7 @@ def import_timm():
   finder = _Finder()
   sys.meta_path.insert(0, finder)
   try:
+    # behind the torchvision stand-in (tests/support/timm_reference.py).
     import timm  # pylint: disable=g-import-not-at-top
     import timm.models  # pylint: disable=g-import-not-at-top,unused-import
   finally:
@@ -189,6 +190,7 @@ def _rope_fields(model):
 
 def survey():
   """{architecture: fields or refusal} for every ViT-family architecture the installed timm has."""
+  # PyTorch: imported only by the tests that build a reference.
   import torch  # pylint: disable=g-import-not-at-top
   timm = import_timm()
   registry = timm.models._registry._model_to_module  # pylint: disable=protected-access
