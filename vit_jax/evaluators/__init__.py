@@ -1,9 +1,10 @@
 """Evaluators: what a run measures, on a schedule, through one small interface (`base.Evaluator`).
 
-`config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`, read once into
-`options.Evals` (vit_jax.train.options), which is all this package takes; any number at once. Kinds: `classification` (top-1 and loss on a split; also ImageNet-v2), `real`
-(ImageNet-ReaL), `fewshot` (the paper's linear probes), `segmentation` and `depth` (a dense
-run's mIoU and RMSE; evaluators/dense.py). An entry without `batch_size` takes
+`config.evals = {name: {'kind': ..., 'every': steps, <fields of that kind>}}`, any number at
+once, read once into `options.Evals` (vit_jax.train.options): all this package takes. Kinds:
+`classification` (top-1 and loss on a split; also ImageNet-v2), `real` (ImageNet-ReaL),
+`fewshot` (the paper's linear probes), `segmentation` and `depth` (a dense run's mIoU and RMSE;
+evaluators/dense.py). An entry without `batch_size` takes
 `config.eval_batch_size`, else the training `batch_size`.
 """
 
@@ -56,7 +57,8 @@ def _context(evals, model, mesh, param_shardings,
 
 def evaluate_checkpoint(evals, checkpoint_path: str, *,
                         skip_missing: bool = False) -> dict[str, float]:
-  """Runs every evaluator of `evals` (options.Evals) once on a workdir's newest checkpoint or a released .npz.
+  """Runs every evaluator of `evals` (options.Evals) once on a workdir's newest checkpoint or a
+  released .npz.
 
   A workdir brings its own model (its saved config); an .npz's architecture is read off its
   shapes, its position embeddings resampled to `config.image_size`. A checkpoint trained on

@@ -134,7 +134,7 @@ def _initial_state(setup: setup_lib.Setup, ckpt: checkpointer_lib.Checkpointer,
   init = pretrained()
   if init is not None:
     params = adapt.adapt_params(init.loaded.params, jax.device_get(state.params),
-                                     source=init.path, dont_load=init.dont_load)
+                                source=init.path, dont_load=init.dont_load)
     state = state_lib.with_params(params, setup.tx, setup.shardings, seed=seed, ema=ema)
   if options.model.linear_probe:
     batches = probe_batches()
@@ -167,8 +167,8 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   start = options_lib.read_start(config)
   train_source = sources.from_config(start.source)
   source_pp = init_from.source_input_transform(start.init, workdir)
-  resolved = options_lib.resolve(config, num_classes=input_checks.class_count(start, train_source),
-                                 source_pp=source_pp)
+  num_classes = input_checks.class_count(start, train_source)
+  resolved = options_lib.resolve(config, num_classes=num_classes, source_pp=source_pp)
   config_dict = workdir_lib.config_dict(resolved)  # as given ('auto' fields stay 'auto')
   options = options_lib.read(resolved)
   data, device_pp = options.data, options.step.device_pp
@@ -185,8 +185,8 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
         repeats=data.repeated_aug, pack=_packer(data.naflex))
   objective = setup.objective
   input_checks.check_host_output(make_dataset(0).element_spec, device_pp,  # built, not read
-                     objective.needs_labels, data.naflex,
-                     objective.target_spec(data.batch_size, data.image_shape))
+                                 objective.needs_labels, data.naflex,
+                                 objective.target_spec(data.batch_size, data.image_shape))
   if objective.targets:  # the first examples' per-pixel targets, read once
     dense_targets.check(train_source, train_pp, objective.targets[0], field='config.pp_train',
                         depth_range=(objective.fields.min_depth, objective.fields.max_depth))

@@ -1,8 +1,8 @@
 """Released `.npz` checkpoints: read, resample, write back (`vit_jax.checkpoint` is the official
 API in front of them; `weights/adapt.py` maps a read tree onto a model to fine-tune).
 
-Every file is read with `allow_pickle=False`. `read` returns the *canonical* tree: the official Linen layout of `VisionTransformer(scan=False)`.
-It accepts
+Every file is read with `allow_pickle=False`. `read` returns the *canonical* tree: the official
+Linen layout of `VisionTransformer(scan=False)`. It accepts
 - the files released with the paper (pre-Linen names: `MultiHeadDotProductAttention_1`,
   `LayerNorm_2`, `MlpBlock_3`; GroupNorm scales shaped [1, 1, 1, C]; cls+posemb combined),
 - big_vision NaFlex files (`naflex_vit.py`: a Dense `embedding` on flattened patches, a
