@@ -6,6 +6,9 @@ import pathlib
 
 import pytest
 
+from vit_jax import objectives
+from vit_jax.configs import common
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'vit_jax'
 
 # The setup layer: where a run's ConfigDict is read (`train/options.py`, and the objectives'
@@ -118,3 +121,14 @@ def test_the_official_checkpoint_api_is_a_facade_nothing_inside_uses():
   facade = ast.parse((PACKAGE / 'checkpoint.py').read_text(encoding='utf-8'))
   functions = [node.name for node in facade.body if isinstance(node, ast.FunctionDef)]
   assert functions == ['load', 'load_pretrained', 'infer_model_config']
+
+
+def test_each_objective_registers_once_with_its_class():
+  """`objectives.MODULES` is the one registry: each module's `OBJECTIVE` is its class, named as
+  registered, and only dense freezes anything by itself (a probe's backbone)."""
+  for name, module in objectives.MODULES.items():
+    assert issubclass(module.OBJECTIVE, objectives.Objective) and module.OBJECTIVE.name == name
+  dense_fields = objectives.dense.read_fields(common.get_config())
+  assert objectives.MODULES['dense'].OBJECTIVE.frozen_params(dense_fields) == (
+      r'(?!dense_head/).*',)
+  assert objectives.MODULES['mae'].OBJECTIVE.frozen_params(None) == ()

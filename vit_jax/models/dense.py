@@ -25,13 +25,13 @@ from vit_jax import errors
 from vit_jax.models import intermediates
 from vit_jax.models import vit
 
+TASKS = ('segmentation', 'depth')
+HEADS = ('linear', 'mask_transformer', 'multilevel')
+
+
 def depth_valid(depth: jax.Array, min_depth: float, max_depth: float) -> jax.Array:
   """Pixels with a measurement in (min_depth, max_depth]: what a depth loss and metric count."""
   return (depth > min_depth) & (depth <= max_depth)
-
-
-TASKS = ('segmentation', 'depth')
-HEADS = ('linear', 'mask_transformer', 'multilevel')
 
 
 class LinearHead(nn.Module):

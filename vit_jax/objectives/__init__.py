@@ -6,9 +6,10 @@
   dense           segmentation or depth from the patch maps (objectives/dense.py)
 
 Each is one module with `read(config, model_config)` (its own config fields, checked: a typed
-value or None), `build(fields, context) -> base.Objective` and, when it freezes parameters,
-`frozen(fields)`; a new objective is one new file and one line in `MODULES`. The trainer calls
-only `base.Objective`'s methods.
+value or None), `build(fields, context) -> base.Objective` and `OBJECTIVE`, its class, whose
+class methods say what a run freezes (`frozen_params(fields)`) and how a saved run is rebuilt
+(`saved_backbone`); a new objective is one new file and one line in `MODULES`. The trainer
+calls only `base.Objective`'s methods.
 """
 
 import dataclasses
@@ -45,12 +46,12 @@ def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigD
 
 
 def frozen(spec: Spec, model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Parameter names frozen beside config.frozen: what the objective freezes (its module's
-  `frozen(fields)`: a dense probe's backbone); everything but the head of a linear probe
-  (`model.linear_probe`)."""
-  own = getattr(MODULES[spec.name], 'frozen', None)
-  if own is not None and own(spec.fields):
-    return own(spec.fields)
+  """Parameter names frozen beside config.frozen: what the objective freezes
+  (`Objective.frozen_params`: a dense probe's backbone); everything but the head of a linear
+  probe (`model.linear_probe`)."""
+  own = MODULES[spec.name].OBJECTIVE.frozen_params(spec.fields)
+  if own:
+    return own
   if model_config.get('linear_probe'):
     return (r'(?!head/).*',)
   return ()
@@ -60,11 +61,7 @@ def build(spec: Spec, context: Context) -> Objective:
   return MODULES[spec.name].build(spec.fields, context)
 
 
-CLASSES = {'classification': classification.Classification, 'mae': mae.MaskedAutoencoding,
-           'distillation': distillation.Distillation, 'dense': dense.Dense}
-
-
 def saved_backbone(name: str, params: Any, model_config: ml_collections.ConfigDict,
                    image_size: int) -> tuple[Any, ml_collections.ConfigDict, bool]:
   """A saved run of objective `name` as a plain ViT: `Objective.saved_backbone`."""
-  return CLASSES[name].saved_backbone(params, model_config, image_size)
+  return MODULES[name].OBJECTIVE.saved_backbone(params, model_config, image_size)

@@ -51,6 +51,13 @@ class Objective:
     return params
 
   @classmethod
+  def frozen_params(cls, fields: Any) -> tuple[str, ...]:
+    """Parameter names a run of this objective (with its read `fields`) freezes beside
+    config.frozen; known before anything is built."""
+    del fields
+    return ()
+
+  @classmethod
   def saved_backbone(cls, params: Any, model_config: ml_collections.ConfigDict,
                      image_size: int) -> tuple[Any, ml_collections.ConfigDict, bool]:
     """A saved run's parameters as the plain ViT that `weights.trained_model` rebuilds for
@@ -98,4 +105,4 @@ class Context:
   # Reads a checkpoint (anything --checkpoint accepts) as a `weights.trained_model.TrainedModel`:
   # a distillation teacher. The setup hands it in, so that objectives import no `weights/` and
   # `weights/` can ask objectives how their saved runs are rebuilt (`saved_backbone`).
-  load_checkpoint: Optional[Callable[[str], Any]] = None
+  load_checkpoint: Callable[[str], Any]

@@ -50,6 +50,9 @@ def read(config, model_config) -> None:
   del config, model_config  # nothing of its own
 
 
+OBJECTIVE = Classification
+
+
 def build(fields: None, context: base.Context) -> Classification:
   del fields
   return Classification(context.model, context.loss, context.label_smoothing)

@@ -59,11 +59,6 @@ def read_fields(config: ml_collections.ConfigDict) -> Fields:
                 decoder_depth=int(dense.decoder_depth), decoder_heads=int(dense.decoder_heads))
 
 
-def frozen(fields: Fields) -> tuple[str, ...]:
-  """A probe's frozen backbone: every parameter but the dense head's."""
-  return (r'(?!dense_head/).*',) if fields.frozen_backbone else ()
-
-
 def read(config: ml_collections.ConfigDict, model_config: ml_collections.ConfigDict) -> Fields:
   fields = read_fields(config)
   transformer = model_config.get('transformer')
@@ -154,6 +149,11 @@ class Dense(base.Objective):
     return self.dense_model
 
   @classmethod
+  def frozen_params(cls, fields):
+    """A probe's frozen backbone: every parameter but the dense head's."""
+    return (r'(?!dense_head/).*',) if fields.frozen_backbone else ()
+
+  @classmethod
   def saved_backbone(cls, params, model_config, image_size):
     """The backbone; the dense head stays with the run (weights/dense_run.py reads both)."""
     del image_size
@@ -177,6 +177,9 @@ class Dense(base.Objective):
     parts = depth_losses(out, depth, valid)
     loss = sum(parts[name] for name in fields.depth_loss.split('+'))
     return loss, {'silog': parts['silog'], 'l1': parts['l1']}
+
+
+OBJECTIVE = Dense
 
 
 def build(fields: Fields, context: base.Context) -> Dense:

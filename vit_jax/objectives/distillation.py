@@ -139,6 +139,9 @@ class Distillation(base.Objective):
         'teacher_agreement': jnp.mean(agree.astype(jnp.float32))}
 
 
+OBJECTIVE = Distillation
+
+
 def build(fields: Fields, context: base.Context) -> Distillation:
   """Loads the teacher (before the workdir is claimed: a bad teacher costs nothing)."""
   teacher = load_teacher(fields, context.num_classes, context.load_checkpoint)

@@ -117,6 +117,9 @@ class MaskedAutoencoding(base.Objective):
     return loss, {}
 
 
+OBJECTIVE = MaskedAutoencoding
+
+
 def build(fields: Fields, context: base.Context) -> MaskedAutoencoding:
   return MaskedAutoencoding(context.model, context.model_config, fields,
                             image_size=context.image_size, seed=context.seed)

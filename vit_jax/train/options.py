@@ -408,8 +408,7 @@ def read_init(config: ml_collections.ConfigDict) -> Init:
 
 def read_evals(config: ml_collections.ConfigDict) -> Evals:
   """`config.evals` with what its evaluators share; also what `--mode=eval` reads."""
-  entries = {name: (entry.to_dict() if isinstance(entry, ml_collections.ConfigDict)
-                    else dict(entry)) for name, entry in config.evals.items()}
+  entries = config.evals.to_dict()  # plain dicts, in declared order
   _positive('eval_batch_size', config.eval_batch_size, allow_none=True)
   _positive('batch_size', config.batch_size)
   return Evals(entries=entries, batch_size=int(config.eval_batch_size or config.batch_size),
