@@ -1,9 +1,10 @@
-"""A digits run started as a user starts it (`python -m vit_jax.main` on the tiny recipe), stopped
-by a signal at a chosen step, and read back: final state, metric rows, files. Used by the chaos
+"""A digits run started as a user starts it (`python -m vit_jax.main` on the tiny recipe, a process
+of its own), stopped by a signal at a chosen step, and read back: final state, metric rows, files. Used by the chaos
 and object-store tests. Workdirs may be local paths or object-store URLs."""
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -18,7 +19,6 @@ from vit_jax.train import run as run_lib
 from vit_jax.train import setup as setup_lib
 from vit_jax.weights import workdir_params
 
-import preloaded
 import tiny_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,10 +34,10 @@ def config(data_dir, fields=None):
 
 def launch(workdir, data_dir, *extra, fields=None):
   flags = [f'--config.{k}={v}' for k, v in (fields or FIELDS).items()]
-  return preloaded.Popen(
+  return subprocess.Popen(
       [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/tests/tiny_recipe.py:{data_dir}',
-       f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=preloaded.PIPE,
-      stderr=preloaded.STDOUT, text=True)
+       f'--workdir={workdir}', *flags, *extra], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
 
 
 def interrupt(workdir, data_dir, at_step, sig, fields=None, committed=None):

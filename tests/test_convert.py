@@ -8,10 +8,11 @@ import numpy as np
 import torch
 import transformers
 
-import preloaded
 from vit_jax import checkpoint
 from vit_jax import convert
 from vit_jax.weights import trained_model
+
+from support import in_process
 
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
               image_size=64, patch_size=16, num_labels=3)
@@ -43,10 +44,9 @@ def test_convert_checks_against_the_source_library(tmp_path):
 
 def test_convert_command_prints_what_it_read(tmp_path):
   source = _saved(tmp_path)
-  result = preloaded.run(
+  result = in_process.run(
       [sys.executable, '-m', 'vit_jax.convert', f'--checkpoint={source}',
-       f'--out={tmp_path / "cli.npz"}'], capture_output=True, text=True, timeout=300,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
+       f'--out={tmp_path / "cli.npz"}'])
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   assert lines[0].startswith('architecture: width 32, depth 2, heads 4')
@@ -54,7 +54,7 @@ def test_convert_command_prints_what_it_read(tmp_path):
   assert any(line.startswith('input transform: resize_small(72') for line in lines)
   assert any(line.startswith('check against transformers') for line in lines)
   assert os.path.isfile(tmp_path / 'cli.npz')
-  missing = preloaded.run(
+  missing = in_process.run(
       [sys.executable, '-m', 'vit_jax.convert', f'--checkpoint={tmp_path / "nothing"}',
-       f'--out={tmp_path / "x.npz"}'], capture_output=True, text=True, timeout=300, check=False)
+       f'--out={tmp_path / "x.npz"}'])
   assert missing.returncode == 2 and missing.stderr.count('\n') == 1, missing.stderr

@@ -29,7 +29,7 @@ from vit_jax import models
 from vit_jax.configs import models as model_configs
 from vit_jax.configs import reference
 
-import preloaded
+from support import in_process
 from support import write_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,6 @@ TINY_MODEL = ['--config.model.hidden_size=16', '--config.model.transformer.mlp_d
 TINY_RUN = ['--config.total_steps=2', '--config.batch_size=16', '--config.eval_batch_size=16',
             '--config.log_every=1', '--config.checkpoint_every=2',
             '--config.lr.warmup_steps=1'] + TINY_MODEL
-TIMEOUT_S = 240
 _RAN: dict[str, subprocess.CompletedProcess] = {}  # a command two pages give runs once
 
 
@@ -149,9 +148,10 @@ def _mapped(ws, word: str) -> str:
 
 
 def run(ws, command: str, tiny: bool = True) -> subprocess.CompletedProcess:
-  """Runs one docs command in `ws` (with the tiny settings unless `tiny=False`); returns the
-  finished process. Commands see one CPU device, as on a user's machine. A command already run
-  in this workspace with success is not run again (the README repeats the docs' commands)."""
+  """Runs one docs command in `ws` (with the tiny settings unless `tiny=False`) in this
+  process (`support.in_process`, on its simulated devices); returns the finished command. A command
+  already run in this workspace with success is not run again (the README repeats the docs'
+  commands)."""
   key = f'{ws}|{tiny}|{command}'
   if key not in _RAN or _RAN[key].returncode:
     _RAN[key] = _run(ws, command, tiny)
@@ -160,8 +160,7 @@ def run(ws, command: str, tiny: bool = True) -> subprocess.CompletedProcess:
 
 def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
   words = _words(command)
-  env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT,
-             XLA_FLAGS='')
+  env = dict(os.environ, TFDS_DATA_DIR=str(ws / 'tfds'), PYTHONPATH=ROOT)
   while words and re.fullmatch(r'[A-Z_]+=.*', words[0]):
     key, value = words.pop(0).split('=', 1)
     env[key] = _mapped(ws, value)
@@ -169,8 +168,7 @@ def _run(ws, command: str, tiny: bool) -> subprocess.CompletedProcess:
     evaluating = '--mode=eval' in words
     words += TINY_MODEL if words[2] == 'vit_jax.plan' else [] if evaluating else TINY_RUN
   words = [sys.executable if w == 'python' else _mapped(ws, w) for w in words]
-  return preloaded.run(words, cwd=ws, env=env, capture_output=True, text=True,
-                       timeout=TIMEOUT_S, check=False)
+  return in_process.run(words, cwd=ws, env=env)
 
 
 def _elsewhere(command: str):

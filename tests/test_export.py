@@ -23,7 +23,7 @@ from vit_jax.export import timm as timm_export
 from vit_jax.train import loop
 from vit_jax.weights import trained_model
 
-import preloaded
+from support import in_process
 from support import randomize
 from support import tiny_vit_config
 import tiny_recipe
@@ -207,9 +207,9 @@ def test_rotary_embeddings_are_refused_not_dropped(tmp_path, fmt):
 
 def test_command_line(tmp_path):
   _, params, path = _saved(tmp_path)
-  result = preloaded.run(
+  result = in_process.run(
       [sys.executable, '-m', 'vit_jax.export', f'--checkpoint={path}', '--format=npz',
-       f'--out={tmp_path / "copy.npz"}'], capture_output=True, text=True, timeout=300)
+       f'--out={tmp_path / "copy.npz"}'])
   assert result.returncode == 0, result.stderr[-2000:]
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load(str(tmp_path / 'copy.npz')), params)
   with pytest.raises(ValueError, match="Unknown export format 'tflite'"):

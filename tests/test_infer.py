@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-import preloaded
+from support import in_process
 from support import randomize
 from vit_jax import checkpoint
 from vit_jax import infer
@@ -80,9 +80,9 @@ def test_missing_image_and_missing_arguments(tmp_path, saved):
 
 
 def test_command_line_smoke_run():
-  result = preloaded.run(
-      [sys.executable, '-m', 'vit_jax.infer', '--model=testing', '--num_classes=4', '--top_k=2'],
-      capture_output=True, text=True, timeout=300, check=True)
+  result = in_process.run(
+      [sys.executable, '-m', 'vit_jax.infer', '--model=testing', '--num_classes=4', '--top_k=2'])
+  assert result.returncode == 0, result.stderr[-2000:]
   assert 'china.jpg' in result.stdout
   assert result.stdout.count('0.2500  class') == 2  # zero head: uniform over 4 classes
 

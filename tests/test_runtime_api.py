@@ -3,6 +3,7 @@ run against a real coordination service of one process, in a process of its own.
 
 import os
 import socket
+import subprocess
 import sys
 
 import jax
@@ -10,7 +11,6 @@ from jax._src import distributed  # the private names the seam reaches for
 from jax._src.lib import _jax
 import pytest
 
-import preloaded
 from vit_jax import errors
 from vit_jax.parallel import runtime_api
 from vit_jax.parallel import coordinator
@@ -46,8 +46,8 @@ def _free_port() -> int:
 def test_the_store_sets_overwrites_and_lists_a_directory():
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
-  done = preloaded.run([sys.executable, '-c', _WORKER, str(_free_port())], env=env,
-                       capture_output=True, text=True, timeout=120, check=False)
+  done = subprocess.run([sys.executable, '-c', _WORKER, str(_free_port())], env=env,
+                        capture_output=True, text=True, timeout=120, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   lines = done.stdout.splitlines()
   assert lines[0] == ('before: jax.distributed.initialize has not run: there is no coordination '

@@ -13,7 +13,7 @@ from vit_jax.data import digits
 from vit_jax.data import sources
 from vit_jax.data import splits
 
-import preloaded
+from support import in_process
 from support import write_image_folder
 
 
@@ -118,8 +118,7 @@ def test_a_tfrecord_dataset_names_the_command_that_converts_it(tmp_path):
     sources._builder_source(builder, 'test', 'image', 'label')  # pylint: disable=protected-access
   command = str(error.value).split('Convert it in place with: ')[1]
   assert command == f'python -m vit_jax.data.to_array_record --dataset_version_dir={builder.data_dir}'
-  result = preloaded.run([sys.executable, *command.split()[1:]], capture_output=True,
-                         text=True, timeout=300)
+  result = in_process.run([sys.executable, *command.split()[1:]])
   assert result.returncode == 0 and '1797 records copied' in result.stdout, result.stderr[-2000:]
   source = sources._builder_source(digits.builder(8, data_dir=str(tmp_path)), 'test',  # pylint: disable=protected-access
                                    'image', 'label')

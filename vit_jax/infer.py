@@ -28,21 +28,24 @@ from vit_jax.data import naflex
 from vit_jax.models import sequences
 from vit_jax.weights import transforms
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP)
-_MODEL = flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
-                             '--checkpoint when omitted.')
-_IMAGE = flags.DEFINE_list('image', None, 'Image files (comma separated). Default: an example '
-                           'photograph shipped with scikit-learn.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Square input resolution. Default: the '
-                                   "checkpoint's own, else 224.")
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classes of a randomly initialised model.')
-_LABELS = flags.DEFINE_string('labels', None, 'Text file with one class name per line (default: '
-                               "the checkpoint's own, e.g. a workdir's labels.txt).")
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
-_NAFLEX = flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
-                               'ratio as a sequence of at most this many patches (docs/naflex.md). '
-                               "Default: a NaFlex checkpoint's own budget (SigLIP 2's "
-                               'max_num_patches).')
+def _define_flags() -> None:
+  """The command's flags (defined only when run as a command: importing this module as a library
+  defines none, and `infer`, `export` and `viz` share names)."""
+  flags.DEFINE_string('checkpoint', None, cli.CHECKPOINT_HELP)
+  flags.DEFINE_string('model', None, 'Variant name (ViT-B_16, B/16, ...). Inferred from '
+                      '--checkpoint when omitted.')
+  flags.DEFINE_list('image', None, 'Image files (comma separated). Default: an example '
+                    'photograph shipped with scikit-learn.')
+  flags.DEFINE_integer('image_size', None, 'Square input resolution. Default: the '
+                       "checkpoint's own, else 224.")
+  flags.DEFINE_integer('num_classes', 1000, 'Classes of a randomly initialised model.')
+  flags.DEFINE_string('labels', None, 'Text file with one class name per line (default: '
+                      "the checkpoint's own, e.g. a workdir's labels.txt).")
+  flags.DEFINE_integer('top_k', 5, 'How many classes to print per image.')
+  flags.DEFINE_integer('naflex', None, 'Native resolution: each image keeps its aspect '
+                       'ratio as a sequence of at most this many patches (docs/naflex.md). '
+                       "Default: a NaFlex checkpoint's own budget (SigLIP 2's "
+                       'max_num_patches).')
 
 
 @dataclasses.dataclass
@@ -105,18 +108,19 @@ def run(*, model_name=None, checkpoint_path=None, image_paths: Sequence[str] = (
 
 def main(argv):
   del argv
-  if _NAFLEX.value is not None and _NAFLEX.value < 1:
-    raise errors.UserError(f'--naflex={_NAFLEX.value}: expected a positive number of patches '
+  values = flags.FLAGS
+  if values.naflex is not None and values.naflex < 1:
+    raise errors.UserError(f'--naflex={values.naflex}: expected a positive number of patches '
                            '(leave it out for the square path).')
   labels = None
-  if _LABELS.value:
-    labels = [line.strip() for line in storage.read_text(_LABELS.value).splitlines()]
-  predictions = run(model_name=_MODEL.value, checkpoint_path=_CHECKPOINT.value,
-                    image_paths=_IMAGE.value or (), image_size=_IMAGE_SIZE.value,
-                    num_classes=_NUM_CLASSES.value, top_k=_TOP_K.value,
-                    naflex_patches=_NAFLEX.value)
-  if _CHECKPOINT.value is None:
-    print(f'{_MODEL.value}: randomly initialised (no --checkpoint); its head starts at zero, so '
+  if values.labels:
+    labels = [line.strip() for line in storage.read_text(values.labels).splitlines()]
+  predictions = run(model_name=values.model, checkpoint_path=values.checkpoint,
+                    image_paths=values.image or (), image_size=values.image_size,
+                    num_classes=values.num_classes, top_k=values.top_k,
+                    naflex_patches=values.naflex)
+  if values.checkpoint is None:
+    print(f'{values.model}: randomly initialised (no --checkpoint); its head starts at zero, so '
           'every class is equally likely until it is trained or a checkpoint is loaded.')
   for prediction in predictions:
     print(prediction.image)
@@ -128,4 +132,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main)

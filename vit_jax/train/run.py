@@ -161,7 +161,7 @@ def _packer(naflex: Optional[options_lib.Naflex]):
 def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   """Every part of a run, checked before the first step. `config` (a ConfigDict) is read here
   and nowhere below: the parts take its typed `options`."""
-  lead = jax.process_index() == 0
+  process_zero = jax.process_index() == 0
   storage.check_workdir(workdir)  # a URL nothing reads, a bucket without access: one line now
   # The config: what the training data and the init checkpoint decide, then read once.
   start = options_lib.read_start(config)
@@ -208,11 +208,11 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
   # The train step, compiled once (the 'auto' fields chosen) and checked against the device's
   # memory before the claim; this executable is the step the run trains with.
   setup, memory_plan = memory.resolve(setup)
-  if lead and memory.AUTO in (options.step.micro_batches, options.remat):
+  if process_zero and memory.AUTO in (options.step.micro_batches, options.remat):
     print(memory_plan.table(), flush=True)
-  elif lead and memory_plan.budget is not None:
+  elif process_zero and memory_plan.budget is not None:
     print(f'Memory: {memory_plan.verdict()}', flush=True)
-  if lead:  # only a config that passed every check above claims the workdir
+  if process_zero:  # only a config that passed every check above claims the workdir
     workdir_lib.claim(workdir, config_dict, overwrite)
     workdir_lib.write_labels(workdir, train_source.class_names)
     if source_pp and not (storage.path(workdir) / init_from.SOURCE_PP_FILE).exists():
@@ -222,17 +222,17 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
 
   def train_step(state, batch):
     return step_fn(state, batch, extras)
-  book = options.bookkeeping
-  ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=book.keep_checkpoints,
-                                       keep_period=book.keep_period)
+  bookkeeping = options.bookkeeping
+  ckpt = checkpointer_lib.Checkpointer(workdir, max_to_keep=bookkeeping.keep_checkpoints,
+                                       keep_period=bookkeeping.keep_period)
   def batches_from(position):
     return pipeline.TrainIterator(make_dataset, global_batch=data.batch_size,
                                   sharding=mesh_lib.batch_sharding(setup.mesh), position=position)
   start_step, state, position, unlogged = _initial_state(setup, ckpt, pretrained,
                                                          lambda: batches_from(0))
-  if lead:  # rows past the restored step (or every row, when no step was saved) were
+  if process_zero:  # rows past the restored step (or every row, when no step was saved) were
     workdir_lib.drop_metrics_after(workdir, start_step)  # written before a kill
-  if lead and start_step:
+  if process_zero and start_step:
     print(f'Resumed from the checkpoint at step {start_step}.', flush=True)
 
   batches = batches_from(position)
@@ -240,8 +240,8 @@ def prepare(config, workdir: str, *, overwrite: bool = False) -> Run:
              state=state, start_step=start_step, unlogged=unlogged, batches=batches,
              train_step=train_step,
              evaluators=evaluators, checkpointer=ckpt,
-             writer=metric_writer.MetricWriter(workdir, enabled=lead),
+             writer=metric_writer.MetricWriter(workdir, enabled=process_zero),
              progress=progress_lib.Progress(setup.total_steps, start_step, data.batch_size,
-                                            book.log_every, enabled=lead),
+                                            bookkeeping.log_every, enabled=process_zero),
              stops=preemption.StopRequest(cluster_notice=ckpt.reached_preemption),
              train_source=train_source)
