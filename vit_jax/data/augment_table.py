@@ -20,8 +20,6 @@ OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 
 # Ops that are one projective transform of the image (nearest neighbour, FILL outside), whose
 # direction is a random sign.
 GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
-# Ops whose degenerate image is blended with the original by `enhance_factor`.
-ENHANCE = ('Color', 'Contrast', 'Brightness', 'Sharpness')
 APPLY_PROBABILITY = (0.2, 0.8)  # each layer's op is applied with a probability drawn from this
 
 

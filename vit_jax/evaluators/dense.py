@@ -30,7 +30,6 @@ from vit_jax.parallel import mesh as mesh_lib
 from vit_jax.weights import transforms
 
 MODES = ('slide', 'whole')
-FIGURE = '{name}.png'  # the evaluator's figure in the workdir
 
 
 def confusion_matrix(pred: jax.Array, labels: jax.Array, num_classes: int, ignore: int,

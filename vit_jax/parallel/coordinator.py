@@ -26,7 +26,6 @@ from vit_jax.parallel import runtime_api
 
 READY = 'ready'
 DONE = 'done'
-START_BOUND_S = 60  # to start the interpreter and bind the port
 
 
 class ServiceProcess:
