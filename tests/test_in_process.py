@@ -29,7 +29,7 @@ def _state():
           signal.getsignal(signal.SIGTERM), flags.FLAGS.is_parsed())
 
 
-def test_commands_end_as_in_a_new_interpreter(tmp_path):
+def test_commands_end_as_in_a_new_interpreter():
   env = dict(os.environ, PYTHONPATH=ROOT, LIBTPU_INIT_ARGS='--given_here=1')
   before = _state()
   for command in COMMANDS:

@@ -118,9 +118,12 @@ def run(args, *, cwd=None, env=None) -> subprocess.CompletedProcess:
   kind, what, rest = _split(args)
   cwd = os.fspath(cwd or os.getcwd())
   env = dict(os.environ if env is None else env)
-  first_path = {'-m': cwd, '-c': ''}.get(kind) if kind else os.path.dirname(
-      os.path.realpath(os.path.join(cwd, what)))
-  argv = [{'-m': what, '-c': '-c'}.get(kind, what), *rest]
+  if kind == '-m':  # sys.path[0] and sys.argv[0] as `python` sets them (runpy fills in the file)
+    first_path, argv = cwd, [what, *rest]
+  elif kind == '-c':
+    first_path, argv = '', ['-c', *rest]
+  else:
+    first_path, argv = os.path.dirname(os.path.realpath(os.path.join(cwd, what))), [what, *rest]
   out, err = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     with _restored(cwd, env, argv, first_path):
