@@ -11,8 +11,8 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # TensorFlow (the input pipeline) imports Keras eagerly, 2 s of every process the tests start;
 # asking for legacy Keras, which is not installed, skips that import. Nothing here uses Keras.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-# One persistent compilation cache for the whole session: its workers and every run they start
-# (runs, docs commands, multi-host processes) compile the same tiny programs again and again. A
+# One persistent compilation cache for the whole session: its workers (the docs commands run in
+# them) and every process they start (runs, multi-host peers) compile the same tiny programs. A
 # hit returns the executable XLA wrote for the same program, flags and version, so results are
 # unchanged. The first process to load this file (xdist's controller) makes it, its workers
 # inherit it, and it is removed at the end: every session starts with an empty cache.
