@@ -132,3 +132,50 @@ def test_each_objective_registers_once_with_its_class():
   assert objectives.MODULES['dense'].OBJECTIVE.frozen_params(dense_fields) == (
       r'(?!dense_head/).*',)
   assert objectives.MODULES['mae'].OBJECTIVE.frozen_params(None) == ()
+
+
+def _flags_defined_on_import(tree) -> list[int]:
+  """Lines of module-level `DEFINE_*(...)` calls: run on import, outside any function or
+  `if __name__ == '__main__':`."""
+  lines = []
+  for statement in tree.body:
+    if isinstance(statement, (ast.FunctionDef, ast.ClassDef, ast.If)):
+      continue
+    for node in ast.walk(statement):
+      if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr.startswith('DEFINE')):
+        lines.append(node.lineno)
+  return lines
+
+
+def _imported_modules() -> set[str]:
+  """Every vit_jax module that the package, the tests or the experiments import."""
+  root = PACKAGE.parent
+  found = set()
+  for path in [*PACKAGE.rglob('*.py'), *(root / 'tests').rglob('*.py'),
+               *(root / 'experiments').rglob('*.py')]:
+    for name in _imports(ast.parse(path.read_text(encoding='utf-8'))):
+      parts = name.split('.')
+      found.update('.'.join(parts[:i]) for i in range(2, len(parts) + 1) if parts[0] == 'vit_jax')
+  return found
+
+
+def test_a_module_others_import_defines_no_flags():
+  """absl's flags are one table per process: a command's flags are defined only when it runs as
+  the command, so a module imported as a library (`vit_jax.infer`, `vit_jax.convert`) cannot
+  collide with the command that imports it or runs beside it (`tests/support/in_process.py`).
+  `vit_jax.cli` is the exception: its `--traceback` is every command's."""
+  imported = _imported_modules()
+  defining = {}
+  for name, tree in _modules('.'):
+    module = 'vit_jax.' + name[:-3].replace('/', '.').removesuffix('.__init__')
+    if module in imported and module != 'vit_jax.cli' and (lines := _flags_defined_on_import(tree)):
+      defining[module] = lines
+  assert {'vit_jax.infer', 'vit_jax.convert', 'vit_jax.train.loop'} <= imported  # the walk works
+  assert not defining, defining
+
+
+def test_the_flag_check_sees_a_definition_on_import():
+  tree = ast.parse("from absl import flags\n_X = flags.DEFINE_string('x', None, '')\n"
+                   "if __name__ == '__main__':\n  flags.DEFINE_string('y', None, '')\n")
+  assert _flags_defined_on_import(tree) == [2]
