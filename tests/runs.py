@@ -1,6 +1,7 @@
 """A digits run started as a user starts it (`python -m vit_jax.main` on the tiny recipe, a process
-of its own), stopped by a signal at a chosen step, and read back: final state, metric rows, files. Used by the chaos
-and object-store tests. Workdirs may be local paths or object-store URLs."""
+of its own), stopped by a signal at a chosen step, and read back: final state, metric rows,
+files. Used by the chaos and object-store tests. Workdirs may be local paths or object-store
+URLs."""
 
 import json
 import os
